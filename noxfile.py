@@ -1,0 +1,90 @@
+"""Sessions for tests, conformance, lint, types, docs and benchmarks.
+
+`nox` with no arguments runs the default sessions below: this is the README's test command and
+what `.ci/run` calls. Every session installs the project from this checkout with the pins in
+constraints.txt (torch 2.13.0, the local CPU build), so nothing installed by hand is relied on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "virtualenv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "trainer", "integrations"]
+
+PYTHON = "3.11"
+CONSTRAINTS = ("-c", "constraints.txt")
+BACKENDS = ("numpy", "torch", "jax")
+EXTRAS = {"numpy": "test", "torch": "torch,test", "jax": "jax,test"}
+# The Hypothesis profile: `ci` (derandomized, bounded) unless the caller picks another.
+HYPOTHESIS_ENV = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"), "PYTHONHASHSEED": "0"}
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    session.install(*CONSTRAINTS, "--upgrade", "pip")
+    session.install(*CONSTRAINTS, f".[{extras}]")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("backend", BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """Unit tests of one implementation: the NumPy reference (`numpy`), `cegppo.torch` or `cegppo.jax`."""
+    _install(session, EXTRAS[backend])
+    folder = "tests/core" if backend == "numpy" else f"tests/{backend}"
+    session.run("pytest", folder, *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("backend", BACKENDS)
+def conformance(session: nox.Session, backend: str) -> None:
+    """The conformance suite against one implementation (HYPOTHESIS_PROFILE=thorough for release checks)."""
+    _install(session, EXTRAS[backend])
+    session.run(
+        "pytest",
+        "tests/conformance",
+        f"--backend={backend}",
+        *session.posargs,
+        env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def trainer(session: nox.Session) -> None:
+    """The reference trainer: CLI smoke run, resume, DDP equivalence, checkpoints, datasets."""
+    _install(session, "trainer,test")
+    session.run("pytest", "tests/trainer", *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+
+
+@nox.session(python=PYTHON)
+def integrations(session: nox.Session) -> None:
+    """verl, TRL and optax integrations against the real packages (pinned in the `integrations` extra)."""
+    _install(session, "integrations,test")
+    session.run("pytest", "tests/integrations", *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint and import order."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy over the NumPy reference (the spec) and the backends."""
+    _install(session, "test")
+    session.install("mypy==2.4.1")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not in CI): `nox -s bench -- policy_loss` or `-- fused_head`."""
+    _install(session, "torch,jax")
+    which = session.posargs or ["policy_loss"]
+    for name in which:
+        session.run("python", f"benchmarks/bench_{name}.py")

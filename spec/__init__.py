@@ -1,0 +1,48 @@
+"""cegppo: CE-GPPO (arXiv 2509.20712) as an executable NumPy reference.
+
+``import cegppo`` needs only NumPy; it is the specification every backend is tested against
+(docs/spec.md). Pick a framework by importing its backend: ``import cegppo.torch as cg`` or
+``import cegppo.jax as cg`` expose the same names with autodiff gradients.
+"""
+
+from __future__ import annotations
+
+from . import presets
+from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
+from ._aggregation import aggregate_loss, aggregation_weights, local_counts
+from ._config import CEGPPOConfig
+from ._logits import entropy, entropy_change_first_order, entropy_grad, token_log_probs, token_log_probs_grad
+from ._loss import METRIC_KEYS, policy_loss, policy_loss_grad, policy_metrics
+from ._objective import TokenRegions, grad_weight, per_token_objective, token_regions
+from ._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AGG_MODES",
+    "GRPO_EPS",
+    "METRIC_KEYS",
+    "CEGPPOConfig",
+    "TokenRegions",
+    "__version__",
+    "aggregate_loss",
+    "aggregation_weights",
+    "drgrpo_advantages",
+    "entropy",
+    "entropy_change_first_order",
+    "entropy_grad",
+    "grad_weight",
+    "group_advantages",
+    "grpo_advantages",
+    "local_counts",
+    "per_token_objective",
+    "policy_loss",
+    "policy_loss_grad",
+    "policy_metrics",
+    "presets",
+    "rloo_advantages",
+    "token_log_probs",
+    "token_log_probs_grad",
+    "token_regions",
+]

@@ -1,0 +1,101 @@
+"""Loss aggregation over valid tokens, with global normalizers (docs/spec.md clause S8).
+
+Every mode is linear in the per-token losses: loss = sum_t c_t l_t. `aggregation_weights` returns
+the coefficients c_t, so the value (`aggregate_loss`) and the analytic gradient
+(`policy_loss_grad`) come from one definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._arrays import as_bool_mask
+from ._validation import check_agg, check_normalizer, check_positive
+
+__all__ = ["aggregate_loss", "aggregation_weights", "local_counts"]
+
+
+def local_counts(mask: Any) -> tuple[int, int]:
+    """(valid tokens, sequences with at least one valid token) of a (B, T) mask: the local normalizers."""
+    m = as_bool_mask(mask)
+    return int(m.sum()), int(m.any(axis=-1).sum())
+
+
+def _denominator(value: Any, default: float, dtype: np.dtype) -> Any:
+    den = np.asarray(default if value is None else value, dtype=dtype).reshape(())
+    # A denominator of 0 only happens when there is nothing to average: the numerator is 0 too,
+    # and the loss is defined as 0 (spec S8.4), never 0/0 = NaN.
+    return np.where(den > 0, den, 1)
+
+
+def aggregation_weights(
+    mask: Any,
+    agg: str = "token-mean",
+    *,
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    norm_length: float | None = None,
+    dtype: Any = np.float64,
+) -> np.ndarray:
+    """The coefficients c (B, T) with loss = sum(c * l) for aggregation mode `agg` (spec S8).
+
+        token-mean               c_t = m_t / N
+        token-sum                c_t = m_t
+        seq-mean-token-mean      c_t = m_t / (n_i S)      (rows with n_i = 0 get 0)
+        seq-mean-token-sum       c_t = m_t / S
+        seq-mean-token-sum-norm  c_t = m_t / (S L)        (Dr.GRPO, arXiv 2503.20783, Eq. 4)
+
+    N = num_tokens (default: valid tokens in `mask`), S = num_seqs (default: rows of `mask` with at
+    least one valid token), n_i = valid tokens of row i, L = norm_length (default T). Pass the
+    global N and S of the whole batch (all micro-batches, all ranks) and the per-micro-batch losses
+    sum to the full-batch loss (spec S8.3). `num_tokens` is read by token-mean only and `num_seqs`
+    by the seq-mean modes only.
+    """
+    agg = check_agg(agg)
+    check_normalizer("num_tokens", num_tokens)
+    check_normalizer("num_seqs", num_seqs)
+    if norm_length is not None:
+        norm_length = check_positive("norm_length", norm_length)
+    m = as_bool_mask(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must have shape (B, T), got shape {m.shape}")
+    dtype = np.dtype(dtype)
+    mf = m.astype(dtype)
+    if agg == "token-sum":
+        return mf
+    if agg == "token-mean":
+        return mf / _denominator(num_tokens, mf.sum(), dtype)
+    seqs = _denominator(num_seqs, m.any(axis=-1).sum(), dtype)
+    if agg == "seq-mean-token-sum":
+        return mf / seqs
+    if agg == "seq-mean-token-sum-norm":
+        length = float(m.shape[-1]) if norm_length is None else norm_length
+        return mf / (seqs * dtype.type(length))
+    # seq-mean-token-mean
+    per_row = mf.sum(axis=-1, keepdims=True)
+    return mf / np.where(per_row > 0, per_row, 1) / seqs
+
+
+def aggregate_loss(
+    per_token_loss: Any,
+    mask: Any,
+    agg: str = "token-mean",
+    *,
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    norm_length: float | None = None,
+) -> np.ndarray:
+    """Aggregate a (B, T) per-token loss over the valid tokens of `mask` (spec S8).
+
+    Masked positions of `per_token_loss` may hold anything, NaN and inf included: they are
+    selected away before any arithmetic (spec S9.3). Returns a 0-d array.
+    """
+    loss = np.asarray(per_token_loss)
+    m = as_bool_mask(mask)
+    if loss.shape != m.shape:
+        raise ValueError(f"per_token_loss must have the shape of mask {m.shape}, got shape {loss.shape}")
+    dtype = np.result_type(loss.dtype, np.float32)
+    c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=dtype)
+    return np.sum(c * np.where(m, loss, 0).astype(dtype))

@@ -1,0 +1,109 @@
+"""The CE-GPPO hyperparameters (docs/spec.md clause S1 "Symbols").
+
+`CEGPPOConfig` is frozen and validated at construction, so every backend can trust it and no
+backend has to re-check hyperparameters on a hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["CEGPPOConfig"]
+
+
+def _check_real(name: str, value: Any) -> float:
+    # bool is an int subclass; `eps_low=True` is a bug, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class CEGPPOConfig:
+    """Hyperparameters of the CE-GPPO objective (arXiv 2509.20712, Eq. 8).
+
+    The clip interval is ``[1 - eps_low, 1 + eps_high]`` on the ratio ``delta = pi / pi_old``.
+    Tokens clipped below the interval with negative advantage keep a gradient scaled by
+    ``beta_low * (1 - eps_low)`` (the paper's beta_1); tokens clipped above it with positive
+    advantage keep ``beta_high * (1 + eps_high)`` (beta_2). ``dual_clip`` (c > 1) bounds the loss of
+    negative-advantage tokens whose ratio exceeds c (Ye et al. 2020), as the official scripts do.
+
+    Special cases (spec clause S6): ``beta_low = beta_high = 0`` is PPO-clip's gradient,
+    ``beta_low = beta_high = 1`` is GPPO (arXiv 2508.07629), ``eps_high > eps_low`` is DAPO's
+    clip-higher.
+    """
+
+    eps_low: float = 0.2
+    """Lower clip width: the interval starts at 1 - eps_low. Must lie in (0, 1)."""
+    eps_high: float = 0.2
+    """Upper clip width: the interval ends at 1 + eps_high. Must be > 0."""
+    beta_low: float = 0.5
+    """beta_1: gradient scale kept for clip_low tokens (ratio < 1 - eps_low, A < 0). Must be >= 0."""
+    beta_high: float = 1.0
+    """beta_2: gradient scale kept for clip_high tokens (ratio > 1 + eps_high, A > 0). Must be >= 0."""
+    dual_clip: float | None = None
+    """Dual-clip constant c > 1, or None for no dual clip."""
+
+    def __post_init__(self) -> None:
+        eps_low = _check_real("eps_low", self.eps_low)
+        eps_high = _check_real("eps_high", self.eps_high)
+        beta_low = _check_real("beta_low", self.beta_low)
+        beta_high = _check_real("beta_high", self.beta_high)
+        if not 0.0 < eps_low < 1.0:
+            raise ValueError(f"eps_low must lie in (0, 1), got {eps_low!r}")
+        if not eps_high > 0.0:
+            raise ValueError(f"eps_high must be > 0, got {eps_high!r}")
+        if beta_low < 0.0:
+            raise ValueError(f"beta_low must be >= 0, got {beta_low!r}")
+        if beta_high < 0.0:
+            raise ValueError(f"beta_high must be >= 0, got {beta_high!r}")
+        dual_clip = self.dual_clip
+        if dual_clip is not None:
+            dual_clip = _check_real("dual_clip", dual_clip)
+            if not dual_clip > 1.0:
+                raise ValueError(f"dual_clip must be None or > 1, got {dual_clip!r}")
+        # Normalise ints to floats so that configs compare and hash by value.
+        object.__setattr__(self, "eps_low", eps_low)
+        object.__setattr__(self, "eps_high", eps_high)
+        object.__setattr__(self, "beta_low", beta_low)
+        object.__setattr__(self, "beta_high", beta_high)
+        object.__setattr__(self, "dual_clip", dual_clip)
+
+    # Derived constants, in the log space every backend compares in (spec clause S9.1).
+    @property
+    def log_lower(self) -> float:
+        """log(1 - eps_low): a token is below the interval when logr < log_lower."""
+        return math.log1p(-self.eps_low)
+
+    @property
+    def log_upper(self) -> float:
+        """log(1 + eps_high): a token is above the interval when logr > log_upper."""
+        return math.log1p(self.eps_high)
+
+    @property
+    def log_dual_clip(self) -> float | None:
+        """log(c), or None without dual clip."""
+        return None if self.dual_clip is None else math.log(self.dual_clip)
+
+    @property
+    def weight_low(self) -> float:
+        """F in clip_low: beta_low * (1 - eps_low)."""
+        return self.beta_low * (1.0 - self.eps_low)
+
+    @property
+    def weight_high(self) -> float:
+        """F in clip_high: beta_high * (1 + eps_high)."""
+        return self.beta_high * (1.0 + self.eps_high)
+
+    def replace(self, **changes: Any) -> CEGPPOConfig:
+        """A copy with some fields changed (validated again)."""
+        return CEGPPOConfig(**{**asdict(self), **changes})
+
+    def as_dict(self) -> dict[str, float | None]:
+        """The fields as a plain dict (for logging and checkpoints)."""
+        return asdict(self)
