@@ -14,8 +14,8 @@ from typing import Any
 from ._config import CEGPPOConfig
 
 __all__ = [
-    "AGG_MODES",
     "ADVANTAGE_ESTIMATORS",
+    "AGG_MODES",
     "check_agg",
     "check_config",
     "check_estimator",
