@@ -1,1 +1,54 @@
-"""Placeholder: filled by its issue."""
+"""cegppo.torch: CE-GPPO in PyTorch, with autograd gradients (docs/backends.md).
+
+Same names and signatures as the NumPy reference (`import cegppo`), taking and returning
+torch tensors on any device:
+
+    import cegppo, cegppo.torch as cg
+    cfg = cegppo.presets.ce_gppo_7b()
+    loss = cg.policy_loss(log_prob, old_log_prob, advantages, mask, cfg, agg="token-mean")
+
+Numerics follow docs/spec.md clause S9 (log space, select-then-exponentiate, masked garbage is
+inert, bf16/fp16 computed in float32, float64 kept). For data parallelism, `global_counts` gives
+the global normalizers with one all-reduce; see its docstring for the DDP/FSDP gradient factor.
+"""
+
+from __future__ import annotations
+
+from cegppo import presets
+from cegppo._config import CEGPPOConfig
+from cegppo._objective import TokenRegions
+from cegppo._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
+
+from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
+from ._aggregation import aggregate_loss, aggregation_weights, global_counts, local_counts
+from ._logits import entropy, entropy_change_first_order, token_log_probs
+from ._loss import METRIC_KEYS, policy_loss, policy_metrics
+from ._objective import grad_weight, per_token_objective, token_regions
+
+# The fused LM-head loss (backends/torch/_fused.py) adds its export below.
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AGG_MODES",
+    "GRPO_EPS",
+    "METRIC_KEYS",
+    "CEGPPOConfig",
+    "TokenRegions",
+    "aggregate_loss",
+    "aggregation_weights",
+    "drgrpo_advantages",
+    "entropy",
+    "entropy_change_first_order",
+    "global_counts",
+    "grad_weight",
+    "group_advantages",
+    "grpo_advantages",
+    "local_counts",
+    "per_token_objective",
+    "policy_loss",
+    "policy_metrics",
+    "presets",
+    "rloo_advantages",
+    "token_log_probs",
+    "token_regions",
+]

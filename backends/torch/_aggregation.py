@@ -1,0 +1,185 @@
+"""Loss aggregation over valid tokens, global normalizers and their all-reduce (docs/spec.md clause S8).
+
+Every mode is linear in the per-token losses, loss = sum_t c_t l_t, with the coefficients of
+`cegppo.aggregation_weights`. `aggregate_loss` computes the same sums without materialising c.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cegppo._validation import check_agg, check_normalizer, check_positive
+
+import torch
+
+from ._common import as_bool_mask, check_tensor
+
+__all__ = ["aggregate_loss", "aggregation_weights", "global_counts", "local_counts"]
+
+
+def local_counts(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(valid tokens, sequences with at least one valid token) of a (B, T) mask, as int64 0-d tensors.
+
+    No host sync: the counts stay on the mask's device.
+    """
+    m = as_bool_mask(mask)
+    if m.dim() != 2:
+        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    return m.sum(dtype=torch.int64), m.any(dim=-1).sum(dtype=torch.int64)
+
+
+def global_counts(mask: torch.Tensor, group: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global normalizers (num_tokens, num_seqs) of a data-parallel batch (spec S8.3).
+
+    Sums `local_counts(mask)` over the ranks of `group` with ONE `torch.distributed.all_reduce`
+    (both counts stacked in one int64 tensor on the mask's device). When torch.distributed is not
+    available or not initialised, returns the local counts. Call it once per optimiser step with
+    the mask of every micro-batch of this rank concatenated (or sum the local counts of the
+    micro-batches first), then pass the result to every `policy_loss` call of the step:
+
+        num_tokens, num_seqs = cg.global_counts(torch.cat(masks))
+        for mb in micro_batches:
+            loss = cg.policy_loss(..., num_tokens=num_tokens, num_seqs=num_seqs)
+            (loss * dist.get_world_size()).backward()   # DDP/FSDP average gradients: see below
+
+    Gradient-averaging factor: DDP and FSDP (FSDP1 and FSDP2's default) *average* gradients over
+    the W ranks of the data-parallel group. With global normalizers the per-rank losses *sum* to
+    the full-batch loss, so the summed gradient is the full-batch gradient and the averaged one is
+    1/W of it. Multiply the local loss by W = world size of the data-parallel group before
+    `backward()` (or, equivalently, divide the normalizers by W) to get exactly the full-batch
+    gradient. For logging, the full-batch loss is the all-reduce SUM of the unscaled local losses.
+
+    Args:
+        mask: (B, T) bool or integer mask of this rank.
+        group: the process group (default: the world).
+
+    Returns:
+        (num_tokens, num_seqs): int64 0-d tensors on the mask's device.
+    """
+    check_tensor("mask", mask)
+    tokens, seqs = local_counts(mask)
+    counts = torch.stack([tokens, seqs])
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
+    return counts[0], counts[1]
+
+
+def _denominator(value: Any, default: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | float:
+    """value (or the local default) as a divisor; 0 becomes 1 (the numerator is then 0: spec S8.4)."""
+    if value is None:
+        den = default.to(dtype)
+    elif isinstance(value, torch.Tensor):
+        den = value.reshape(()).to(dtype)
+    else:  # a Python number, already checked finite and >= 0
+        return float(value) if value > 0 else 1.0
+    return torch.where(den > 0, den, torch.ones_like(den))
+
+
+def _check(agg: str, num_tokens: Any, num_seqs: Any, norm_length: Any) -> str:
+    agg = check_agg(agg)
+    check_normalizer("num_tokens", num_tokens)
+    check_normalizer("num_seqs", num_seqs)
+    if norm_length is not None:
+        check_positive("norm_length", norm_length)
+    return agg
+
+
+def _aggregate(
+    masked_loss: torch.Tensor,
+    m: torch.Tensor,
+    agg: str,
+    num_tokens: Any,
+    num_seqs: Any,
+    norm_length: float | None,
+) -> torch.Tensor:
+    """sum_t c_t l_t for a loss already zeroed at masked positions (no checks)."""
+    dt = masked_loss.dtype
+    if agg == "token-sum":
+        return masked_loss.sum()
+    if agg == "token-mean":
+        return masked_loss.sum() / _denominator(num_tokens, m.sum(), dt)
+    seqs = _denominator(num_seqs, m.any(dim=-1).sum(), dt)
+    if agg == "seq-mean-token-sum":
+        return masked_loss.sum() / seqs
+    if agg == "seq-mean-token-sum-norm":
+        length = float(m.shape[-1]) if norm_length is None else float(norm_length)
+        return masked_loss.sum() / (seqs * length)
+    # seq-mean-token-mean: each row's mean over its valid tokens, averaged over rows.
+    per_row = m.sum(dim=-1).to(dt)
+    per_row = torch.where(per_row > 0, per_row, torch.ones_like(per_row))
+    return (masked_loss.sum(dim=-1) / per_row).sum() / seqs
+
+
+def aggregation_weights(
+    mask: torch.Tensor,
+    agg: str = "token-mean",
+    *,
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    norm_length: float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The coefficients c (B, T) with loss = sum(c * l) for aggregation mode `agg` (spec S8).
+
+        token-mean               c_t = m_t / N
+        token-sum                c_t = m_t
+        seq-mean-token-mean      c_t = m_t / (n_i S)      (rows with n_i = 0 get 0)
+        seq-mean-token-sum       c_t = m_t / S
+        seq-mean-token-sum-norm  c_t = m_t / (S L)        (Dr.GRPO, arXiv 2503.20783, Eq. 4)
+
+    N = num_tokens (default: valid tokens of `mask`), S = num_seqs (default: rows with a valid
+    token), n_i = valid tokens of row i, L = norm_length (default T). Same contract as
+    `cegppo.aggregation_weights`; `dtype` defaults to float32 here (the reference's to float64).
+    """
+    agg = _check(agg, num_tokens, num_seqs, norm_length)
+    m = as_bool_mask(mask)
+    if m.dim() != 2:
+        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    mf = m.to(dtype)
+    if agg == "token-sum":
+        return mf
+    if agg == "token-mean":
+        return mf / _denominator(num_tokens, m.sum(), dtype)
+    seqs = _denominator(num_seqs, m.any(dim=-1).sum(), dtype)
+    if agg == "seq-mean-token-sum":
+        return mf / seqs
+    if agg == "seq-mean-token-sum-norm":
+        length = float(m.shape[-1]) if norm_length is None else float(norm_length)
+        return mf / (seqs * length)
+    per_row = mf.sum(dim=-1, keepdim=True)
+    return mf / torch.where(per_row > 0, per_row, torch.ones_like(per_row)) / seqs
+
+
+def aggregate_loss(
+    per_token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    agg: str = "token-mean",
+    *,
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    norm_length: float | None = None,
+) -> torch.Tensor:
+    """Aggregate a (B, T) per-token loss over the valid tokens of `mask` (spec S8), differentiably.
+
+    Masked positions of `per_token_loss` may hold anything, NaN and inf included: they are selected
+    away with `torch.where` before any arithmetic, so they reach neither the value nor the gradient
+    (spec S9.3). Computed in at least float32. Returns a 0-d tensor.
+    """
+    agg = _check(agg, num_tokens, num_seqs, norm_length)
+    check_tensor("per_token_loss", per_token_loss)
+    m = as_bool_mask(mask)
+    if tuple(per_token_loss.shape) != tuple(m.shape) or m.dim() != 2:
+        raise ValueError(
+            f"per_token_loss must have the shape of mask {tuple(m.shape)} (B, T), got shape {tuple(per_token_loss.shape)}"
+        )
+    dt = torch.promote_types(per_token_loss.dtype, torch.float32)
+    loss = per_token_loss.to(dt)
+    return _aggregate(
+        torch.where(m, loss, torch.zeros((), dtype=dt, device=loss.device)),
+        m,
+        agg,
+        num_tokens,
+        num_seqs,
+        norm_length,
+    )

@@ -1,0 +1,151 @@
+"""The CE-GPPO batch loss and its diagnostics in PyTorch (docs/spec.md clauses S3, S4, S8, S9, S10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cegppo._config import CEGPPOConfig
+from cegppo._loss import METRIC_KEYS
+from cegppo._validation import check_config, check_policy_shapes
+
+import torch
+
+from ._aggregation import _aggregate, _check
+from ._common import as_bool_mask, as_float, compute_dtype
+from ._objective import _grad_weight, _objective, _regions
+
+__all__ = ["METRIC_KEYS", "policy_loss", "policy_metrics"]
+
+
+def _prepare(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: CEGPPOConfig,
+    validate: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check everything (metadata only), cast to the compute dtype, zero the masked positions.
+
+    Masked positions are replaced by 0 with `torch.where` before any arithmetic, so NaN or inf
+    there reaches neither the value nor (through where's backward) any gradient (spec S9.3).
+    """
+    check_config(cfg)
+    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
+    check_policy_shapes(log_prob, old_log_prob, advantages, mask)
+    m = as_bool_mask(mask)
+    lp = as_float("log_prob", log_prob, dt)
+    olp = as_float("old_log_prob", old_log_prob, dt).detach()
+    adv = as_float("advantages", advantages, dt, floating_only=False).detach()
+    if adv.dim() == 1:
+        adv = adv[:, None].expand(lp.shape)
+    if validate:  # data-dependent: one host sync, only on request
+        for name, arr in (("log_prob", lp), ("old_log_prob", olp), ("advantages", adv)):
+            if not bool(torch.isfinite(arr.detach())[m].all()):
+                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+    zero = torch.zeros((), dtype=dt, device=lp.device)
+    return torch.where(m, lp, zero), torch.where(m, olp, zero), torch.where(m, adv, zero), m
+
+
+def policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: CEGPPOConfig,
+    agg: str = "token-mean",
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    *,
+    norm_length: float | None = None,
+    validate: bool = False,
+) -> torch.Tensor:
+    """The CE-GPPO loss: -J aggregated over valid tokens (arXiv 2509.20712 Eq. 8; spec S3, S8).
+
+        loss = sum_t c_t (-J_t),   c from `aggregation_weights(mask, agg, ...)`
+        J_t  = beta_low (1-eps_low) A exp(logr - sg(logr))   clip_low  (delta < 1-eps_low, A < 0)
+             = beta_high (1+eps_high) A exp(logr - sg(logr)) clip_high (delta > 1+eps_high, A > 0)
+             = c A                                           dual_clip (A < 0, delta > c)
+             = A exp(logr)                                   inside    (everything else)
+
+    with logr = log_prob - old_log_prob. Autograd gives d loss / d log_prob_t = -c_t F_t A_t
+    (spec S4), equal to `cegppo.policy_loss_grad`. Numerics (spec S9): log-space regions, the exp
+    argument is selected before exponentiating (no inf * 0 in backward, even for |logr| ~ 1e4),
+    masked garbage is selected away first, an all-masked batch gives 0 and zero gradients, bf16 and
+    fp16 are computed in float32, float64 stays float64. No host sync (unless `validate=True`):
+    `torch.compile(policy_loss, fullgraph=True)` compiles without graph breaks.
+
+    Args:
+        log_prob: (B, T) log-probs of the sampled tokens under the current policy (differentiable).
+        old_log_prob: (B, T) log-probs recorded at rollout (treated as a constant).
+        advantages: (B, T) per token, or (B,) per sequence (treated as a constant).
+        mask: (B, T) bool or integer 0/1; True marks a valid response token.
+        cfg: a `cegppo.CEGPPOConfig`.
+        agg: one of `AGG_MODES` (spec S8).
+        num_tokens: global valid-token count for token-mean: a Python number or a 0-d tensor (e.g.
+            from `global_counts`); default this batch's. Never read on the host.
+        num_seqs: global sequence count for the seq-mean modes (same rules).
+        norm_length: the constant length L of seq-mean-token-sum-norm (default T).
+        validate: also check that valid positions hold finite values (one host sync).
+
+    Returns:
+        0-d tensor in the compute dtype.
+    """
+    agg = _check(agg, num_tokens, num_seqs, norm_length)
+    lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
+    per_token = -_objective(lp - olp, adv, cfg)
+    return _aggregate(per_token, m, agg, num_tokens, num_seqs, norm_length)
+
+
+def policy_metrics(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: CEGPPOConfig,
+) -> dict[str, torch.Tensor]:
+    """Diagnostics over the valid tokens of a batch (spec S10), as 0-d tensors keyed by METRIC_KEYS.
+
+    - `clip_low_frac`, `clip_high_frac`, `dual_clip_frac`, `inside_frac`: fraction of valid tokens
+      per region (they sum to 1); `clip_frac` = clip_low + clip_high (verl's `pg_clipfrac`).
+    - `ratio_mean`, `ratio_max`: mean and max of delta = exp(logr) over valid tokens.
+    - `approx_kl_k1` = mean(-logr), `approx_kl_k3` = mean(delta - 1 - logr) (Schulman's estimators
+      of KL(pi_old || pi_theta)).
+    - `grad_weight_abs_mean`: mean |F_t| (spec S4).
+
+    Computed without gradient, in the compute dtype, on the inputs' device, with no host sync
+    (calling `.item()` is the caller's choice). With no valid token every metric is 0. Local
+    statistics of this batch (all-reduce them yourself for global ones).
+    """
+    with torch.no_grad():
+        lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, False)
+        logr = lp - olp
+        r = _regions(logr, adv, cfg)
+        dt = lp.dtype
+        den = m.sum().to(dt).clamp(min=1)
+        zero = torch.zeros((), dtype=dt, device=lp.device)
+
+        def frac(x: torch.Tensor) -> torch.Tensor:
+            return (x & m).sum().to(dt) / den
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(m, x, zero).sum() / den
+
+        ratio = torch.exp(logr)
+        if ratio.numel():
+            ratio_max = torch.where(m, ratio, zero).amax()  # ratio >= 0: masked zeros never win
+        else:
+            ratio_max = zero
+        out = {
+            "clip_low_frac": frac(r.clip_low),
+            "clip_high_frac": frac(r.clip_high),
+            "dual_clip_frac": frac(r.dual_clip),
+            "inside_frac": frac(r.inside),
+            "clip_frac": frac(r.clip_low | r.clip_high),
+            "ratio_mean": mean(ratio),
+            "ratio_max": ratio_max,
+            "approx_kl_k1": mean(-logr),
+            "approx_kl_k3": mean(torch.expm1(logr) - logr),
+            "grad_weight_abs_mean": mean(_grad_weight(logr, adv, cfg).abs()),
+        }
+    return {k: out[k] for k in METRIC_KEYS}
