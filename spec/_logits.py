@@ -38,12 +38,25 @@ def _ids(ids: Any, logits: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _grad_output(grad_output: Any, z: np.ndarray) -> np.ndarray:
+    """The cotangent of a (...)-shaped output: default 1; its shape must be logits' without V."""
+    if grad_output is None:
+        return np.ones(z.shape[:-1], z.dtype)
+    shape = np.shape(grad_output)
+    if shape != z.shape[:-1]:
+        raise ValueError(f"grad_output must have shape {z.shape[:-1]} (logits without the vocab axis), got shape {shape}")
+    return as_float("grad_output", grad_output, z.dtype, floating_only=False)
+
+
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     zmax = np.max(z, axis=-1, keepdims=True)
-    zmax = np.where(np.isfinite(zmax), zmax, 0)  # an all -inf row stays -inf instead of NaN
+    zmax = np.where(np.isfinite(zmax), zmax, 0)
     shifted = z - zmax
-    with np.errstate(divide="ignore"):
-        return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lse = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+        # An all -inf row (every token banned) has no distribution: its log-probs stay -inf
+        # (probabilities 0, entropy 0) instead of -inf - (-inf) = NaN.
+        return np.where(np.isneginf(lse), -np.inf, shifted - lse)
 
 
 def _p_logp(logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +87,7 @@ def token_log_probs_grad(logits: Any, ids: Any, grad_output: Any = None) -> np.n
     """
     z = _logits(logits)
     a = _ids(ids, z)
-    g = np.ones(z.shape[:-1], z.dtype) if grad_output is None else as_float("grad_output", grad_output, z.dtype)
+    g = _grad_output(grad_output, z)
     onehot = np.zeros_like(z)
     np.put_along_axis(onehot, a[..., None], 1, axis=-1)
     return g[..., None] * (onehot - np.exp(_log_softmax(z)))
@@ -96,7 +109,7 @@ def entropy_grad(logits: Any, grad_output: Any = None) -> np.ndarray:
     logp = _log_softmax(z)
     p, plogp = _p_logp(logp)
     h = -np.sum(plogp, axis=-1, keepdims=True)
-    g = np.ones(z.shape[:-1], z.dtype) if grad_output is None else as_float("grad_output", grad_output, z.dtype)
+    g = _grad_output(grad_output, z)
     return g[..., None] * -(plogp + p * h)
 
 
