@@ -1,1 +1,58 @@
-"""Placeholder: filled by its issue."""
+"""cegppo.jax: CE-GPPO (arXiv 2509.20712) in JAX, with the NumPy reference's names and signatures.
+
+    import cegppo.jax as cg
+    cfg = cg.presets.ce_gppo_official()
+    loss_fn = jax.jit(functools.partial(cg.policy_loss, cfg=cfg, agg="token-mean"))
+    loss, grad = jax.value_and_grad(loss_fn)(log_prob, old_log_prob, advantages, mask)
+
+Everything is a pure function of arrays; the configuration (`cfg`, a frozen and hashable
+`CEGPPOConfig`), `agg`, `norm_length`, `validate` and `chunk_size` are static Python values: close
+over them (`functools.partial`) or pass them through `static_argnames`. `num_tokens` / `num_seqs`
+may be traced. Gradients come from `jax.grad` and equal the reference's analytic ones (spec S4);
+the functions compose with `jax.jit`, `jax.grad`, `jax.vmap`, sharded arrays
+(`jax.sharding.NamedSharding`) and `shard_map` (`global_counts`). Numerics follow docs/spec.md
+clause S9: log-space ratio, select-then-exponentiate, masked garbage ignored, empty batch 0,
+bf16/fp16 computed in float32, float64 kept with `jax.config.update("jax_enable_x64", True)`.
+
+Only this subpackage imports jax.
+"""
+
+from __future__ import annotations
+
+from cegppo import presets
+from cegppo._config import CEGPPOConfig
+from cegppo._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
+
+from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
+from ._aggregation import aggregate_loss, aggregation_weights, global_counts, local_counts
+from ._logits import entropy, entropy_change_first_order, token_log_probs
+from ._loss import METRIC_KEYS, policy_loss, policy_metrics
+from ._objective import TokenRegions, grad_weight, per_token_objective, token_regions
+
+# The fused LM-head loss (backends/jax/_fused.py) is exported here by its own change.
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AGG_MODES",
+    "GRPO_EPS",
+    "METRIC_KEYS",
+    "CEGPPOConfig",
+    "TokenRegions",
+    "aggregate_loss",
+    "aggregation_weights",
+    "drgrpo_advantages",
+    "entropy",
+    "entropy_change_first_order",
+    "global_counts",
+    "grad_weight",
+    "group_advantages",
+    "grpo_advantages",
+    "local_counts",
+    "per_token_objective",
+    "policy_loss",
+    "policy_metrics",
+    "presets",
+    "rloo_advantages",
+    "token_log_probs",
+    "token_regions",
+]

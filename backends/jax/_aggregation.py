@@ -1,0 +1,167 @@
+"""Loss aggregation in JAX, with global normalizers (docs/spec.md clause S8).
+
+Every mode is linear in the per-token losses, loss = sum_t c_t l_t, as in the reference
+(`cegppo.aggregation_weights`). Normalizers may be Python numbers or (traced) 0-d arrays, so the
+global counts of a sharded batch can be fed in under `jit` / `shard_map` (`global_counts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+from cegppo._validation import check_agg, check_normalizer, check_positive
+
+import jax
+import jax.numpy as jnp
+
+from ._common import as_bool_mask, check_array
+
+__all__ = ["aggregate_loss", "aggregation_weights", "global_counts", "local_counts"]
+
+
+def local_counts(mask: Any) -> tuple[jax.Array, jax.Array]:
+    """(valid tokens, sequences with at least one valid token) of a (B, T) mask, as int32 0-d arrays.
+
+    Unlike the reference (which returns Python ints) nothing is read back to the host, so this
+    works under `jit` and never synchronises a device.
+    """
+    m = as_bool_mask(mask)
+    return jnp.sum(m, dtype=jnp.int32), jnp.sum(jnp.any(m, axis=-1), dtype=jnp.int32)
+
+
+def global_counts(
+    mask: Any, axis_name: Hashable | Sequence[Hashable] | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """The normalizers (num_tokens, num_seqs) of the whole batch, for `policy_loss` (spec S8.3).
+
+        num_tokens = sum over shards of sum_t m_t,   num_seqs = sum over shards of #{i : any_t m_it}
+
+    - `axis_name=None`: the counts of `mask` itself. Under `jax.jit` on a globally sharded array
+      (`jax.sharding.NamedSharding`) that already *is* the global count: jit sees the global
+      array and XLA inserts the cross-device reduction, so plain `policy_loss(...)` needs no
+      normalizers at all.
+    - `axis_name="data"` (or a tuple of names): inside `shard_map` / `pmap`, where each program
+      sees only its shard, the local counts are summed over that mapped axis with one `lax.psum`.
+      Passing them to `policy_loss(..., num_tokens=n, num_seqs=s)` on every shard makes the
+      per-shard losses add up (`lax.psum`) to the full-batch loss, and their gradients likewise.
+
+    Args:
+        mask: (B, T) bool (or integer 0/1) mask of valid tokens (the local shard inside shard_map).
+        axis_name: a mapped axis name (or names) to reduce over, or None.
+
+    Returns:
+        (num_tokens, num_seqs): int32 0-d arrays.
+    """
+    n_tok, n_seq = local_counts(mask)
+    if axis_name is None:
+        return n_tok, n_seq
+    return jax.lax.psum(n_tok, axis_name), jax.lax.psum(n_seq, axis_name)
+
+
+def _denominator(value: Any, default: jax.Array, dtype: Any) -> jax.Array:
+    den = jnp.reshape(jnp.asarray(default if value is None else value).astype(dtype), ())
+    # A zero denominator only happens when there is nothing to average (the numerator is 0 too):
+    # the loss is then 0 (spec S8.4), never 0/0 = NaN.
+    return jnp.where(den > 0, den, jnp.ones((), dtype))
+
+
+def _check_normalizers(num_tokens: Any, num_seqs: Any, norm_length: Any) -> float | None:
+    check_normalizer("num_tokens", num_tokens)
+    check_normalizer("num_seqs", num_seqs)
+    for name, value in (("num_tokens", num_tokens), ("num_seqs", num_seqs)):
+        if value is not None and not isinstance(value, (int, float)):
+            check_array(name, value)
+            if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
+                raise TypeError(f"{name} must be a real number or a numeric scalar array, got dtype {value.dtype}")
+    return None if norm_length is None else check_positive("norm_length", norm_length)
+
+
+def _weights(
+    m: jax.Array,
+    agg: str,
+    num_tokens: Any,
+    num_seqs: Any,
+    norm_length: float | None,
+    dtype: Any,
+) -> jax.Array:
+    mf = m.astype(dtype)
+    if agg == "token-sum":
+        return mf
+    if agg == "token-mean":
+        return mf / _denominator(num_tokens, jnp.sum(mf), dtype)
+    seqs = _denominator(num_seqs, jnp.sum(jnp.any(m, axis=-1), dtype=dtype), dtype)
+    if agg == "seq-mean-token-sum":
+        return mf / seqs
+    if agg == "seq-mean-token-sum-norm":
+        length = float(m.shape[-1]) if norm_length is None else norm_length
+        return mf / (seqs * np.asarray(length, dtype))
+    # seq-mean-token-mean
+    per_row = jnp.sum(mf, axis=-1, keepdims=True)
+    return mf / jnp.where(per_row > 0, per_row, jnp.ones((), dtype)) / seqs
+
+
+def aggregation_weights(
+    mask: Any,
+    agg: str = "token-mean",
+    *,
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    norm_length: float | None = None,
+    dtype: Any = None,
+) -> jax.Array:
+    """The coefficients c (B, T) with loss = sum(c * l) for aggregation mode `agg` (spec S8).
+
+        token-mean               c_t = m_t / N
+        token-sum                c_t = m_t
+        seq-mean-token-mean      c_t = m_t / (n_i S)      (rows with n_i = 0 get 0)
+        seq-mean-token-sum       c_t = m_t / S
+        seq-mean-token-sum-norm  c_t = m_t / (S L)        (Dr.GRPO, arXiv 2503.20783, Eq. 4)
+
+    N = num_tokens (default: valid tokens in `mask`), S = num_seqs (default: rows of `mask` with at
+    least one valid token), n_i = valid tokens of row i, L = norm_length (default T). N and S may
+    be traced 0-d arrays (e.g. from `global_counts`). `dtype` defaults to float64 with
+    jax_enable_x64, else float32.
+    """
+    agg = check_agg(agg)
+    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    m = as_bool_mask(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    dtype = jax.dtypes.canonicalize_dtype(np.float64 if dtype is None else dtype)
+    return _weights(m, agg, num_tokens, num_seqs, norm_length, dtype)
+
+
+def aggregate_loss(
+    per_token_loss: Any,
+    mask: Any,
+    agg: str = "token-mean",
+    *,
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    norm_length: float | None = None,
+) -> jax.Array:
+    """Aggregate a (B, T) per-token loss over the valid tokens of `mask` (spec S8): sum(c * l).
+
+    Masked positions of `per_token_loss` may hold anything, NaN and inf included: they are
+    selected away before any arithmetic, in the forward and the backward pass (spec S9.3).
+    bf16/fp16 losses are aggregated in float32. Returns a 0-d array.
+    """
+    agg = check_agg(agg)
+    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    check_array("per_token_loss", per_token_loss)
+    m = as_bool_mask(mask)
+    if tuple(per_token_loss.shape) != tuple(m.shape):
+        raise ValueError(
+            f"per_token_loss must have the shape of mask {tuple(m.shape)}, got shape {tuple(per_token_loss.shape)}"
+        )
+    if m.ndim != 2:
+        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    dt = np.dtype(per_token_loss.dtype)
+    if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer) or dt == np.bool_):
+        raise TypeError(f"per_token_loss must be a real numeric array, got dtype {dt}")
+    dtype = jnp.result_type(dt, jnp.float32) if jnp.issubdtype(dt, jnp.floating) else np.dtype(np.float32)
+    loss = jnp.asarray(per_token_loss).astype(dtype)
+    c = _weights(m, agg, num_tokens, num_seqs, norm_length, dtype)
+    return jnp.sum(c * jnp.where(m, loss, jnp.zeros((), dtype)))

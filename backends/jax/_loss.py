@@ -1,0 +1,157 @@
+"""The CE-GPPO batch loss and its diagnostics in JAX (docs/spec.md clauses S3, S8, S9, S10).
+
+`policy_loss` is a pure function of arrays plus static Python arguments (`cfg`, `agg`,
+`norm_length`, `validate`). Under `jax.jit` close over them or mark them static:
+
+    loss_fn = jax.jit(functools.partial(policy_loss, cfg=cfg, agg="token-mean"))
+    loss_fn = jax.jit(policy_loss, static_argnames=("cfg", "agg", "norm_length", "validate"))
+
+(`CEGPPOConfig` is a frozen, hashable dataclass, so it is a valid static argument.) `num_tokens`
+and `num_seqs` may be traced 0-d arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from cegppo._config import CEGPPOConfig
+from cegppo._loss import METRIC_KEYS
+from cegppo._validation import check_agg, check_config, check_policy_shapes
+
+import jax
+import jax.numpy as jnp
+
+from ._aggregation import _check_normalizers, _weights
+from ._common import as_bool_mask, as_float, compute_dtype, require_concrete
+from ._objective import _grad_weight, _objective, _regions
+
+__all__ = ["METRIC_KEYS", "policy_loss", "policy_metrics"]
+
+
+def _prepare(
+    log_prob: Any, old_log_prob: Any, advantages: Any, mask: Any, cfg: CEGPPOConfig, validate: bool
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Check metadata, then zero the masked positions so garbage there never enters arithmetic."""
+    check_config(cfg)
+    check_policy_shapes(log_prob, old_log_prob, advantages, mask)
+    m = as_bool_mask(mask)
+    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
+    lp = as_float("log_prob", log_prob, dt)
+    olp = as_float("old_log_prob", old_log_prob, dt)
+    adv = as_float("advantages", advantages, dt, floating_only=False)
+    if adv.ndim == 1:
+        adv = jnp.broadcast_to(adv[:, None], lp.shape)
+    if validate:
+        require_concrete("validate=True", ("log_prob", lp), ("old_log_prob", olp), ("advantages", adv), ("mask", m))
+        m_host = np.asarray(m)
+        for name, arr in (("log_prob", lp), ("old_log_prob", olp), ("advantages", adv)):
+            if not np.all(np.isfinite(np.asarray(arr)[m_host])):
+                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+    # jnp.where (a select) also routes the backward pass: masked positions get an exactly zero
+    # cotangent, whatever they hold (spec S9.3).
+    zero = jnp.zeros((), dt)
+    return jnp.where(m, lp, zero), jnp.where(m, olp, zero), jnp.where(m, adv, zero), m
+
+
+def policy_loss(
+    log_prob: Any,
+    old_log_prob: Any,
+    advantages: Any,
+    mask: Any,
+    cfg: CEGPPOConfig,
+    agg: str = "token-mean",
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    *,
+    norm_length: float | None = None,
+    validate: bool = False,
+) -> jax.Array:
+    """The CE-GPPO loss: -J aggregated over valid tokens (arXiv 2509.20712 Eq. 8; spec S3, S8).
+
+        loss = sum_t c_t (-J_t),   c from `aggregation_weights(mask, agg, ...)`, J from
+        `per_token_objective`;  d loss / d log_prob_t = -c_t F_t A_t  (spec S4, by autodiff)
+
+    Works under `jax.jit` (with `cfg`, `agg`, `norm_length`, `validate` static: see the module
+    docstring), `jax.grad` (with respect to log_prob) and `jax.vmap`; on sharded arrays under
+    `jit` the result is the unsharded one, and inside `shard_map` pass the counts of
+    `global_counts(mask, axis_name)` as num_tokens / num_seqs and `lax.psum` the losses.
+
+    Args:
+        log_prob: (B, T) log-probs of the sampled tokens under the current policy.
+        old_log_prob: (B, T) log-probs recorded at rollout (treated as a constant by the spec).
+        advantages: (B, T) per token, or (B,) per sequence.
+        mask: (B, T) bool (or integer 0/1); True marks a valid response token. Masked positions
+            may hold anything, NaN and inf included, and change neither loss nor gradient.
+        cfg: the hyperparameters (a static, hashable `cegppo.CEGPPOConfig`).
+        agg: one of AGG_MODES (spec S8).
+        num_tokens: global count of valid tokens for token-mean (default: this batch's); a
+            Python number or a (traced) 0-d array.
+        num_seqs: global count of sequences for the seq-mean modes (default: this batch's rows
+            with at least one valid token).
+        norm_length: the constant length L of seq-mean-token-sum-norm (default T).
+        validate: also check that valid positions hold finite values. This reads the data, so it
+            needs concrete arrays: it raises ValueError under jit/grad/vmap (call it eagerly).
+
+    Returns:
+        0-d array in the compute dtype (bf16/fp16 -> float32, float64 stays float64 with
+        jax_enable_x64: spec S9.5). An all-masked batch gives exactly 0 and a zero gradient.
+
+    Raises:
+        TypeError / ValueError naming the argument, at trace time, before any computation (S9.6).
+    """
+    check_agg(agg)
+    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
+    logr = lp - olp
+    per_token = -_objective(logr, adv, _regions(logr, adv, cfg), cfg)
+    c = _weights(m, agg, num_tokens, num_seqs, norm_length, lp.dtype)
+    return jnp.sum(c * jnp.where(m, per_token, jnp.zeros((), lp.dtype)))
+
+
+def policy_metrics(
+    log_prob: Any, old_log_prob: Any, advantages: Any, mask: Any, cfg: CEGPPOConfig
+) -> dict[str, jax.Array]:
+    """Diagnostics over the valid tokens of a batch (spec S10); each value is a 0-d array.
+
+    - `clip_low_frac`, `clip_high_frac`, `dual_clip_frac`, `inside_frac`: fraction of valid tokens
+      in each region of spec S2 (they sum to 1); `clip_frac` = clip_low + clip_high.
+    - `ratio_mean`, `ratio_max`: mean and max of delta = exp(log_prob - old_log_prob).
+    - `approx_kl_k1` = mean(-logr), `approx_kl_k3` = mean(delta - 1 - logr) (Schulman's k1, k3).
+    - `grad_weight_abs_mean`: mean |F_t| (spec S4).
+
+    Keys in the order of `METRIC_KEYS`. With no valid token every metric is 0. Values stay on the
+    device (no host sync): converting them to Python floats is the caller's choice. Statistics
+    are over the arrays as given: under `jit` on a sharded batch that is the global batch; inside
+    `shard_map` they are per shard (average them with `lax.pmean` if wanted). No gradient flows
+    through the metrics (they are wrapped in `lax.stop_gradient`).
+    """
+    lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, False)
+    lp, olp, adv = (jax.lax.stop_gradient(x) for x in (lp, olp, adv))
+    dt = lp.dtype
+    zero = jnp.zeros((), dt)
+    logr = lp - olp
+    r = _regions(logr, adv, cfg)
+    den = jnp.maximum(jnp.sum(m, dtype=dt), jnp.ones((), dt))
+
+    def frac(x: jax.Array) -> jax.Array:
+        return jnp.sum(x & m, dtype=dt) / den
+
+    def mean(x: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.where(m, x, zero)) / den
+
+    ratio = jnp.exp(logr)
+    out = {
+        "clip_low_frac": frac(r.clip_low),
+        "clip_high_frac": frac(r.clip_high),
+        "dual_clip_frac": frac(r.dual_clip),
+        "inside_frac": frac(r.inside),
+        "clip_frac": frac(r.clip_low | r.clip_high),
+        "ratio_mean": mean(ratio),
+        # delta >= 0, so max(where(m, delta, 0)) is the masked max, and 0 with no valid token.
+        "ratio_max": jnp.max(jnp.where(m, ratio, zero), initial=zero),
+        "approx_kl_k1": mean(-logr),
+        "approx_kl_k3": mean(jnp.expm1(logr) - logr),
+        "grad_weight_abs_mean": mean(jnp.abs(_grad_weight(logr, r, cfg))),
+    }
+    return {k: out[k].astype(dt) for k in METRIC_KEYS}
