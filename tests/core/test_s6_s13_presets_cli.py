@@ -1,0 +1,73 @@
+"""Presets (docs/spec.md S6, S7, S13), the `python -m cegppo` demo and import isolation (S9.5 / DESIGN 5)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cegppo
+import pytest
+from cegppo import presets
+
+EXPECTED = {
+    # name: (eps_low, eps_high, beta_low, beta_high, dual_clip)
+    "ppo": (0.2, 0.2, 0.0, 0.0, None),
+    "dual_clip_ppo": (0.2, 0.2, 0.0, 0.0, 3.0),
+    "dapo": (0.2, 0.28, 0.0, 0.0, None),
+    "gppo": (0.2, 0.2, 1.0, 1.0, None),
+    "ce_gppo_1p5b": (0.2, 0.2, 0.5, 1.0, None),
+    "ce_gppo_7b": (0.2, 0.2, 0.75, 1.0, None),
+    # recipe/dapo/1_5B_perf_run_gppo_v1_beta1_05_beta2_1_ours_math.sh in Kwai-Klear/CE-GPPO:
+    # clip_ratio_low = clip_ratio_high = 0.2, gppo_loss_beta1 = 0.5, gppo_loss_beta2 = 1.0, clip_ratio_c = 10.0
+    "ce_gppo_official": (0.2, 0.2, 0.5, 1.0, 10.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_S6_S13_preset_numbers(name: str) -> None:
+    cfg = presets.get(name)
+    assert (cfg.eps_low, cfg.eps_high, cfg.beta_low, cfg.beta_high, cfg.dual_clip) == EXPECTED[name]
+    assert presets.PRESETS[name]() == cfg
+    assert getattr(presets, name).__doc__, f"preset {name} must say where its numbers come from"
+
+
+def test_presets_are_all_listed_and_overridable() -> None:
+    assert set(presets.PRESETS) == set(EXPECTED)
+    assert presets.ce_gppo_7b(dual_clip=10.0).dual_clip == 10.0
+    assert presets.get("ppo", eps_high=0.28) == presets.dapo()
+    with pytest.raises(ValueError, match="preset"):
+        presets.get("grpo")
+    with pytest.raises(ValueError, match="beta_low"):
+        presets.ce_gppo_official(beta_low=-1.0)
+
+
+def test_demo_runs_and_prints_every_region() -> None:
+    out = subprocess.run([sys.executable, "-m", "cegppo"], capture_output=True, text=True, timeout=60, check=True)
+    for region in cegppo.TokenRegions._fields:
+        assert any(line.startswith(region) for line in out.stdout.splitlines()), region
+    for key in cegppo.METRIC_KEYS:
+        assert key in out.stdout
+    assert "loss (token-mean)" in out.stdout
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+def test_demo_accepts_every_preset_and_mode(agg: str) -> None:
+    from cegppo.__main__ import main
+
+    for name in presets.PRESETS:
+        main(["--preset", name, "--agg", agg])
+
+
+def test_import_cegppo_does_not_import_torch_or_jax() -> None:
+    code = (
+        "import sys, cegppo, cegppo.presets; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'jax', 'jaxlib')); "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_public_names() -> None:
+    assert sorted(cegppo.__all__) == sorted(set(cegppo.__all__))
+    for name in cegppo.__all__:
+        assert hasattr(cegppo, name), name
