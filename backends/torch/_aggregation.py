@@ -6,9 +6,10 @@ Every mode is linear in the per-token losses, loss = sum_t c_t l_t, with the coe
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
-from cegppo._validation import check_agg, check_normalizer, check_positive
+from cegppo._validation import check_agg, check_positive
 
 import torch
 
@@ -71,9 +72,40 @@ def _denominator(value: Any, default: torch.Tensor, dtype: torch.dtype) -> torch
         den = default.to(dtype)
     elif isinstance(value, torch.Tensor):
         den = value.reshape(()).to(dtype)
-    else:  # a Python number, already checked finite and >= 0
+    elif isinstance(value, (int, float, numbers.Real)):  # a Python number, checked finite and >= 0
         return float(value) if value > 0 else 1.0
+    else:  # a scalar NumPy array (host memory: reading it syncs nothing)
+        v = float(value.reshape(()))
+        return v if v > 0 else 1.0
     return torch.where(den > 0, den, torch.ones_like(den))
+
+
+def check_normalizer(name: str, value: Any) -> None:
+    """A global normalizer is None, a finite number >= 0, or a 0-d (or (1,)) tensor (never read: no sync).
+
+    Same contract as the reference's check, written so that `torch.compile` can trace it when
+    Dynamo turns a Python int into a symbolic one (comparisons only, no `math.isfinite`).
+    """
+    if value is None:
+        return
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a scalar tensor, got bool")
+    if isinstance(value, torch.Tensor):
+        if tuple(value.shape) not in ((), (1,)):
+            raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
+        if value.dtype.is_complex:
+            raise TypeError(f"{name} must be real, got dtype {value.dtype}")
+        return
+    if isinstance(value, (int, float, numbers.Real)):  # numbers.Real: NumPy scalars too
+        # NaN fails `>= 0`; +inf fails `<= max`.
+        if not (value >= 0 and value <= 1.7976931348623157e308):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        return
+    shape = getattr(value, "shape", None)  # a NumPy (host) array: scalar only, read on the host
+    if shape is None:
+        raise TypeError(f"{name} must be a number or a scalar tensor, got {type(value).__name__}")
+    if tuple(shape) not in ((), (1,)):
+        raise ValueError(f"{name} must be a scalar, got shape {tuple(shape)}")
 
 
 def _check(agg: str, num_tokens: Any, num_seqs: Any, norm_length: Any) -> str:
@@ -103,7 +135,8 @@ def _aggregate(
     if agg == "seq-mean-token-sum":
         return masked_loss.sum() / seqs
     if agg == "seq-mean-token-sum-norm":
-        length = float(m.shape[-1]) if norm_length is None else float(norm_length)
+        # T = 0 means no token at all: divide 0 by 1, not by 0.
+        length = float(max(m.shape[-1], 1)) if norm_length is None else float(norm_length)
         return masked_loss.sum() / (seqs * length)
     # seq-mean-token-mean: each row's mean over its valid tokens, averaged over rows.
     per_row = m.sum(dim=-1).to(dt)

@@ -31,8 +31,8 @@ def _prepare(
     there reaches neither the value nor (through where's backward) any gradient (spec S9.3).
     """
     check_config(cfg)
-    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
     check_policy_shapes(log_prob, old_log_prob, advantages, mask)
+    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
     m = as_bool_mask(mask)
     lp = as_float("log_prob", log_prob, dt)
     olp = as_float("old_log_prob", old_log_prob, dt).detach()

@@ -22,8 +22,8 @@ def _inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validate (metadata only) and cast to the compute dtype; (B,) advantages broadcast to (B, T)."""
     check_config(cfg)
-    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
     check_policy_shapes(log_prob, old_log_prob, advantages, None)
+    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
     lp = as_float("log_prob", log_prob, dt)
     olp = as_float("old_log_prob", old_log_prob, dt)
     adv = as_float("advantages", advantages, dt, floating_only=False)

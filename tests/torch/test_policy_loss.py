@@ -1,0 +1,436 @@
+"""cegppo.torch policy loss vs the NumPy reference (spec S2-S4, S8, S9, S10): values, autograd gradients, numerics."""
+
+from __future__ import annotations
+
+import cegppo
+import cegppo.torch as cg
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch_cases import (
+    CONFIGS,
+    NP_COMPUTE,
+    TOL,
+    away_from_kinks,
+    isclose_or_same_nonfinite,
+    policy_batches,
+    to_np,
+)
+
+FLOAT_DTYPES = [torch.float64, torch.float32]
+LOW_DTYPES = [torch.bfloat16, torch.float16]
+
+
+def _torch_inputs(case: dict, dtype: torch.dtype, cfg: cegppo.CEGPPOConfig, *, kinks: bool = False):
+    """Tensors in `dtype` and the matching NumPy inputs (same rounded values, reference compute dtype)."""
+    logr = case["logr"] if kinks else away_from_kinks(case["logr"], cfg)
+    lp = torch.tensor(case["log_prob"]).to(dtype)
+    olp = torch.tensor(case["log_prob"] - logr).to(dtype)
+    adv = torch.tensor(case["advantages"]).to(dtype)
+    mask = torch.tensor(case["mask"])
+    npdt = NP_COMPUTE[dtype]
+    ref = (to_np(lp).astype(npdt), to_np(olp).astype(npdt), to_np(adv).astype(npdt), case["mask"])
+    return (lp, olp, adv, mask), ref
+
+
+def _normalizer(kind: str, value: int):
+    return {
+        "none": None,
+        "int": value,
+        "tensor": torch.tensor(value),
+        "float_tensor": torch.tensor(float(value)),
+    }[kind]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(
+    case=policy_batches(),
+    cfg=st.sampled_from(CONFIGS),
+    norm=st.sampled_from(["none", "int", "tensor", "float_tensor"]),
+    extra=st.integers(0, 5),
+)
+def test_S3_S4_S8_value_and_grad_match_reference(agg, dtype, case, cfg, norm, extra):
+    """Value and autograd gradient equal cegppo.policy_loss / policy_loss_grad (float64 1e-10, float32 1e-5)."""
+    (lp, olp, adv, mask), (rlp, rolp, radv, rmask) = _torch_inputs(case, dtype, cfg)
+    n_tok, n_seq = cegppo.local_counts(rmask)
+    num_tokens, num_seqs = _normalizer(norm, n_tok + extra), _normalizer(norm, n_seq + extra)
+    x = lp.clone().requires_grad_()
+    loss = cg.policy_loss(x, olp, adv, mask, cfg, agg, num_tokens, num_seqs)
+    loss.backward()
+    ref_num = {"num_tokens": None if num_tokens is None else n_tok + extra}
+    ref_num["num_seqs"] = None if num_seqs is None else n_seq + extra
+    want = cegppo.policy_loss(rlp, rolp, radv, rmask, cfg, agg, **ref_num)
+    want_grad = cegppo.policy_loss_grad(rlp, rolp, radv, rmask, cfg, agg, **ref_num)
+    assert loss.dtype == dtype and loss.shape == ()
+    rtol, atol = TOL[dtype]["value"]
+    np.testing.assert_allclose(to_np(loss), want, rtol=rtol, atol=atol)
+    rtol, atol = TOL[dtype]["grad"]
+    assert x.grad.dtype == dtype
+    np.testing.assert_allclose(to_np(x.grad), want_grad, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", LOW_DTYPES, ids=str)
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+@given(case=policy_batches(), cfg=st.sampled_from(CONFIGS))
+def test_S9_5_low_precision_computed_in_float32(agg, dtype, case, cfg):
+    """bf16/fp16 inputs: float32 loss equal to the float32 reference on the rounded inputs; gradient in the input dtype."""
+    (lp, olp, adv, mask), (rlp, rolp, radv, rmask) = _torch_inputs(case, dtype, cfg)
+    # Rounding to bf16 can move a log-ratio onto a kink: keep only cases away from them.
+    logr = rlp.astype(np.float64) - rolp
+    rlp_far = rolp + away_from_kinks(logr, cfg)
+    if not np.allclose(rlp_far, rlp.astype(np.float64), rtol=0, atol=0):
+        return
+    x = lp.clone().requires_grad_()
+    loss = cg.policy_loss(x, olp, adv, mask, cfg, agg)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert x.grad.dtype == dtype
+    rtol, atol = TOL[dtype]["value"]
+    np.testing.assert_allclose(
+        to_np(loss), cegppo.policy_loss(rlp, rolp, radv, rmask, cfg, agg), rtol=rtol, atol=atol
+    )
+    rtol, atol = TOL[dtype]["grad"]
+    want = cegppo.policy_loss_grad(rlp, rolp, radv, rmask, cfg, agg)
+    np.testing.assert_allclose(to_np(x.grad), want, rtol=rtol, atol=atol)
+
+
+EXTREME_LOGR = np.array(
+    [-1e4, -3e3, -200.0, -104.0, -90.0, -20.0, -0.5, 0.0, 0.5, 20.0, 89.0, 90.0, 200.0, 710.0, 1e4]
+)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[3], CONFIGS[7]], ids=repr)
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum"])
+def test_S9_1_S9_2_extreme_log_ratios(agg, cfg, dtype):
+    """|logr| up to 1e4: finite wherever the reference is, and exactly the reference's gradient (inf where it is inf)."""
+    rng = np.random.default_rng(7)
+    logr = np.repeat(EXTREME_LOGR, 3)
+    adv = np.tile([-1.5, 0.0, 2.0], EXTREME_LOGR.size)
+    lp = rng.uniform(-5, 0, logr.shape)
+    npdt = NP_COMPUTE[dtype]
+    for idx in [np.arange(logr.size)] + [np.array([i]) for i in range(logr.size)]:
+        # The whole batch, then each token alone (so one token's inf cannot hide another's value).
+        rlp = lp[idx][None].astype(npdt)
+        rolp = (lp[idx] - logr[idx])[None].astype(npdt)
+        radv = adv[idx][None].astype(npdt)
+        mask = np.ones_like(rlp, dtype=bool)
+        x = torch.tensor(rlp, requires_grad=True)
+        loss = cg.policy_loss(x, torch.tensor(rolp), torch.tensor(radv), torch.tensor(mask), cfg, agg)
+        loss.backward()
+        want = cegppo.policy_loss(rlp, rolp, radv, mask, cfg, agg)
+        want_grad = cegppo.policy_loss_grad(rlp, rolp, radv, mask, cfg, agg)
+        rtol, atol = TOL[dtype]["value"]
+        assert isclose_or_same_nonfinite(to_np(loss), want, rtol, atol), (idx, to_np(loss), want)
+        assert not np.isnan(to_np(x.grad)).any()
+        rtol, atol = TOL[dtype]["grad"]
+        assert isclose_or_same_nonfinite(to_np(x.grad), want_grad, rtol, atol), (
+            idx,
+            to_np(x.grad),
+            want_grad,
+        )
+        if (
+            cfg.dual_clip is not None
+        ):  # every token bounded: the loss and the gradient are finite (spec S5, S7)
+            assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(
+    case=policy_batches(per_sequence=False),
+    cfg=st.sampled_from(CONFIGS),
+    garbage=st.sampled_from([np.nan, np.inf, -np.inf, 1e30]),
+)
+def test_S9_3_masked_garbage_changes_nothing(agg, dtype, case, cfg, garbage):
+    """NaN/±inf/huge values at masked positions change neither the loss nor any gradient (bitwise)."""
+    (lp, olp, adv, mask), _ = _torch_inputs(case, dtype, cfg, kinks=True)
+    g = torch.tensor(garbage, dtype=dtype)
+    dirty = [torch.where(mask, t, g) for t in (lp, olp, adv)]
+    grads = []
+    losses = []
+    for a, b, c in [(lp, olp, adv), dirty]:
+        x = a.clone().requires_grad_()
+        loss = cg.policy_loss(x, b, c, mask, cfg, agg)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(x.grad)
+    assert torch.equal(losses[0], losses[1]) or (losses[0].isnan() & losses[1].isnan()).item() is False
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0, equal_nan=False)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+    assert torch.all(grads[1][~mask] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@pytest.mark.parametrize("shape", [(3, 5), (1, 1), (0, 4), (2, 0)])
+def test_S8_4_S9_4_all_masked_is_zero(agg, dtype, shape):
+    """No valid token (incl. empty shapes): loss exactly 0 and gradient exactly 0, even with garbage everywhere."""
+    lp = torch.full(shape, float("nan"), dtype=dtype, requires_grad=True)
+    olp = torch.full(shape, float("inf"), dtype=dtype)
+    adv = torch.full(shape, -float("inf"), dtype=dtype)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    cfg = cegppo.presets.ce_gppo_official()
+    loss = cg.policy_loss(lp, olp, adv, mask, cfg, agg, num_tokens=torch.tensor(0), num_seqs=0)
+    loss.backward()
+    assert loss.item() == 0.0 and not loss.isnan()
+    assert torch.equal(lp.grad, torch.zeros(shape, dtype=dtype))
+    loss2 = cg.policy_loss(lp.detach(), olp, adv, mask, cfg, agg)
+    assert loss2.item() == 0.0
+    metrics = cg.policy_metrics(lp.detach(), olp, adv, mask, cfg)
+    assert all(v.item() == 0.0 for v in metrics.values())
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "want"),
+    [
+        ((torch.float64, torch.float64, torch.float64), torch.float64),
+        ((torch.float32, torch.float32, torch.float32), torch.float32),
+        ((torch.bfloat16, torch.bfloat16, torch.bfloat16), torch.float32),
+        ((torch.float16, torch.bfloat16, torch.float16), torch.float32),
+        ((torch.float32, torch.float64, torch.float32), torch.float64),
+        ((torch.float64, torch.float64, torch.int64), torch.float64),
+        ((torch.bfloat16, torch.bfloat16, torch.int32), torch.float32),
+        ((torch.float32, torch.float32, torch.bool), torch.float32),
+    ],
+    ids=str,
+)
+def test_S9_5_dtype_rules(dtypes, want):
+    """Compute dtype = promotion of the floating inputs, at least float32, as the reference's."""
+    cfg = cegppo.CEGPPOConfig(dual_clip=3.0)
+    lp = torch.zeros(2, 3, dtype=dtypes[0])
+    olp = torch.full((2, 3), -0.5, dtype=dtypes[1])
+    adv = torch.ones(2, 3, dtype=dtypes[2])
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    # NumPy has no bfloat16: float16 stands in for it on the reference side (both are "low precision").
+    np_of = {torch.bfloat16: np.float16, torch.float16: np.float16, torch.float32: np.float32}
+    np_of.update(
+        {torch.float64: np.float64, torch.int64: np.int64, torch.int32: np.int32, torch.bool: np.bool_}
+    )
+    ref = cegppo.policy_loss(*(to_np(t).astype(np_of[t.dtype]) for t in (lp, olp, adv)), to_np(mask), cfg)
+    assert cg.policy_loss(lp, olp, adv, mask, cfg).dtype == want
+    assert cg.per_token_objective(lp, olp, adv, cfg).dtype == want
+    assert cg.grad_weight(lp, olp, adv, cfg).dtype == want
+    assert all(v.dtype == want for v in cg.policy_metrics(lp, olp, adv, mask, cfg).values())
+    assert np.dtype(ref.dtype) == np.dtype(str(want).removeprefix("torch."))
+
+
+def test_S9_5_float64_keeps_float64_constants():
+    """float64 stays float64 end to end: constants (1 - eps) beta, c, bounds are not rounded to float32."""
+    cfg = cegppo.CEGPPOConfig(eps_low=0.1 + 1e-12, eps_high=0.3, beta_low=1 / 3, beta_high=0.7, dual_clip=1.1)
+    logr = np.array([[np.log1p(-cfg.eps_low) - 1e-14, 0.5, 0.1, -0.7, np.log(1.1) + 1e-14, 0.0]])
+    lp = np.zeros_like(logr)
+    adv = np.array([[-1.0, 1.0, 1.0, -2.0, -3.0, 0.0]])
+    mask = np.ones_like(lp, dtype=bool)
+    x = torch.tensor(lp, requires_grad=True)
+    loss = cg.policy_loss(x, torch.tensor(lp - logr), torch.tensor(adv), torch.tensor(mask), cfg, "token-sum")
+    loss.backward()
+    assert loss.item() == pytest.approx(
+        float(cegppo.policy_loss(lp, lp - logr, adv, mask, cfg, "token-sum")), rel=1e-15
+    )
+    np.testing.assert_allclose(
+        to_np(x.grad), cegppo.policy_loss_grad(lp, lp - logr, adv, mask, cfg, "token-sum"), rtol=1e-15, atol=0
+    )
+    regions = cg.token_regions(x, torch.tensor(lp - logr), torch.tensor(adv), cfg)
+    want = cegppo.token_regions(lp, lp - logr, adv, cfg)
+    for got, exp in zip(regions, want, strict=True):
+        assert np.array_equal(to_np(got), exp)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@given(case=policy_batches(logr_scale=3.0), cfg=st.sampled_from(CONFIGS))
+def test_S2_S3_S4_per_token_functions_match_reference(dtype, case, cfg):
+    """token_regions, per_token_objective (value and gradient) and grad_weight equal the reference."""
+    (lp, olp, adv, _), (rlp, rolp, radv, _) = _torch_inputs(case, dtype, cfg)
+    regions = cg.token_regions(lp, olp, adv, cfg)
+    assert isinstance(regions, cegppo.TokenRegions)
+    for got, want in zip(regions, cegppo.token_regions(rlp, rolp, radv, cfg), strict=True):
+        assert got.dtype == torch.bool and np.array_equal(to_np(got), want)
+    x = lp.clone().requires_grad_()
+    j = cg.per_token_objective(x, olp, adv, cfg)
+    rtol, atol = TOL[dtype]["value"]
+    np.testing.assert_allclose(
+        to_np(j), cegppo.per_token_objective(rlp, rolp, radv, cfg), rtol=rtol, atol=atol
+    )
+    j.sum().backward()
+    f = cegppo.grad_weight(rlp, rolp, radv, cfg)
+    a = np.broadcast_to(radv[:, None], rlp.shape) if radv.ndim == 1 else radv
+    np.testing.assert_allclose(to_np(x.grad), np.where(a == 0, 0, f * a), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(to_np(cg.grad_weight(lp, olp, adv, cfg)), f, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(case=policy_batches(), norm_length=st.sampled_from([None, 3.0, 17]))
+def test_S8_aggregation_weights_and_aggregate_loss(agg, case, norm_length):
+    """aggregation_weights and aggregate_loss equal the reference (float64)."""
+    mask = case["mask"]
+    per_token = np.where(mask, case["logr"], np.nan)
+    c = cg.aggregation_weights(torch.tensor(mask), agg, norm_length=norm_length, dtype=torch.float64)
+    np.testing.assert_allclose(
+        to_np(c), cegppo.aggregation_weights(mask, agg, norm_length=norm_length), rtol=1e-12, atol=0
+    )
+    got = cg.aggregate_loss(torch.tensor(per_token), torch.tensor(mask), agg, norm_length=norm_length)
+    want = cegppo.aggregate_loss(per_token, mask, agg, norm_length=norm_length)
+    np.testing.assert_allclose(to_np(got), want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(case=policy_batches(max_b=8), cfg=st.sampled_from(CONFIGS), split=st.integers(1, 7))
+def test_S8_3_micro_batches_sum_to_full_batch(agg, case, cfg, split):
+    """With the global normalizers (0-d tensors from global_counts), micro-batch losses and gradients add up."""
+    (lp, olp, adv, mask), _ = _torch_inputs(case, torch.float64, cfg)
+    n_tok, n_seq = cg.global_counts(mask)
+    assert n_tok.dtype == torch.int64 and n_tok.item() == int(mask.sum())
+    x = lp.clone().requires_grad_()
+    full = cg.policy_loss(x, olp, adv, mask, cfg, agg)
+    full.backward()
+    parts, grads = [], []
+    for rows in torch.arange(lp.shape[0]).tensor_split(min(split, lp.shape[0])):
+        y = lp[rows].clone().requires_grad_()
+        parts.append(cg.policy_loss(y, olp[rows], adv[rows], mask[rows], cfg, agg, n_tok, n_seq))
+        parts[-1].backward()
+        grads.append(y.grad)
+    torch.testing.assert_close(sum(parts), full, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.cat(grads), x.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@given(case=policy_batches(logr_scale=4.0), cfg=st.sampled_from(CONFIGS))
+def test_S10_metrics_match_reference(dtype, case, cfg):
+    """policy_metrics: the reference's values as 0-d tensors in the compute dtype, keys in METRIC_KEYS order."""
+    (lp, olp, adv, mask), (rlp, rolp, radv, rmask) = _torch_inputs(case, dtype, cfg)
+    got = cg.policy_metrics(lp.requires_grad_(), olp, adv, mask, cfg)
+    want = cegppo.policy_metrics(rlp, rolp, radv, rmask, cfg)
+    assert tuple(got) == cegppo.METRIC_KEYS == cg.METRIC_KEYS
+    rtol, atol = TOL[dtype]["value"]
+    for k, v in got.items():
+        assert isinstance(v, torch.Tensor) and v.shape == () and v.dtype == dtype and not v.requires_grad, k
+        np.testing.assert_allclose(to_np(v), want[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def test_S10_metrics_report_overflowing_ratio_as_inf():
+    """An overflowing valid ratio is reported as inf (its true value), masked ones are ignored."""
+    cfg = cegppo.presets.ce_gppo_official()
+    lp = torch.tensor([[0.0, 0.0, float("nan")]])
+    olp = torch.tensor([[-1e4, 0.0, 0.0]])
+    adv = torch.tensor([[-1.0, 1.0, 1.0]])
+    mask = torch.tensor([[True, True, False]])
+    m = cg.policy_metrics(lp, olp, adv, mask, cfg)
+    want = cegppo.policy_metrics(to_np(lp), to_np(olp), to_np(adv), to_np(mask), cfg)
+    for k in cegppo.METRIC_KEYS:
+        assert isclose_or_same_nonfinite(to_np(m[k]), want[k], 1e-6, 1e-6), k
+    assert m["ratio_max"].item() == float("inf")
+
+
+class _RecordOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) or (
+            isinstance(out, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in out)
+        ):
+            self.ops.append(func)  # only ops producing tensors (not metadata queries like promote_types)
+        return out
+
+
+def _good():
+    return torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool)
+
+
+BAD_CALLS = {
+    "log_prob_1d": lambda lp, olp, adv, m, cfg: ((lp[0], olp, adv, m, cfg), {}),
+    "old_log_prob_shape": lambda lp, olp, adv, m, cfg: ((lp, olp[:, :2], adv, m, cfg), {}),
+    "advantages_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv[:, :1], m, cfg), {}),
+    "advantages_per_seq_wrong": lambda lp, olp, adv, m, cfg: ((lp, olp, adv[0], m, cfg), {}),
+    "mask_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m[:1], cfg), {}),
+    "agg": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "mean"), {}),
+    "num_tokens_negative": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", -1), {}),
+    "num_tokens_nan": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("nan")), {}),
+    "num_tokens_inf": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("inf")), {}),
+    "num_seqs_shape": lambda lp, olp, adv, m, cfg: (
+        (lp, olp, adv, m, cfg, "seq-mean-token-sum", None, np.ones(2)),
+        {},
+    ),
+    "norm_length": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg), {"norm_length": 0.0}),
+}
+BAD_TYPES = {
+    "cfg": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, {"eps_low": 0.2}), {}),
+    "num_tokens_bool": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", True), {}),
+    "mask_float": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m.float(), cfg), {}),
+    "log_prob_int": lambda lp, olp, adv, m, cfg: ((lp.long(), olp, adv, m, cfg), {}),
+    "old_log_prob_int": lambda lp, olp, adv, m, cfg: ((lp, olp.long(), adv, m, cfg), {}),
+    "norm_length_str": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg), {"norm_length": "8"}),
+}
+
+
+def _numpy_args(args, kwargs):
+    conv = [a.numpy() if isinstance(a, torch.Tensor) else a for a in args]
+    return conv, kwargs
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CALLS))
+def test_S9_6_value_errors_as_reference_before_any_computation(name):
+    """Same ValueError (type and message) as the reference, raised before any tensor op is dispatched."""
+    cfg = cegppo.CEGPPOConfig()
+    args, kwargs = BAD_CALLS[name](*_good(), cfg)
+    with pytest.raises(ValueError) as ref:
+        cegppo.policy_loss(*_numpy_args(args, kwargs)[0], **kwargs)
+    rec = _RecordOps()
+    with rec, pytest.raises(ValueError) as got:
+        cg.policy_loss(*args, **kwargs)
+    assert str(got.value) == str(ref.value)
+    assert rec.ops == [], rec.ops
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TYPES))
+def test_S9_6_type_errors_name_the_argument(name):
+    """Same exception type as the reference; the message names the argument; no op dispatched first."""
+    cfg = cegppo.CEGPPOConfig()
+    args, kwargs = BAD_TYPES[name](*_good(), cfg)
+    with pytest.raises(TypeError):
+        cegppo.policy_loss(*_numpy_args(args, kwargs)[0], **kwargs)
+    rec = _RecordOps()
+    with rec, pytest.raises(TypeError) as got:
+        cg.policy_loss(*args, **kwargs)
+    assert name.split("_")[0] in str(got.value) or name.rsplit("_", 1)[0] in str(got.value)
+    assert rec.ops == [], rec.ops
+
+
+def test_S9_6_non_tensor_inputs_are_type_errors():
+    lp, olp, _, m = _good()
+    with pytest.raises(TypeError, match="advantages"):
+        cg.policy_loss(lp, olp, [[0.0] * 3] * 2, m, cegppo.CEGPPOConfig())
+
+
+def test_S9_6_validate_checks_values_only_on_request():
+    """validate=True rejects non-finite values at valid positions; by default nothing reads the data."""
+    lp, olp, adv, m = _good()
+    lp[0, 1] = float("nan")
+    adv += 1.0  # (a NaN log-ratio with A = 0 has J = 0, as in the reference)
+    cfg = cegppo.CEGPPOConfig()
+    with pytest.raises(ValueError, match="log_prob holds non-finite"):
+        cg.policy_loss(lp, olp, adv, m, cfg, validate=True)
+    assert torch.isnan(cg.policy_loss(lp, olp, adv, m, cfg))
+    m[0, 1] = False
+    assert cg.policy_loss(lp, olp, adv, m, cfg, validate=True).item() == -1.0  # mean of -delta A = -1
+
+
+def test_integer_mask_and_per_sequence_advantages():
+    """An integer 0/1 mask is a bool mask; (B,) advantages broadcast over tokens."""
+    cfg = cegppo.presets.ce_gppo_1p5b()
+    rng = np.random.default_rng(3)
+    lp = rng.normal(size=(4, 5))
+    olp = lp + rng.normal(scale=0.4, size=(4, 5))
+    adv = rng.normal(size=4)
+    mask = rng.integers(0, 2, size=(4, 5))
+    got = cg.policy_loss(torch.tensor(lp), torch.tensor(olp), torch.tensor(adv), torch.tensor(mask), cfg)
+    np.testing.assert_allclose(
+        to_np(got), cegppo.policy_loss(lp, olp, adv, mask, cfg), rtol=1e-12, atol=1e-12
+    )
