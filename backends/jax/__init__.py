@@ -25,11 +25,10 @@ from cegppo._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
 
 from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
 from ._aggregation import aggregate_loss, aggregation_weights, global_counts, local_counts
+from ._fused import fused_linear_policy_loss
 from ._logits import entropy, entropy_change_first_order, token_log_probs
 from ._loss import METRIC_KEYS, policy_loss, policy_metrics
 from ._objective import TokenRegions, grad_weight, per_token_objective, token_regions
-
-# The fused LM-head loss (backends/jax/_fused.py) is exported here by its own change.
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -43,6 +42,7 @@ __all__ = [
     "drgrpo_advantages",
     "entropy",
     "entropy_change_first_order",
+    "fused_linear_policy_loss",
     "global_counts",
     "grad_weight",
     "group_advantages",

@@ -1,0 +1,399 @@
+"""The fused LM-head CE-GPPO loss with entropy in JAX: no (tokens x vocab) logits in memory (issue 5).
+
+    logits  z_t = (W h_t + b) / tau                                   (V,) per token, a chunk at a time
+    log pi  l_t = z_t[a_t] - logsumexp(z_t),   H_t = -sum_j pi_tj log pi_tj          (spec S11)
+    loss    = policy_loss(l, ...) - entropy_coef * aggregate_loss(H, ...)           (spec S3, S8)
+
+Same meaning as `cegppo.torch.fused_linear_policy_loss`. A `jax.custom_vjp` function walks the
+tokens in chunks with `lax.scan`; under differentiation its forward pass also computes, chunk by
+chunk, dloss/dz_t = (1/tau)[w_t (pi_t - e_{a_t}) + k_t pi_t (log pi_t + H_t)] (w_t = c_t F_t A_t,
+k_t = entropy_coef c_t: both known once the chunk's log-softmax is) and contracts it with W and h
+at once, so the backward pass only scales the stored gradients. jit-able; all shapes are static.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from functools import partial
+from typing import Any
+
+import numpy as np
+from cegppo._config import CEGPPOConfig
+from cegppo._loss import METRIC_KEYS
+from cegppo._validation import check_agg, check_config, check_positive
+
+import jax
+import jax.numpy as jnp
+
+from ._aggregation import _check_normalizers, _weights, aggregate_loss
+from ._common import as_bool_mask, as_float, check_array, compute_dtype, require_concrete
+from ._loss import policy_loss, policy_metrics
+from ._objective import _grad_weight, _regions
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "FUSED_METRIC_KEYS", "fused_linear_policy_loss"]
+
+DEFAULT_CHUNK_BYTES: int = 64 << 20
+"""Default chunk: as many token rows as fit (rows x V) logits in 64 MiB of the compute dtype."""
+
+_ENTROPY_REGION_KEYS: tuple[str, ...] = (
+    "entropy_change_clip_low",
+    "entropy_change_clip_high",
+    "entropy_change_dual_clip",
+    "entropy_change_inside",
+)
+
+FUSED_METRIC_KEYS: tuple[str, ...] = (*METRIC_KEYS, "entropy_mean", *_ENTROPY_REGION_KEYS)
+"""Keys of the metrics dict: `policy_metrics`' keys, `entropy_mean`, per-region entropy change."""
+
+
+def _policy_weight(
+    lp: jax.Array, olp: jax.Array, adv: jax.Array, coef: jax.Array, cfg: CEGPPOConfig
+) -> jax.Array:
+    """w_t = c_t F_t A_t = -d loss / d log_prob_t (spec S4, S8); exactly 0 where A_t = 0 (or c_t = 0)."""
+    logr = lp - olp
+    f = _grad_weight(logr, _regions(logr, adv, cfg), cfg)
+    zero = jnp.zeros((), lp.dtype)
+    fa = jnp.where(adv == 0, zero, f * jnp.where(adv == 0, jnp.ones((), lp.dtype), adv))
+    return jnp.where(coef == 0, zero, coef * fa)
+
+
+def _chunk_stats(
+    statics: tuple[Any, ...],
+    with_grad: bool,
+    w: jax.Array,
+    b: jax.Array | None,
+    hc: jax.Array,
+    ac: jax.Array,
+    olpc: jax.Array,
+    advc: jax.Array,
+    cc: jax.Array,
+) -> tuple[jax.Array, ...]:
+    """One chunk: (logp, H, dH) per row and, with_grad, G = dloss/dz (rows, V) in the compute dtype."""
+    cfg, inv_t, ecoef, dt, _ = statics
+    z = jnp.dot(hc, w.T, preferred_element_type=dt)
+    if b is not None:
+        z = z + b.astype(dt)
+    if inv_t != 1.0:
+        z = z * np.asarray(inv_t, dt)
+    ls = jax.nn.log_softmax(z, axis=-1)
+    lp = jnp.take_along_axis(ls, ac[:, None], axis=-1)[:, 0]
+    p = jnp.exp(ls)
+    ent = -jnp.sum(p * ls, axis=-1)
+    s = p * (ls + ent[:, None])  # s_j = pi_j (log pi_j + H); dH/dz = -s
+    s_a = jnp.take_along_axis(s, ac[:, None], axis=-1)[:, 0]
+    wt = _policy_weight(lp, olpc, advc, cc, cfg)
+    dent = wt * (jnp.sum(p * s, axis=-1) - s_a)  # spec S11: first-order dH along w (e_a - pi)
+    if not with_grad:
+        return lp, ent, dent
+    onehot = jnp.arange(z.shape[-1], dtype=ac.dtype)[None, :] == ac[:, None]
+    g = wt[:, None] * (p - onehot.astype(dt))
+    if ecoef != 0.0:
+        g = g + (cc * np.asarray(ecoef, dt))[:, None] * s
+    if inv_t != 1.0:
+        g = g * np.asarray(inv_t, dt)
+    return lp, ent, dent, g
+
+
+def _scan(
+    statics: tuple[Any, ...],
+    rows: int,
+    with_grad: bool,
+    h: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    ids: jax.Array,
+    olp: jax.Array,
+    adv: jax.Array,
+    coef: jax.Array,
+) -> tuple[Any, ...]:
+    """lax.scan over chunks of `rows` tokens (h already padded to a multiple of rows)."""
+    dt = statics[3]
+    n_pad, h_dim = h.shape
+    n_chunks = n_pad // rows
+    xs = (
+        h.reshape(n_chunks, rows, h_dim),
+        ids.reshape(n_chunks, rows),
+        olp.reshape(n_chunks, rows),
+        adv.reshape(n_chunks, rows),
+        coef.reshape(n_chunks, rows),
+    )
+    if not with_grad:
+
+        def fwd_body(carry: None, x: tuple[jax.Array, ...]) -> tuple[None, tuple[jax.Array, ...]]:
+            return carry, _chunk_stats(statics, False, w, b, *x)
+
+        _, (lp, ent, dent) = jax.lax.scan(fwd_body, None, xs)
+        return lp.reshape(-1), ent.reshape(-1), dent.reshape(-1)
+
+    mm_dt = w.dtype
+
+    def body(
+        carry: tuple[jax.Array, jax.Array | None], x: tuple[jax.Array, ...]
+    ) -> tuple[tuple[jax.Array, jax.Array | None], tuple[jax.Array, ...]]:
+        gw, gb = carry
+        lp, ent, dent, g = _chunk_stats(statics, True, w, b, *x)
+        gm = g.astype(mm_dt)
+        gh = jnp.dot(gm, w, preferred_element_type=dt)
+        gw = gw + jnp.dot(gm.T, x[0], preferred_element_type=dt)
+        if gb is not None:
+            gb = gb + jnp.sum(g, axis=0)
+        return (gw, gb), (lp, ent, dent, gh)
+
+    gw0 = jnp.zeros(w.shape, dt)
+    gb0 = None if b is None else jnp.zeros(b.shape, dt)
+    (gw, gb), (lp, ent, dent, gh) = jax.lax.scan(body, (gw0, gb0), xs)
+    return lp.reshape(-1), ent.reshape(-1), dent.reshape(-1), gh.reshape(n_pad, h_dim), gw, gb
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _fused_core(
+    statics: tuple[Any, ...],
+    rows: int,
+    h: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    ids: jax.Array,
+    olp: jax.Array,
+    adv: jax.Array,
+    coef: jax.Array,
+) -> tuple[jax.Array, ...]:
+    """(carrier, logp, H, dH): carrier is a 0.0 whose VJP carries the gradient of the loss."""
+    lp, ent, dent = _scan(statics, rows, False, h, w, b, ids, olp, adv, coef)
+    return jnp.zeros((), statics[3]), lp, ent, dent
+
+
+def _fused_core_fwd(
+    statics: tuple[Any, ...],
+    rows: int,
+    h: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    ids: jax.Array,
+    olp: jax.Array,
+    adv: jax.Array,
+    coef: jax.Array,
+) -> tuple[tuple[jax.Array, ...], tuple[Any, ...]]:
+    lp, ent, dent, gh, gw, gb = _scan(statics, rows, True, h, w, b, ids, olp, adv, coef)
+    return (jnp.zeros((), statics[3]), lp, ent, dent), (gh, gw, gb)
+
+
+def _fused_core_bwd(
+    statics: tuple[Any, ...], rows: int, res: tuple[Any, ...], cts: tuple[jax.Array, ...]
+) -> tuple[Any, ...]:
+    gh, gw, gb = res
+    mm_dt = statics[4]
+    g = cts[0]  # logp, H, dH are diagnostics: their cotangents are ignored (they are stop-gradient'ed)
+    out_h = (g.astype(gh.dtype) * gh).astype(mm_dt)
+    out_w = (g.astype(gw.dtype) * gw).astype(mm_dt)
+    out_b = None if gb is None else (g.astype(gb.dtype) * gb).astype(mm_dt)
+    n_pad = gh.shape[0]
+    zeros = jnp.zeros((n_pad,), statics[3])
+    return (out_h, out_w, out_b, np.zeros((n_pad,), dtype=jax.dtypes.float0), zeros, zeros, zeros)
+
+
+_fused_core.defvjp(_fused_core_fwd, _fused_core_bwd)
+
+
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _check_inputs(
+    hidden: Any, weight: Any, token_ids: Any, old_log_prob: Any, advantages: Any, mask: Any, bias: Any
+) -> tuple[int, int, int, int]:
+    for name, x in (
+        ("hidden", hidden),
+        ("weight", weight),
+        ("token_ids", token_ids),
+        ("old_log_prob", old_log_prob),
+        ("advantages", advantages),
+        ("mask", mask),
+    ):
+        check_array(name, x)
+    if bias is not None:
+        check_array("bias", bias)
+    for name, x in (("hidden", hidden), ("weight", weight), ("bias", bias)):
+        if x is not None and not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if hidden.ndim != 3:
+        raise ValueError(f"hidden must have shape (B, T, H), got shape {tuple(hidden.shape)}")
+    b_, t_, h_ = (int(s) for s in hidden.shape)
+    if weight.ndim != 2 or int(weight.shape[1]) != h_ or int(weight.shape[0]) < 1:
+        raise ValueError(
+            f"weight must have shape (V, H) with H = {h_} (like lm_head.weight), got shape {tuple(weight.shape)}"
+        )
+    v_ = int(weight.shape[0])
+    if bias is not None and tuple(bias.shape) != (v_,):
+        raise ValueError(f"bias must have shape ({v_},), got shape {tuple(bias.shape)}")
+    if tuple(token_ids.shape) != (b_, t_):
+        raise ValueError(f"token_ids must have shape {(b_, t_)} (B, T), got shape {tuple(token_ids.shape)}")
+    if not jnp.issubdtype(token_ids.dtype, jnp.integer):
+        raise TypeError(f"token_ids must be an integer array, got dtype {token_ids.dtype}")
+    if tuple(old_log_prob.shape) != (b_, t_):
+        raise ValueError(
+            f"old_log_prob must have shape {(b_, t_)} (B, T), got shape {tuple(old_log_prob.shape)}"
+        )
+    if tuple(advantages.shape) not in ((b_, t_), (b_,)):
+        raise ValueError(
+            f"advantages must have shape {(b_, t_)} (per token) or {(b_,)} (per sequence), "
+            f"got shape {tuple(advantages.shape)}"
+        )
+    if tuple(mask.shape) != (b_, t_):
+        raise ValueError(f"mask must have shape {(b_, t_)} (B, T), got shape {tuple(mask.shape)}")
+    return b_, t_, h_, v_
+
+
+def fused_linear_policy_loss(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    old_log_prob: Any,
+    advantages: Any,
+    mask: Any,
+    cfg: CEGPPOConfig,
+    *,
+    bias: Any = None,
+    temperature: float = 1.0,
+    entropy_coef: float = 0.0,
+    agg: str = "token-mean",
+    num_tokens: Any = None,
+    num_seqs: Any = None,
+    norm_length: float | None = None,
+    chunk_size: int | None = None,
+    validate: bool = False,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """CE-GPPO loss with entropy bonus straight from hidden states, without materialising logits.
+
+        z_t   = (W h_t + b) / temperature                  logits of token t, (V,)
+        l_t   = log softmax(z_t)[a_t],   H_t = -sum_j pi_tj log pi_tj           (spec S11)
+        loss  = policy_loss(l, old_log_prob, A, mask, cfg, agg, ...)            (spec S3, S8)
+                - entropy_coef * aggregate_loss(H, mask, agg, ...)              (same c_t)
+
+    Value and gradients (w.r.t. hidden, weight, bias via `jax.grad`) equal the unfused path (full
+    logits -> `token_log_probs` / `entropy` -> `policy_loss`, arXiv 2509.20712 Eq. 8) up to
+    rounding. A `jax.custom_vjp` function walks the B*T tokens in chunks of `chunk_size` rows with
+    `lax.scan` (the last chunk padded with inert rows); under differentiation the same pass forms
+    dloss/dz_t = (1/tau)[w_t (pi - e_a) + k_t pi (log pi + H_t)], w_t = c_t F_t A_t,
+    k_t = entropy_coef c_t, and contracts it with W and h, so the backward pass only scales the
+    stored gradients and no (tokens x V) array exists. Masked tokens may hold garbage in every
+    input (hidden, token_ids -100, NaN log-probs): they are replaced by inert values first.
+
+    jit: `cfg`, `agg`, `norm_length`, `temperature`, `entropy_coef`, `chunk_size` and `validate` are
+    static Python values (close over them); `num_tokens` / `num_seqs` may be traced, e.g. from
+    `global_counts` inside `shard_map` (then `lax.psum` the losses). bf16/fp16 hidden and weight
+    use GEMMs in that dtype with float32 results (`preferred_element_type`); the softmax and the
+    gradient accumulation run in float32; float64 stays float64 with `jax_enable_x64`. Gradients
+    come back in the inputs' dtypes. `bias` must be finite.
+
+    Args:
+        hidden: (B, T, H) last hidden states, row t predicting token_ids[:, t].
+        weight: (V, H) LM-head weight (the `lm_head.weight` / `nn.Linear` layout).
+        token_ids: (B, T) integer sampled tokens in [0, V) at valid positions.
+        old_log_prob: (B, T) rollout log-probs (a constant).
+        advantages: (B, T) or (B,) (a constant).
+        mask: (B, T) bool or integer 0/1.
+        cfg: a `cegppo.CEGPPOConfig`.
+        bias: optional (V,) LM-head bias.
+        temperature: tau > 0 dividing the logits.
+        entropy_coef: coefficient of the entropy bonus (entropy metrics are computed regardless).
+        agg, num_tokens, num_seqs, norm_length: aggregation as in `policy_loss` (spec S8).
+        chunk_size: token rows per chunk (default: rows x V fits DEFAULT_CHUNK_BYTES).
+        validate: check token ids in [0, V) and finite values at valid positions (eager only).
+
+    Returns:
+        (loss, metrics): `loss` 0-d in the compute dtype; `metrics` maps FUSED_METRIC_KEYS to 0-d
+        arrays: `policy_metrics`' keys, `entropy_mean` (mean H_t over valid tokens) and
+        `entropy_change_<region>` for clip_low, clip_high, dual_clip, inside: the sum over the
+        valid tokens of the region of `entropy_change_first_order(z_t, a_t, w_t)` (spec S11,
+        arXiv 2509.20712 Eq. 7) with w_t = c_t F_t A_t = -dloss/dl_t, the token's weight on its
+        logit direction (e_a - pi) in the policy part of the loss (entropy bonus excluded):
+        w_t [-pi_a (log pi_a + H_t) + sum_j pi_j^2 (log pi_j + H_t)], the first-order entropy change
+        of a unit-learning-rate gradient step taken on each token's logits. No gradient flows
+        through the metrics.
+    """
+    check_config(cfg)
+    agg = check_agg(agg)
+    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    tau = check_positive("temperature", temperature)
+    ecoef = _check_real("entropy_coef", entropy_coef)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
+        raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (token rows per chunk), got {chunk_size}")
+    b_, t_, h_, v_ = _check_inputs(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
+    named = [
+        ("hidden", hidden),
+        ("weight", weight),
+        ("old_log_prob", old_log_prob),
+        ("advantages", advantages),
+    ]
+    if bias is not None:
+        named.append(("bias", bias))
+    dt = compute_dtype(*named)
+    m = as_bool_mask(mask)
+    olp = as_float("old_log_prob", old_log_prob, dt)
+    adv = as_float("advantages", advantages, dt, floating_only=False)
+    adv_bt = jnp.broadcast_to(adv[:, None], (b_, t_)) if adv.ndim == 1 else adv
+    mm_dt = jnp.result_type(hidden.dtype, weight.dtype, *(() if bias is None else (bias.dtype,)))
+    if np.dtype(mm_dt) not in (np.dtype(jnp.bfloat16), np.dtype(jnp.float16)):
+        mm_dt = dt
+    if validate:
+        require_concrete("validate=True", ("token_ids", token_ids), ("mask", m), ("old_log_prob", olp))
+        m_host = np.asarray(m)
+        ids_host = np.asarray(token_ids)[m_host]
+        if ids_host.size and (ids_host.min() < 0 or ids_host.max() >= v_):
+            raise ValueError(f"token_ids must lie in [0, {v_}) at valid positions")
+        for name, arr in (("old_log_prob", olp), ("advantages", adv_bt)):
+            if not np.all(np.isfinite(np.asarray(arr)[m_host])):
+                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+    coef = _weights(m, agg, num_tokens, num_seqs, norm_length, dt)
+    n = b_ * t_
+    itemsize = np.dtype(dt).itemsize
+    rows = chunk_size if chunk_size is not None else max(1, DEFAULT_CHUNK_BYTES // (v_ * itemsize))
+    rows = max(1, min(rows, n))
+    n_pad = -(-n // rows) * rows if n else 0
+    pad = n_pad - n
+    mf = m.reshape(-1)
+    zero = jnp.zeros((), dt)
+    # Inert rows for masked (and padding) positions: hidden 0, id 0, A = 0, c = 0, so no garbage
+    # reaches any arithmetic (spec S9.3) and their gradient rows are exactly 0.
+    h = jnp.where(mf[:, None], jnp.asarray(hidden).reshape(n, h_), jnp.zeros((), hidden.dtype)).astype(mm_dt)
+    ids = jnp.where(mf, jnp.asarray(token_ids).reshape(-1), 0).astype(jnp.int32)
+    olp_f = jnp.where(mf, olp.reshape(-1), zero)
+    adv_f = jnp.where(mf, adv_bt.reshape(-1), zero)
+    coef_f = jnp.where(mf, coef.reshape(-1), zero)
+    if pad:
+        h = jnp.pad(h, ((0, pad), (0, 0)))
+        ids, olp_f, adv_f, coef_f = (jnp.pad(x, (0, pad)) for x in (ids, olp_f, adv_f, coef_f))
+    statics = (cfg, 1.0 / tau, ecoef, np.dtype(dt), np.dtype(mm_dt))
+    w = jnp.asarray(weight).astype(mm_dt)
+    b = None if bias is None else jnp.asarray(bias).astype(mm_dt)
+    if n_pad:
+        carrier, lp, ent, dent = _fused_core(statics, rows, h, w, b, ids, olp_f, adv_f, coef_f)
+    else:  # no token at all (T = 0 or B = 0): loss 0, zero gradients
+        carrier = jnp.zeros((), dt) * (jnp.sum(h) + jnp.sum(w) + (0 if b is None else jnp.sum(b))).astype(dt)
+        lp = ent = dent = jnp.zeros((0,), dt)
+    lp_full = jnp.where(m, jax.lax.stop_gradient(lp[:n]).reshape(b_, t_), zero)
+    ent_full = jnp.where(m, jax.lax.stop_gradient(ent[:n]).reshape(b_, t_), zero)
+    dent_full = jnp.where(m, jax.lax.stop_gradient(dent[:n]).reshape(b_, t_), zero)
+    # The value reuses this backend's own policy_loss / aggregate_loss on the fused log-probs and
+    # entropies (same semantics by construction); the carrier (value 0) brings the gradient.
+    loss = policy_loss(lp_full, olp, adv, m, cfg, agg, num_tokens, num_seqs, norm_length=norm_length)
+    if ecoef != 0.0:
+        loss = loss - ecoef * aggregate_loss(
+            ent_full, m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length
+        )
+    loss = loss + carrier
+    metrics = policy_metrics(lp_full, olp, adv, m, cfg)
+    den = jnp.maximum(jnp.sum(m, dtype=dt), jnp.ones((), dt))
+    metrics["entropy_mean"] = jnp.sum(ent_full) / den
+    regions = _regions(lp_full - jnp.where(m, olp, zero), jnp.where(m, adv_bt, zero), cfg)
+    for key, region in zip(_ENTROPY_REGION_KEYS, regions, strict=True):
+        metrics[key] = jnp.sum(jnp.where(region & m, dent_full, zero))
+    return loss, metrics
