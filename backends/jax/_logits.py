@@ -24,7 +24,7 @@ from cegppo._validation import check_logits_shapes
 import jax
 import jax.numpy as jnp
 
-from ._common import as_float, check_array, compute_dtype
+from ._common import as_float, check_array, compute_dtype, require_concrete
 
 __all__ = ["DEFAULT_CHUNK_ELEMENTS", "entropy", "entropy_change_first_order", "token_log_probs"]
 
@@ -58,16 +58,21 @@ def _logits(logits: Any) -> tuple[jax.Array, np.dtype]:
     return jnp.asarray(logits), cdt
 
 
-def _ids(ids: Any, logits: jax.Array) -> jax.Array:
+def _ids(ids: Any, logits: jax.Array, validate: bool) -> jax.Array:
     check_array("ids", ids)
     check_logits_shapes(logits, ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(f"ids must be an integer array, got dtype {ids.dtype}")
-    v = logits.shape[-1]
-    if isinstance(ids, np.ndarray) and ids.size and (ids.min() < 0 or ids.max() >= v):
-        # Host data: checking costs nothing. Device ids are not read back (no sync); an
-        # out-of-range id there gives a NaN log-prob instead of a silently wrong one.
-        raise ValueError(f"ids must lie in [0, {v}) (the vocabulary), got values in [{ids.min()}, {ids.max()}]")
+    if validate:
+        require_concrete("validate=True", ("ids", ids))
+    # Host (NumPy) ids are range-checked always: it costs nothing. Device ids only with
+    # validate=True (one host sync); unchecked, an out-of-range id gives a NaN log-prob, never a
+    # silently wrong one.
+    if (validate or isinstance(ids, np.ndarray)) and ids.size:
+        v = logits.shape[-1]
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= v:
+            raise ValueError(f"ids must lie in [0, {v}) (the vocabulary), got values in [{lo}, {hi}]")
     return jnp.asarray(ids)
 
 
@@ -104,17 +109,22 @@ def _map_rows(
 def _row_stats(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(logp, zmax, log_s) of one fp32/fp64 chunk, in the reference's exact order of operations:
 
-    logp = (z - zmax) - log(sum(exp(z - zmax))), with zmax := 0 for a row whose max is not finite.
+    logp = (z - zmax) - log(sum(exp(z - zmax))), with zmax := 0 for a row whose max is not finite,
+    and logp := -inf for an all -inf row (every token banned: no distribution, entropy 0).
     """
     zmax = jnp.max(z, axis=-1, keepdims=True)
     zmax = jnp.where(jnp.isfinite(zmax), zmax, jnp.zeros((), z.dtype))
-    shifted = z - zmax
-    log_s = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
-    return shifted - log_s, zmax[..., 0], log_s[..., 0]
+    log_s = jnp.log(jnp.sum(jnp.exp(z - zmax), axis=-1, keepdims=True))
+    zmax, log_s = zmax[..., 0], log_s[..., 0]
+    return _logp_from_stats(z, zmax, log_s), zmax, log_s
 
 
 def _logp_from_stats(z: jax.Array, zmax: jax.Array, log_s: jax.Array) -> jax.Array:
-    return (z - zmax[:, None]) - log_s[:, None]
+    return _shifted_minus_lse(z - zmax[:, None], log_s[:, None])
+
+
+def _shifted_minus_lse(shifted: jax.Array, log_s: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isneginf(log_s), jnp.asarray(-jnp.inf, shifted.dtype), shifted - log_s)
 
 
 def _p_logp(logp: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -147,7 +157,7 @@ def _tlp_fwd(chunk: int, cdt: Any, z: jax.Array, ids: jax.Array) -> tuple[jax.Ar
     def fn(zc: jax.Array, ic: jax.Array) -> tuple[jax.Array, ...]:
         zc = zc.astype(cdt)
         _, zmax, log_s = _row_stats(zc)
-        out = (_gather(zc, ic) - zmax) - log_s
+        out = _shifted_minus_lse(_gather(zc, ic) - zmax, log_s)
         return out, zmax, log_s
 
     out, zmax, log_s = _map_rows(fn, (z, ids), [((n,), cdt)] * 3, chunk)
@@ -170,7 +180,7 @@ def _tlp_bwd(chunk: int, cdt: Any, res: tuple[Any, ...], g: jax.Array) -> tuple[
 _tlp.defvjp(_tlp_fwd, _tlp_bwd)
 
 
-def token_log_probs(logits: Any, ids: Any, *, chunk_size: int | None = None) -> jax.Array:
+def token_log_probs(logits: Any, ids: Any, *, chunk_size: int | None = None, validate: bool = False) -> jax.Array:
     """log softmax(z)[a] for each position: log pi(a | s) = z_a - logsumexp(z)  (spec S11).
 
     Computed over row chunks with a custom VJP (see the module docstring), so a (N, V) logits
@@ -183,14 +193,15 @@ def token_log_probs(logits: Any, ids: Any, *, chunk_size: int | None = None) -> 
     Args:
         logits: (..., V) floating-point logits z (bf16/fp16 are upcast chunk by chunk).
         ids: (...) integer token ids a in [0, V). NumPy ids are range-checked (ValueError);
-            device ids are not read back, and an out-of-range id gives NaN.
+            device ids only with validate=True, otherwise an out-of-range id gives NaN.
         chunk_size: rows per chunk, or None for at most DEFAULT_CHUNK_ELEMENTS logits per chunk.
+        validate: range-check device ids too (reads them back: needs concrete arrays, not jit).
 
     Returns:
         (...) log-probs in the compute dtype (float32, or float64 for float64 logits with x64).
     """
     z, cdt = _logits(logits)
-    a = _ids(ids, z)
+    a = _ids(ids, z, validate)
     lead, v = z.shape[:-1], z.shape[-1]
     n = math.prod(lead)
     if n == 0:
@@ -253,7 +264,7 @@ def entropy(logits: Any, *, chunk_size: int | None = None) -> jax.Array:
 
 
 def entropy_change_first_order(
-    logits: Any, ids: Any, weight: Any, *, chunk_size: int | None = None
+    logits: Any, ids: Any, weight: Any, *, chunk_size: int | None = None, validate: bool = False
 ) -> jax.Array:
     """First-order entropy change when token a's logits take the step dz = weight (e_a - pi).
 
@@ -261,23 +272,25 @@ def entropy_change_first_order(
 
     The per-token form of arXiv 2509.20712 Eq. 7 (after arXiv 2505.22617): `weight` = eta * w,
     with w the token's weight in the objective (for CE-GPPO, w = c_t F_t A_t). Exact to first
-    order: H(z + dz) - H(z) = dH + O(|dz|^2). A diagnostic: computed chunk by chunk, and not
-    meant to be differentiated (wrap it in `lax.stop_gradient` inside a loss).
+    order: H(z + dz) - H(z) = dH + O(|dz|^2). A diagnostic: computed chunk by chunk, with no
+    gradient (its inputs go through `lax.stop_gradient`).
 
     Args:
         logits: (..., V) logits z.
         ids: (...) sampled token ids a.
         weight: (...) step size along (e_a - pi), i.e. learning rate times loss weight.
         chunk_size: rows per chunk, or None (see `token_log_probs`).
+        validate: range-check device ids (see `token_log_probs`).
 
     Returns:
         (...) first-order entropy change per position, in the compute dtype.
     """
     z, cdt = _logits(logits)
-    a = _ids(ids, z)
+    a = _ids(ids, z, validate)
     check_array("weight", weight)
     check_logits_shapes(z, None, weight)
-    w = as_float("weight", weight, cdt, floating_only=False)
+    w = jax.lax.stop_gradient(as_float("weight", weight, cdt, floating_only=False))
+    z = jax.lax.stop_gradient(z)
     lead, v = z.shape[:-1], z.shape[-1]
     n = math.prod(lead)
     if n == 0:

@@ -1,0 +1,285 @@
+"""cegppo.jax numerics (spec S9): extreme log-ratios, masked garbage, empty batch, dtype rules, errors, validate."""
+
+from __future__ import annotations
+
+import cegppo
+import cegppo.jax as cg
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax_cases import CONFIGS, TOL, isclose_or_same_nonfinite, make_inputs, policy_batches, to_np
+
+EXTREME_LOGR = np.array(
+    [-1e4, -3e3, -200.0, -104.0, -90.0, -20.0, -0.5, 0.0, 0.5, 20.0, 89.0, 90.0, 200.0, 710.0, 1e4]
+)
+
+
+def _value_and_grad(lp, *rest, **kwargs):
+    return jax.value_and_grad(lambda x: cg.policy_loss(x, *rest, **kwargs))(lp)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[3], CONFIGS[7]], ids=repr)
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum"])
+def test_S9_1_S9_2_extreme_log_ratios(agg, cfg, dtype):
+    """|logr| up to 1e4: finite wherever the reference is, exactly the reference's gradient (inf where it is inf), no NaN."""
+    rng = np.random.default_rng(7)
+    logr = np.repeat(EXTREME_LOGR, 3)
+    adv = np.tile([-1.5, 0.0, 2.0], EXTREME_LOGR.size)
+    lp = rng.uniform(-5, 0, logr.shape)
+    npdt = np.dtype(dtype)
+    # The whole batch as one row, then each token alone in a batch of the same shape (the other
+    # tokens masked), so that one token's inf cannot hide another's value.
+    rows = [np.ones(logr.size, bool)] + [np.arange(logr.size) == i for i in range(logr.size)]
+    mask = np.stack(rows)
+    rlp = np.broadcast_to(lp, mask.shape).astype(npdt)
+    rolp = np.broadcast_to(lp - logr, mask.shape).astype(npdt)
+    radv = np.broadcast_to(adv, mask.shape).astype(npdt)
+    fn = jax.jit(jax.vmap(jax.value_and_grad(lambda x, o, a, m: cg.policy_loss(x[None], o[None], a[None], m[None], cfg, agg))))
+    losses, grads = fn(jnp.asarray(rlp), jnp.asarray(rolp), jnp.asarray(radv), jnp.asarray(mask))
+    rtol_v, atol_v = TOL[dtype]["value"]
+    rtol_g, atol_g = TOL[dtype]["grad"]
+    for i in range(mask.shape[0]):
+        args = (rlp[i : i + 1], rolp[i : i + 1], radv[i : i + 1], mask[i : i + 1], cfg, agg)
+        want, want_grad = cegppo.policy_loss(*args), cegppo.policy_loss_grad(*args)
+        assert isclose_or_same_nonfinite(losses[i], want, rtol_v, atol_v), (i, losses[i], want)
+        assert not np.isnan(to_np(grads[i])).any(), i
+        assert isclose_or_same_nonfinite(grads[i], want_grad[0], rtol_g, atol_g), (i, grads[i], want_grad)
+        if cfg.dual_clip is not None:  # every token bounded: loss and gradient finite (spec S5, S7)
+            assert np.isfinite(to_np(losses[i])) and np.isfinite(to_np(grads[i])).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_S9_1_infinite_log_ratio_at_valid_positions_matches_reference(dtype):
+    """old_log_prob = -inf or log_prob = -inf at a valid token: the reference's region, value and gradient (no NaN)."""
+    cfg = cegppo.presets.ce_gppo_official()
+    npdt = np.dtype(dtype)
+    lp = np.array([[0.0, 0.0, -np.inf, -np.inf, -1.0]], npdt)
+    olp = np.array([[-np.inf, -np.inf, 0.0, 0.0, -np.inf]], npdt)
+    adv = np.array([[2.0, 0.0, -1.0, 1.0, -1.0]], npdt)  # clip_high, A=0, clip_low, inside (delta=0), dual_clip
+    mask = np.ones_like(lp, bool)
+    for agg in cegppo.AGG_MODES:
+        loss, grad = _value_and_grad(jnp.asarray(lp), olp, adv, mask, cfg, agg)
+        want = cegppo.policy_loss(lp, olp, adv, mask, cfg, agg)
+        want_grad = cegppo.policy_loss_grad(lp, olp, adv, mask, cfg, agg)
+        assert np.isfinite(want) and np.isfinite(want_grad).all()
+        np.testing.assert_allclose(to_np(loss), want, rtol=1e-6)
+        np.testing.assert_allclose(to_np(grad), want_grad, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_S9_2_zero_advantage_with_overflowing_ratio_is_exactly_zero(dtype):
+    """A = 0 with delta = inf: J = 0 and gradient 0 (exp(0) is taken there, never inf * 0)."""
+    cfg = cegppo.CEGPPOConfig()
+    lp = jnp.asarray([[0.0, 0.0]], dtype)
+    olp = jnp.asarray([[-1e4, -200.0]], dtype)
+    adv = jnp.zeros((1, 2), dtype)
+    mask = jnp.ones((1, 2), bool)
+    loss, grad = _value_and_grad(lp, olp, adv, mask, cfg, "token-sum")
+    assert float(loss) == 0.0 and np.array_equal(to_np(grad), np.zeros((1, 2)))
+    assert np.array_equal(to_np(cg.per_token_objective(lp, olp, adv, cfg)), np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(
+    case=policy_batches(per_sequence=False),
+    cfg=st.sampled_from(CONFIGS),
+    garbage=st.sampled_from([np.nan, np.inf, -np.inf, 1e30]),
+)
+def test_S9_3_masked_garbage_changes_nothing(agg, dtype, case, cfg, garbage):
+    """NaN/±inf/huge values at masked positions change neither the loss nor any gradient (bitwise)."""
+    (lp, olp, adv, mask), _ = make_inputs(case, dtype, cfg, kinks=True)
+    g = jnp.asarray(garbage, lp.dtype)
+    dirty = [jnp.where(mask, t, g) for t in (lp, olp, adv)]
+
+    def vg(a, b, c):
+        return jax.value_and_grad(lambda x, y, z: cg.policy_loss(x, y, z, mask, cfg, agg), argnums=(0, 1, 2))(a, b, c)
+
+    (loss0, grads0), (loss1, grads1) = vg(lp, olp, adv), vg(*dirty)
+    assert np.array_equal(to_np(loss0), to_np(loss1))
+    for g0, g1 in zip(grads0, grads1, strict=True):
+        assert np.array_equal(to_np(g0), to_np(g1))
+        assert np.all(to_np(g1)[~case["mask"]] == 0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@pytest.mark.parametrize("shape", [(3, 5), (1, 1), (0, 4), (2, 0)])
+def test_S8_4_S9_4_all_masked_is_zero(agg, dtype, shape):
+    """No valid token (incl. empty shapes): loss exactly 0 and gradient exactly 0, even with garbage everywhere."""
+    lp = jnp.full(shape, jnp.nan, dtype)
+    olp = jnp.full(shape, jnp.inf, dtype)
+    adv = jnp.full(shape, -jnp.inf, dtype)
+    mask = jnp.zeros(shape, bool)
+    cfg = cegppo.presets.ce_gppo_official()
+    for norms in ({}, {"num_tokens": jnp.asarray(0), "num_seqs": 0}):
+        loss, grad = _value_and_grad(lp, olp, adv, mask, cfg, agg, **norms)
+        assert float(loss) == 0.0 and not np.isnan(to_np(loss))
+        assert grad.dtype == jnp.dtype(dtype) and np.array_equal(to_np(grad), np.zeros(shape))
+    metrics = cg.policy_metrics(lp, olp, adv, mask, cfg)
+    assert all(float(v) == 0.0 for v in metrics.values())
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "want"),
+    [
+        (("float64", "float64", "float64"), "float64"),
+        (("float32", "float32", "float32"), "float32"),
+        (("bfloat16", "bfloat16", "bfloat16"), "float32"),
+        (("float16", "bfloat16", "float16"), "float32"),
+        (("float32", "float64", "float32"), "float64"),
+        (("float64", "float64", "int64"), "float64"),
+        (("bfloat16", "bfloat16", "int32"), "float32"),
+        (("float32", "float32", "bool"), "float32"),
+    ],
+    ids=str,
+)
+def test_S9_5_dtype_rules(dtypes, want):
+    """Compute dtype = promotion of the floating inputs, at least float32, as the reference's (x64 enabled)."""
+    cfg = cegppo.CEGPPOConfig(dual_clip=3.0)
+    lp = jnp.zeros((2, 3), dtypes[0])
+    olp = jnp.full((2, 3), -0.5, dtypes[1])
+    adv = jnp.ones((2, 3), dtypes[2])
+    mask = jnp.ones((2, 3), bool)
+    # NumPy has no bfloat16: float16 stands in for it on the reference side (both are "low precision").
+    np_of = {"bfloat16": np.float16}
+    ref = cegppo.policy_loss(*(np.asarray(t).astype(np_of.get(t.dtype.name, t.dtype)) for t in (lp, olp, adv)), np.asarray(mask), cfg)
+    assert np.dtype(ref.dtype) == np.dtype(want)
+    assert cg.policy_loss(lp, olp, adv, mask, cfg).dtype == want
+    assert cg.per_token_objective(lp, olp, adv, cfg).dtype == want
+    assert cg.grad_weight(lp, olp, adv, cfg).dtype == want
+    assert all(v.dtype == want for v in cg.policy_metrics(lp, olp, adv, mask, cfg).values())
+    grad = jax.grad(lambda x: cg.policy_loss(x, olp, adv, mask, cfg))(lp)
+    assert grad.dtype == lp.dtype
+
+
+def test_S9_5_without_x64_float64_inputs_compute_in_float32():
+    """With jax_enable_x64 off (JAX's default) JAX has no float64: NumPy float64 inputs give a float32 result."""
+    cfg = cegppo.CEGPPOConfig()
+    lp = np.zeros((2, 3))
+    olp = np.full((2, 3), -0.5)
+    adv = np.ones((2, 3))
+    mask = np.ones((2, 3), bool)
+    with jax.enable_x64(False):
+        loss = cg.policy_loss(lp, olp, adv, mask, cfg)
+        assert loss.dtype == jnp.float32
+        np.testing.assert_allclose(float(loss), float(cegppo.policy_loss(lp, olp, adv, mask, cfg)), rtol=1e-6)
+        assert cg.aggregation_weights(mask).dtype == jnp.float32
+        assert cg.grpo_advantages(np.array([1, 0, 1, 1]), 2).dtype == jnp.float32
+
+
+def test_S9_5_float64_keeps_float64_constants():
+    """float64 stays float64 end to end: constants (1 - eps) beta, c and the bounds are not rounded to float32."""
+    cfg = cegppo.CEGPPOConfig(eps_low=0.1 + 1e-12, eps_high=0.3, beta_low=1 / 3, beta_high=0.7, dual_clip=1.1)
+    logr = np.array([[np.log1p(-cfg.eps_low) - 1e-14, 0.5, 0.1, -0.7, np.log(1.1) + 1e-14, 0.0]])
+    lp = np.zeros_like(logr)
+    adv = np.array([[-1.0, 1.0, 1.0, -2.0, -3.0, 0.0]])
+    mask = np.ones_like(lp, dtype=bool)
+    loss, grad = _value_and_grad(jnp.asarray(lp), lp - logr, adv, mask, cfg, "token-sum")
+    assert float(loss) == pytest.approx(float(cegppo.policy_loss(lp, lp - logr, adv, mask, cfg, "token-sum")), rel=1e-15)
+    np.testing.assert_allclose(to_np(grad), cegppo.policy_loss_grad(lp, lp - logr, adv, mask, cfg, "token-sum"), rtol=1e-15, atol=0)
+    for got, exp in zip(cg.token_regions(lp, lp - logr, adv, cfg), cegppo.token_regions(lp, lp - logr, adv, cfg), strict=True):
+        assert np.array_equal(to_np(got), exp)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors (spec S9.6): the reference's exceptions, raised at trace time
+
+
+def _good():
+    return np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.ones((2, 3), bool)
+
+
+BAD_VALUES = {
+    "log_prob_1d": lambda lp, olp, adv, m, cfg: ((lp[0], olp, adv, m, cfg), {}),
+    "old_log_prob_shape": lambda lp, olp, adv, m, cfg: ((lp, olp[:, :2], adv, m, cfg), {}),
+    "advantages_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv[:, :1], m, cfg), {}),
+    "advantages_per_seq_wrong": lambda lp, olp, adv, m, cfg: ((lp, olp, adv[0], m, cfg), {}),
+    "mask_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m[:1], cfg), {}),
+    "agg": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "mean"), {}),
+    "num_tokens_negative": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", -1), {}),
+    "num_tokens_nan": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("nan")), {}),
+    "num_tokens_inf": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("inf")), {}),
+    "num_seqs_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "seq-mean-token-sum", None, np.ones(2)), {}),
+    "norm_length": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg), {"norm_length": 0.0}),
+}
+BAD_TYPES = {
+    "cfg": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, {"eps_low": 0.2}), {}),
+    "num_tokens_bool": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", True), {}),
+    "mask_float": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m.astype(np.float32), cfg), {}),
+    "log_prob_int": lambda lp, olp, adv, m, cfg: ((lp.astype(np.int32), olp, adv, m, cfg), {}),
+    "old_log_prob_int": lambda lp, olp, adv, m, cfg: ((lp, olp.astype(np.int32), adv, m, cfg), {}),
+    "advantages_complex": lambda lp, olp, adv, m, cfg: ((lp, olp, adv.astype(np.complex64), m, cfg), {}),
+    "norm_length_str": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg), {"norm_length": "8"}),
+}
+
+
+def _as_jax(args):
+    return [jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_S9_6_value_errors_as_reference_at_trace_time(name):
+    """Same ValueError (type and message) as the reference, eagerly and while tracing (jax.eval_shape: nothing runs)."""
+    args, kwargs = BAD_VALUES[name](*_good(), cegppo.CEGPPOConfig())
+    with pytest.raises(ValueError) as ref:
+        cegppo.policy_loss(*args, **kwargs)
+    with pytest.raises(ValueError) as got:
+        cg.policy_loss(*_as_jax(args), **kwargs)
+    assert str(got.value) == str(ref.value)
+    arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+
+    def traced(*xs):
+        full = list(args)
+        for i, x in zip(arrays, xs, strict=True):
+            full[i] = x
+        return cg.policy_loss(*full, **kwargs)
+
+    with pytest.raises(ValueError) as got_traced:
+        jax.eval_shape(traced, *(args[i] for i in arrays))
+    assert str(got_traced.value) == str(ref.value)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TYPES))
+def test_S9_6_type_errors_name_the_argument(name):
+    """Same exception type as the reference; the message names the argument."""
+    args, kwargs = BAD_TYPES[name](*_good(), cegppo.CEGPPOConfig())
+    with pytest.raises(TypeError):
+        cegppo.policy_loss(*args, **kwargs)
+    with pytest.raises(TypeError) as got:
+        cg.policy_loss(*_as_jax(args), **kwargs)
+    arg = name.removesuffix("_int").removesuffix("_bool").removesuffix("_float").removesuffix("_str").removesuffix("_complex")
+    assert arg in str(got.value)
+
+
+def test_S9_6_non_array_inputs_are_type_errors():
+    """A list is not an array: TypeError naming the argument (as the reference's)."""
+    lp, olp, adv, m = _good()
+    with pytest.raises(TypeError, match="log_prob"):
+        cg.policy_loss([[0.0]], olp, adv, m, cegppo.CEGPPOConfig())
+    with pytest.raises(TypeError, match="mask"):
+        cg.policy_loss(lp, olp, adv, [[True] * 3] * 2, cegppo.CEGPPOConfig())
+
+
+def test_S9_6_validate_checks_valid_positions_eagerly_and_refuses_tracers():
+    """validate=True: the reference's ValueError for non-finite valid values; under jit a clear ValueError."""
+    cfg = cegppo.CEGPPOConfig()
+    lp, olp, adv, m = _good()
+    bad = lp.copy()
+    bad[0, 1] = np.nan
+    with pytest.raises(ValueError) as ref:
+        cegppo.policy_loss(bad, olp, adv, m, cfg, validate=True)
+    with pytest.raises(ValueError) as got:
+        cg.policy_loss(jnp.asarray(bad), olp, adv, m, cfg, validate=True)
+    assert str(got.value) == str(ref.value)
+    masked = m.copy()
+    masked[0, 1] = False
+    assert float(cg.policy_loss(jnp.asarray(bad), olp, adv, masked, cfg, validate=True)) == 0.0
+    with pytest.raises(ValueError, match="traced"):
+        jax.jit(lambda x: cg.policy_loss(x, olp, adv, m, cfg, validate=True))(lp)
+    with pytest.raises(ValueError, match="traced"):
+        jax.grad(lambda x: cg.policy_loss(x, olp, adv, m, cfg, validate=True))(jnp.asarray(lp))

@@ -1,0 +1,186 @@
+"""cegppo.jax policy loss vs the NumPy reference (spec S2-S4, S8, S10): values, jax.grad gradients, metrics."""
+
+from __future__ import annotations
+
+import cegppo
+import cegppo.jax as cg
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax_cases import (
+    CONFIGS,
+    TOL,
+    away_from_kinks,
+    isclose_or_same_nonfinite,
+    loss_scale,
+    make_inputs,
+    policy_batches,
+    to_np,
+)
+
+FLOAT_DTYPES = ["float64", "float32"]
+LOW_DTYPES = ["bfloat16", "float16"]
+
+
+def _normalizer(kind: str, value: int):
+    return {
+        "none": None,
+        "int": value,
+        "float": float(value),
+        "array": jnp.asarray(value, jnp.int32),
+        "float_array": jnp.asarray(float(value), jnp.float32),
+    }[kind]
+
+
+def _value_and_grad(*args, **kwargs):
+    """(loss, d loss / d log_prob) of cg.policy_loss, eager."""
+    return jax.value_and_grad(lambda x: cg.policy_loss(x, *args[1:], **kwargs))(args[0])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(
+    case=policy_batches(),
+    cfg=st.sampled_from(CONFIGS),
+    norm=st.sampled_from(["none", "int", "float", "array", "float_array"]),
+    extra=st.integers(0, 5),
+)
+def test_S3_S4_S8_value_and_grad_match_reference(agg, dtype, case, cfg, norm, extra):
+    """Value and jax.grad gradient equal cegppo.policy_loss / policy_loss_grad (float64 1e-10, float32 1e-5)."""
+    (lp, olp, adv, mask), (rlp, rolp, radv, rmask) = make_inputs(case, dtype, cfg)
+    n_tok, n_seq = cegppo.local_counts(rmask)
+    num_tokens, num_seqs = _normalizer(norm, n_tok + extra), _normalizer(norm, n_seq + extra)
+    ref_num = {
+        "num_tokens": None if num_tokens is None else n_tok + extra,
+        "num_seqs": None if num_seqs is None else n_seq + extra,
+    }
+    loss, grad = _value_and_grad(lp, olp, adv, mask, cfg, agg, num_tokens, num_seqs)
+    want = cegppo.policy_loss(rlp, rolp, radv, rmask, cfg, agg, **ref_num)
+    want_grad = cegppo.policy_loss_grad(rlp, rolp, radv, rmask, cfg, agg, **ref_num)
+    assert loss.dtype == jnp.dtype(dtype) and loss.shape == ()
+    rtol, atol = TOL[dtype]["value"]
+    scale = max(1.0, loss_scale(rlp, rolp, radv, rmask, cfg, agg, **ref_num))
+    np.testing.assert_allclose(to_np(loss), want, rtol=rtol, atol=atol * scale)
+    rtol, atol = TOL[dtype]["grad"]
+    assert grad.dtype == jnp.dtype(dtype) and grad.shape == lp.shape
+    np.testing.assert_allclose(to_np(grad), want_grad, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", LOW_DTYPES)
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+@given(case=policy_batches(), cfg=st.sampled_from(CONFIGS))
+def test_S9_5_low_precision_computed_in_float32(agg, dtype, case, cfg):
+    """bf16/fp16 inputs: float32 loss equal to the float32 reference on the rounded inputs; gradient in the input dtype."""
+    (lp, olp, adv, mask), (rlp, rolp, radv, rmask) = make_inputs(case, dtype, cfg)
+    # Rounding to bf16 can move a log-ratio onto a kink: keep only cases away from them.
+    logr = rlp.astype(np.float64) - rolp
+    if not np.array_equal(away_from_kinks(logr, cfg), logr):
+        return
+    loss, grad = _value_and_grad(lp, olp, adv, mask, cfg, agg)
+    assert loss.dtype == jnp.float32
+    assert grad.dtype == jnp.dtype(dtype)
+    rtol, atol = TOL[dtype]["value"]
+    scale = max(1.0, loss_scale(rlp, rolp, radv, rmask, cfg, agg))
+    np.testing.assert_allclose(to_np(loss), cegppo.policy_loss(rlp, rolp, radv, rmask, cfg, agg), rtol=rtol, atol=atol * scale)
+    rtol, atol = TOL[dtype]["grad"]
+    want = cegppo.policy_loss_grad(rlp, rolp, radv, rmask, cfg, agg)
+    np.testing.assert_allclose(to_np(grad), want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@given(case=policy_batches(logr_scale=3.0), cfg=st.sampled_from(CONFIGS))
+def test_S2_S3_S4_per_token_functions_match_reference(dtype, case, cfg):
+    """token_regions, per_token_objective (value and gradient) and grad_weight equal the reference."""
+    (lp, olp, adv, _), (rlp, rolp, radv, _) = make_inputs(case, dtype, cfg)
+    regions = cg.token_regions(lp, olp, adv, cfg)
+    assert isinstance(regions, cegppo.TokenRegions)
+    for got, want in zip(regions, cegppo.token_regions(rlp, rolp, radv, cfg), strict=True):
+        assert got.dtype == jnp.bool_ and np.array_equal(to_np(got), want)
+    rtol, atol = TOL[dtype]["value"]
+    np.testing.assert_allclose(
+        to_np(cg.per_token_objective(lp, olp, adv, cfg)), cegppo.per_token_objective(rlp, rolp, radv, cfg), rtol=rtol, atol=atol
+    )
+    grad = jax.grad(lambda x: jnp.sum(cg.per_token_objective(x, olp, adv, cfg)))(lp)
+    f = cegppo.grad_weight(rlp, rolp, radv, cfg)
+    a = np.broadcast_to(radv[:, None], rlp.shape) if radv.ndim == 1 else radv
+    np.testing.assert_allclose(to_np(grad), np.where(a == 0, 0, f * a), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(to_np(cg.grad_weight(lp, olp, adv, cfg)), f, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(case=policy_batches(), norm_length=st.sampled_from([None, 3.0, 17]))
+def test_S8_aggregation_weights_and_aggregate_loss(agg, case, norm_length):
+    """aggregation_weights and aggregate_loss equal the reference (float64), NaN at masked positions ignored."""
+    mask = case["mask"]
+    per_token = np.where(mask, case["logr"], np.nan)
+    c = cg.aggregation_weights(jnp.asarray(mask), agg, norm_length=norm_length)
+    assert c.dtype == jnp.float64
+    np.testing.assert_allclose(to_np(c), cegppo.aggregation_weights(mask, agg, norm_length=norm_length), rtol=1e-12, atol=0)
+    got = cg.aggregate_loss(jnp.asarray(per_token), jnp.asarray(mask), agg, norm_length=norm_length)
+    want = cegppo.aggregate_loss(per_token, mask, agg, norm_length=norm_length)
+    np.testing.assert_allclose(to_np(got), want, rtol=1e-10, atol=1e-10)
+    g = jax.grad(lambda x: cg.aggregate_loss(x, mask, agg, norm_length=norm_length))(jnp.asarray(per_token))
+    np.testing.assert_allclose(to_np(g), np.where(mask, cegppo.aggregation_weights(mask, agg, norm_length=norm_length), 0), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@given(case=policy_batches(), cfg=st.sampled_from(CONFIGS), split=st.integers(1, 5))
+def test_S8_3_micro_batches_sum_to_full_batch(agg, case, cfg, split):
+    """With the global normalizers (0-d arrays from global_counts), micro-batch losses and gradients add up."""
+    (lp, olp, adv, mask), _ = make_inputs(case, "float64", cfg)
+    n_tok, n_seq = cg.global_counts(mask)
+    assert n_tok.dtype == jnp.int32 and int(n_tok) == int(case["mask"].sum())
+    assert int(n_seq) == int(case["mask"].any(-1).sum())
+    full, full_grad = _value_and_grad(lp, olp, adv, mask, cfg, agg)
+    parts, grads = [], []
+    for rows in np.array_split(np.arange(lp.shape[0]), split):
+        loss, grad = _value_and_grad(lp[rows], olp[rows], adv[rows], mask[rows], cfg, agg, n_tok, n_seq)
+        parts.append(to_np(loss))
+        grads.append(to_np(grad))
+    np.testing.assert_allclose(sum(parts), to_np(full), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate(grads), to_np(full_grad), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@given(case=policy_batches(logr_scale=4.0), cfg=st.sampled_from(CONFIGS))
+def test_S10_metrics_match_reference(dtype, case, cfg):
+    """policy_metrics: the reference's values as 0-d arrays in the compute dtype, keys in METRIC_KEYS order."""
+    (lp, olp, adv, mask), (rlp, rolp, radv, rmask) = make_inputs(case, dtype, cfg)
+    got = cg.policy_metrics(lp, olp, adv, mask, cfg)
+    want = cegppo.policy_metrics(rlp, rolp, radv, rmask, cfg)
+    assert tuple(got) == cegppo.METRIC_KEYS == cg.METRIC_KEYS
+    rtol, atol = TOL[dtype]["value"]
+    for k, v in got.items():
+        assert isinstance(v, jax.Array) and v.shape == () and v.dtype == jnp.dtype(dtype), k
+        np.testing.assert_allclose(to_np(v), want[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def test_S10_metrics_have_no_gradient_and_report_overflow_as_inf():
+    """An overflowing valid ratio is reported as inf (its true value); masked NaN ignored; metrics carry no gradient."""
+    cfg = cegppo.presets.ce_gppo_official()
+    lp = np.array([[0.0, 0.0, np.nan]], np.float32)
+    olp = np.array([[-1e4, 0.0, 0.0]], np.float32)
+    adv = np.array([[-1.0, 1.0, 1.0]], np.float32)
+    mask = np.array([[True, True, False]])
+    m = cg.policy_metrics(jnp.asarray(lp), olp, adv, mask, cfg)
+    want = cegppo.policy_metrics(lp, olp, adv, mask, cfg)
+    for k in cegppo.METRIC_KEYS:
+        assert isclose_or_same_nonfinite(m[k], want[k], 1e-6, 1e-6), k
+    assert float(m["ratio_max"]) == np.inf
+    g = jax.grad(lambda x: sum(v for v in cg.policy_metrics(x, olp, adv, mask, cfg).values() if jnp.isfinite(v)))(jnp.zeros((1, 3)))
+    assert np.array_equal(to_np(g), np.zeros((1, 3)))
+
+
+def test_public_names_match_the_reference_and_torch():
+    """cegppo.jax exposes the reference's public names (minus the analytic *_grad helpers) plus global_counts."""
+    reference_only = {"policy_loss_grad", "token_log_probs_grad", "entropy_grad", "__version__"}
+    assert set(cegppo.__all__) - reference_only <= set(cg.__all__)
+    assert "global_counts" in cg.__all__
+    assert cg.CEGPPOConfig is cegppo.CEGPPOConfig and cg.TokenRegions is cegppo.TokenRegions
+    assert cg.AGG_MODES == cegppo.AGG_MODES and cg.METRIC_KEYS == cegppo.METRIC_KEYS and cg.GRPO_EPS == cegppo.GRPO_EPS
+    assert cg.presets is cegppo.presets
+    for name in cg.__all__:
+        assert hasattr(cg, name), name
