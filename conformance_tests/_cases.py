@@ -1,0 +1,184 @@
+"""One conformance input (`Case`), its expected values from the NumPy reference, and tolerances.
+
+A `Case` holds the inputs as float64 NumPy arrays whose values are already exactly representable
+in the case's dtype (``float64``, ``float32`` or ``bfloat16``), so the reference (computed in
+float64 on the very same numbers) and the implementation under test see identical inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import cegppo
+import numpy as np
+from cegppo import CEGPPOConfig
+
+__all__ = [
+    "DTYPES",
+    "GRAD_TOL",
+    "MARGIN",
+    "VALUE_TOL",
+    "Case",
+    "Expected",
+    "Mismatch",
+    "compare_grad",
+    "compare_value",
+    "expected",
+    "round_to",
+]
+
+DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
+"""Input dtypes the suite draws; bfloat16 stands for every low-precision float (spec S9.5)."""
+
+# Per-dtype tolerances, separate for values and gradients (the style of jax's test utilities).
+# Keys are the *input* dtype. bfloat16 inputs must be computed in float32 (spec S9.5), so their
+# tolerances are float32's. A value passes when |got - want| <= atol + rtol * scale, with scale the
+# sum of |per-token terms| (so cancellation in the sum cannot make the check impossibly tight); a
+# gradient element passes when |got - want| <= atol * max|want| + rtol * |want|.
+VALUE_TOL: dict[str, tuple[float, float]] = {  # (rtol, atol)
+    "float64": (1e-10, 1e-300),
+    "float32": (2e-5, 1e-30),
+    "bfloat16": (2e-5, 1e-30),
+}
+GRAD_TOL: dict[str, tuple[float, float]] = {  # (rtol, atol relative to max |want|)
+    "float64": (1e-10, 1e-13),
+    "float32": (2e-5, 1e-6),
+    "bfloat16": (2e-5, 1e-6),
+    # The gradient with respect to a bfloat16 log_prob is itself bfloat16: one rounding, 2^-9 relative.
+    "bfloat16-grad": (5e-3, 1e-6),
+}
+MARGIN: dict[str, float] = {"float64": 1e-7, "float32": 1e-3, "bfloat16": 1e-3}
+"""Least distance of a log-ratio from a clip boundary when values or gradients are compared.
+
+The objective jumps at the boundaries (unless beta = 1), so a token within rounding error of one
+may be classified either way by a correct implementation (log space vs ratio space compare)."""
+
+
+def round_to(x: Any, dtype: str) -> np.ndarray:
+    """`x` rounded to `dtype` and returned as float64 (exactly the numbers a port receives).
+
+    bfloat16 is rounded to nearest-even by hand so that the core needs no ml_dtypes.
+    """
+    a = np.asarray(x, dtype=np.float64)
+    if dtype == "float64":
+        return a.copy()
+    f = a.astype(np.float32)
+    if dtype == "float32":
+        return f.astype(np.float64)
+    if dtype != "bfloat16":
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = f.view(np.uint32).astype(np.uint64)
+        rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+        out = rounded.astype(np.uint32).view(np.float32)
+    out = np.where(np.isnan(f), f, out)  # keep NaN a NaN (rounding could carry into inf)
+    return out.astype(np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """Inputs of one call of a policy loss.
+
+    Shapes: log_prob, old_log_prob, mask (B, T); advantages (B, T) or (B,). Arrays are float64
+    holding values representable in `dtype`; `mask` is bool.
+    """
+
+    log_prob: np.ndarray
+    old_log_prob: np.ndarray
+    advantages: np.ndarray
+    mask: np.ndarray
+    cfg: CEGPPOConfig
+    dtype: str = "float32"
+    agg: str = "token-mean"
+    num_tokens: float | None = None
+    num_seqs: float | None = None
+    note: str = field(default="", compare=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.log_prob.shape[0]), int(self.log_prob.shape[1]))
+
+    def with_(self, **changes: Any) -> Case:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+    def adv_2d(self) -> np.ndarray:
+        """Advantages as (B, T)."""
+        a = self.advantages
+        return np.broadcast_to(a[:, None], self.shape).copy() if a.ndim == 1 else a
+
+    @property
+    def is_port_call(self) -> bool:
+        """Whether a port (token-mean with local normalizer only) can evaluate this case."""
+        return self.agg == "token-mean" and self.num_tokens is None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Reference loss, gradient d loss / d log_prob and the scale of the loss's terms (all float64)."""
+
+    value: float
+    grad: np.ndarray
+    scale: float
+
+
+def expected(case: Case) -> Expected:
+    """The NumPy reference (cegppo.policy_loss and cegppo.policy_loss_grad) in float64 on the case's numbers."""
+    args = (case.log_prob, case.old_log_prob, case.advantages, case.mask, case.cfg, case.agg)
+    kw = {"num_tokens": case.num_tokens, "num_seqs": case.num_seqs}
+    value = float(cegppo.policy_loss(*args, **kw))
+    grad = np.asarray(cegppo.policy_loss_grad(*args, **kw), dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        zero = np.where(case.mask, case.log_prob, 0.0)
+        j = cegppo.per_token_objective(zero, np.where(case.mask, case.old_log_prob, 0.0),
+                                       np.where(case.mask, case.adv_2d(), 0.0), case.cfg)
+        c = cegppo.aggregation_weights(case.mask, case.agg, num_tokens=case.num_tokens,
+                                       num_seqs=case.num_seqs, dtype=np.float64)
+        scale = float(np.sum(np.where(case.mask, np.abs(c * j), 0.0)))
+    return Expected(value, grad, scale)
+
+
+class Mismatch(AssertionError):
+    """A property does not hold: what was compared, on which call, what was expected and what came back."""
+
+    def __init__(self, what: str, case: Case | None, want: Any, got: Any, detail: str = "") -> None:
+        self.what, self.case, self.want, self.got, self.detail = what, case, want, got, detail
+        super().__init__(f"{what}: expected {_short(want)}, got {_short(got)}" + (f" ({detail})" if detail else ""))
+
+
+def _short(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        with np.printoptions(precision=9, threshold=64, linewidth=100):
+            return np.array2string(x, separator=", ")
+    if isinstance(x, float):
+        return repr(x)
+    return str(x)
+
+
+def compare_value(what: str, case: Case, got: float, want: float, scale: float, *, dtype: str | None = None) -> None:
+    """Raise Mismatch unless |got - want| <= atol + rtol * scale (VALUE_TOL of the dtype)."""
+    rtol, atol = VALUE_TOL[dtype or case.dtype]
+    if math.isnan(want):
+        if math.isnan(got):
+            return
+        raise Mismatch(what, case, want, got)
+    if not math.isfinite(got) or abs(got - want) > atol + rtol * max(scale, abs(want)):
+        tol = atol + rtol * max(scale, abs(want))
+        raise Mismatch(what, case, want, got, f"|difference| {abs(got - want):.3g} > tolerance {tol:.3g}")
+
+
+def compare_grad(what: str, case: Case, got: np.ndarray, want: np.ndarray, *, dtype: str | None = None) -> None:
+    """Raise Mismatch unless every element is within GRAD_TOL of the reference gradient."""
+    rtol, atol = GRAD_TOL[dtype or case.dtype]
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != want.shape:
+        raise Mismatch(what, case, want, got, f"gradient shape {got.shape} != {want.shape}")
+    gmax = float(np.max(np.abs(want))) if want.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(got - want)
+        ok = np.isfinite(got) & (err <= atol * gmax + rtol * np.abs(want))
+    if not np.all(ok):
+        bad = tuple(int(i) for i in np.argwhere(~ok)[0])
+        raise Mismatch(what, case, want, got, f"first bad element {bad}: expected {want[bad]!r}, got {got[bad]!r}")

@@ -1,0 +1,72 @@
+"""The property registry: each property is a named check tied to one clause of docs/spec.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._adapters import Adapter
+
+__all__ = ["PROPERTIES", "Property", "Skip", "prop"]
+
+
+class Skip(Exception):
+    """Raised by a property's `skip` hook or body: the property does not apply to this implementation."""
+
+
+@dataclass(frozen=True)
+class Property:
+    """A named conformance property.
+
+    Attributes:
+        clause: the spec clause it checks (``S5``, ``S8.3``, ...), quoted in test ids and reports.
+        name: short name; ``f"{clause} {name}"`` is the test id (e.g. ``S5 gradient bound clip_high``).
+        chapter: the spec chapter module it belongs to (``objective``, ``bounds``, ...).
+        doc: one sentence of what is checked.
+        body: ``body(adapter, data)`` draws inputs from Hypothesis's ``data`` and raises
+            `Mismatch` when the property does not hold.
+        needs_grad: skipped for adapters without gradients (NumPy ports).
+        skip: ``skip(adapter)`` returns a reason not to run, or None.
+        max_examples: a cap on examples for costly properties (compiled runs), or None.
+    """
+
+    clause: str
+    name: str
+    chapter: str
+    doc: str
+    body: Callable[[Adapter, Any], None]
+    needs_grad: bool = False
+    skip: Callable[[Adapter], str | None] | None = None
+    max_examples: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.clause} {self.name}"
+
+    def skip_reason(self, adapter: Adapter) -> str | None:
+        """Why this property does not run on `adapter`, or None when it does."""
+        if self.needs_grad and not adapter.has_grad:
+            return "no gradients (NumPy port)"
+        return self.skip(adapter) if self.skip is not None else None
+
+    def __call__(self, adapter: Adapter, data: Any) -> None:
+        self.body(adapter, data)
+
+
+PROPERTIES: list[Property] = []
+"""Every property, in spec order (filled as the chapter modules are imported)."""
+
+
+def prop(clause: str, name: str, chapter: str, *, needs_grad: bool = False,
+         skip: Callable[[Adapter], str | None] | None = None,
+         max_examples: int | None = None) -> Callable[[Callable[[Adapter, Any], None]], Property]:
+    """Decorator: register `body` as a property (its docstring's first line is the description)."""
+
+    def deco(body: Callable[[Adapter, Any], None]) -> Property:
+        doc = (body.__doc__ or "").strip().splitlines()[0] if body.__doc__ else ""
+        p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples)
+        PROPERTIES.append(p)
+        return p
+
+    return deco

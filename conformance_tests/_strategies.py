@@ -1,0 +1,253 @@
+"""Hypothesis strategies for conformance inputs: every region, every edge (spec S1, S2, S8, S9).
+
+Each function takes Hypothesis's ``data`` object (from ``st.data()``) and draws with a label, so a
+failing example in pytest reads as a list of named inputs. What is reached:
+
+- shapes with B = 1 or T = 1 (B in 1..5, T in 1..7);
+- masks with rows of no valid token, a single valid token, a prefix (response then padding) or
+  random holes; a fully masked batch where a property asks for one;
+- per-sequence (B,) and per-token (B, T) advantages, A = 0 included;
+- log-ratios on both sides of each boundary (log(1 - eps_low), log(1 + eps_high), log c), around
+  0, far beyond (|logr| up to 20) and, on request, extreme (|logr| up to 1e4: delta under- or
+  overflows in every float type);
+- asymmetric eps (eps_low in (0, 0.9), eps_high in (0, 2)), beta in [0, 2] (0 and 1 exactly too),
+  dual clip off or c in (1.05, 50);
+- float64, float32 and bfloat16 inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from cegppo import CEGPPOConfig
+from hypothesis import strategies as st
+
+from ._cases import MARGIN, Case, round_to
+
+__all__ = ["REGIONS", "draw_case", "draw_config", "draw_mask", "draw_region_case"]
+
+REGIONS: tuple[str, ...] = ("clip_low", "clip_high", "dual_clip", "inside")
+
+_KINDS = ("near_lower", "near_upper", "near_dual", "around_zero", "far_below", "far_above")
+_EXTREME_KINDS = ("extreme_below", "extreme_above")
+
+
+def draw_config(data: Any, *, dual: bool | None = None, beta: tuple[float, float] | None = None) -> CEGPPOConfig:
+    """Hyperparameters: asymmetric eps, beta in [0, 2], dual clip on or off (or as asked)."""
+    eps_low = data.draw(st.one_of(st.just(0.2), st.floats(0.01, 0.9)), label="eps_low")
+    eps_high = data.draw(st.one_of(st.just(0.2), st.just(0.28), st.floats(0.01, 2.0)), label="eps_high")
+    if beta is None:
+        b = st.one_of(st.sampled_from([0.0, 0.5, 0.75, 1.0]), st.floats(0.0, 2.0))
+        beta_low = data.draw(b, label="beta_low")
+        beta_high = data.draw(b, label="beta_high")
+    else:
+        beta_low, beta_high = beta
+    c_strategy = st.one_of(st.sampled_from([3.0, 10.0]), st.floats(1.05, 50.0))
+    if dual is None:
+        c = data.draw(st.one_of(st.none(), c_strategy), label="dual_clip")
+    elif dual:
+        c = data.draw(c_strategy, label="dual_clip")
+    else:
+        c = None
+    return CEGPPOConfig(eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high, dual_clip=c)
+
+
+def draw_mask(data: Any, b: int, t: int, *, allow_empty: bool = True) -> np.ndarray:
+    """A (B, T) bool mask; rows are all valid, empty, a single token, a prefix, or random holes."""
+    kinds = ["all", "prefix", "single", "random"] + (["none"] if allow_empty else [])
+    rows = data.draw(st.lists(st.sampled_from(kinds), min_size=b, max_size=b), label="mask row kinds")
+    m = np.zeros((b, t), dtype=bool)
+    for i, kind in enumerate(rows):
+        if kind == "all":
+            m[i] = True
+        elif kind == "prefix":
+            m[i, : data.draw(st.integers(1, t), label=f"mask row {i} length")] = True
+        elif kind == "single":
+            m[i, data.draw(st.integers(0, t - 1), label=f"mask row {i} position")] = True
+        elif kind == "random":
+            bits = data.draw(st.lists(st.booleans(), min_size=t, max_size=t), label=f"mask row {i} bits")
+            m[i] = bits
+    return m
+
+
+def _boundaries(cfg: CEGPPOConfig) -> list[float]:
+    out = [cfg.log_lower, cfg.log_upper]
+    if cfg.log_dual_clip is not None:
+        out.append(cfg.log_dual_clip)
+    return out
+
+
+def _logr_strategy(kind: str, cfg: CEGPPOConfig) -> st.SearchStrategy[float]:
+    near = st.floats(-0.5, 0.5)
+    if kind == "near_lower":
+        return near.map(lambda u: cfg.log_lower + u)
+    if kind == "near_upper":
+        return near.map(lambda u: cfg.log_upper + u)
+    if kind == "near_dual":
+        c = cfg.log_dual_clip if cfg.log_dual_clip is not None else cfg.log_upper
+        return near.map(lambda u: c + u)
+    if kind == "around_zero":
+        return st.floats(-0.3, 0.3)
+    if kind == "far_below":
+        return st.floats(-20.0, -1.0)
+    if kind == "far_above":
+        return st.floats(1.0, 20.0)
+    if kind == "extreme_below":
+        return st.floats(-1e4, -50.0)
+    return st.floats(50.0, 1e4)
+
+
+def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:
+    sp = np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
+    if dtype == "float64":
+        return np.spacing(np.abs(x))
+    return sp * (2.0**16 if dtype == "bfloat16" else 1.0)
+
+
+def _place(anchor: np.ndarray, logr: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(log_prob, old_log_prob), both <= 0 around `anchor`, with log_prob - old_log_prob ~ logr, rounded."""
+    pos = logr >= 0
+    lp = np.where(pos, anchor, anchor + logr)
+    olp = np.where(pos, anchor - logr, anchor)
+    return round_to(lp, dtype), round_to(olp, dtype)
+
+
+def push_away(lp: np.ndarray, olp: np.ndarray, cfg: CEGPPOConfig, dtype: str) -> np.ndarray:
+    """Move log_prob so that every log-ratio is at least MARGIN[dtype] from each clip boundary.
+
+    Gradients (and, for beta != 1, values) jump at the boundaries, where a correct implementation
+    may round either way: compared values are drawn away from them (jax's test-utility style).
+    """
+    margin = MARGIN[dtype]
+    bounds = np.array(_boundaries(cfg))
+    lp = lp.copy()
+    for _ in range(6):
+        logr = lp - olp
+        dist = logr[..., None] - bounds
+        near = np.argmin(np.abs(dist), axis=-1)
+        d = np.take_along_axis(dist, near[..., None], axis=-1)[..., 0]
+        close = np.abs(d) < margin
+        if not close.any():
+            return lp
+        direction = np.where(d >= 0, 1.0, -1.0)
+        b = bounds[near]
+        step = np.maximum(3 * margin, 2 * _ulp(olp + b, dtype))
+        lp = np.where(close, round_to(olp + b + direction * step, dtype), lp)
+    # Boundaries closer together than the margin: move the stragglers far below every boundary.
+    logr = lp - olp
+    close = np.min(np.abs(logr[..., None] - bounds), axis=-1) < margin
+    return np.where(close, round_to(olp - 5.0, dtype), lp)
+
+
+def draw_case(
+    data: Any,
+    *,
+    dtypes: Sequence[str] = ("float64", "float32"),
+    aggs: Sequence[str] = ("token-mean",),
+    cfg: CEGPPOConfig | None = None,
+    extremes: bool = False,
+    away_from_boundaries: bool = True,
+    allow_empty_rows: bool = True,
+    global_normalizers: bool = False,
+    max_b: int = 5,
+    max_t: int = 7,
+) -> Case:
+    """A random batch reaching every region (see the module docstring), as a `Case`.
+
+    With ``extremes``, some log-ratios are extreme (|logr| in [50, 1e4]) where the true loss is
+    still representable: A < 0 above the interval without dual clip would make delta A overflow, so
+    such tokens are kept at |logr| <= 20.
+    """
+    b = data.draw(st.integers(1, max_b), label="B")
+    t = data.draw(st.integers(1, max_t), label="T")
+    n = b * t
+    dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
+    if cfg is None:
+        cfg = draw_config(data)
+    kinds = list(_KINDS) + (list(_EXTREME_KINDS) if extremes else [])
+    token_kinds = data.draw(st.lists(st.sampled_from(kinds), min_size=n, max_size=n), label="log-ratio kinds")
+    logr = np.array(
+        [data.draw(_logr_strategy(k, cfg), label=f"log-ratio {i} ({k})") for i, k in enumerate(token_kinds)],
+        dtype=np.float64,
+    ).reshape(b, t)
+    anchor = np.array(
+        data.draw(st.lists(st.floats(-20.0, 0.0), min_size=n, max_size=n), label="log-prob anchors")
+    ).reshape(b, t)
+    per_seq = data.draw(st.booleans(), label="per-sequence advantages")
+    a_el = st.one_of(st.just(0.0), st.sampled_from([-1.0, 1.0]), st.floats(-5.0, 5.0))
+    adv = np.array(data.draw(st.lists(a_el, min_size=b if per_seq else n, max_size=b if per_seq else n),
+                             label="advantages"))
+    adv = adv if per_seq else adv.reshape(b, t)
+    adv = round_to(adv, dtype)
+    a2 = np.broadcast_to(adv[:, None], (b, t)) if per_seq else adv
+    if extremes and cfg.dual_clip is None:
+        logr = np.where((a2 < 0) & (logr > 20.0), 20.0, logr)
+    lp, olp = _place(anchor, logr, dtype)
+    if away_from_boundaries:
+        lp = push_away(lp, olp, cfg, dtype)
+    mask = draw_mask(data, b, t, allow_empty=allow_empty_rows)
+    agg = data.draw(st.sampled_from(list(aggs)), label="agg")
+    num_tokens = num_seqs = None
+    if global_normalizers and data.draw(st.booleans(), label="global normalizers"):
+        num_tokens = float(mask.sum() + data.draw(st.integers(0, 20), label="extra tokens elsewhere"))
+        num_seqs = float(mask.any(-1).sum() + data.draw(st.integers(0, 5), label="extra sequences elsewhere"))
+    return Case(lp, olp, adv, mask, cfg, dtype, agg, num_tokens, num_seqs)
+
+
+def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float64", "float32"),
+                     extremes: bool = True) -> Case:
+    """A batch whose valid tokens all lie in one region of spec S2 (for the gradient bounds of S5).
+
+    ``inside`` mixes its three sub-cases: A > 0 below the interval, within the interval, and A < 0
+    above it (below c when dual clip is on).
+    """
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    b = data.draw(st.integers(1, 4), label="B")
+    t = data.draw(st.integers(1, 6), label="T")
+    n = b * t
+    dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
+    cfg = draw_config(data, dual=True if region == "dual_clip" else None)
+    far = 1e4 if extremes else 20.0
+    lo, hi, c = cfg.log_lower, cfg.log_upper, cfg.log_dual_clip
+    mags = st.floats(0.0, 5.0)
+    adv_mag = np.array(data.draw(st.lists(st.floats(0.01, 5.0), min_size=n, max_size=n), label="|advantages|"))
+    if region == "clip_low":
+        logr = [data.draw(st.floats(-far, lo - 1e-2), label=f"log-ratio {i}") for i in range(n)]
+        sign = -np.ones(n)
+    elif region == "clip_high":
+        logr = [data.draw(st.floats(hi + 1e-2, far), label=f"log-ratio {i}") for i in range(n)]
+        sign = np.ones(n)
+    elif region == "dual_clip":
+        assert c is not None
+        logr = [data.draw(st.floats(c + 1e-2, max(far, c + 1.0)), label=f"log-ratio {i}") for i in range(n)]
+        sign = -np.ones(n)
+    else:
+        subs = data.draw(st.lists(st.sampled_from(["below+", "within", "above-"]), min_size=n, max_size=n),
+                         label="inside sub-cases")
+        logr, sign = [], []
+        for i, s in enumerate(subs):
+            if s == "below+":
+                logr.append(data.draw(st.floats(-far, lo - 1e-2), label=f"log-ratio {i}"))
+                sign.append(1.0)
+            elif s == "within":
+                logr.append(data.draw(st.floats(lo + 1e-2, hi - 1e-2), label=f"log-ratio {i}"))
+                sign.append(data.draw(st.sampled_from([-1.0, 1.0]), label=f"sign of A {i}"))
+            else:
+                top = (c - 1e-2) if c is not None else hi + 20.0
+                if top <= hi + 1e-2:
+                    logr.append(data.draw(st.floats(lo + 1e-2, hi - 1e-2), label=f"log-ratio {i}"))
+                else:
+                    logr.append(data.draw(st.floats(hi + 1e-2, top), label=f"log-ratio {i}"))
+                sign.append(-1.0)
+        sign = np.array(sign)
+        del mags
+    logr_a = np.array(logr, dtype=np.float64).reshape(b, t)
+    adv = round_to((np.asarray(sign) * adv_mag).reshape(b, t), dtype)
+    anchor = np.array(data.draw(st.lists(st.floats(-20.0, 0.0), min_size=n, max_size=n), label="log-prob anchors"))
+    lp, olp = _place(anchor.reshape(b, t), logr_a, dtype)
+    lp = push_away(lp, olp, cfg, dtype)
+    mask = draw_mask(data, b, t, allow_empty=True)
+    return Case(lp, olp, adv, mask, cfg, dtype)
