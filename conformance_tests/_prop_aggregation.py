@@ -1,0 +1,103 @@
+"""Chapter S8: aggregation (spec S8.1 modes, S8.3 micro-batch additivity, S8.4 empty batch).
+
+For a port (token-mean with its local normalizer) additivity reads: splitting the rows into
+micro-batches with n_k valid tokens each and N = sum n_k,
+
+    loss(full) = sum_k (n_k / N) loss(micro-batch k),   grad(full) rows = (n_k / N) grad(micro-batch k)
+
+Backends get the global normalizers (num_tokens, num_seqs) instead, in every mode:
+loss(full) = sum_k loss(micro-batch k).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from ._adapters import Adapter
+from ._cases import Mismatch, compare_grad, compare_value, expected
+from ._prop_objective import common_dtypes
+from ._registry import prop
+from ._strategies import draw_case
+
+__all__: list[str] = []
+
+
+@prop("S8.1", "token permutation invariance", "aggregation")
+def permutation_invariance(ad: Adapter, data: Any) -> None:
+    """Permuting tokens (across the batch for token modes, within rows for seq modes) permutes the gradient and keeps the loss."""
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend")
+    case = case.with_(advantages=case.adv_2d())
+    b, t = case.shape
+    if case.agg.startswith("token"):
+        perm = np.array(data.draw(st.permutations(range(b * t)), label="token permutation"))
+        idx = np.unravel_index(perm, (b, t))
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            return x[idx].reshape(b, t)
+    else:
+        perms = [np.array(data.draw(st.permutations(range(t)), label=f"row {i} permutation")) for i in range(b)]
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            return np.stack([x[i, p] for i, p in enumerate(perms)])
+
+    moved = case.with_(log_prob=apply(case.log_prob), old_log_prob=apply(case.old_log_prob),
+                       advantages=apply(case.advantages), mask=apply(case.mask))
+    r0, r1 = ad.run(case), ad.run(moved)
+    scale = expected(case).scale
+    compare_value("loss of the permuted batch vs the original", moved, r1.value, r0.value, scale)
+    if ad.has_grad:
+        compare_grad("gradient of the permuted batch vs the permuted gradient", moved, r1.grad, apply(r0.grad))
+
+
+@prop("S8.3", "micro-batch additivity", "aggregation")
+def micro_batch_additivity(ad: Adapter, data: Any) -> None:
+    """Splitting the rows into micro-batches and combining them (global normalizers / token-count weights) gives the full batch."""
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, max_b=6)
+    b, _ = case.shape
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(b - 1, 1)), max_size=3), label="micro-batch cuts")))
+    edges = [0, *[c for c in cuts if 0 < c < b], b]
+    n_total = int(case.mask.sum())
+    s_total = int(case.mask.any(-1).sum())
+    full = ad.run(case)
+    total, grads, parts = 0.0, [], []
+    for lo, hi in itertools.pairwise(edges):
+        part = case.with_(log_prob=case.log_prob[lo:hi], old_log_prob=case.old_log_prob[lo:hi],
+                          advantages=case.advantages[lo:hi], mask=case.mask[lo:hi])
+        n_k = int(part.mask.sum())
+        if ad.kind == "backend":
+            part = part.with_(num_tokens=float(n_total), num_seqs=float(s_total))
+            weight = 1.0
+        else:
+            weight = n_k / n_total if n_total else 0.0
+        r = ad.run(part)
+        if not np.isfinite(r.value):
+            raise Mismatch("micro-batch loss finite", part, "a finite loss", r.value,
+                           "a micro-batch with no valid token must give 0 (S8.4)" if n_k == 0 else "")
+        total += weight * r.value
+        parts.append(part)
+        if ad.has_grad:
+            grads.append(weight * r.grad)
+    scale = expected(case).scale
+    compare_value(f"sum of {len(parts)} micro-batch losses (rows split at {edges[1:-1]}) vs the full batch",
+                  case, total, full.value, scale)
+    if ad.has_grad:
+        compare_grad("micro-batch gradients vs the full batch", case, np.concatenate(grads, axis=0), full.grad)
+
+
+@prop("S8.4", "all-masked batch gives zero loss and zero gradient", "aggregation")
+def empty_batch(ad: Adapter, data: Any) -> None:
+    """With no valid token the loss is exactly 0 and the gradient exactly 0 (not NaN)."""
+    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.kind == "backend")
+    case = case.with_(mask=np.zeros(case.shape, dtype=bool))
+    if case.num_tokens is not None:
+        case = case.with_(num_tokens=0.0, num_seqs=0.0)
+    got = ad.run(case)
+    if got.value != 0.0:
+        raise Mismatch("loss of an all-masked batch", case, 0.0, got.value)
+    if got.grad is not None and not np.all(got.grad == 0):
+        raise Mismatch("gradient of an all-masked batch", case, np.zeros(case.shape), got.grad)
+

@@ -1,0 +1,45 @@
+"""Chapter S2-S4: the objective's value and its gradient equal the reference (spec S2 Regions, S3, S4).
+
+Inputs reach every region (both sides of every boundary, far beyond, A = 0, asymmetric eps, beta
+in [0, 2], dual clip on and off) in float64 and float32; compared log-ratios stay MARGIN away from
+the clip boundaries, where the objective jumps and rounding may legitimately go either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._adapters import Adapter
+from ._cases import compare_grad, compare_value, expected
+from ._registry import prop
+from ._strategies import draw_case
+
+__all__: list[str] = []
+
+
+def common_dtypes(ad: Adapter, wanted: tuple[str, ...] = ("float64", "float32")) -> tuple[str, ...]:
+    """The dtypes of `wanted` that the adapter can feed."""
+    return tuple(d for d in wanted if d in ad.dtypes)
+
+
+def draw_general(ad: Adapter, data: Any, **kw: Any):
+    """A general case for `ad`: its aggregation modes, global normalizers for backends."""
+    return draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend", **kw)
+
+
+@prop("S3", "value equals the reference", "objective")
+def value_equals_reference(ad: Adapter, data: Any) -> None:
+    """The loss equals the NumPy reference within VALUE_TOL of the dtype, in every region."""
+    case = draw_general(ad, data)
+    got = ad.run(case)
+    want = expected(case)
+    compare_value("loss", case, got.value, want.value, want.scale)
+
+
+@prop("S4", "gradient equals the reference", "objective", needs_grad=True)
+def gradient_equals_reference(ad: Adapter, data: Any) -> None:
+    """d loss / d log_prob equals the reference's analytic -c_t F_t A_t within GRAD_TOL, in every region."""
+    case = draw_general(ad, data)
+    got = ad.run(case)
+    want = expected(case)
+    compare_grad("d loss / d log_prob", case, got.grad, want.grad)
