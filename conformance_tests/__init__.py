@@ -1,1 +1,61 @@
-"""Placeholder: filled by its issue."""
+"""cegppo.conformance: the CE-GPPO conformance suite and the kit for third-party ports (docs/conformance.md).
+
+Named Hypothesis properties, each tied to a clause of docs/spec.md, written once against an
+adapter, so the same property checks the NumPy reference, `cegppo.torch`, `cegppo.jax` (in the
+project's tests) and any port (with `check` or the ``cegppo-conformance`` CLI):
+
+    import cegppo.conformance as cc
+    report = cc.check(my_loss, framework="torch", max_examples=100, seed=0)
+    print(report)            # PASS/FAIL per property; minimal reproducer for each failure
+    assert report.ok
+
+A port has the signature ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low,
+eps_high, beta_low, beta_high, clip_ratio_c)`` and returns the token-mean loss as a scalar of its
+framework (clip_ratio_c=None: no dual clip). Importing this package imports no framework; an
+adapter imports torch or jax when it is built.
+"""
+
+from __future__ import annotations
+
+from . import _prop_aggregation, _prop_bounds, _prop_numerics, _prop_objective, _prop_special  # registers
+from ._adapters import Adapter, Result, backend_adapter, port_adapter
+from ._cases import DTYPES, GRAD_TOL, MARGIN, VALUE_TOL, Case, Expected, Mismatch, expected
+from ._check import check, run_property, select
+from ._registry import PROPERTIES, Property
+from ._report import PropertyResult, Report, reproducer
+from ._strategies import REGIONS, draw_case, draw_config, draw_mask, draw_region_case
+from ._verl import port_from_verl_loss
+
+del _prop_aggregation, _prop_bounds, _prop_numerics, _prop_objective, _prop_special
+
+# Spec order (S9 without a sub-clause last in its chapter); sort is stable.
+PROPERTIES.sort(key=lambda p: [int(x) for x in (p.clause[1:] + (".99" if "." not in p.clause else "")).split(".")])
+
+__all__ = [
+    "DTYPES",
+    "GRAD_TOL",
+    "MARGIN",
+    "PROPERTIES",
+    "REGIONS",
+    "VALUE_TOL",
+    "Adapter",
+    "Case",
+    "Expected",
+    "Mismatch",
+    "Property",
+    "PropertyResult",
+    "Report",
+    "Result",
+    "backend_adapter",
+    "check",
+    "draw_case",
+    "draw_config",
+    "draw_mask",
+    "draw_region_case",
+    "expected",
+    "port_adapter",
+    "port_from_verl_loss",
+    "reproducer",
+    "run_property",
+    "select",
+]

@@ -1,0 +1,146 @@
+"""`check`: run the conformance properties on a port (or a project backend) and return a `Report`.
+
+Each property runs as a Hypothesis test built programmatically (``given(data=st.data())`` under
+``settings``): derandomized by default, or seeded with ``seed``; a failure is shrunk to a minimal
+example, whose failing call becomes the report's reproducer.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hypothesis import HealthCheck, Verbosity, given, reporting, settings
+from hypothesis import seed as hyp_seed
+from hypothesis import strategies as st
+
+from ._adapters import Adapter, PortError, port_adapter
+from ._cases import Mismatch, _short
+from ._registry import PROPERTIES, Property
+from ._report import PropertyResult, Report, reproducer
+
+__all__ = ["check", "run_property", "select"]
+
+
+def select(only: Iterable[str] | None) -> list[Property]:
+    """The properties whose id starts with one of `only` (e.g. ``["S5", "S8.3"]``); all when None."""
+    if only is None:
+        return list(PROPERTIES)
+    prefixes = list(only)
+    chosen = [p for p in PROPERTIES if any(p.id == o or p.id.startswith(o) for o in prefixes)]
+    if not chosen:
+        raise ValueError(f"no property matches {prefixes}; ids are {[p.id for p in PROPERTIES]}")
+    return chosen
+
+
+def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed: int | None = None) -> PropertyResult:
+    """Run one property on `adapter` with Hypothesis and return its result (never raises for a failing port)."""
+    res = PropertyResult(p.id, p.clause, p.name, p.doc, "PASS")
+    reason = p.skip_reason(adapter)
+    if reason:
+        res.status, res.reason = "SKIP", reason
+        return res
+    n = max_examples if p.max_examples is None else min(max_examples, p.max_examples)
+    count = [0]
+
+    def body(data: Any) -> None:
+        count[0] += 1
+        adapter.last_case = None
+        p(adapter, data)
+
+    cfg = settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        derandomize=seed is None,
+        print_blob=False,
+        report_multiple_bugs=False,
+        verbosity=Verbosity.normal,
+        suppress_health_check=list(HealthCheck),
+    )
+    test = given(data=st.data())(cfg(body))
+    if seed is not None:
+        test = hyp_seed(seed)(test)
+    captured: list[str] = []
+    t0 = time.perf_counter()
+    try:
+        with reporting.with_reporter(captured.append):
+            test()
+    except Mismatch as exc:
+        res.status = "FAIL"
+        case = exc.case or adapter.last_case
+        res.message = exc.what + (f" ({exc.detail})" if exc.detail and not isinstance(exc, PortError) else "")
+        if isinstance(exc, PortError):
+            res.exception = str(exc.got)
+            cause = exc.__cause__
+            if cause is not None:
+                res.exception = "".join(traceback.format_exception(cause)[-6:]).rstrip()
+        else:
+            res.expected, res.got = _short(exc.want), _short(exc.got)
+        if case is not None:
+            res.reproducer = reproducer(case, adapter)
+    except Exception as exc:  # the implementation misbehaved outside a comparison (e.g. Flaky)
+        res.status = "FAIL"
+        res.message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        res.exception = "".join(traceback.format_exception(exc)[-8:]).rstrip()
+        if adapter.last_case is not None:
+            res.reproducer = reproducer(adapter.last_case, adapter)
+    res.seconds = time.perf_counter() - t0
+    res.examples = count[0]
+    res.hypothesis_output = "\n".join(captured)
+    return res
+
+
+def check(
+    port: Callable[..., Any] | Adapter,
+    framework: str = "torch",
+    *,
+    max_examples: int = 100,
+    seed: int | None = None,
+    only: Iterable[str] | None = None,
+    mask_dtype: str = "bool",
+    compile: bool = False,
+    name: str | None = None,
+    progress: Callable[[PropertyResult], None] | None = None,
+) -> Report:
+    """Check a CE-GPPO port against every conformance property (docs/conformance.md).
+
+    Args:
+        port: ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high,
+            beta_low, beta_high, clip_ratio_c)`` returning the token-mean loss as a scalar of its
+            framework; ``clip_ratio_c=None`` means no dual clip. log_prob etc. are (B, T) tensors,
+            advantages (B, T) or (B,), response_mask a (B, T) bool tensor. An `Adapter` (e.g.
+            ``backend_adapter("torch")``) is accepted too.
+        framework: ``torch``, ``jax`` or ``numpy`` (NumPy ports are checked on values only).
+        max_examples: Hypothesis examples per property (the cap of costly properties is lower).
+        seed: a seed for Hypothesis; None runs derandomized (the same examples every time).
+        only: property id prefixes to run (``["S5", "S8.3"]``); None runs all.
+        mask_dtype: ``bool`` (default) hands the mask as a bool tensor; ``float`` as 0/1 in the
+            log-prob dtype (verl's convention).
+        compile: also check torch.compile against eager for torch ports (slow).
+        name: the implementation's name in the report (default ``module:qualname``).
+        progress: called with each PropertyResult as it completes.
+
+    Returns:
+        A `Report`; ``report.ok`` is True when every property passed (skips allowed).
+    """
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    adapter = port if isinstance(port, Adapter) else port_adapter(
+        port, framework, name=name, mask_dtype=mask_dtype, compile=compile)
+    props = select(only)
+    report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes))
+    if adapter.mask_dtype == "float":
+        report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")
+    t0 = time.perf_counter()
+    for p in props:
+        r = run_property(p, adapter, max_examples=max_examples, seed=seed)
+        report.results.append(r)
+        if progress is not None:
+            progress(r)
+    report.seconds = time.perf_counter() - t0
+    return report
