@@ -139,7 +139,9 @@ def sharded() -> dict[str, np.ndarray]:
         out = os.path.join(tmp, "results.npz")
         env = {
             **os.environ,
-            "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(),
+            "XLA_FLAGS": (
+                os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+            ).strip(),
             "JAX_PLATFORMS": "cpu",
         }
         proc = subprocess.run(
@@ -167,7 +169,12 @@ def _unsharded(agg: str) -> dict[str, np.ndarray]:
     lp = cg.token_log_probs(jnp.asarray(p["x"] @ p["w0"]), p["ids"])
     val_lp, glp = jax.value_and_grad(loss_lp)(lp, *args[2:])
     assert val.dtype == jnp.float64
-    return {"loss": np.asarray(val), "grad_w": np.asarray(gw), "loss_lp": np.asarray(val_lp), "grad_lp": np.asarray(glp)}
+    return {
+        "loss": np.asarray(val),
+        "grad_w": np.asarray(gw),
+        "loss_lp": np.asarray(val_lp),
+        "grad_lp": np.asarray(glp),
+    }
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> None:
