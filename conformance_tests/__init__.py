@@ -21,6 +21,7 @@ from . import _prop_aggregation, _prop_bounds, _prop_numerics, _prop_objective, 
 from ._adapters import Adapter, Result, backend_adapter, port_adapter
 from ._cases import DTYPES, GRAD_TOL, MARGIN, VALUE_TOL, Case, Expected, Mismatch, expected
 from ._check import check, run_property, select
+from ._cli import load_port
 from ._registry import PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
 from ._strategies import REGIONS, draw_case, draw_config, draw_mask, draw_region_case
@@ -53,6 +54,7 @@ __all__ = [
     "draw_mask",
     "draw_region_case",
     "expected",
+    "load_port",
     "port_adapter",
     "port_from_verl_loss",
     "reproducer",

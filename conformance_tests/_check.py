@@ -7,12 +7,13 @@ example, whose failing call becomes the report's reproducer.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hypothesis import HealthCheck, Verbosity, given, reporting, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, reporting, settings
 from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
@@ -23,20 +24,73 @@ from ._report import PropertyResult, Report, reproducer
 
 __all__ = ["check", "run_property", "select"]
 
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+_PHASES_NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
 
-def select(only: Iterable[str] | None) -> list[Property]:
-    """The properties whose id starts with one of `only` (e.g. ``["S5", "S8.3"]``); all when None."""
+
+def _matches(prop_id: str, prefix: str) -> bool:
+    # A clause prefix stops at a clause boundary ("S1" is not "S12"); a prefix with a space may end anywhere.
+    if not prop_id.startswith(prefix):
+        return False
+    return " " in prefix or len(prop_id) == len(prefix) or prop_id[len(prefix)] in " ."
+
+
+def select(only: Iterable[str] | str | None) -> list[Property]:
+    """The properties whose id starts with one of `only` (e.g. ``["S5", "S8.3", "S9 deterministic"]``).
+
+    A clause prefix selects its sub-clauses too (``"S9"`` selects S9.1, S9.3, ... and S9 itself,
+    ``"S1"`` does not select S12); a single string is one prefix. None selects every property.
+    """
     if only is None:
         return list(PROPERTIES)
-    prefixes = list(only)
-    chosen = [p for p in PROPERTIES if any(p.id == o or p.id.startswith(o) for o in prefixes)]
+    prefixes = [only] if isinstance(only, str) else list(only)
+    bad = [o for o in prefixes if not isinstance(o, str) or not o.strip()]
+    if bad or not prefixes:
+        raise ValueError(f"only must be a non-empty list of property id prefixes (e.g. ['S5']), got {only!r}")
+    prefixes = [o.strip() for o in prefixes]
+    chosen = [p for p in PROPERTIES if any(_matches(p.id, o) for o in prefixes)]
     if not chosen:
         raise ValueError(f"no property matches {prefixes}; ids are {[p.id for p in PROPERTIES]}")
     return chosen
 
 
-def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed: int | None = None) -> PropertyResult:
-    """Run one property on `adapter` with Hypothesis and return its result (never raises for a failing port)."""
+_KIT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _port_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised by the implementation, without the kit's own frames."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_KIT_DIR)]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames[-6:])]
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
+
+
+def _check_run_args(max_examples: Any, seed: Any, shrink: Any) -> None:
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
+    if not isinstance(shrink, bool):
+        raise TypeError(f"shrink must be a bool, got {type(shrink).__name__} {shrink!r}")
+
+
+def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed: int | None = None,
+                 shrink: bool = True) -> PropertyResult:
+    """Run one property on `adapter` with Hypothesis and return its result (never raises for a failing port).
+
+    Args:
+        p: the property (an element of `PROPERTIES`).
+        adapter: the implementation (`backend_adapter` or `port_adapter`).
+        max_examples: Hypothesis examples (a costly property's own cap may be lower).
+        seed: a Hypothesis seed; None runs derandomized.
+        shrink: shrink a failing example to a minimal one (default). False reports the first
+            failing example as found: much faster on a broken port, but the reproducer is larger.
+    """
+    if not isinstance(p, Property):
+        raise TypeError(f"p must be a Property, got {type(p).__name__}")
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"adapter must be an Adapter (backend_adapter/port_adapter), got {type(adapter).__name__}")
+    _check_run_args(max_examples, seed, shrink)
     res = PropertyResult(p.id, p.clause, p.name, p.doc, "PASS")
     reason = p.skip_reason(adapter)
     if reason:
@@ -59,6 +113,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
         report_multiple_bugs=False,
         verbosity=Verbosity.normal,
         suppress_health_check=list(HealthCheck),
+        phases=_PHASES if shrink else _PHASES_NO_SHRINK,
     )
     test = given(data=st.data())(cfg(body))
     if seed is not None:
@@ -76,7 +131,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
             res.exception = str(exc.got)
             cause = exc.__cause__
             if cause is not None:
-                res.exception = "".join(traceback.format_exception(cause)[-6:]).rstrip()
+                res.exception = _port_traceback(cause)
         else:
             res.expected, res.got = _short(exc.want), _short(exc.got)
         if case is not None:
@@ -104,6 +159,8 @@ def check(
     compile: bool = False,
     name: str | None = None,
     progress: Callable[[PropertyResult], None] | None = None,
+    fail_fast: bool = False,
+    shrink: bool = True,
 ) -> Report:
     """Check a CE-GPPO port against every conformance property (docs/conformance.md).
 
@@ -122,14 +179,19 @@ def check(
         compile: also check torch.compile against eager for torch ports (slow).
         name: the implementation's name in the report (default ``module:qualname``).
         progress: called with each PropertyResult as it completes.
+        fail_fast: stop after the first failing property (the others are not reported). For
+            telling a broken port from a good one quickly; the default runs every property.
+        shrink: shrink each failure to a minimal example (default). ``shrink=False`` reports the
+            first failing example as drawn, which is much faster on a broken port.
 
     Returns:
         A `Report`; ``report.ok`` is True when every property passed (skips allowed).
     """
-    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-        raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    _check_run_args(max_examples, seed, shrink)
+    if not isinstance(fail_fast, bool):
+        raise TypeError(f"fail_fast must be a bool, got {type(fail_fast).__name__} {fail_fast!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
     adapter = port if isinstance(port, Adapter) else port_adapter(
         port, framework, name=name, mask_dtype=mask_dtype, compile=compile)
     props = select(only)
@@ -138,9 +200,12 @@ def check(
         report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")
     t0 = time.perf_counter()
     for p in props:
-        r = run_property(p, adapter, max_examples=max_examples, seed=seed)
+        r = run_property(p, adapter, max_examples=max_examples, seed=seed, shrink=shrink)
         report.results.append(r)
         if progress is not None:
             progress(r)
+        if fail_fast and r.status == "FAIL":
+            report.stopped_early = True
+            break
     report.seconds = time.perf_counter() - t0
     return report

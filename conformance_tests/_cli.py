@@ -1,9 +1,11 @@
 """``cegppo-conformance``: check a CE-GPPO port from the command line (docs/conformance.md).
 
     cegppo-conformance check MODULE:FUNCTION --framework torch [--max-examples N] [--seed S]
+                       [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [-v]
     cegppo-conformance list
 
-Exit status: 0 when every property holds, 1 when any fails, 2 when the port cannot be loaded.
+Exit status: 0 when every property holds, 1 when any fails, 2 on bad arguments or when the port
+(or its framework) cannot be loaded.
 """
 
 from __future__ import annotations
@@ -61,23 +63,43 @@ def _parser() -> argparse.ArgumentParser:
                    help="hand response_mask as bool (default) or as 0/1 floats like verl")
     c.add_argument("--compile", action="store_true", help="torch ports: also check torch.compile vs eager")
     c.add_argument("--no-x64", action="store_true", help="jax: do not enable jax_enable_x64 (skips float64)")
+    c.add_argument("--fail-fast", action="store_true", help="stop at the first failing property")
+    c.add_argument("--no-shrink", action="store_true",
+                   help="report the first failing example without shrinking it (faster, larger reproducer)")
     c.add_argument("-v", "--verbose", action="store_true", help="show Hypothesis's labelled draws for failures")
     # The integrations issue adds `--verl-loss NAME` here (cegppo.conformance.port_from_verl_loss).
     sub.add_parser("list", help="list the properties and their spec clauses")
     return ap
 
 
+def _error(msg: str) -> int:
+    print(f"cegppo-conformance: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with `argv` (default ``sys.argv[1:]``) and return the exit status.
+
+    0: every property holds; 1: some property fails; 2: bad arguments, or the port or its framework
+    cannot be loaded (argparse's own usage errors exit with 2 as well, by SystemExit).
+    """
     args = _parser().parse_args(argv)
-    from . import PROPERTIES, check
+    from . import PROPERTIES, check, select
 
     if args.command == "list":
         for p in PROPERTIES:
             print(f"{p.clause:<5} {p.name:<48} {p.doc}")
         return 0
     if args.max_examples < 1:
-        print("cegppo-conformance: --max-examples must be >= 1", file=sys.stderr)
-        return 2
+        return _error(f"--max-examples must be >= 1, got {args.max_examples}")
+    try:
+        select(args.only)
+    except ValueError as exc:
+        return _error(f"--only: {exc}")
+    try:
+        importlib.import_module(args.framework)
+    except ImportError as exc:
+        return _error(f"--framework {args.framework}: cannot import {args.framework} ({exc})")
     if args.framework == "jax" and not args.no_x64:
         import jax
 
@@ -85,15 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         port = load_port(args.port)
     except Exception as exc:
-        print(f"cegppo-conformance: cannot load {args.port}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return _error(f"cannot load {args.port}: {type(exc).__name__}: {exc}")
 
     def progress(r: Any) -> None:
         if sys.stderr.isatty():
             print(f"  {r.status} {r.id}", file=sys.stderr)
 
     report = check(port, args.framework, max_examples=args.max_examples, seed=args.seed, only=args.only,
-                   mask_dtype=args.mask_dtype, compile=args.compile, name=args.port, progress=progress)
+                   mask_dtype=args.mask_dtype, compile=args.compile, name=args.port, progress=progress,
+                   fail_fast=args.fail_fast, shrink=not args.no_shrink)
     print(report.format(verbose=args.verbose))
     return 0 if report.ok else 1
 

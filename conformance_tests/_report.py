@@ -53,6 +53,8 @@ class Report:
     results: list[PropertyResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stopped_early: bool = False
+    """True when `check(fail_fast=True)` stopped at the first failing property."""
 
     @property
     def ok(self) -> bool:
@@ -81,7 +83,9 @@ class Report:
     def summary(self) -> str:
         n = {s: sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
         verdict = "CONFORMS" if self.ok else "DOES NOT CONFORM"
-        return f"{verdict}: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped in {self.seconds:.1f}s"
+        early = " (stopped at the first failure: fail_fast)" if self.stopped_early else ""
+        return (f"{verdict}: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped in "
+                f"{self.seconds:.1f}s{early}")
 
     def format(self, verbose: bool = False) -> str:
         """The report as text: a header, one line per property, then the details of each failure."""
@@ -143,9 +147,12 @@ def reproducer(case: Case, adapter: Adapter) -> str:
     if adapter.kind == "backend":
         mod = "cegppo" if fw == "numpy" else f"cegppo.{fw}"
         lines += ["import cegppo", f"import {mod} as cg"]
-    elif ":" in adapter.name and not adapter.name.startswith("__main__"):
-        module, func = adapter.name.split(":", 1)
-        lines.append(f"from {module} import {func} as port")
+    elif ":" in adapter.name and not adapter.name.startswith("__main__") and "<" not in adapter.name:
+        module, func = adapter.name.rsplit(":", 1)
+        if module.endswith(".py") or "/" in module or "\\" in module or "." in func:
+            lines += ["from cegppo.conformance import load_port", f"port = load_port({adapter.name!r})"]
+        else:
+            lines.append(f"from {module} import {func} as port")
     else:
         lines.append(f"port = ...  # {adapter.name}")
     lines.append('nan, inf = float("nan"), float("inf")')
