@@ -1,0 +1,73 @@
+"""Conformance tests: ``pytest tests/conformance --backend=numpy|torch|jax`` (default numpy).
+
+The selected backend is what `test_properties.py` checks; port tests run for the framework of the
+selected backend only (torch ports with ``--backend=torch``, JAX ports with ``--backend=jax``), so
+each nox venv needs nothing beyond its own framework. The numbers of examples come from the
+Hypothesis profile (HYPOTHESIS_PROFILE=ci|dev|thorough); JAX runs every property eagerly at a few
+milliseconds per op, so its share is cut by ``JAX_EXAMPLE_FRACTION`` (never its tolerances), and
+``--conformance-max-examples=N`` overrides all of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+BACKENDS: tuple[str, ...] = ("numpy", "torch", "jax")
+JAX_EXAMPLE_FRACTION = 0.25
+"""Share of the profile's max_examples that JAX backend/port properties run (eager JAX dispatch is slow)."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cegppo conformance")
+    group.addoption("--backend", choices=BACKENDS, default="numpy",
+                    help="implementation the conformance suite checks: numpy (reference), torch or jax")
+    group.addoption("--conformance-max-examples", type=int, default=None, metavar="N",
+                    help="Hypothesis examples per property (default: the profile's, cut for jax)")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend picked with --backend."""
+    return str(request.config.getoption("--backend", default="numpy"))
+
+
+@pytest.fixture(scope="session")
+def max_examples(request: pytest.FixtureRequest, backend: str) -> int:
+    """Examples per property: --conformance-max-examples, else the Hypothesis profile's (jax: a fraction)."""
+    forced = request.config.getoption("--conformance-max-examples", default=None)
+    if forced is not None:
+        if forced < 1:
+            raise pytest.UsageError(f"--conformance-max-examples must be >= 1, got {forced}")
+        return int(forced)
+    n = int(settings.default.max_examples)
+    return max(5, int(n * JAX_EXAMPLE_FRACTION)) if backend == "jax" else n
+
+
+@pytest.fixture(scope="session")
+def jax_x64(backend: str) -> Iterator[None]:
+    """With --backend=jax, float64 on (as a user of the CLI gets it); a no-op otherwise."""
+    if backend != "jax":
+        yield
+        return
+    import jax
+
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def adapter(backend: str, jax_x64: None) -> Any:
+    """The conformance adapter of the selected backend (its framework must import: no skip)."""
+    import cegppo.conformance as cc
+
+    return cc.backend_adapter(backend)
+
+
+def require_backend(backend: str, wanted: str) -> None:
+    """Skip unless the selected backend is `wanted` (port tests of one framework run in its venv)."""
+    if backend != wanted:
+        pytest.skip(f"{wanted} ports run with --backend={wanted}")

@@ -1,0 +1,39 @@
+"""Ports for the kit's own tests: one correct port per framework and deliberately broken ones.
+
+Each broken port differs from the correct one by a single realistic bug. The tables below are
+plain data (no framework import), so tests can be parametrized over them in any venv: port name ->
+(bug class, the property id prefix expected to catch it).
+"""
+
+from __future__ import annotations
+
+__all__ = ["JAX_BROKEN", "TORCH_BROKEN"]
+
+TORCH_BROKEN: dict[str, tuple[str, str]] = {
+    "wrong_region_sign": ("wrong region condition", "S3"),
+    "swapped_betas": ("swapped hyperparameters", "S4"),
+    "swapped_eps": ("swapped hyperparameters", "S3"),
+    "no_stop_gradient": ("missing stop-gradient", "S6.2 beta = 1 gives GPPO's gradient"),
+    "misplaced_stop_gradient": ("misplaced stop-gradient", "S5 gradient bound"),
+    "naive_quotient": ("unsafe stop-gradient quotient", "S5 gradient bound clip_low"),
+    "mean_over_padding": ("normalization", "S8.3"),
+    "seq_mean_instead_of_token_mean": ("normalization", "S8.1"),
+    "mask_after_arithmetic": ("masking", "S9.3"),
+    "unsafe_exp_where": ("unsafe exponential", "S9.1"),
+    "clamped_log_ratio": ("clamped log-ratio", "S9.1"),
+    "float32_always": ("dtype slip", "S9.5 float64"),
+    "bf16_arithmetic": ("dtype slip", "S9.5 bfloat16"),
+    "dual_clip_any_sign": ("dual-clip slip", "S7"),
+    "dual_clip_on_log_ratio": ("dual-clip slip", "S7"),
+    "per_sequence_broadcast": ("broadcasting", "S3"),
+    "wrong_loss_sign": ("sign of the loss", "S3"),
+}
+"""torch_ports.py: every broken port, its bug class, and the property (id prefix) expected to catch it."""
+
+JAX_BROKEN: dict[str, tuple[str, str]] = {
+    "missing_stop_gradient": ("missing stop-gradient", "S6.2 beta = 1 gives GPPO's gradient"),
+    "unsafe_exp_where": ("unsafe exponential", "S9.1"),
+    "mean_over_padding": ("normalization", "S8.3"),
+    "dual_clip_any_sign": ("dual-clip slip", "S7"),
+}
+"""jax_ports.py: the same for JAX ports."""

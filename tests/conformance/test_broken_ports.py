@@ -1,0 +1,79 @@
+"""The kit tells a correct torch port from broken ones (runs with --backend=torch).
+
+`ports/torch_ports.py` holds `correct` (written independently of cegppo.torch) and one port per
+realistic bug; `ports.TORCH_BROKEN` names the property expected to catch each. Broken ports are
+checked with ``fail_fast=True, shrink=False``: the verdict, not a minimal example, is what is
+asserted here, and shrinking every failure would cost a minute per port. One test executes a
+reproducer (shrunk, as users get it) to show that it recomputes the failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+from typing import Any
+
+import cegppo.conformance as cc
+import pytest
+from conftest import require_backend
+from ports import TORCH_BROKEN
+
+
+@pytest.fixture(scope="module")
+def ports(backend: str) -> Any:
+    require_backend(backend, "torch")
+    from ports import torch_ports
+
+    return torch_ports
+
+
+def test_correct_port_passes_every_property(ports: Any, max_examples: int) -> None:
+    report = cc.check(ports.correct, "torch", max_examples=max_examples)
+    assert report.ok, report.format()
+    skipped = {r.id for r in report.results if r.status == "SKIP"}
+    assert skipped == {"S9 compiled agrees with eager"}, skipped  # torch.compile of ports is opt-in
+    assert all(r.examples >= 1 for r in report.results if r.status == "PASS")
+
+
+def test_correct_port_passes_with_a_float_mask(ports: Any) -> None:
+    """verl hands the mask as 0/1 floats (--mask-dtype float)."""
+    report = cc.check(ports.correct, "torch", max_examples=10, mask_dtype="float", only=["S3", "S8.4", "S9.3"])
+    assert report.ok, report.format()
+
+
+def test_every_broken_port_is_listed(ports: Any) -> None:
+    names = {n for n, f in vars(ports).items()
+             if callable(f) and not n.startswith("_") and getattr(f, "__module__", "") == ports.__name__}
+    assert names - {"correct"} == set(TORCH_BROKEN)
+    assert len({bug for bug, _ in TORCH_BROKEN.values()}) >= 10  # distinct bug classes
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_BROKEN))
+def test_broken_port_is_caught(ports: Any, name: str, max_examples: int) -> None:
+    port = getattr(ports, name)
+    # The verdict of the whole suite, in spec order, as a user gets it with --fail-fast --no-shrink.
+    report = cc.check(port, "torch", max_examples=max_examples, fail_fast=True, shrink=False)
+    assert not report.ok, f"{name} passed the kit:\n{report.format()}"
+    first = report.failed[0]
+    assert first.message and first.reproducer, first
+    assert report.stopped_early and report.results[-1] is first
+    # The property that pins the bug class down.
+    bug, prefix = TORCH_BROKEN[name]
+    targeted = cc.check(port, "torch", max_examples=max_examples, only=[prefix], fail_fast=True, shrink=False)
+    assert not targeted.ok, f"{name} ({bug}) not caught by {prefix}:\n{targeted.format()}"
+    assert targeted.failed[0].id.startswith(prefix)
+
+
+def test_shrunk_reproducer_recomputes_the_failure(ports: Any) -> None:
+    """The default (shrinking) report of a broken port carries a snippet that reproduces the mismatch."""
+    report = cc.check(ports.wrong_loss_sign, "torch", max_examples=20, only=["S3"])
+    (failure,) = report.failed
+    assert "from ports.torch_ports import wrong_loss_sign as port" in failure.reproducer
+    namespace: dict[str, Any] = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(failure.reproducer, namespace)
+    want = float(re.search(r"# reference .*: loss = (\S+)", failure.reproducer).group(1))
+    got = float(namespace["loss"].item())
+    assert math.isfinite(got) and got == pytest.approx(-want, rel=1e-5, abs=1e-12) and got != want
