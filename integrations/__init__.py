@@ -1,1 +1,16 @@
-"""Placeholder: filled by its issue."""
+"""cegppo.integrations: CE-GPPO inside the RL frameworks people already train with (docs/integrations.md).
+
+Import the submodule for your framework; nothing here imports a framework you did not ask for:
+
+- ``cegppo.integrations.verl``: registers the ``ce_gppo`` policy loss in verl's registry
+  (``actor_rollout_ref.actor.policy_loss.loss_mode=ce_gppo``).
+- ``cegppo.integrations.trl``: ``CEGPPOTrainer`` / ``CEGPPOConfig``, TRL's ``GRPOTrainer`` and
+  ``GRPOConfig`` with the CE-GPPO loss and its betas.
+
+JAX users need no adapter: ``cegppo.jax.policy_loss`` is a pure function to put in an optax step
+(docs/integrations.md, "JAX and optax").
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
