@@ -1,0 +1,89 @@
+"""JAX ports with the standard signature: `correct` and a few broken ones (see `ports.JAX_BROKEN`).
+
+port(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
+clip_ratio_c) -> token-mean loss (0-d jax.Array); the kit differentiates it with jax.value_and_grad.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def _prep(log_prob, old_log_prob, advantages, response_mask):
+    dt = jnp.float64 if log_prob.dtype == jnp.float64 else jnp.float32  # bf16/fp16 computed in fp32
+    m = response_mask.astype(bool)
+    lp = jnp.where(m, log_prob.astype(dt), 0)
+    olp = jnp.where(m, old_log_prob.astype(dt), 0)
+    adv = advantages.astype(dt)
+    if adv.ndim == 1:
+        adv = jnp.broadcast_to(adv[:, None], lp.shape)
+    return lp, olp, jnp.where(m, adv, 0), m
+
+
+def _regions(logr, adv, eps_low, eps_high, c, any_sign_dual=False):
+    clip_low = (adv < 0) & (logr < math.log1p(-eps_low))
+    clip_high = (adv > 0) & (logr > math.log1p(eps_high))
+    if c is None:
+        dual = jnp.zeros_like(clip_low)
+    else:
+        dual = ((adv != 0) if any_sign_dual else (adv < 0)) & (logr > math.log(c))
+        clip_high = clip_high & ~dual
+    return clip_low, clip_high, dual
+
+
+def _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high, c, *,
+          sg=True, exp_first=False, any_sign_dual=False, padding_mean=False):
+    lp, olp, adv, m = _prep(log_prob, old_log_prob, advantages, response_mask)
+    logr = lp - olp
+    clip_low, clip_high, dual = _regions(logr, adv, eps_low, eps_high, c, any_sign_dual)
+    inside = ~(clip_low | clip_high | dual)
+    clipped = clip_low | clip_high
+    one_arg = logr - jax.lax.stop_gradient(logr) if sg else jnp.zeros_like(logr)
+    if exp_first:  # exponentiate every token, select afterwards
+        delta = jnp.exp(logr)
+        factor = jnp.where(inside, delta, jnp.where(clipped, jnp.exp(one_arg), 1.0))
+    else:
+        factor = jnp.exp(jnp.where(inside & (adv != 0), logr, jnp.where(clipped, one_arg, 0.0)))
+    scale = jnp.where(clip_low, beta_low * (1 - eps_low),
+                      jnp.where(clip_high, beta_high * (1 + eps_high), jnp.where(dual, c or 0.0, 1.0)))
+    j = jnp.where(m, scale.astype(logr.dtype) * factor * adv, 0)
+    n = m.size if padding_mean else jnp.maximum(m.sum(), 1)
+    return -j.sum() / n
+
+
+def correct(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
+            clip_ratio_c):
+    """CE-GPPO token-mean in JAX, written independently of cegppo.jax."""
+    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                 clip_ratio_c)
+
+
+def missing_stop_gradient(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                          beta_high, clip_ratio_c):
+    """BUG: the clipped factor is a constant 1 (no delta / sg(delta)): clipped tokens get no gradient (PPO)."""
+    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                 clip_ratio_c, sg=False)
+
+
+def unsafe_exp_where(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                     beta_high, clip_ratio_c):
+    """BUG: exp(logr) of every token before the where: inf * 0 = NaN in the backward pass."""
+    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                 clip_ratio_c, exp_first=True)
+
+
+def mean_over_padding(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                      beta_high, clip_ratio_c):
+    """BUG: divides by B * T (padding counted) instead of the number of valid tokens."""
+    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                 clip_ratio_c, padding_mean=True)
+
+
+def dual_clip_any_sign(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                       beta_high, clip_ratio_c):
+    """BUG: dual clip applied whatever the sign of A (A > 0 tokens above c lose their gradient)."""
+    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                 clip_ratio_c, any_sign_dual=True)

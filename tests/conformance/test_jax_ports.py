@@ -1,0 +1,33 @@
+"""The kit on JAX ports (runs with --backend=jax): the correct port passes, each broken one is caught."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cegppo.conformance as cc
+import pytest
+from conftest import require_backend
+from ports import JAX_BROKEN
+
+
+@pytest.fixture(scope="module")
+def ports(backend: str, jax_x64: None) -> Any:
+    require_backend(backend, "jax")
+    from ports import jax_ports
+
+    return jax_ports
+
+
+def test_correct_jax_port_passes_every_property(ports: Any, max_examples: int) -> None:
+    report = cc.check(ports.correct, "jax", max_examples=max_examples)
+    assert report.ok, report.format()
+    assert not [r.id for r in report.results if r.status == "SKIP"]  # x64 on: float64 and jit checked too
+
+
+@pytest.mark.parametrize("name", sorted(JAX_BROKEN))
+def test_broken_jax_port_is_caught(ports: Any, name: str, max_examples: int) -> None:
+    bug, prefix = JAX_BROKEN[name]
+    report = cc.check(getattr(ports, name), "jax", max_examples=max_examples, only=[prefix], fail_fast=True,
+                      shrink=False)
+    assert not report.ok, f"{name} ({bug}) not caught by {prefix}:\n{report.format()}"
+    assert report.failed[0].message and report.failed[0].reproducer
