@@ -115,17 +115,17 @@ def verl_vanilla() -> Callable[..., Any] | None:
     if fn is None:
         return None
     try:
-        from omegaconf import OmegaConf  # type: ignore[import-not-found]
+        from verl.workers.config import ActorConfig  # type: ignore[import-not-found]
 
-        config = OmegaConf.create(
-            {
-                "clip_ratio": 0.2,
-                "clip_ratio_low": 0.2,
-                "clip_ratio_high": 0.2,
-                "clip_ratio_c": 10.0,
-                "loss_agg_mode": "token-mean",
-                "global_batch_info": {},
-            }
+        config: Any = ActorConfig(
+            strategy="fsdp",
+            rollout_n=1,
+            ppo_micro_batch_size_per_gpu=1,
+            clip_ratio=0.2,
+            clip_ratio_low=0.2,
+            clip_ratio_high=0.2,
+            clip_ratio_c=10.0,
+            loss_agg_mode="token-mean",
         )
     except Exception:
         return None
@@ -321,6 +321,8 @@ def report(b: int, t: int, rows: list[Row], losses: dict[str, float]) -> None:
     if ref is not None:
         diffs = {k: abs(v - ref) for k, v in losses.items() if k.startswith("cegppo")}
         print("max |loss - cegppo.torch eager| over cegppo variants: " + f"{max(diffs.values()):.2e}")
+    if "verl" in losses and "naive.torch" in losses:
+        print(f"|naive PPO torch - verl vanilla| loss difference: {abs(losses['verl'] - losses['naive.torch']):.2e}")
 
 
 def main(argv: list[str] | None = None) -> None:
