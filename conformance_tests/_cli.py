@@ -2,6 +2,7 @@
 
     cegppo-conformance check MODULE:FUNCTION --framework torch [--max-examples N] [--seed S]
                        [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [-v]
+    cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
     cegppo-conformance list
 
 Exit status: 0 when every property holds, 1 when any fails, 2 on bad arguments or when the port
@@ -49,12 +50,33 @@ def load_port(target: str) -> Callable[..., Any]:
     return obj
 
 
+def _load_verl_port(target: str) -> Callable[..., Any]:
+    """The kit port calling verl's registered policy loss ``[MODULE:]NAME`` (imports MODULE first)."""
+    module_name, _, loss_name = target.rpartition(":")
+    if module_name:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        importlib.import_module(module_name)  # may register `loss_name` with verl
+    from cegppo.integrations.verl import verl_port  # imports verl (and registers ce_gppo)
+
+    return verl_port(loss_name)
+
+
+def _verl_port_name(target: str) -> str:
+    """The report's name for a --verl-loss port: says how to rebuild it (pasted into reproducers)."""
+    module_name, _, loss_name = target.rpartition(":")
+    first = f"import {module_name}; " if module_name else ""
+    return f"<verl policy loss {loss_name!r}: {first}port = cegppo.integrations.verl.verl_port({loss_name!r})>"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cegppo-conformance", description="CE-GPPO conformance kit")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="check a port: exit 0 if it conforms, 1 if not")
-    c.add_argument("port", metavar="MODULE:FUNCTION", help="the port, e.g. my_pkg.losses:ce_gppo or ./port.py:loss")
-    c.add_argument("--framework", required=True, choices=["torch", "jax", "numpy"])
+    c.add_argument("port", metavar="MODULE:FUNCTION", nargs="?", default=None,
+                   help="the port, e.g. my_pkg.losses:ce_gppo or ./port.py:loss")
+    c.add_argument("--framework", default=None, choices=["torch", "jax", "numpy"],
+                   help="the port's framework (required with MODULE:FUNCTION; torch with --verl-loss)")
     c.add_argument("--max-examples", type=int, default=100, help="Hypothesis examples per property (default 100)")
     c.add_argument("--seed", type=int, default=None, help="random seed (default: derandomized, the same every run)")
     c.add_argument("--only", action="append", default=None, metavar="ID",
@@ -67,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-shrink", action="store_true",
                    help="report the first failing example without shrinking it (faster, larger reproducer)")
     c.add_argument("-v", "--verbose", action="store_true", help="show Hypothesis's labelled draws for failures")
-    # The integrations issue adds `--verl-loss NAME` here (cegppo.conformance.port_from_verl_loss).
+    c.add_argument("--verl-loss", default=None, metavar="[MODULE:]NAME",
+                   help="instead of a port: the policy loss registered in verl as NAME, called through verl's "
+                        "signature (cegppo.integrations.verl.verl_port); MODULE is imported first so that it can "
+                        "register NAME, e.g. --verl-loss ce_gppo or --verl-loss my_pkg.losses:my_loss")
     sub.add_parser("list", help="list the properties and their spec clauses")
     return ap
 
@@ -83,13 +108,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     0: every property holds; 1: some property fails; 2: bad arguments, or the port or its framework
     cannot be loaded (argparse's own usage errors exit with 2 as well, by SystemExit).
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     from . import PROPERTIES, check, select
 
     if args.command == "list":
         for p in PROPERTIES:
             print(f"{p.clause:<5} {p.name:<48} {p.doc}")
         return 0
+    if args.command == "check":  # argparse's usage errors (SystemExit 2)
+        if (args.port is None) == (args.verl_loss is None):
+            parser.error("check: give either a port MODULE:FUNCTION or --verl-loss NAME (exactly one)")
+        if args.verl_loss is not None:
+            if args.framework not in (None, "torch"):
+                parser.error(f"--verl-loss: verl losses are torch functions, got --framework {args.framework}")
+            args.framework = "torch"
+        elif args.framework is None:
+            parser.error("the following arguments are required: --framework (with a port MODULE:FUNCTION)")
     if args.max_examples < 1:
         return _error(f"--max-examples must be >= 1, got {args.max_examples}")
     try:
@@ -105,16 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", True)
     try:
-        port = load_port(args.port)
+        port = _load_verl_port(args.verl_loss) if args.verl_loss is not None else load_port(args.port)
     except Exception as exc:
-        return _error(f"cannot load {args.port}: {type(exc).__name__}: {exc}")
+        what = f"--verl-loss {args.verl_loss}" if args.verl_loss is not None else args.port
+        return _error(f"cannot load {what}: {type(exc).__name__}: {exc}")
+    name = args.port if args.verl_loss is None else _verl_port_name(args.verl_loss)
 
     def progress(r: Any) -> None:
         if sys.stderr.isatty():
             print(f"  {r.status} {r.id}", file=sys.stderr)
 
     report = check(port, args.framework, max_examples=args.max_examples, seed=args.seed, only=args.only,
-                   mask_dtype=args.mask_dtype, compile=args.compile, name=args.port, progress=progress,
+                   mask_dtype=args.mask_dtype, compile=args.compile, name=name, progress=progress,
                    fail_fast=args.fail_fast, shrink=not args.no_shrink)
     print(report.format(verbose=args.verbose))
     return 0 if report.ok else 1

@@ -286,6 +286,8 @@ def verl_port(name: str) -> Callable[..., torch.Tensor]:
             eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high,
             clip_ratio_c=clip_ratio_c, loss_mode=name,
         )
+        if advantages.dim() == 1:  # the kit may hand per-sequence (B,) advantages; verl's losses take (B, T)
+            advantages = advantages[:, None].expand(log_prob.shape)
         loss, _ = fn(
             old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages,
             response_mask=response_mask, loss_agg_mode="token-mean", config=config,

@@ -1,0 +1,95 @@
+"""`cegppo-conformance check --verl-loss [MODULE:]NAME`: the kit against losses registered in verl.
+
+- ours (``ce_gppo``, registered by `cegppo.integrations.verl`) conforms: exit 0;
+- a user's module is imported first and its losses are checked: a correct one conforms, one with
+  the betas swapped fails the value/gradient properties (exit 1) with a reproducer naming the loss;
+- verl's own ``vanilla`` (PPO with dual clip, log-ratio clamped at +-20) does not conform;
+- bad uses exit 2 with a message: unknown name, a non-torch framework, both or neither of a port and
+  --verl-loss.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from integration_helpers import need
+
+need("torch")
+need("verl")
+
+from cegppo.conformance._cli import main  # noqa: E402
+
+FAST = ["--max-examples", "5", "--no-shrink"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ours_conforms(capsys) -> None:
+    code, out, _ = run(capsys, "check", "--verl-loss", "ce_gppo", *FAST)
+    assert code == 0, out
+    assert "verl policy loss 'ce_gppo'" in out.splitlines()[0]
+    assert "CONFORMS" in out and "FAIL" not in out
+
+
+def test_user_module_losses(capsys) -> None:
+    code, out, _ = run(capsys, "check", "--verl-loss", "verl_user_losses:ce_gppo_user_port", *FAST)
+    assert code == 0, out
+    code, out, _ = run(capsys, "check", "--verl-loss", "verl_user_losses:ce_gppo_swapped_betas", *FAST)
+    assert code == 1, out
+    assert "DOES NOT CONFORM" in out
+    for prop in ("FAIL  S3", "FAIL  S4"):
+        assert prop in out, out
+    assert "import verl_user_losses; port = cegppo.integrations.verl.verl_port('ce_gppo_swapped_betas')" in out
+    # what the buggy port gets right still passes: it is the betas, not the rest
+    assert "PASS  S8.4" in out and "PASS  S9.3" in out
+
+
+def test_verl_vanilla_does_not_conform(capsys) -> None:
+    code, out, _ = run(capsys, "check", "--verl-loss", "vanilla", *FAST, "--only", "S4")
+    assert code == 1, out
+    assert "FAIL  S4" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "--verl-loss", "no_such_loss_xyz"], "cannot load --verl-loss no_such_loss_xyz"),
+        (["check", "--verl-loss", "no_such_module_xyz:ce_gppo"], "No module named 'no_such_module_xyz'"),
+    ],
+)
+def test_bad_names_exit_2(capsys, argv, needle) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert needle in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "--verl-loss", "ce_gppo", "--framework", "jax"], "verl losses are torch functions"),
+        (["check", "mod:fn", "--verl-loss", "ce_gppo"], "exactly one"),
+        (["check", "--framework", "torch"], "exactly one"),
+    ],
+)
+def test_usage_errors(capsys, argv, needle) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_cli_subprocess() -> None:
+    """The installed module runs end to end (a fresh interpreter: verl plugins, argument parsing, exit code)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cegppo.conformance._cli", "check", "--verl-loss", "ce_gppo", "--max-examples", "3",
+         "--only", "S4", "--only", "S5"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS  S4" in proc.stdout
