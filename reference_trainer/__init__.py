@@ -1,1 +1,27 @@
-"""Placeholder: filled by its issue."""
+"""cegppo.trainer: the reference CE-GPPO trainer for Hugging Face causal LMs (`cegppo-train`, docs/trainer.md).
+
+    from cegppo.trainer import TrainConfig, train
+    rows = train(TrainConfig(out="runs/demo", total_steps=50))   # list of metrics dicts
+
+Modules, in reading order: `config` (every knob), `tasks` (prompts and rewards), `policy` (model and
+tokenizer), `rollout` (sampling and scoring), `train` (the loop), `checkpoint`, `plots`, `sweep`.
+"""
+
+from __future__ import annotations
+
+from .config import TrainConfig, cegppo_config
+from .tasks import Task, addition_task, dataset_task, extract_math_answer, load_jsonl, math_answer_reward
+from .train import METRICS, train
+
+__all__ = [
+    "METRICS",
+    "Task",
+    "TrainConfig",
+    "addition_task",
+    "cegppo_config",
+    "dataset_task",
+    "extract_math_answer",
+    "load_jsonl",
+    "math_answer_reward",
+    "train",
+]

@@ -1,0 +1,103 @@
+"""Atomic checkpoints and the metrics log.
+
+Layout under OUT/checkpoints/:
+
+    step_000040/            a complete checkpoint, also a valid `--model` folder:
+        model.safetensors   weights (save_pretrained, safetensors)
+        config.json, generation_config.json, tokenizer files
+        trainer_state.pt    optimizer state, step, every RNG state (torch.load(weights_only=True) safe)
+    latest                  text file naming the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary folder, which is then renamed into place (rename of a
+folder to a new name is atomic on POSIX), and only then is `latest` replaced (write + os.replace).
+A crash at any instant leaves `latest` pointing at a complete checkpoint; stray temporary folders
+are ignored and cleaned up by the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["latest_checkpoint", "load_trainer_state", "save_checkpoint", "truncate_metrics", "write_text_atomic"]
+
+STATE_FILE = "trainer_state.pt"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file, fsync and os.replace: readers see old or new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any], keep: int) -> Path:
+    """Write checkpoint `step` atomically, point `latest` at it, delete all but the `keep` newest."""
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:06d}"
+    tmp = root / f".tmp_{name}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the middle of the training bar
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    final = root / name
+    if final.exists():  # left by a run that died before updating `latest`: not the current checkpoint
+        trash = root / f".trash_{name}_{os.getpid()}"
+        os.rename(final, trash)
+        shutil.rmtree(trash)
+    os.rename(tmp, final)
+    write_text_atomic(root / "latest", name + "\n")
+    for old in sorted(p for p in root.iterdir() if p.name.startswith("step_"))[:-keep]:
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    for stray in root.iterdir():  # temporary folders of killed saves
+        if stray.name.startswith((".tmp_step_", ".trash_step_")) and stray != tmp:
+            shutil.rmtree(stray, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The folder `latest` names, or None when there is no complete checkpoint."""
+    pointer = out / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = out / "checkpoints" / pointer.read_text().strip()
+    return path if (path / STATE_FILE).is_file() else None
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    """The trainer_state.pt of a checkpoint (tensors, numbers, strings and dicts only)."""
+    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only the complete metrics.jsonl lines with step <= last_step (atomically): the resume point."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if isinstance(row, dict) and row.get("step", last_step + 1) <= last_step:
+            kept.append(line)
+    write_text_atomic(path, "".join(x + "\n" for x in kept))

@@ -1,0 +1,234 @@
+"""The trainer's configuration: one dataclass, every field documented in one line (docs/trainer.md).
+
+The docstring under each field is also its `--help` text: `cegppo-train --help` lists them all.
+`TrainConfig.check()` rejects impossible settings before anything is loaded or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
+import os
+import textwrap
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import cegppo
+from cegppo import presets
+
+__all__ = ["TrainConfig", "cegppo_config", "field_docs", "parse_args"]
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of `cegppo-train`. Defaults: the embedded addition task on a tiny model, ~5 min on 2 CPU cores."""
+
+    # --- run ---------------------------------------------------------------------------------------------------------
+    out: str = "runs/cegppo"
+    """Output folder: metrics.jsonl, checkpoints/, plots/, tensorboard/ (if enabled), config.json."""
+    seed: int = 1
+    """Seed of everything: model init, prompts, sampling (all from torch generators, saved in checkpoints)."""
+    total_steps: int = 120
+    """Number of training steps (one step = one rollout batch followed by its mini-batch updates)."""
+    stop_at_step: int | None = None
+    """Stop after this step as if killed (the schedule still follows total_steps); for tests and time boxes."""
+    resume: bool = False
+    """Continue from the latest complete checkpoint in OUT (metrics.jsonl is cut back to that step)."""
+    save_every: int = 40
+    """Write a checkpoint every this many steps (and at the last step); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep (older ones are deleted after a new one is complete)."""
+    device: str = "auto"
+    """`cpu`, `cuda`, `cuda:N` or `auto` (cuda when available; under torchrun each rank takes its LOCAL_RANK)."""
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 = leave torch's default (one per core)."""
+    progress: bool = True
+    """Show a tqdm progress bar with the key figures (rank 0 only)."""
+    plots: bool = True
+    """Write PNG plots (reward, entropy, regions, entropy change) to OUT/plots at the end."""
+    tensorboard: bool = False
+    """Also log every metric to TensorBoard under OUT/tensorboard."""
+
+    # --- policy ------------------------------------------------------------------------------------------------------
+    model: str | None = None
+    """Local Hugging Face checkpoint folder (config.json, weights, tokenizer); unset = the tiny random-init default."""
+    dtype: str = "float32"
+    """Parameter dtype of the policy: float32 or bfloat16 (the loss is always computed in float32)."""
+    hidden_size: int = 64
+    """Tiny default model only: width of the Llama-style transformer."""
+    num_layers: int = 2
+    """Tiny default model only: number of transformer blocks."""
+    num_heads: int = 4
+    """Tiny default model only: attention heads."""
+
+    # --- task --------------------------------------------------------------------------------------------------------
+    task: str = "addition"
+    """Embedded task when no dataset is given: `addition` ('a+b=' -> zero-padded sum, reward = digits right)."""
+    digits: int = 1
+    """Addition task: digits per operand (1: '3+5=' -> '08'; 2: '31+57=' -> '088')."""
+    dataset: str | None = None
+    """JSONL file with one {"prompt": ..., "answer": ...} per line; reward = math answer match (last number or boxed)."""
+    chat_template: bool = False
+    """Dataset prompts: wrap each prompt as a user message with the tokenizer's chat template."""
+    max_new_tokens: int = 0
+    """Response length limit; 0 = the task's own (addition: digits + 1; dataset: 256)."""
+
+    # --- rollout -----------------------------------------------------------------------------------------------------
+    prompts_per_step: int = 32
+    """Prompts per rollout batch (global, over all ranks); must be divisible by num_minibatches * world size."""
+    group_size: int = 8
+    """G: responses sampled per prompt; advantages are computed within each group."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs and entropies are those of the tempered policy softmax(z / T)."""
+
+    # --- algorithm ---------------------------------------------------------------------------------------------------
+    preset: str = "ce_gppo_1p5b"
+    """CE-GPPO hyperparameters by name (cegppo.presets.PRESETS); the fields below override single values."""
+    eps_low: float | None = None
+    """Override: lower clip width (interval starts at 1 - eps_low)."""
+    eps_high: float | None = None
+    """Override: upper clip width (interval ends at 1 + eps_high)."""
+    beta_low: float | None = None
+    """Override: beta_1, gradient scale of clip_low tokens (ratio < 1 - eps_low, A < 0)."""
+    beta_high: float | None = None
+    """Override: beta_2, gradient scale of clip_high tokens (ratio > 1 + eps_high, A > 0)."""
+    dual_clip: str | None = None
+    """Override: dual-clip constant c > 1, or `none` to switch it off."""
+    advantage: str = "grpo"
+    """Group advantage estimator: grpo, drgrpo or rloo (cegppo.torch.group_advantages)."""
+    agg: str = "token-mean"
+    """Loss aggregation (cegppo.AGG_MODES); normalizers are global over the mini-batch on all ranks."""
+    update_epochs: int = 2
+    """Passes over each rollout batch; with several mini-batches the ratios leave 1 and clipping acts."""
+    num_minibatches: int = 4
+    """Optimizer steps per epoch; each mini-batch holds prompts_per_step / num_minibatches whole groups."""
+    lr: float = 2e-3
+    """AdamW peak learning rate."""
+    warmup_steps: int = 5
+    """Linear learning-rate warm-up over this many training steps, then constant."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this value before each optimizer step; 0 = no clipping."""
+    kl_coef: float = 0.0
+    """Weight of the k3 KL penalty to a frozen copy of the initial policy (0 = no reference model)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (loss -= entropy_coef * aggregated token entropy)."""
+    fused_head: bool = False
+    """Compute the loss with cegppo.torch.fused_linear_policy_loss (no (N, V) logits); needs that function."""
+
+    def check(self, world_size: int = 1) -> None:
+        """Raise ValueError (naming the field) for impossible settings, before anything is loaded or written."""
+
+        def need(cond: bool, name: str, why: str) -> None:
+            if not cond:
+                raise ValueError(f"--{name.replace('_', '-')}={getattr(self, name)!r}: {why}")
+
+        need(self.total_steps >= 1, "total_steps", "must be >= 1")
+        need(self.stop_at_step is None or self.stop_at_step >= 1, "stop_at_step", "must be >= 1")
+        need(self.save_every >= 0, "save_every", "must be >= 0")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        need(self.threads >= 0, "threads", "must be >= 0")
+        need(self.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16")
+        need(self.hidden_size >= 1 and self.num_heads >= 1, "hidden_size", "must be >= 1")
+        need(self.hidden_size % max(self.num_heads, 1) == 0, "num_heads", "must divide hidden_size")
+        need(self.num_layers >= 1, "num_layers", "must be >= 1")
+        need(self.task in TASKS, "task", f"must be one of {list(TASKS)}")
+        need(1 <= self.digits <= 6, "digits", "must lie in [1, 6]")
+        need(self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0")
+        need(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")
+        need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare samples within a group)")
+        need(self.temperature > 0, "temperature", "must be > 0")
+        need(self.preset in presets.PRESETS, "preset", f"must be one of {sorted(presets.PRESETS)}")
+        need(self.advantage in cegppo.ADVANTAGE_ESTIMATORS, "advantage", f"must be one of {list(cegppo.ADVANTAGE_ESTIMATORS)}")
+        need(self.agg in cegppo.AGG_MODES, "agg", f"must be one of {list(cegppo.AGG_MODES)}")
+        need(self.update_epochs >= 1, "update_epochs", "must be >= 1")
+        need(self.num_minibatches >= 1, "num_minibatches", "must be >= 1")
+        need(
+            self.prompts_per_step % (self.num_minibatches * world_size) == 0,
+            "prompts_per_step",
+            f"must be divisible by num_minibatches * world_size = {self.num_minibatches} * {world_size}",
+        )
+        need(self.lr > 0, "lr", "must be > 0")
+        need(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = no clipping)")
+        need(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        need(not (self.fused_head and self.kl_coef > 0), "kl_coef", "the KL penalty needs per-token log-probs: not with --fused-head")
+        cegppo_config(self)  # the CE-GPPO fields (ValueError naming eps/beta/dual_clip)
+        if self.model is not None:
+            need(os.path.isdir(self.model), "model", "is not a folder (a local Hugging Face checkpoint is expected)")
+            need(
+                os.path.isfile(os.path.join(self.model, "config.json")),
+                "model",
+                "has no config.json: not a Hugging Face checkpoint folder",
+            )
+        if self.dataset is not None:
+            need(os.path.isfile(self.dataset), "dataset", "no such file")
+
+
+TASKS = ("addition",)
+"""Names of the embedded tasks (see cegppo.trainer.tasks)."""
+
+
+def cegppo_config(cfg: TrainConfig) -> cegppo.CEGPPOConfig:
+    """The CE-GPPO hyperparameters: the preset with the explicit overrides applied (validated)."""
+    over: dict[str, Any] = {
+        k: getattr(cfg, k) for k in ("eps_low", "eps_high", "beta_low", "beta_high") if getattr(cfg, k) is not None
+    }
+    if cfg.dual_clip is not None:
+        text = str(cfg.dual_clip).strip().lower()
+        if text in ("none", "off", ""):
+            over["dual_clip"] = None
+        else:
+            try:
+                over["dual_clip"] = float(text)
+            except ValueError:
+                raise ValueError(f"--dual-clip={cfg.dual_clip!r}: must be a number > 1 or 'none'") from None
+    return presets.get(cfg.preset, **over)
+
+
+def field_docs(cls: type = TrainConfig) -> dict[str, str]:
+    """The one-line docstring under each dataclass field (read from the source)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def _parser_type(tp: Any) -> Any:
+    """The argparse converter of a field annotation (str | None -> str, etc.)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    return {"int": int, "float": float, "str": str, int: int, float: float, str: str}.get(base, str)
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None) -> None:
+    """One `--flag` per TrainConfig field, help = the field's docstring; bools get --x / --no-x."""
+    docs = field_docs()
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = defaults or TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_parser_type(hints[f.name]), default=default, help=help_text)
+
+
+def parse_args(argv: list[str] | None = None, defaults: TrainConfig | None = None) -> TrainConfig:
+    """Build a TrainConfig from command-line arguments."""
+    parser = argparse.ArgumentParser(prog="cegppo-train", description=TrainConfig.__doc__)
+    add_arguments(parser, defaults)
+    ns = parser.parse_args(argv)
+    return TrainConfig(**vars(ns))

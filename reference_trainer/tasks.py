@@ -1,0 +1,203 @@
+"""Tasks: prompts with a verifiable answer, and the reward functions that check responses.
+
+A reward is a plain function `reward(response: str, answer: str) -> float` in [0, 1]; replace it by
+building a `Task` with your own. Prompts are drawn with a `torch.Generator` (its state is part of
+every checkpoint), so a resumed run sees the same prompts as an uninterrupted one.
+
+The embedded default, `addition_task`, is chosen so that a tiny random-init model learns it by pure
+RL in minutes on a CPU (docs/trainer.md, "Why this task"):
+
+- prompt `a+b=` with random `digits`-digit operands, answer the sum zero-padded to digits + 1
+  characters (`3+5=` -> `08`); the response is exactly that many characters long;
+- reward = fraction of answer positions right (`08` vs `07` -> 0.5), accuracy = exact match.
+
+A random policy over a 16-token vocabulary scores about 1/16 per position, so the initial reward is
+small but nonzero and most groups of G = 8 hold different rewards (GRPO has signal from step 1).
+The leading digit (0 or 1 for one-digit operands) is learnt first, then the ones digit, a
+100-entry table: the reward climbs from ~0.06 towards 1 in a few hundred updates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "Task",
+    "addition_reward",
+    "addition_task",
+    "dataset_task",
+    "exact_match",
+    "extract_math_answer",
+    "load_jsonl",
+    "math_answer_reward",
+]
+
+Reward = Callable[[str, str], float]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A source of (prompt, answer) pairs with its reward, accuracy test and response budget."""
+
+    name: str
+    """Short name (logged)."""
+    sample: Callable[[int, torch.Generator], list[tuple[str, str]]]
+    """sample(n, generator) -> n (prompt, answer) pairs, drawn with `generator` only."""
+    reward: Reward
+    """reward(response, answer) -> float in [0, 1]."""
+    correct: Callable[[str, str], bool]
+    """correct(response, answer) -> bool: the accuracy metric."""
+    max_new_tokens: int
+    """Default response length limit."""
+    alphabet: str
+    """Every character prompts and answers use (the tiny default tokenizer is built over it)."""
+
+
+# --- the embedded addition task --------------------------------------------------------------------------------------
+
+
+def addition_reward(response: str, answer: str) -> float:
+    """Fraction of answer positions that the response gets right: sum_i [response_i == answer_i] / len(answer)."""
+    if not answer:
+        return 0.0
+    return sum(r == a for r, a in zip(response, answer, strict=False)) / len(answer)
+
+
+def exact_match(response: str, answer: str) -> bool:
+    """response.strip() == answer.strip()."""
+    return response.strip() == answer.strip()
+
+
+def addition_task(digits: int = 1) -> Task:
+    """'a+b=' -> the sum zero-padded to digits + 1 characters; partial-credit reward (module docstring)."""
+    if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 6:
+        raise ValueError(f"digits must be an int in [1, 6], got {digits!r}")
+    hi = 10**digits
+
+    def sample(n: int, gen: torch.Generator) -> list[tuple[str, str]]:
+        ab = torch.randint(0, hi, (n, 2), generator=gen).tolist()
+        return [(f"{a}+{b}=", str(a + b).zfill(digits + 1)) for a, b in ab]
+
+    return Task(
+        name=f"addition{digits}",
+        sample=sample,
+        reward=addition_reward,
+        correct=exact_match,
+        max_new_tokens=digits + 1,
+        alphabet="0123456789+=",
+    )
+
+
+# --- datasets with a math answer -------------------------------------------------------------------------------------
+
+_BOXED = re.compile(r"\\boxed\s*\{")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+
+
+def _boxed_content(text: str) -> str | None:
+    """Content of the last \\boxed{...} (balanced braces), or None."""
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    if not starts:
+        return None
+    i = start = starts[-1]
+    depth = 1
+    while i < len(text):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    return None
+
+
+def extract_math_answer(text: str) -> str | None:
+    """The final answer of a solution: the last \\boxed{...} if any, else the last number; None if neither."""
+    boxed = _boxed_content(text)
+    if boxed is not None:
+        return boxed.strip()
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def _as_number(text: str) -> float | None:
+    t = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    try:
+        if "/" in t:
+            num, den = t.split("/", 1)
+            return float(num) / float(den)
+        return float(t)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def math_answer_reward(response: str, answer: str) -> float:
+    """1.0 if the response's final answer (extract_math_answer) equals `answer`, numerically when both parse.
+
+    Numbers compare with a relative tolerance of 1e-6 (so '0.50', '1/2' and '.5' match '0.5');
+    anything else compares as whitespace-stripped strings.
+    """
+    got = extract_math_answer(response)
+    if got is None:
+        return 0.0
+    want = extract_math_answer(answer) or answer.strip()
+    a, b = _as_number(got), _as_number(want)
+    if a is not None and b is not None:
+        return float(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9))
+    return float(got.replace(" ", "") == want.replace(" ", ""))
+
+
+def load_jsonl(path: str) -> list[tuple[str, str]]:
+    """Read {"prompt": str, "answer": str | number} lines; ValueError naming FILE:LINE on the first bad one.
+
+    Blank lines are skipped. The whole file is checked before training starts.
+    """
+    rows: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object with 'prompt' and 'answer', got {type(obj).__name__}")
+            for key in ("prompt", "answer"):
+                if key not in obj:
+                    raise ValueError(f"{path}:{lineno}: missing key {key!r} (keys: {sorted(obj)})")
+            prompt, answer = obj["prompt"], obj["answer"]
+            if not isinstance(prompt, str) or not prompt:
+                raise ValueError(f"{path}:{lineno}: 'prompt' must be a non-empty string, got {prompt!r}")
+            if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+                raise ValueError(f"{path}:{lineno}: 'answer' must be a string or a number, got {answer!r}")
+            rows.append((prompt, str(answer)))
+    if not rows:
+        raise ValueError(f"{path}: no examples (the file is empty)")
+    return rows
+
+
+def dataset_task(path: str, reward: Reward = math_answer_reward, max_new_tokens: int = 256) -> Task:
+    """Uniformly sampled (prompt, answer) rows of a JSONL file (load_jsonl) with a math-answer reward."""
+    rows = load_jsonl(path)
+
+    def sample(n: int, gen: torch.Generator) -> list[tuple[str, str]]:
+        idx = torch.randint(0, len(rows), (n,), generator=gen).tolist()
+        return [rows[i] for i in idx]
+
+    alphabet = "".join(sorted({c for p, a in rows for c in p + a} | set("0123456789")))
+    return Task(
+        name=f"dataset:{path}",
+        sample=sample,
+        reward=reward,
+        correct=lambda r, a: reward(r, a) >= 1.0,
+        max_new_tokens=max_new_tokens,
+        alphabet=alphabet,
+    )
