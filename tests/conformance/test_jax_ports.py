@@ -19,7 +19,9 @@ def ports(backend: str, jax_x64: None) -> Any:
 
 
 def test_correct_jax_port_passes_every_property(ports: Any, max_examples: int) -> None:
-    report = cc.check(ports.correct, "jax", max_examples=max_examples)
+    # Half the backend's examples: eager JAX compiles every op for each new shape (~1 s per example),
+    # and test_properties.py already runs the full count through the same JaxAdapter on cegppo.jax.
+    report = cc.check(ports.correct, "jax", max_examples=max(3, max_examples // 2))
     assert report.ok, report.format()
     assert not [r.id for r in report.results if r.status == "SKIP"]  # x64 on: float64 and jit checked too
 
