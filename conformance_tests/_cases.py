@@ -49,6 +49,9 @@ GRAD_TOL: dict[str, tuple[float, float]] = {  # (rtol, atol relative to max |wan
     # The gradient with respect to a bfloat16 log_prob is itself bfloat16: one rounding, 2^-9 relative.
     "bfloat16-grad": (5e-3, 1e-6),
 }
+# Below the smallest normal number of the compute dtype a gradient is not representable faithfully.
+_TINY: dict[str, float] = {"float64": float(np.finfo(np.float64).tiny), "float32": float(np.finfo(np.float32).tiny),
+                           "bfloat16": float(np.finfo(np.float32).tiny), "bfloat16-grad": float(np.finfo(np.float32).tiny)}
 MARGIN: dict[str, float] = {"float64": 1e-7, "float32": 1e-3, "bfloat16": 1e-3}
 """Least distance of a log-ratio from a clip boundary when values or gradients are compared.
 
@@ -178,7 +181,7 @@ def compare_grad(what: str, case: Case, got: np.ndarray, want: np.ndarray, *, dt
     gmax = float(np.max(np.abs(want))) if want.size else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(got - want)
-        ok = np.isfinite(got) & (err <= atol * gmax + rtol * np.abs(want))
+        ok = np.isfinite(got) & (err <= atol * gmax + rtol * np.abs(want) + _TINY[dtype or case.dtype])
     if not np.all(ok):
         bad = tuple(int(i) for i in np.argwhere(~ok)[0])
         raise Mismatch(what, case, want, got, f"first bad element {bad}: expected {want[bad]!r}, got {got[bad]!r}")

@@ -126,6 +126,7 @@ def _arr(x: np.ndarray) -> str:
     return f"np.array({body})"
 
 
+_NOT_IMPORTABLE = ("__main__", "builtins", "None", "?", "")
 _IMPORTS = {"numpy": "", "torch": "import torch\n", "jax": "import jax\nimport jax.numpy as jnp\n"}
 
 
@@ -147,7 +148,7 @@ def reproducer(case: Case, adapter: Adapter) -> str:
     if adapter.kind == "backend":
         mod = "cegppo" if fw == "numpy" else f"cegppo.{fw}"
         lines += ["import cegppo", f"import {mod} as cg"]
-    elif ":" in adapter.name and not adapter.name.startswith("__main__") and "<" not in adapter.name:
+    elif ":" in adapter.name and "<" not in adapter.name and adapter.name.split(":")[0] not in _NOT_IMPORTABLE:
         module, func = adapter.name.rsplit(":", 1)
         if module.endswith(".py") or "/" in module or "\\" in module or "." in func:
             lines += ["from cegppo.conformance import load_port", f"port = load_port({adapter.name!r})"]

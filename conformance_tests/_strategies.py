@@ -39,7 +39,9 @@ def draw_config(data: Any, *, dual: bool | None = None, beta: tuple[float, float
     eps_low = data.draw(st.one_of(st.just(0.2), st.floats(0.01, 0.9)), label="eps_low")
     eps_high = data.draw(st.one_of(st.just(0.2), st.just(0.28), st.floats(0.01, 2.0)), label="eps_high")
     if beta is None:
-        b = st.one_of(st.sampled_from([0.0, 0.5, 0.75, 1.0]), st.floats(0.0, 2.0))
+        # 0 exactly, the paper's values, or a beta of usable size: a beta of 1e-130 times a float32
+        # gradient underflows in any float32 implementation and says nothing about the port.
+        b = st.one_of(st.sampled_from([0.0, 0.5, 0.75, 1.0]), st.floats(1e-3, 2.0))
         beta_low = data.draw(b, label="beta_low")
         beta_high = data.draw(b, label="beta_high")
     else:
@@ -70,6 +72,24 @@ def draw_mask(data: Any, b: int, t: int, *, allow_empty: bool = True) -> np.ndar
             bits = data.draw(st.lists(st.booleans(), min_size=t, max_size=t), label=f"mask row {i} bits")
             m[i] = bits
     return m
+
+
+def _mask_row(t: int, allow_empty: bool) -> st.SearchStrategy[list[bool]]:
+    """One mask row of length t: all valid, a prefix, a single token, random holes, or (maybe) empty."""
+    kinds = ["all", "prefix", "single", "random"] + (["none"] if allow_empty else [])
+
+    def build(kind: str) -> st.SearchStrategy[list[bool]]:
+        if kind == "all":
+            return st.just([True] * t)
+        if kind == "none":
+            return st.just([False] * t)
+        if kind == "prefix":
+            return st.integers(1, t).map(lambda k: [i < k for i in range(t)])
+        if kind == "single":
+            return st.integers(0, t - 1).map(lambda k: [i == k for i in range(t)])
+        return st.lists(st.booleans(), min_size=t, max_size=t)
+
+    return st.sampled_from(kinds).flatmap(build)
 
 
 def _boundaries(cfg: CEGPPOConfig) -> list[float]:
@@ -160,34 +180,35 @@ def draw_case(
     still representable: A < 0 above the interval without dual clip would make delta A overflow, so
     such tokens are kept at |logr| <= 20.
     """
-    b = data.draw(st.integers(1, max_b), label="B")
+    # Rows are elements of one list, so that Hypothesis shrinks a failure to few rows by deleting
+    # list elements (a batch size drawn first would pin every later draw to it).
     t = data.draw(st.integers(1, max_t), label="T")
-    n = b * t
     dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
     if cfg is None:
         cfg = draw_config(data)
     kinds = list(_KINDS) + (list(_EXTREME_KINDS) if extremes else [])
-    token_kinds = data.draw(st.lists(st.sampled_from(kinds), min_size=n, max_size=n), label="log-ratio kinds")
-    logr = np.array(
-        [data.draw(_logr_strategy(k, cfg), label=f"log-ratio {i} ({k})") for i, k in enumerate(token_kinds)],
-        dtype=np.float64,
-    ).reshape(b, t)
-    anchor = np.array(
-        data.draw(st.lists(st.floats(-20.0, 0.0), min_size=n, max_size=n), label="log-prob anchors")
-    ).reshape(b, t)
     per_seq = data.draw(st.booleans(), label="per-sequence advantages")
     a_el = st.one_of(st.just(0.0), st.sampled_from([-1.0, 1.0]), st.floats(-5.0, 5.0))
-    adv = np.array(data.draw(st.lists(a_el, min_size=b if per_seq else n, max_size=b if per_seq else n),
-                             label="advantages"))
-    adv = adv if per_seq else adv.reshape(b, t)
-    adv = round_to(adv, dtype)
+    token = st.sampled_from(kinds).flatmap(lambda k: _logr_strategy(k, cfg))
+    row = st.fixed_dictionaries({
+        "log-ratios": st.lists(token, min_size=t, max_size=t),
+        "log-prob anchors": st.lists(st.floats(-20.0, 0.0), min_size=t, max_size=t),
+        "advantages": a_el if per_seq else st.lists(a_el, min_size=t, max_size=t),
+        "mask": _mask_row(t, allow_empty_rows),
+    })
+    rows = data.draw(st.lists(row, min_size=1, max_size=max_b), label="rows")
+    b = len(rows)
+    logr = np.array([r["log-ratios"] for r in rows], dtype=np.float64).reshape(b, t)
+    anchor = np.array([r["log-prob anchors"] for r in rows], dtype=np.float64).reshape(b, t)
+    adv = np.array([r["advantages"] for r in rows], dtype=np.float64)
+    adv = round_to(adv if per_seq else adv.reshape(b, t), dtype)
     a2 = np.broadcast_to(adv[:, None], (b, t)) if per_seq else adv
     if extremes and cfg.dual_clip is None:
         logr = np.where((a2 < 0) & (logr > 20.0), 20.0, logr)
     lp, olp = _place(anchor, logr, dtype)
     if away_from_boundaries:
         lp = push_away(lp, olp, cfg, dtype)
-    mask = draw_mask(data, b, t, allow_empty=allow_empty_rows)
+    mask = np.array([r["mask"] for r in rows], dtype=bool).reshape(b, t)
     agg = data.draw(st.sampled_from(list(aggs)), label="agg")
     num_tokens = num_seqs = None
     if global_normalizers and data.draw(st.booleans(), label="global normalizers"):
