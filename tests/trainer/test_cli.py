@@ -1,0 +1,123 @@
+"""The command line: a smoke run writes every output; bad input fails before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _trainer_helpers import TINY, read_rows
+from cegppo.trainer import METRICS
+from cegppo.trainer._cli import main
+from cegppo.trainer.config import TrainConfig, field_docs, parse_args
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _flags(**kw: object) -> list[str]:
+    """CLI flags of keyword arguments (bools as --x / --no-x)."""
+    out: list[str] = []
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag if v else "--no-" + k.replace("_", "-"))
+        else:
+            out += [flag, str(v)]
+    return out
+
+
+def test_smoke_run_through_the_cli_writes_every_output(tmp_path: Path) -> None:
+    """`python -m cegppo.trainer` (a real subprocess) trains 3 steps and leaves metrics, config, checkpoint, plots."""
+    out = tmp_path / "run"
+    flags = _flags(**{**TINY, "plots": True, "save_every": 2}, out=out)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cegppo.trainer", *flags], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "done: step 3" in proc.stdout
+
+    rows = read_rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert set(row) == set(METRICS), set(row) ^ set(METRICS)
+        assert all(isinstance(v, (int, float)) for v in row.values())
+        fractions = row["clip_low_frac"] + row["clip_high_frac"] + row["dual_clip_frac"] + row["inside_frac"]
+        assert fractions == pytest.approx(1.0, abs=1e-6)
+        dh = row["dH_clip_low"] + row["dH_clip_high"] + row["dH_dual_clip"] + row["dH_inside"]
+        assert row["dH_total"] == pytest.approx(dh, rel=1e-9, abs=1e-12)
+        assert 0.0 <= row["reward"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["total_steps"] == 3 and config["hidden_size"] == 16
+    assert config["cegppo"]["beta_low"] == 0.5 and config["cegppo"]["beta_high"] == 1.0  # ce_gppo_1p5b
+
+    ckpts = out / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == "step_000003"
+    assert sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_")) == ["step_000002", "step_000003"]
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "trainer_state.pt"):
+        assert (ckpts / "step_000003" / name).is_file(), name
+    for name in ("reward", "entropy", "regions", "entropy_change"):
+        png = out / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--total-steps", "0"], "--total-steps"),
+        (["--group-size", "1"], "--group-size"),
+        (["--prompts-per-step", "6", "--num-minibatches", "4"], "--prompts-per-step"),
+        (["--preset", "nope"], "--preset"),
+        (["--advantage", "gae"], "--advantage"),
+        (["--agg", "mean"], "--agg"),
+        (["--temperature", "0"], "--temperature"),
+        (["--num-heads", "3"], "--num-heads"),
+        (["--beta-low", "-1"], "beta_low"),
+        (["--eps-low", "1.5"], "eps_low"),
+        (["--dual-clip", "0.5"], "dual_clip"),
+        (["--dual-clip", "ten"], "--dual-clip"),
+        (["--model", "/nonexistent/model"], "--model"),
+        (["--dataset", "/nonexistent/data.jsonl"], "--dataset"),
+        (["--dtype", "float16"], "--dtype"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_field_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], field: str
+) -> None:
+    out = tmp_path / "never"
+    assert main([*flags, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cegppo-train: error:") and field in err, err
+    assert not out.exists()
+
+
+def test_malformed_dataset_line_is_named_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "1+1=", "answer": "2"}\n\n{"prompt": "2+2=", "answr": 4}\n')
+    out = tmp_path / "never"
+    assert main(["--dataset", str(data), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:3: missing key 'answer'" in err, err
+    assert not out.exists()
+
+
+def test_every_config_field_has_a_one_line_doc_and_a_flag() -> None:
+    import dataclasses
+
+    docs = field_docs()
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert sorted(docs) == sorted(names)
+    assert all(doc and "\n" not in doc for doc in docs.values())
+    cfg = parse_args(["--no-progress", "--tensorboard", "--lr", "0.5", "--dual-clip", "none", "--stop-at-step", "2"])
+    assert (cfg.progress, cfg.tensorboard, cfg.lr, cfg.dual_clip, cfg.stop_at_step) == (False, True, 0.5, "none", 2)
+    assert parse_args([]) == TrainConfig()
+
+
+def test_metrics_table_documents_every_key() -> None:
+    assert all(isinstance(v, str) and v for v in METRICS.values())
+    assert {"reward", "accuracy", "entropy", "clip_low_frac", "clip_high_frac", "approx_kl", "grad_norm"} <= set(METRICS)
+    assert {"response_length", "tokens_per_s", "dH_clip_low", "dH_clip_high"} <= set(METRICS)
