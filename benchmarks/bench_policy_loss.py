@@ -149,39 +149,49 @@ def verl_vanilla() -> Callable[..., Any] | None:
 # --------------------------------------------------------------------------------------------
 
 
-def timeit(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
-    """(median ms, first-call ms) of fn(); the first call includes any compilation.
-
-    The median (not the mean) so that a stray pause of the shared machine does not move it."""
+def first_call(fn: Callable[[], Any]) -> float:
+    """ms of the first call of fn (which includes any compilation)."""
     t0 = time.perf_counter()
     fn()
-    first = (time.perf_counter() - t0) * 1e3
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), first
+    return (time.perf_counter() - t0) * 1e3
 
 
 class Row:
-    """One implementation's figures: median and first-call ms, memory per token (torch: bytes saved for
-    backward; JAX: XLA temp buffers), or a note when it did not run."""
+    """One implementation: its timed callable, figures (median / min ms of the repeats, first-call
+    ms, memory per token: torch bytes saved for backward, JAX XLA temp buffers), or a note when it
+    did not run."""
 
     def __init__(
         self,
         name: str,
-        ms: float | None,
+        fn: Callable[[], Any] | None,
         first_ms: float | None = None,
         saved: float | None = None,
         *,
         xla_temp: float | None = None,
         note: str = "",
     ) -> None:
-        self.name, self.ms, self.first_ms, self.note = name, ms, first_ms, note
+        self.name, self.fn, self.first_ms, self.note = name, fn, first_ms, note
         self.saved, self.xla_temp = saved, xla_temp
+        self.ms: float | None = None
+        self.best: float | None = None
+
+
+def time_rows(rows: list[Row], repeats: int, warmup: int) -> None:
+    """Warm every implementation up, then time them round-robin (one call of each per round), so a
+    burst of load on the shared machine hits all of them alike; median and min over the rounds."""
+    live = [r for r in rows if r.fn is not None]
+    for r in live:
+        for _ in range(warmup):
+            r.fn()  # type: ignore[misc]
+    times: dict[str, list[float]] = {r.name: [] for r in live}
+    for _ in range(repeats):
+        for r in live:
+            t0 = time.perf_counter()
+            r.fn()  # type: ignore[misc]
+            times[r.name].append((time.perf_counter() - t0) * 1e3)
+    for r in live:
+        r.ms, r.best = statistics.median(times[r.name]), min(times[r.name])
 
 
 def torch_rows(x: dict[str, np.ndarray], args: argparse.Namespace) -> tuple[list[Row], dict[str, float]]:
@@ -207,8 +217,7 @@ def torch_rows(x: dict[str, np.ndarray], args: argparse.Namespace) -> tuple[list
         dst.copy_(src)
         sync()
 
-    ms, _ = timeit(floor, args.repeats, args.warmup)
-    rows.append(Row(f"floor: memcpy of {BYTES_PER_TOKEN} B/token traffic", ms))
+    rows.append(Row(f"floor: memcpy of {BYTES_PER_TOKEN} B/token traffic", floor, first_call(floor)))
 
     def fwd_bwd(f: Callable[..., Any], key: str) -> Callable[[], None]:
         def run() -> None:
@@ -236,25 +245,23 @@ def torch_rows(x: dict[str, np.ndarray], args: argparse.Namespace) -> tuple[list
         del out
         return sum(seen.values()) / n
 
+    def add(name: str, key: str, f: Callable[..., Any]) -> None:
+        run = fwd_bwd(f, key)
+        first = first_call(run)  # compiles, for torch.compile: before saved_bytes, outside the hooks
+        rows.append(Row(name, run, first, saved_bytes(f)))
+
     cegppo_eager = functools.partial(cg.policy_loss, cfg=CFG, agg="token-mean")
-    ms, first = timeit(fwd_bwd(cegppo_eager, "cegppo.torch"), args.repeats, args.warmup)
-    rows.append(Row("cegppo.torch eager", ms, first, saved_bytes(cegppo_eager)))
-    ms, first = timeit(fwd_bwd(naive_ppo_torch, "naive.torch"), args.repeats, args.warmup)
-    rows.append(Row("naive PPO, torch eager (baseline)", ms, first, saved_bytes(naive_ppo_torch)))
+    add("cegppo.torch eager", "cegppo.torch", cegppo_eager)
+    add("naive PPO, torch eager (baseline)", "naive.torch", naive_ppo_torch)
     if not args.no_compile:
         torch._dynamo.reset()
-        compiled = torch.compile(cegppo_eager, fullgraph=True)
-        ms, first = timeit(fwd_bwd(compiled, "cegppo.torch.compile"), args.repeats, args.warmup)
-        rows.append(Row("cegppo.torch torch.compile", ms, first, saved_bytes(compiled)))
-        naive_c = torch.compile(naive_ppo_torch, fullgraph=True)
-        ms, first = timeit(fwd_bwd(naive_c, "naive.torch.compile"), args.repeats, args.warmup)
-        rows.append(Row("naive PPO, torch.compile", ms, first, saved_bytes(naive_c)))
+        add("cegppo.torch torch.compile", "cegppo.torch.compile", torch.compile(cegppo_eager, fullgraph=True))
+        add("naive PPO, torch.compile", "naive.torch.compile", torch.compile(naive_ppo_torch, fullgraph=True))
     verl = verl_vanilla()
     if verl is None:
         rows.append(Row("verl vanilla (compute_policy_loss_vanilla)", None, note="verl not installed"))
     else:
-        ms, first = timeit(fwd_bwd(verl, "verl"), args.repeats, args.warmup)
-        rows.append(Row("verl vanilla (compute_policy_loss_vanilla)", ms, first, saved_bytes(verl)))
+        add("verl vanilla (compute_policy_loss_vanilla)", "verl", verl)
     return rows, losses
 
 
@@ -272,16 +279,16 @@ def jax_rows(x: dict[str, np.ndarray], args: argparse.Namespace) -> tuple[list[R
         ("naive PPO, jax jit", "naive.jax", naive_ppo_jax),
     ):
         vg = jax.jit(jax.value_and_grad(f))
-        mem = vg.lower(*arrs).compile().memory_analysis()
-        temp = None if mem is None else mem.temp_size_in_bytes / n
 
         def run(vg: Any = vg, key: str = key) -> None:
             val, g = vg(*arrs)
             g.block_until_ready()
             losses[key] = float(val)
 
-        ms, first = timeit(run, args.repeats, args.warmup)
-        rows.append(Row(name, ms, first, xla_temp=temp))
+        first = first_call(run)
+        mem = vg.lower(*arrs).compile().memory_analysis()
+        temp = None if mem is None else mem.temp_size_in_bytes / n
+        rows.append(Row(name, run, first, xla_temp=temp))
     return rows, losses
 
 
@@ -301,28 +308,37 @@ def report(b: int, t: int, rows: list[Row], losses: dict[str, float]) -> None:
     naive = by.get("naive PPO, torch eager (baseline)")
     print(f"\n### (B, T) = ({b}, {t}): {n:,} tokens, fp32\n")
     print(
-        "| implementation | fwd+bwd ms (median) | x floor | speed-up vs naive torch eager | first call ms "
+        "| implementation | fwd+bwd ms (median) | min ms | x floor | speed-up vs naive torch eager | first call ms "
         "| saved for backward B/token | XLA temp B/token |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r.ms is None:
-            print(f"| {r.name} | {r.note} | | | | | |")
+            print(f"| {r.name} | {r.note} | | | | | | |")
             continue
         speed = None if naive is None or r is rows[0] else naive / r.ms
         print(
-            f"| {r.name} | {r.ms:.3f} | {r.ms / floor:.2f} | {_fmt(speed)} | {_fmt(r.first_ms, '.0f')} "
+            f"| {r.name} | {r.ms:.3f} | {_fmt(r.best, '.3f')} | {r.ms / floor:.2f} | {_fmt(speed)} | {_fmt(r.first_ms, '.0f')} "
             f"| {_fmt(r.saved, '.1f')} | {_fmt(r.xla_temp, '.1f')} |"
         )
     tc, jj = by.get("cegppo.torch torch.compile"), by.get("cegppo.jax jit")
+    verl = by.get("verl vanilla (compute_policy_loss_vanilla)")
+    print()
+    if tc:
+        print(f"- cegppo.torch compiled / floor = {tc / floor:.2f} (target <= 3)")
+        for label, base in (("verl vanilla", verl), ("naive PPO torch eager", naive)):
+            if base:
+                print(f"- {label} / cegppo.torch compiled = {base / tc:.2f} (target >= 10)")
     if tc and jj:
-        print(f"\ncegppo.jax jit / cegppo.torch compiled = {jj / tc:.2f}")
+        print(f"- cegppo.jax jit / cegppo.torch compiled = {jj / tc:.2f} (target <= 1.5)")
     ref = losses.get("cegppo.torch")
     if ref is not None:
         diffs = {k: abs(v - ref) for k, v in losses.items() if k.startswith("cegppo")}
-        print("max |loss - cegppo.torch eager| over cegppo variants: " + f"{max(diffs.values()):.2e}")
+        print(f"- max |loss - cegppo.torch eager| over the cegppo variants: {max(diffs.values()):.2e}")
     if "verl" in losses and "naive.torch" in losses:
-        print(f"|naive PPO torch - verl vanilla| loss difference: {abs(losses['verl'] - losses['naive.torch']):.2e}")
+        print(
+            f"- |naive PPO torch - verl vanilla| loss difference: {abs(losses['verl'] - losses['naive.torch']):.2e}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,7 +380,10 @@ def main(argv: list[str] | None = None) -> None:
             jrows, jlosses = jax_rows(x, args)
             rows += jrows
             losses.update(jlosses)
+        time_rows(rows, args.repeats, args.warmup)
         report(b, t, rows, losses)
+    if hasattr(os, "getloadavg"):
+        print(f"\n- load average at the end: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 if __name__ == "__main__":
