@@ -198,9 +198,15 @@ def test_compute_loss_is_cegppo(trainer, loss_type: str, monkeypatch) -> None:
     assert m[ct.METRIC_PREFIX + "clip_low_frac"][-1] > 0 and m[ct.METRIC_PREFIX + "clip_high_frac"][-1] > 0
 
 
+@pytest.mark.parametrize(("accum", "steps_per_generation"), [(1, 1), (2, 4)])
 @pytest.mark.parametrize("loss_type", sorted(ct.LOSS_TYPE_AGG))
-def test_ppo_preset_gradient_equals_trl_stock_loss(trainer, loss_type: str, monkeypatch) -> None:
-    """beta = 0 is PPO-clip's gradient (spec S6.1): equal to TRL's own GRPO loss, for each normaliser."""
+def test_ppo_preset_gradient_equals_trl_stock_loss(
+    trainer, loss_type: str, accum: int, steps_per_generation: int, monkeypatch
+) -> None:
+    """beta = 0 is PPO-clip's gradient (spec S6.1): equal to TRL's own GRPO loss, for each normaliser,
+    with and without gradient accumulation (a micro-batch's loss is its share of the step's loss)."""
+    monkeypatch.setattr(trainer, "current_gradient_accumulation_steps", accum)
+    monkeypatch.setattr(trainer.args, "steps_per_generation", steps_per_generation)
     monkeypatch.setattr(trainer.args, "loss_type", loss_type)
     monkeypatch.setattr(trainer, "loss_type", loss_type)
     monkeypatch.setattr(trainer, "loss_agg_mode", ct.LOSS_TYPE_AGG[loss_type])
