@@ -254,8 +254,10 @@ def actor_config(
     return cfg
 
 
-def verl_port(name: str) -> Callable[..., torch.Tensor]:
+def verl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
     """A conformance-kit port (docs/conformance.md) that calls the verl policy loss registered as `name`.
+
+    `name` may also be the loss function itself (verl's signature), registered or not.
 
     The port has the kit's standard signature
     ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
@@ -268,7 +270,10 @@ def verl_port(name: str) -> Callable[..., torch.Tensor]:
     Raises:
         ValueError: when no verl policy loss is registered under `name`.
     """
-    fn = get_policy_loss_fn(name)  # raises ValueError listing the registered names
+    if callable(name):
+        fn, name = name, getattr(name, "__name__", "loss")
+    else:
+        fn = get_policy_loss_fn(name)  # raises ValueError listing the registered names
 
     def port(
         log_prob: torch.Tensor,
@@ -284,7 +289,7 @@ def verl_port(name: str) -> Callable[..., torch.Tensor]:
     ) -> torch.Tensor:
         config = actor_config(
             eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high,
-            clip_ratio_c=clip_ratio_c, loss_mode=name,
+            clip_ratio_c=clip_ratio_c, loss_mode=str(name),
         )
         if advantages.dim() == 1:  # the kit may hand per-sequence (B,) advantages; verl's losses take (B, T)
             advantages = advantages[:, None].expand(log_prob.shape)

@@ -93,3 +93,15 @@ def test_cli_subprocess() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS  S4" in proc.stdout
+
+
+def test_python_api_with_a_function() -> None:
+    """`verl_port` also takes the loss function itself (registered or not), for `cegppo.conformance.check`."""
+    import verl_user_losses
+    from cegppo.conformance import check
+    from cegppo.integrations.verl import verl_port
+
+    good = check(verl_port(verl_user_losses.user_port), "torch", max_examples=5, only=["S4"], shrink=False)
+    assert good.ok, good.format()
+    bad = check(verl_port(verl_user_losses.swapped_betas), "torch", max_examples=5, only=["S4"], shrink=False)
+    assert not bad.ok
