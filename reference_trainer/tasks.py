@@ -36,6 +36,7 @@ __all__ = [
     "extract_math_answer",
     "load_jsonl",
     "math_answer_reward",
+    "reference_answer",
 ]
 
 Reward = Callable[[str, str], float]
@@ -127,8 +128,25 @@ def extract_math_answer(text: str) -> str | None:
     return numbers[-1] if numbers else None
 
 
+_FRAC = re.compile(r"^(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}$")
+
+
+def reference_answer(answer: str) -> str:
+    """The final answer of a dataset's answer field: its last \\boxed{...}, else the text after its last
+    `####` (GSM8K style), else the whole field, stripped."""
+    boxed = _boxed_content(answer)
+    if boxed is not None:
+        return boxed.strip()
+    if "####" in answer:
+        return answer.rsplit("####", 1)[1].strip()
+    return answer.strip()
+
+
 def _as_number(text: str) -> float | None:
-    t = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    t = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    frac = _FRAC.match(t)
+    if frac:
+        t = f"{frac.group(1)}{frac.group(2)}/{frac.group(3)}"
     try:
         if "/" in t:
             num, den = t.split("/", 1)
@@ -139,15 +157,16 @@ def _as_number(text: str) -> float | None:
 
 
 def math_answer_reward(response: str, answer: str) -> float:
-    """1.0 if the response's final answer (extract_math_answer) equals `answer`, numerically when both parse.
+    """1.0 if the response's final answer (extract_math_answer) equals `answer`'s (reference_answer).
 
-    Numbers compare with a relative tolerance of 1e-6 (so '0.50', '1/2' and '.5' match '0.5');
+    Both compare as numbers when both parse (integers, decimals, a/b, \\frac{a}{b}), with a relative
+    tolerance of 1e-6 (so '0.50', '1/2', '\\frac{1}{2}' and '.5' match '0.5');
     anything else compares as whitespace-stripped strings.
     """
     got = extract_math_answer(response)
     if got is None:
         return 0.0
-    want = extract_math_answer(answer) or answer.strip()
+    want = reference_answer(answer)
     a, b = _as_number(got), _as_number(want)
     if a is not None and b is not None:
         return float(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9))
