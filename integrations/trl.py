@@ -27,8 +27,9 @@ Aggregation. With ``loss_agg_mode=None`` TRL's ``loss_type`` picks it, with TRL'
 (the paper's setting); ``bnpo`` is ``token-mean`` over the micro-batch; ``grpo`` is
 ``seq-mean-token-mean``; ``dr_grpo`` is ``seq-mean-token-sum-norm`` with the constant
 ``max_completion_length``. Naming a mode in ``loss_agg_mode`` (verl's names) overrides it; the
-token-mean normaliser is then the global one. Gradient accumulation and data parallelism are
-accounted as TRL accounts them (the loss of one micro-batch is its share of the global loss).
+token-mean normaliser is then the global one, and ``token-sum`` is the sum over the global batch.
+Gradient accumulation and data parallelism are accounted as TRL accounts them (the loss of one
+micro-batch is its share of the global loss).
 
 Kept from TRL, applied as weights on the advantage (J_t is positively homogeneous in A_t and the
 regions depend on its sign only, so this equals TRL's weighting of the per-token loss):
@@ -204,7 +205,7 @@ class CEGPPOTrainer(GRPOTrainer):
             if mode == "seq-mean-token-sum-norm":
                 out["norm_length"] = float(self.max_completion_length)
             return out
-        return {}  # token-sum: additive as it is
+        return {}  # token-sum: additive over micro-batches; the process count is restored in _cegppo_loss
 
     def _cegppo_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
@@ -255,6 +256,9 @@ class CEGPPOTrainer(GRPOTrainer):
             if self.args.use_bias_correction_kl:
                 per_token_kl = per_token_kl * torch.exp(per_token_logps - old)
             loss = loss + self.beta * cg.aggregate_loss(per_token_kl, valid, self.loss_agg_mode, **norm)
+        if self.loss_agg_mode == "token-sum" and self.accelerator.num_processes > 1:
+            # DDP averages gradients over processes; the sum over the global batch needs x num_processes.
+            loss = loss * self.accelerator.num_processes
         if self.aux_loss_enabled:
             accum = self.current_gradient_accumulation_steps if train else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / accum

@@ -222,6 +222,32 @@ def test_ppo_preset_gradient_equals_trl_stock_loss(
     assert diff > 1e-4, diff
 
 
+@pytest.mark.parametrize("agg", ["token-sum", "token-mean", "seq-mean-token-sum"])
+def test_explicit_loss_agg_mode_overrides_loss_type(trainer, agg: str, monkeypatch) -> None:
+    """loss_agg_mode (verl's names) wins over loss_type; token-mean then uses the global normaliser."""
+    monkeypatch.setattr(trainer.args, "loss_type", "bnpo")
+    monkeypatch.setattr(trainer.args, "loss_agg_mode", agg)
+    monkeypatch.setattr(trainer, "loss_agg_mode", ct._agg_mode(trainer.args))
+    assert trainer.loss_agg_mode == agg
+    inputs = fixed_inputs(trainer)
+    inputs["num_items_in_batch"] = inputs["completion_mask"].sum() * 3  # a global batch 3x this micro-batch
+    got = trainer.compute_loss(trainer.model, inputs)
+    lp = own_log_probs(
+        trainer.model, inputs["prompt_ids"], inputs["completion_ids"], inputs["completion_mask"]
+    )
+    extra = {"num_tokens": inputs["num_items_in_batch"]} if agg == "token-mean" else {}
+    want = cg.policy_loss(
+        lp,
+        inputs["old_per_token_logps"],
+        inputs["advantages"],
+        inputs["completion_mask"].bool(),
+        trainer.cegppo_config,
+        agg=agg,
+        **extra,
+    )
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_kl_term_is_aggregated_like_the_loss(trainer, monkeypatch) -> None:
     """beta > 0 adds TRL's k3 KL (with its default importance-sampling bias correction), same normaliser."""
     inputs = fixed_inputs(trainer)
