@@ -25,7 +25,7 @@ __all__ = ["TrainConfig", "cegppo_config", "field_docs", "parse_args"]
 
 @dataclass
 class TrainConfig:
-    """Every knob of `cegppo-train`. Defaults: the embedded addition task on a tiny model, ~5 min on 2 CPU cores."""
+    """Every knob of `cegppo-train`. Defaults: the embedded addition task on a tiny model, about a minute on 2 CPU cores."""
 
     # --- run ---------------------------------------------------------------------------------------------------------
     out: str = "runs/cegppo"
@@ -106,7 +106,7 @@ class TrainConfig:
     """Passes over each rollout batch; with several mini-batches the ratios leave 1 and clipping acts."""
     num_minibatches: int = 4
     """Optimizer steps per epoch; each mini-batch holds prompts_per_step / num_minibatches whole groups."""
-    lr: float = 2e-3
+    lr: float = 5e-4
     """AdamW peak learning rate."""
     warmup_steps: int = 5
     """Linear learning-rate warm-up over this many training steps, then constant."""
