@@ -157,6 +157,7 @@ def check(
     only: Iterable[str] | None = None,
     mask_dtype: str = "bool",
     compile: bool = False,
+    jit: bool = False,
     name: str | None = None,
     progress: Callable[[PropertyResult], None] | None = None,
     fail_fast: bool = False,
@@ -177,6 +178,8 @@ def check(
         mask_dtype: ``bool`` (default) hands the mask as a bool tensor; ``float`` as 0/1 in the
             log-prob dtype (verl's convention).
         compile: also check torch.compile against eager for torch ports (slow).
+        jit: JAX ports: run every call under jax.jit (several times faster; the port must be
+            jittable). Eager vs jit is still compared by ``S9 compiled agrees with eager``.
         name: the implementation's name in the report (default ``module:qualname``).
         progress: called with each PropertyResult as it completes.
         fail_fast: stop after the first failing property (the others are not reported). For
@@ -193,7 +196,7 @@ def check(
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
     adapter = port if isinstance(port, Adapter) else port_adapter(
-        port, framework, name=name, mask_dtype=mask_dtype, compile=compile)
+        port, framework, name=name, mask_dtype=mask_dtype, compile=compile, jit=jit)
     props = select(only)
     report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes))
     if adapter.mask_dtype == "float":

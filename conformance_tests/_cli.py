@@ -1,7 +1,7 @@
 """``cegppo-conformance``: check a CE-GPPO port from the command line (docs/conformance.md).
 
     cegppo-conformance check MODULE:FUNCTION --framework torch [--max-examples N] [--seed S]
-                       [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [-v]
+                       [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [--jit] [-v]
     cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
     cegppo-conformance list
 
@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--mask-dtype", choices=["bool", "float"], default="bool",
                    help="hand response_mask as bool (default) or as 0/1 floats like verl")
     c.add_argument("--compile", action="store_true", help="torch ports: also check torch.compile vs eager")
+    c.add_argument("--jit", action="store_true",
+                   help="jax: run every call under jax.jit (several times faster; the port must be jittable)")
     c.add_argument("--no-x64", action="store_true", help="jax: do not enable jax_enable_x64 (skips float64)")
     c.add_argument("--fail-fast", action="store_true", help="stop at the first failing property")
     c.add_argument("--no-shrink", action="store_true",
@@ -135,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         importlib.import_module(args.framework)
     except ImportError as exc:
         return _error(f"--framework {args.framework}: cannot import {args.framework} ({exc})")
+    if args.jit and args.framework != "jax":
+        return _error(f"--jit is for --framework jax, got --framework {args.framework}")
     if args.framework == "jax" and not args.no_x64:
         import jax
 

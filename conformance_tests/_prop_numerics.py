@@ -90,7 +90,7 @@ def bf16_in_float32(ad: Adapter, data: Any) -> None:
 def compiled_matches_eager(ad: Adapter, data: Any) -> None:
     """torch.compile / jax.jit gives the eager loss and gradient (same dtype tolerance)."""
     case = draw_general(ad, data)
-    eager = ad.run(case)
+    eager = ad.run(case, eager=True)
     comp = ad.run(case, compiled=True)
     scale = expected(case).scale
     compare_value("compiled loss vs eager", case, comp.value, eager.value, scale)

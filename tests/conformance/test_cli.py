@@ -103,6 +103,7 @@ def test_module_runs_as_a_script() -> None:
         (["check", "ports.numpy_ports:np", "--framework", "numpy"], "not callable"),
         (["check", GOOD, "--framework", "numpy", "--only", "S99"], "--only: no property matches ['S99']"),
         (["check", GOOD, "--framework", "numpy", "--max-examples", "0"], "--max-examples must be >= 1, got 0"),
+        (["check", GOOD, "--framework", "numpy", "--jit"], "--jit is for --framework jax"),
     ],
 )
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
@@ -162,6 +163,7 @@ def test_torch_port_from_the_cli(capsys: pytest.CaptureFixture[str], backend: st
         ({"fail_fast": "yes"}, TypeError, "fail_fast must be a bool, got str"),
         ({"shrink": 0}, TypeError, "shrink must be a bool, got int"),
         ({"progress": 3}, TypeError, "progress must be callable or None, got int"),
+        ({"jit": True}, ValueError, "jit=True is for framework='jax' only, got framework='numpy'"),
     ],
 )
 def test_check_rejects_bad_arguments(kwargs: dict[str, Any], exc: type[Exception], needle: str) -> None:
