@@ -198,3 +198,15 @@ def test_region_metrics_match_cegppo_on_a_recomputed_update(tmp_path: Path) -> N
 def read_rows_after(out: Path, **over: object) -> list[dict[str, float]]:
     train(tiny_config(out, **over))  # type: ignore[arg-type]
     return read_rows(out)
+
+
+def test_fused_head_run_matches_the_unfused_run(tmp_path: Path) -> None:
+    """--fused-head (cegppo.torch.fused_linear_policy_loss, no logits) gives the same losses, gradient norms,
+    regions and per-region entropy changes as the logits path, up to float32 rounding."""
+    plain = train(tiny_config(tmp_path / "plain", total_steps=2, temperature=0.7))
+    fused = train(tiny_config(tmp_path / "fused", total_steps=2, temperature=0.7, fused_head=True))
+    assert plain[0]["clip_frac"] > 0
+    for a, b in zip(plain, fused, strict=True):
+        for key in ("reward", "entropy", "pg_loss", "grad_norm", "clip_low_frac", "clip_high_frac", "ratio_mean",
+                    "approx_kl", "grad_weight_abs_mean", "dH_clip_low", "dH_clip_high", "dH_inside"):  # fmt: skip
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (a["step"], key)
