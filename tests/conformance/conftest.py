@@ -70,7 +70,21 @@ def adapter(backend: str, jax_x64: None) -> Any:
     return cc.backend_adapter(backend, jit=backend == "jax")
 
 
-def require_backend(backend: str, wanted: str) -> None:
-    """Skip unless the selected backend is `wanted` (port tests of one framework run in its venv)."""
-    if backend != wanted:
-        pytest.skip(f"{wanted} ports run with --backend={wanted}")
+@pytest.fixture(scope="module")
+def torch_ports(backend: str) -> Any:
+    """ports/torch_ports.py, with --backend=torch only (skipped otherwise: the venv may lack torch)."""
+    if backend != "torch":
+        pytest.skip("torch ports run with --backend=torch")
+    from ports import torch_ports as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
+def jax_ports(backend: str, jax_x64: None) -> Any:
+    """ports/jax_ports.py, with --backend=jax only (float64 on, as the CLI does)."""
+    if backend != "jax":
+        pytest.skip("jax ports run with --backend=jax")
+    from ports import jax_ports as module
+
+    return module

@@ -14,7 +14,6 @@ from typing import Any
 import cegppo.conformance as cc
 import pytest
 from cegppo.conformance._cli import main
-from conftest import require_backend
 from ports import numpy_ports
 
 PORTS_DIR = Path(__file__).parent / "ports"
@@ -136,8 +135,7 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], needl
     assert needle in capsys.readouterr().err
 
 
-def test_torch_port_from_the_cli(capsys: pytest.CaptureFixture[str], backend: str) -> None:
-    require_backend(backend, "torch")
+def test_torch_port_from_the_cli(capsys: pytest.CaptureFixture[str], torch_ports: Any) -> None:
     code, out, _ = run(capsys, "check", "ports.torch_ports:correct", "--framework", "torch", "--max-examples", "5",
                        "--only", "S4", "--only", "S5")
     assert code == 0, out
