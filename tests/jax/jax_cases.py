@@ -80,8 +80,14 @@ def policy_batches(draw: Any, *, logr_scale: float = 1.0, per_sequence: bool | N
         label="logr",
     )
     seq = draw(st.booleans(), label="per_sequence") if per_sequence is None else per_sequence
+    # XLA on CPU treats subnormal floats as 0 (denormals-are-zero), in comparisons too, so a
+    # subnormal advantage falls in the A = 0 region there while NumPy sees its sign
+    # (docs/backends.md, "Subnormal numbers"). Advantages below float32's smallest normal number
+    # (subnormal once cast to float32/bf16) are drawn as 0 instead.
+    tiny = float(np.finfo(np.float32).tiny)
+    adv_el = st.floats(-3, 3, **finite).map(lambda a: 0.0 if abs(a) < tiny else a)
     adv = draw(
-        hnp.arrays(np.float64, (b,) if seq else (b, t), elements=st.one_of(st.just(0.0), st.floats(-3, 3, **finite))),
+        hnp.arrays(np.float64, (b,) if seq else (b, t), elements=st.one_of(st.just(0.0), adv_el)),
         label="advantages",
     )
     kind = draw(st.lists(st.sampled_from(["full", "empty", "random"]), min_size=b, max_size=b), label="row_kinds")

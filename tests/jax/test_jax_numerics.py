@@ -38,7 +38,13 @@ def test_S9_1_S9_2_extreme_log_ratios(agg, cfg, dtype):
     rlp = np.broadcast_to(lp, mask.shape).astype(npdt)
     rolp = np.broadcast_to(lp - logr, mask.shape).astype(npdt)
     radv = np.broadcast_to(adv, mask.shape).astype(npdt)
-    fn = jax.jit(jax.vmap(jax.value_and_grad(lambda x, o, a, m: cg.policy_loss(x[None], o[None], a[None], m[None], cfg, agg))))
+    fn = jax.jit(
+        jax.vmap(
+            jax.value_and_grad(
+                lambda x, o, a, m: cg.policy_loss(x[None], o[None], a[None], m[None], cfg, agg)
+            )
+        )
+    )
     losses, grads = fn(jnp.asarray(rlp), jnp.asarray(rolp), jnp.asarray(radv), jnp.asarray(mask))
     rtol_v, atol_v = TOL[dtype]["value"]
     rtol_g, atol_g = TOL[dtype]["grad"]
@@ -59,7 +65,9 @@ def test_S9_1_infinite_log_ratio_at_valid_positions_matches_reference(dtype):
     npdt = np.dtype(dtype)
     lp = np.array([[0.0, 0.0, -np.inf, -np.inf, -1.0]], npdt)
     olp = np.array([[-np.inf, -np.inf, 0.0, 0.0, -np.inf]], npdt)
-    adv = np.array([[2.0, 0.0, -1.0, 1.0, -1.0]], npdt)  # clip_high, A=0, clip_low, inside (delta=0), dual_clip
+    adv = np.array(
+        [[2.0, 0.0, -1.0, 1.0, -1.0]], npdt
+    )  # clip_high, A=0, clip_low, inside (delta=0), dual_clip
     mask = np.ones_like(lp, bool)
     for agg in cegppo.AGG_MODES:
         loss, grad = _value_and_grad(jnp.asarray(lp), olp, adv, mask, cfg, agg)
@@ -97,7 +105,9 @@ def test_S9_3_masked_garbage_changes_nothing(agg, dtype, case, cfg, garbage):
     dirty = [jnp.where(mask, t, g) for t in (lp, olp, adv)]
 
     def vg(a, b, c):
-        return jax.value_and_grad(lambda x, y, z: cg.policy_loss(x, y, z, mask, cfg, agg), argnums=(0, 1, 2))(a, b, c)
+        return jax.value_and_grad(lambda x, y, z: cg.policy_loss(x, y, z, mask, cfg, agg), argnums=(0, 1, 2))(
+            a, b, c
+        )
 
     (loss0, grads0), (loss1, grads1) = vg(lp, olp, adv), vg(*dirty)
     assert np.array_equal(to_np(loss0), to_np(loss1))
@@ -147,7 +157,11 @@ def test_S9_5_dtype_rules(dtypes, want):
     mask = jnp.ones((2, 3), bool)
     # NumPy has no bfloat16: float16 stands in for it on the reference side (both are "low precision").
     np_of = {"bfloat16": np.float16}
-    ref = cegppo.policy_loss(*(np.asarray(t).astype(np_of.get(t.dtype.name, t.dtype)) for t in (lp, olp, adv)), np.asarray(mask), cfg)
+    ref = cegppo.policy_loss(
+        *(np.asarray(t).astype(np_of.get(t.dtype.name, t.dtype)) for t in (lp, olp, adv)),
+        np.asarray(mask),
+        cfg,
+    )
     assert np.dtype(ref.dtype) == np.dtype(want)
     assert cg.policy_loss(lp, olp, adv, mask, cfg).dtype == want
     assert cg.per_token_objective(lp, olp, adv, cfg).dtype == want
@@ -180,9 +194,15 @@ def test_S9_5_float64_keeps_float64_constants():
     adv = np.array([[-1.0, 1.0, 1.0, -2.0, -3.0, 0.0]])
     mask = np.ones_like(lp, dtype=bool)
     loss, grad = _value_and_grad(jnp.asarray(lp), lp - logr, adv, mask, cfg, "token-sum")
-    assert float(loss) == pytest.approx(float(cegppo.policy_loss(lp, lp - logr, adv, mask, cfg, "token-sum")), rel=1e-15)
-    np.testing.assert_allclose(to_np(grad), cegppo.policy_loss_grad(lp, lp - logr, adv, mask, cfg, "token-sum"), rtol=1e-15, atol=0)
-    for got, exp in zip(cg.token_regions(lp, lp - logr, adv, cfg), cegppo.token_regions(lp, lp - logr, adv, cfg), strict=True):
+    assert float(loss) == pytest.approx(
+        float(cegppo.policy_loss(lp, lp - logr, adv, mask, cfg, "token-sum")), rel=1e-15
+    )
+    np.testing.assert_allclose(
+        to_np(grad), cegppo.policy_loss_grad(lp, lp - logr, adv, mask, cfg, "token-sum"), rtol=1e-15, atol=0
+    )
+    for got, exp in zip(
+        cg.token_regions(lp, lp - logr, adv, cfg), cegppo.token_regions(lp, lp - logr, adv, cfg), strict=True
+    ):
         assert np.array_equal(to_np(got), exp)
 
 
@@ -191,7 +211,12 @@ def test_S9_5_float64_keeps_float64_constants():
 
 
 def _good():
-    return np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.ones((2, 3), bool)
+    return (
+        np.zeros((2, 3), np.float32),
+        np.zeros((2, 3), np.float32),
+        np.zeros((2, 3), np.float32),
+        np.ones((2, 3), bool),
+    )
 
 
 BAD_VALUES = {
@@ -204,7 +229,10 @@ BAD_VALUES = {
     "num_tokens_negative": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", -1), {}),
     "num_tokens_nan": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("nan")), {}),
     "num_tokens_inf": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("inf")), {}),
-    "num_seqs_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "seq-mean-token-sum", None, np.ones(2)), {}),
+    "num_seqs_shape": lambda lp, olp, adv, m, cfg: (
+        (lp, olp, adv, m, cfg, "seq-mean-token-sum", None, np.ones(2)),
+        {},
+    ),
     "norm_length": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg), {"norm_length": 0.0}),
 }
 BAD_TYPES = {
@@ -252,7 +280,13 @@ def test_S9_6_type_errors_name_the_argument(name):
         cegppo.policy_loss(*args, **kwargs)
     with pytest.raises(TypeError) as got:
         cg.policy_loss(*_as_jax(args), **kwargs)
-    arg = name.removesuffix("_int").removesuffix("_bool").removesuffix("_float").removesuffix("_str").removesuffix("_complex")
+    arg = (
+        name.removesuffix("_int")
+        .removesuffix("_bool")
+        .removesuffix("_float")
+        .removesuffix("_str")
+        .removesuffix("_complex")
+    )
     assert arg in str(got.value)
 
 
@@ -283,3 +317,30 @@ def test_S9_6_validate_checks_valid_positions_eagerly_and_refuses_tracers():
         jax.jit(lambda x: cg.policy_loss(x, olp, adv, m, cfg, validate=True))(lp)
     with pytest.raises(ValueError, match="traced"):
         jax.grad(lambda x: cg.policy_loss(x, olp, adv, m, cfg, validate=True))(jnp.asarray(lp))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_S9_subnormal_advantages_read_as_zero_or_their_sign(dtype):
+    """A subnormal advantage: XLA on CPU flushes it to 0 (A = 0 region), NumPy keeps its sign.
+
+    Either reading is accepted (docs/backends.md, "Subnormal numbers"), but nothing else: the
+    regions are those of A = 0 or of the reference, and value and gradient are 0 to within the
+    subnormal itself (no NaN, no inf, no spurious clip weight).
+    """
+    tiny = np.finfo(np.dtype(dtype)).smallest_subnormal
+    adv = np.array([tiny, -tiny, tiny, -tiny], dtype)
+    logr = np.array([1.0, -1.0, 0.0, 3.0], dtype)  # clip_high / clip_low / inside / dual clip if A != 0
+    lp = np.full(4, -1.0, dtype)
+    args = [a[None, :] for a in (lp, lp - logr, adv)]
+    cfg = cegppo.presets.ce_gppo_official()
+    got = [to_np(r) for r in cg.token_regions(*(jnp.asarray(a) for a in args), cfg)]
+    want = list(cegppo.token_regions(*args, cfg))
+    as_zero = list(cegppo.token_regions(args[0], args[1], np.zeros_like(args[2]), cfg))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True)) or all(
+        np.array_equal(g, z) for g, z in zip(got, as_zero, strict=True)
+    ), (got, want, as_zero)
+    mask = np.ones((1, 4), bool)
+    loss, grad = jax.value_and_grad(lambda x: cg.policy_loss(x, args[1], args[2], mask, cfg))(
+        jnp.asarray(args[0])
+    )
+    assert abs(float(loss)) <= 20 * tiny and np.all(np.abs(to_np(grad)) <= 20 * tiny)
