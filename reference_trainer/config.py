@@ -25,7 +25,7 @@ __all__ = ["TrainConfig", "cegppo_config", "field_docs", "parse_args"]
 
 @dataclass
 class TrainConfig:
-    """Every knob of `cegppo-train`. Defaults: the embedded addition task on a tiny model, about a minute on 2 CPU cores."""
+    """Every knob of `cegppo-train`. Defaults: the embedded addition task on a tiny model, 1-3 min on 2 CPU cores."""
 
     # --- run ---------------------------------------------------------------------------------------------------------
     out: str = "runs/cegppo"
