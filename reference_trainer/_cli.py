@@ -8,6 +8,7 @@ Ctrl-C exits with status 130, leaving only complete checkpoints and complete met
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import TrainConfig, add_arguments
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = parse_args(argv)
         rows = train(cfg)
-        if rows:
+        if rows and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
             first, last = rows[0], rows[-1]
             print(
                 f"done: step {last['step']}, reward {first['reward']:.3f} -> {last['reward']:.3f}, "

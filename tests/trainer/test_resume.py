@@ -116,3 +116,37 @@ def test_write_text_atomic_leaves_old_content_on_failure(tmp_path: Path, monkeyp
     with pytest.raises(OSError):
         ckpt.write_text_atomic(path, "new\n")
     assert path.read_text() == "old\n"
+
+
+def test_ctrl_c_exits_130_leaving_complete_files(
+    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during step 3 (here: in the rollout) exits 130; checkpoint 2 and metrics lines 1-2 are complete,
+    and --resume finishes the run exactly."""
+    import sys
+
+    from _trainer_helpers import TINY
+    from cegppo.trainer._cli import main
+
+    train_module = sys.modules["cegppo.trainer.train"]
+    real_generate = train_module.generate
+    calls = {"n": 0}
+
+    def interrupted(*a: object, **k: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_generate(*a, **k)
+
+    out = tmp_path / "ctrl_c"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if not isinstance(v, bool)]
+    argv = [*flags, "--no-progress", "--no-plots", f"--total-steps={N}", "--save-every=2", "--out", str(out)]
+    monkeypatch.setattr(train_module, "generate", interrupted)
+    assert main(argv) == 130
+    assert "continue with --resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert [r["step"] for r in read_rows(out)] == [1, 2]  # every line complete JSON
+    assert ckpt.latest_checkpoint(out) == out / "checkpoints" / "step_000002"
+    assert main([*argv, "--resume"]) == 0
+    assert without_timing(read_rows(out)) == without_timing(read_rows(straight))
+    assert_same_weights(latest_weights(out), latest_weights(straight))
