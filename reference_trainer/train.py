@@ -198,6 +198,9 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
     elif is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")  # a fresh run starts a fresh log (old checkpoints are replaced as it saves)
+        # ... and forgets the previous run's `latest`: a --resume after a kill before this run's first save
+        # starts fresh instead of continuing the old run's weights under the new log.
+        (out / "checkpoints" / "latest").unlink(missing_ok=True)
         ckpt.write_text_atomic(out / "config.json", json.dumps({**vars(cfg), "cegppo": loss_cfg.as_dict()}, indent=2))
     if world > 1:
         dist.barrier()

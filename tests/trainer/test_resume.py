@@ -150,3 +150,23 @@ def test_ctrl_c_exits_130_leaving_complete_files(
     assert main([*argv, "--resume"]) == 0
     assert without_timing(read_rows(out)) == without_timing(read_rows(straight))
     assert_same_weights(latest_weights(out), latest_weights(straight))
+
+
+def test_a_fresh_run_in_a_used_folder_does_not_resume_the_old_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    out = tmp_path / "reused"
+    train(tiny_config(out, total_steps=2, save_every=1, seed=1))
+
+    def killed(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["cegppo.trainer.train"], "generate", killed)
+    with pytest.raises(KeyboardInterrupt):  # a fresh run, killed in its first step
+        train(tiny_config(out, total_steps=2, seed=2))
+    monkeypatch.undo()
+    assert ckpt.latest_checkpoint(out) is None  # not the seed-1 run's step 2
+    rows = train(tiny_config(out, total_steps=1, seed=2, resume=True))
+    assert [r["step"] for r in rows] == [1]
