@@ -1,0 +1,622 @@
+"""cegppo.torch.fused_linear_policy_loss (issue 5): the fused LM head equals the unfused path.
+
+The unfused path is `logits = (hidden @ weight.T + bias) / temperature` -> `token_log_probs` /
+`entropy` -> `policy_loss` - entropy_coef * `aggregate_loss(H)` (spec S3, S8, S11). Every test
+compares the fused loss, its metrics (spec S10, S11) and its gradients w.r.t. hidden, weight and
+bias with (a) the NumPy reference evaluated in float64 on the same (dtype-rounded) inputs, its
+gradients assembled from the reference's analytic `policy_loss_grad`, `token_log_probs_grad` and
+`entropy_grad` by the chain rule, and (b) the same backend's unfused path under autograd. Draws
+cover every aggregation mode (S8.1), global normalizers (S8.3), chunk sizes that do and do not
+divide the number of valid tokens, masked rows holding garbage (S9.3), empty batches (S8.4,
+S9.4), dual clip (S7), temperature, bias and the entropy bonus; log-ratios are drawn in every
+region (S2) and moved away from the region boundaries (kinks) for gradient comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cegppo
+import cegppo.torch as cg
+import numpy as np
+import pytest
+import torch
+from cegppo.torch._fused import FUSED_METRIC_KEYS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch_cases import CONFIGS, TOL, away_from_kinks, to_np
+
+REGIONS = ("clip_low", "clip_high", "dual_clip", "inside")
+FINITE = {"allow_nan": False, "allow_infinity": False}
+
+
+# --------------------------------------------------------------------------------------------
+# inputs and the two reference paths
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def fused_cases(
+    draw: Any, *, max_b: int = 3, max_t: int = 5, max_h: int = 5, max_v: int = 9
+) -> dict[str, Any]:
+    """A float64 NumPy fused-head problem with every option drawn (all draws labelled).
+
+    old_log_prob is set from the float64 log-probs of the drawn head and a drawn log-ratio, so
+    every region of spec S2 is populated; the log-ratio is kept >= 1e-3 away from the kinks.
+    """
+    b = draw(st.integers(1, max_b), label="B")
+    t = draw(st.integers(1, max_t), label="T")
+    h = draw(st.integers(1, max_h), label="H")
+    v = draw(st.integers(2, max_v), label="V")
+    unit = st.floats(-1.5, 1.5, **FINITE)
+    hidden = draw(hnp.arrays(np.float64, (b, t, h), elements=unit), label="hidden")
+    weight = draw(hnp.arrays(np.float64, (v, h), elements=unit), label="weight")
+    bias = draw(st.none() | hnp.arrays(np.float64, (v,), elements=unit), label="bias")
+    ids = draw(hnp.arrays(np.int64, (b, t), elements=st.integers(0, v - 1)), label="token_ids")
+    mask = draw(hnp.arrays(np.bool_, (b, t)), label="mask")
+    cfg = draw(st.sampled_from(CONFIGS), label="cfg")
+    per_seq = draw(st.booleans(), label="per-sequence advantages")
+    adv = draw(
+        hnp.arrays(
+            np.float64, (b,) if per_seq else (b, t), elements=st.just(0.0) | st.floats(-2, 2, **FINITE)
+        ),
+        label="advantages",
+    )
+    logr = draw(hnp.arrays(np.float64, (b, t), elements=st.floats(-1.2, 1.2, **FINITE)), label="logr")
+    tau = draw(st.sampled_from([1.0, 0.7, 1.6]), label="temperature")
+    ecoef = draw(st.sampled_from([0.0, 0.01, -0.3]), label="entropy_coef")
+    agg = draw(st.sampled_from(cegppo.AGG_MODES), label="agg")
+    n_valid, n_rows = int(mask.sum()), int(mask.any(-1).sum())
+    num_tokens = draw(st.none() | st.just(n_valid + 3), label="num_tokens")
+    num_seqs = draw(st.none() | st.just(n_rows + 2), label="num_seqs")
+    norm_length = (
+        draw(st.none() | st.just(7.0), label="norm_length") if agg == "seq-mean-token-sum-norm" else None
+    )
+    chunk = draw(st.none() | st.integers(1, max(1, n_valid + 2)), label="chunk_size")
+    z = (hidden @ weight.T + (0 if bias is None else bias)) / tau
+    lp = cegppo.token_log_probs(z, ids)
+    olp = lp - away_from_kinks(logr, cfg)
+    return {
+        "hidden": hidden, "weight": weight, "bias": bias, "token_ids": ids, "old_log_prob": olp,
+        "advantages": adv, "mask": mask, "cfg": cfg, "temperature": tau, "entropy_coef": ecoef,
+        "agg": agg, "num_tokens": num_tokens, "num_seqs": num_seqs, "norm_length": norm_length,
+        "chunk_size": chunk,
+    }  # fmt: skip
+
+
+def _kw(case: dict[str, Any]) -> dict[str, Any]:
+    keys = ("temperature", "entropy_coef", "agg", "num_tokens", "num_seqs", "norm_length")
+    return {k: case[k] for k in keys}
+
+
+def reference(case: dict[str, Any]) -> tuple[float, dict[str, float], dict[str, np.ndarray | None]]:
+    """Loss, metrics and gradients from the NumPy reference in float64 (analytic chain rule).
+
+    dloss/dz = token_log_probs_grad(z, a, dloss/dl) + entropy_grad(z, -entropy_coef c)
+    dloss/dh = (dloss/dz) W / tau,  dloss/dW = (dloss/dz)^T h / tau,  dloss/db = sum (dloss/dz) / tau
+    """
+    m = np.asarray(case["mask"], bool)
+    hid = np.where(m[..., None], np.asarray(case["hidden"], np.float64), 0.0)  # garbage rows never reach z
+    ids = np.where(m, case["token_ids"], 0)
+    w_ = np.asarray(case["weight"], np.float64)
+    b_ = None if case["bias"] is None else np.asarray(case["bias"], np.float64)
+    olp, adv, cfg, tau = case["old_log_prob"], case["advantages"], case["cfg"], case["temperature"]
+    agg_kw = {
+        "num_tokens": case["num_tokens"],
+        "num_seqs": case["num_seqs"],
+        "norm_length": case["norm_length"],
+    }
+    z = (hid @ w_.T + (0 if b_ is None else b_)) / tau
+    lp = cegppo.token_log_probs(z, ids)
+    ent = cegppo.entropy(z)
+    c = cegppo.aggregation_weights(m, case["agg"], **agg_kw)
+    ecoef = case["entropy_coef"]
+    loss = cegppo.policy_loss(lp, olp, adv, m, cfg, case["agg"], **agg_kw) - ecoef * cegppo.aggregate_loss(
+        np.where(m, ent, 0.0), m, case["agg"], **agg_kw
+    )
+    g_lp = cegppo.policy_loss_grad(lp, olp, adv, m, cfg, case["agg"], **agg_kw)
+    gz = (cegppo.token_log_probs_grad(z, ids, g_lp) + cegppo.entropy_grad(z, -ecoef * c)) / tau
+    grads: dict[str, np.ndarray | None] = {
+        "hidden": gz @ w_,
+        "weight": np.einsum("btv,bth->vh", gz, hid),
+        "bias": None if b_ is None else gz.sum((0, 1)),
+    }
+    metrics = {k: float(v) for k, v in cegppo.policy_metrics(lp, olp, adv, m, cfg).items()}
+    metrics["entropy_mean"] = float(np.sum(np.where(m, ent, 0.0)) / max(int(m.sum()), 1))
+    dent = cegppo.entropy_change_first_order(z, ids, -g_lp)  # w_t = c_t F_t A_t = -dloss/dl_t
+    regions = cegppo.token_regions(lp, olp, adv, cfg)
+    for name in REGIONS:
+        metrics[f"entropy_change_{name}"] = float(np.sum(np.where(getattr(regions, name) & m, dent, 0.0)))
+    return float(loss), metrics, grads
+
+
+def tensors(case: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    """The case as torch tensors; hidden, weight, bias in `dtype` with requires_grad."""
+
+    def leaf(x: np.ndarray | None) -> torch.Tensor | None:
+        return None if x is None else torch.tensor(x, dtype=dtype).requires_grad_()
+
+    return {
+        "hidden": leaf(case["hidden"]),
+        "weight": leaf(case["weight"]),
+        "bias": leaf(case["bias"]),
+        "token_ids": torch.tensor(case["token_ids"]),
+        "old_log_prob": torch.tensor(case["old_log_prob"], dtype=dtype),
+        "advantages": torch.tensor(case["advantages"], dtype=dtype),
+        "mask": torch.tensor(case["mask"]),
+    }
+
+
+def run_fused(
+    case: dict[str, Any], t: dict[str, Any], **over: Any
+) -> tuple[torch.Tensor, dict[str, Any], dict]:
+    kw = {**_kw(case), "chunk_size": case["chunk_size"], **over}
+    loss, metrics = cg.fused_linear_policy_loss(
+        t["hidden"], t["weight"], t["token_ids"], t["old_log_prob"], t["advantages"], t["mask"], case["cfg"],
+        bias=t["bias"], **kw,
+    )  # fmt: skip
+    leaves = {k: t[k] for k in ("hidden", "weight", "bias") if t[k] is not None}
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+    return loss, metrics, grads
+
+
+def run_unfused(case: dict[str, Any], t: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], dict]:
+    """The same backend's path through full (B, T, V) logits, differentiated by autograd."""
+    kw = _kw(case)
+    agg_kw = {k: kw[k] for k in ("num_tokens", "num_seqs", "norm_length")}
+    m = t["mask"]
+    z = t["hidden"] @ t["weight"].T
+    if t["bias"] is not None:
+        z = z + t["bias"]
+    z = z / kw["temperature"]
+    lp = cg.token_log_probs(z, t["token_ids"])
+    ent = cg.entropy(z)
+    cfg = case["cfg"]
+    loss = cg.policy_loss(lp, t["old_log_prob"], t["advantages"], m, cfg, kw["agg"], **agg_kw)
+    if kw["entropy_coef"]:
+        loss = loss - kw["entropy_coef"] * cg.aggregate_loss(ent, m, kw["agg"], **agg_kw)
+    leaves = {k: t[k] for k in ("hidden", "weight", "bias") if t[k] is not None}
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+    with torch.no_grad():
+        metrics: dict[str, Any] = dict(cg.policy_metrics(lp, t["old_log_prob"], t["advantages"], m, cfg))
+        metrics["entropy_mean"] = torch.where(m, ent, 0).sum() / max(int(m.sum()), 1)
+        c = cg.aggregation_weights(m, kw["agg"], dtype=lp.dtype, **agg_kw)
+        adv = t["advantages"]
+        adv_bt = adv if adv.dim() == 2 else adv[:, None].expand_as(lp)
+        f = cg.grad_weight(lp, t["old_log_prob"], adv, cfg)
+        fa = torch.where(adv_bt == 0, 0.0, f * adv_bt)  # w_t = c_t F_t A_t
+        dent = cg.entropy_change_first_order(z, t["token_ids"], c * fa)
+        regions = cg.token_regions(lp, t["old_log_prob"], t["advantages"], cfg)
+        for name in REGIONS:
+            metrics[f"entropy_change_{name}"] = torch.where(getattr(regions, name) & m, dent, 0).sum()
+    return loss, metrics, grads
+
+
+def rounded(case: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    """The case with its floating inputs rounded to `dtype` (what the backend actually sees)."""
+    out = dict(case)
+    for k in ("hidden", "weight", "bias", "old_log_prob", "advantages"):
+        if out[k] is not None:
+            out[k] = to_np(torch.tensor(out[k]).to(dtype))
+    return out
+
+
+def assert_close(name: str, got: Any, want: Any, tol: tuple[float, float]) -> None:
+    got_np, want_np = np.asarray(to_np(got) if isinstance(got, torch.Tensor) else got), np.asarray(want)
+    np.testing.assert_allclose(got_np, want_np, rtol=tol[0], atol=tol[1], err_msg=name)
+
+
+def assert_matches(
+    got: tuple[torch.Tensor, dict[str, Any], dict], want: tuple[Any, dict[str, Any], dict], dtype: torch.dtype
+) -> None:
+    loss, metrics, grads = got
+    w_loss, w_metrics, w_grads = want
+    assert_close("loss", loss, w_loss, TOL[dtype]["value"])
+    assert set(metrics) == set(FUSED_METRIC_KEYS)
+    for key, value in w_metrics.items():
+        assert_close(f"metric {key}", metrics[key], value, TOL[dtype]["value"])
+    for key, g in w_grads.items():
+        if g is None:
+            continue
+        assert grads[key].dtype == dtype, key
+        assert_close(f"grad {key}", grads[key], g, TOL[dtype]["grad"])
+
+
+# --------------------------------------------------------------------------------------------
+# equality with the reference and the unfused path
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@settings(max_examples=25)
+@given(case=fused_cases())
+def test_matches_numpy_reference_and_unfused_path(dtype: torch.dtype, case: dict[str, Any]) -> None:
+    """S3, S4, S8, S10, S11, issue 5: loss, metrics and d/d(hidden, weight, bias) equal (a) the
+    float64 NumPy reference on the same rounded inputs and (b) this backend's full-logits path."""
+    got = run_fused(case, tensors(case, dtype))
+    assert got[0].dtype == dtype
+    assert_matches(got, reference(rounded(case, dtype)), dtype)
+    loss, metrics, grads = run_unfused(case, tensors(case, dtype))
+    want = (to_np(loss), {k: to_np(v) for k, v in metrics.items()}, {k: to_np(g) for k, g in grads.items()})
+    assert_matches(got, want, dtype)
+
+
+@settings(max_examples=8)
+@given(case=fused_cases(max_b=2, max_t=3, max_h=3, max_v=5))
+def test_central_differences_float64(case: dict[str, Any]) -> None:
+    """gradcheck-style: the gradients equal float64 central differences of the fused loss itself.
+
+    (torch.autograd.gradcheck proper runs backward twice on one graph, which this function refuses
+    by design: its gradients are computed in forward and scaled in place.) The step 1e-6 moves a
+    log-ratio far less than the 1e-3 gap kept from the region boundaries.
+    """
+    t = tensors(case, torch.float64)
+    _, _, grads = run_fused(case, t)
+    t = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+    step = 1e-6
+    for name, g in grads.items():
+        x = t[name].detach()
+        fd = torch.zeros_like(x).view(-1)
+        for i in range(x.numel()):
+            vals = []
+            for sign in (1.0, -1.0):
+                t2 = dict(t)
+                xp = x.clone().view(-1)
+                xp[i] += sign * step
+                t2[name] = xp.view_as(x)
+                vals.append(float(cg.fused_linear_policy_loss(
+                    t2["hidden"], t2["weight"], t2["token_ids"], t2["old_log_prob"], t2["advantages"],
+                    t2["mask"], case["cfg"], bias=t2["bias"], chunk_size=case["chunk_size"], **_kw(case),
+                )[0]))  # fmt: skip
+            fd[i] = (vals[0] - vals[1]) / (2 * step)
+        np.testing.assert_allclose(to_np(g).reshape(-1), to_np(fd), rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+@settings(max_examples=15)
+@given(case=fused_cases(max_b=3, max_t=6), data=st.data())
+def test_chunk_size_does_not_change_the_result(case: dict[str, Any], data: st.DataObject) -> None:
+    """Chunks of 1, of a size that does not divide the valid-token count, and of all tokens agree."""
+    base = run_fused(case, tensors(case, torch.float64), chunk_size=10_000)
+    chunk = data.draw(st.integers(1, 4), label="chunk_size")
+    other = run_fused(case, tensors(case, torch.float64), chunk_size=chunk)
+    tol = TOL[torch.float64]["value"]
+    assert_close("loss", other[0], to_np(base[0]), tol)
+    for k in base[1]:
+        assert_close(k, other[1][k], to_np(base[1][k]), tol)
+    for k in base[2]:
+        assert_close(k, other[2][k], to_np(base[2][k]), tol)
+
+
+# --------------------------------------------------------------------------------------------
+# masks, empty batches, dual clip, bf16
+# --------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=15)
+@given(case=fused_cases())
+def test_masked_garbage_changes_nothing(case: dict[str, Any]) -> None:
+    """S9.3: NaN/inf hidden rows, -100 token ids and NaN old log-probs at masked positions are inert."""
+    t_clean = tensors(case, torch.float64)
+    clean = run_fused(case, t_clean)
+    dirty_case = dict(case)
+    m = case["mask"]
+    dirty_case["hidden"] = np.where(m[..., None], case["hidden"], np.nan)
+    dirty_case["hidden"][..., 0] = np.where(m, case["hidden"][..., 0], np.inf)
+    dirty_case["token_ids"] = np.where(m, case["token_ids"], -100)
+    dirty_case["old_log_prob"] = np.where(m, case["old_log_prob"], np.nan)
+    dirty = run_fused(dirty_case, tensors(dirty_case, torch.float64))
+    assert torch.equal(dirty[0], clean[0])
+    for k in clean[1]:
+        assert torch.equal(dirty[1][k], clean[1][k]), k
+    for k in clean[2]:
+        assert torch.equal(dirty[2][k], clean[2][k]), k
+    assert not bool(dirty[2]["hidden"][torch.tensor(~m)].any())  # masked rows get exactly 0
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@pytest.mark.parametrize("shape", [(2, 3), (0, 3), (2, 0)], ids=["all-masked", "B=0", "T=0"])
+def test_empty_batch_is_zero_not_nan(agg: str, shape: tuple[int, int]) -> None:
+    """S8.4, S9.4: no valid token gives loss 0, metrics 0 and zero (not NaN) gradients."""
+    b, t = shape
+    hid = torch.full((b, t, 4), float("nan"), dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    ids = torch.full((b, t), -100)
+    olp = torch.full((b, t), float("nan"), dtype=torch.float64)
+    adv = torch.ones(b, t, dtype=torch.float64)
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    loss, metrics = cg.fused_linear_policy_loss(
+        hid, w, ids, olp, adv, mask, cegppo.presets.ce_gppo_official(), bias=bias, agg=agg, entropy_coef=0.1
+    )
+    loss.backward()
+    assert float(loss) == 0.0
+    assert all(float(v) == 0.0 for v in metrics.values()), metrics
+    for g in (hid.grad, w.grad, bias.grad):
+        assert g is not None and not bool(g.isnan().any()) and not bool(g.any())
+
+
+def test_dual_clip_tokens_have_no_gradient() -> None:
+    """S7: a token with A < 0 and delta > c has F = 0: it moves neither hidden nor weight."""
+    torch.manual_seed(0)
+    cfg = cegppo.presets.ce_gppo_official()  # c = 10
+    hid = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([[1, 3]])
+    with torch.no_grad():
+        lp = cg.token_log_probs(hid @ w.T, ids)
+    olp = lp - torch.tensor([[3.0, 0.05]], dtype=torch.float64)  # delta = e^3 > 10 (dual clip), then inside
+    adv = torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True]])
+    loss, metrics = cg.fused_linear_policy_loss(hid, w, ids, olp, adv, mask, cfg, agg="token-sum")
+    loss.backward()
+    assert float(metrics["dual_clip_frac"]) == 0.5
+    assert float(metrics["entropy_change_dual_clip"]) == 0.0
+    assert not bool(hid.grad[0, 0].any()) and bool(hid.grad[0, 1].any())
+    assert float(loss) == pytest.approx(10.0 - math.exp(0.05), rel=1e-12)  # -(cA) - delta A
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@settings(max_examples=15)
+@given(case=fused_cases())
+def test_half_inputs_compute_in_float32(dtype: torch.dtype, case: dict[str, Any]) -> None:
+    """S9.5: bf16/fp16 hidden and weight: float32 loss and metrics, gradients in the input dtype.
+
+    The GEMM result is rounded to the half dtype (as `nn.Linear` in that dtype does), so the
+    reference is the float64 computation on the rounded inputs with the logits rounded to `dtype`;
+    it is then as exact as float32, up to a single `dtype` ulp where the rounding of one logit
+    depends on the GEMM's accumulation order (bounded below by the logit's size).
+    """
+    t = tensors(case, dtype)
+    for k in ("old_log_prob", "advantages"):
+        t[k] = t[k].float()
+    got = run_fused(case, t)
+    assert got[0].dtype == torch.float32 and all(v.dtype == torch.float32 for v in got[1].values())
+    r = rounded(case, dtype)
+    r["old_log_prob"], r["advantages"] = case["old_log_prob"], case["advantages"]
+    loss_ref, metrics_ref, grads_ref = reference(r)
+    # one half-dtype ulp of the largest logit moves a log-prob by at most twice that much
+    z = (
+        np.abs(r["hidden"] @ r["weight"].T + (0 if r["bias"] is None else r["bias"])).max()
+        / case["temperature"]
+    )
+    ulp = float(torch.finfo(dtype).eps)
+    atol = 4 * ulp * max(z, 1.0)
+    assert_close("loss", got[0], loss_ref, (ulp, atol * 4))
+    # H = -sum pi log pi moves by at most |dz|max (1 + log V) when every logit moves by |dz|max
+    assert_close("entropy_mean", got[1]["entropy_mean"], metrics_ref["entropy_mean"],
+                 (ulp, atol * (1 + np.log(case["weight"].shape[0]))))  # fmt: skip
+    for k, g in grads_ref.items():
+        if g is not None:
+            assert got[2][k].dtype == dtype
+            scale = max(float(np.abs(g).max()), 1e-3)
+            assert_close(f"grad {k}", got[2][k].double(), g, (4 * ulp, 8 * atol * scale))
+
+
+# --------------------------------------------------------------------------------------------
+# the tests can fail; no (N, V) buffer; misuse
+# --------------------------------------------------------------------------------------------
+
+
+def _small_case(seed: int = 0, **over: Any) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    b, t, h, v = 2, 3, 4, 7
+    hidden, weight = rng.normal(size=(b, t, h)), rng.normal(size=(v, h))
+    ids = rng.integers(0, v, (b, t))
+    z = hidden @ weight.T
+    case = {
+        "hidden": hidden, "weight": weight, "bias": rng.normal(size=v), "token_ids": ids,
+        "old_log_prob": cegppo.token_log_probs(z, ids) - rng.normal(0, 0.4, (b, t)),
+        "advantages": rng.normal(size=(b, t)), "mask": np.array([[1, 1, 0], [1, 0, 1]], bool),
+        "cfg": cegppo.presets.ce_gppo_official(), "temperature": 1.0, "entropy_coef": 0.05, "agg": "token-mean",
+        "num_tokens": None, "num_seqs": None, "norm_length": None, "chunk_size": 2,
+    }  # fmt: skip
+    case.update(over)
+    return case
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["weight", "hidden", "bias", "temperature", "entropy_coef", "token_ids", "mask"],
+)
+def test_the_comparison_detects_a_changed_input(change: str) -> None:
+    """Guard against a vacuous comparison: perturbing one input moves the loss or a gradient
+    beyond the float64 tolerance, so a fused implementation that ignored it would fail."""
+    case = _small_case()
+    base = run_fused(case, tensors(case, torch.float64))
+    other = dict(case)
+    if change in ("weight", "hidden", "bias"):
+        other[change] = case[change] + 1e-3 * np.sign(case[change] + 0.5)
+    elif change == "temperature":
+        other["temperature"] = 1.01
+    elif change == "entropy_coef":
+        other["entropy_coef"] = 0.06
+    elif change == "token_ids":
+        other["token_ids"] = (case["token_ids"] + 1) % case["weight"].shape[0]
+    else:
+        other["mask"] = case["mask"].copy()
+        other["mask"][0, 2] = True
+    got = run_fused(other, tensors(other, torch.float64))
+    with pytest.raises(AssertionError):
+        assert_matches(got, (to_np(base[0]), {k: to_np(v) for k, v in base[1].items()},
+                             {k: to_np(g) for k, g in base[2].items()}), torch.float64)  # fmt: skip
+
+
+def test_micro_batches_sum_to_the_full_batch() -> None:
+    """S8.3: with the global num_tokens / num_seqs, the losses and gradients of two halves add up."""
+    for agg in cegppo.AGG_MODES:
+        case = _small_case(agg=agg, chunk_size=None)
+        n_tok, n_seq = int(case["mask"].sum()), int(case["mask"].any(-1).sum())
+        full = run_fused(case, tensors(case, torch.float64))
+        parts = []
+        for rows in (slice(0, 1), slice(1, 2)):
+            part = dict(case, num_tokens=n_tok, num_seqs=n_seq, norm_length=3.0)
+            for k in ("hidden", "token_ids", "old_log_prob", "advantages", "mask"):
+                part[k] = case[k][rows]
+            parts.append(run_fused(part, tensors(part, torch.float64)))
+        full_l = run_fused(dict(case, norm_length=3.0), tensors(case, torch.float64))
+        tol = TOL[torch.float64]["value"]
+        assert_close(f"{agg} loss", parts[0][0] + parts[1][0], to_np(full_l[0]), tol)
+        assert_close(f"{agg} grad weight", parts[0][2]["weight"] + parts[1][2]["weight"],
+                     to_np(full_l[2]["weight"]), tol)  # fmt: skip
+        assert full[0].isfinite()
+
+
+class _LargestAllocation(TorchDispatchMode):
+    """Records the largest number of elements of any tensor produced by an op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for x in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(x, torch.Tensor):
+                self.largest = max(self.largest, x.numel())
+        return out
+
+
+def test_no_tokens_by_vocab_tensor_is_ever_allocated() -> None:
+    """Issue 5: peak extra memory is O(chunk x V): no op, forward or backward, yields N x V elements.
+
+    N = 256 valid tokens, V = 300, H = 8, chunk 16: the largest tensors allowed are the weight
+    gradient (V x H = 2400) and a chunk's logits (16 x 300 = 4800); the unfused path's logits hold
+    N x V = 76800 elements, which the same probe sees (so the probe can fail).
+    """
+    torch.manual_seed(0)
+    b, t, h, v = 4, 64, 8, 300
+    hid = torch.randn(b, t, h, requires_grad=True)
+    w = torch.randn(v, h, requires_grad=True)
+    ids = torch.randint(0, v, (b, t))
+    olp = -torch.rand(b, t) * 5
+    adv = torch.randn(b, t)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    cfg = cegppo.presets.ce_gppo_official()
+    with _LargestAllocation() as probe:
+        loss, _ = cg.fused_linear_policy_loss(
+            hid, w, ids, olp, adv, mask, cfg, chunk_size=16, entropy_coef=0.01
+        )
+        loss.backward()
+    assert probe.largest <= 16 * v, probe.largest
+    with _LargestAllocation() as probe_unfused:
+        lp = cg.token_log_probs(hid @ w.T, ids)
+        cg.policy_loss(lp, olp, adv, mask, cfg).backward()
+    assert probe_unfused.largest >= b * t * v
+
+
+def test_second_backward_is_refused() -> None:
+    """The gradients are computed in forward and scaled in place: a second backward would be wrong."""
+    case = _small_case()
+    t = tensors(case, torch.float64)
+    loss, _ = cg.fused_linear_policy_loss(
+        t["hidden"], t["weight"], t["token_ids"], t["old_log_prob"], t["advantages"], t["mask"], case["cfg"]
+    )
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()
+
+
+def test_gradient_scales_with_the_upstream_gradient_and_respects_requires_grad() -> None:
+    """d(3 loss) = 3 d loss; only the leaves that require grad receive one."""
+    case = _small_case()
+    t = tensors(case, torch.float64)
+    t["weight"].requires_grad_(False)
+    loss, _ = cg.fused_linear_policy_loss(
+        t["hidden"], t["weight"], t["token_ids"], t["old_log_prob"], t["advantages"], t["mask"], case["cfg"],
+        bias=t["bias"],
+    )  # fmt: skip
+    (3 * loss).backward()
+    _, _, want = reference(dict(case, entropy_coef=0.0))
+    assert t["weight"].grad is None
+    assert_close("hidden", t["hidden"].grad, 3 * want["hidden"], TOL[torch.float64]["grad"])
+    assert_close("bias", t["bias"].grad, 3 * want["bias"], TOL[torch.float64]["grad"])
+
+
+def _args() -> tuple[list[Any], Any]:
+    case = _small_case()
+    t = tensors(case, torch.float32)
+    return [t["hidden"], t["weight"], t["token_ids"], t["old_log_prob"], t["advantages"], t["mask"]], case[
+        "cfg"
+    ]
+
+
+BAD_CALLS: list[tuple[str, Any, type[Exception], str]] = [
+    ("hidden 2-D", lambda a: a.__setitem__(0, a[0][0]), ValueError, "hidden"),
+    ("hidden not a tensor", lambda a: a.__setitem__(0, a[0].detach().numpy()), TypeError, "hidden"),
+    ("hidden integer", lambda a: a.__setitem__(0, a[0].detach().long()), TypeError, "hidden"),
+    ("weight wrong H", lambda a: a.__setitem__(1, a[1][:, :2]), ValueError, "weight"),
+    ("weight 1-D", lambda a: a.__setitem__(1, a[1][0]), ValueError, "weight"),
+    ("token_ids float", lambda a: a.__setitem__(2, a[2].double()), TypeError, "token_ids"),
+    ("token_ids shape", lambda a: a.__setitem__(2, a[2][:, :2]), ValueError, "token_ids"),
+    ("old_log_prob shape", lambda a: a.__setitem__(3, a[3][:1]), ValueError, "old_log_prob"),
+    ("old_log_prob int", lambda a: a.__setitem__(3, a[3].long()), TypeError, "old_log_prob"),
+    ("advantages shape", lambda a: a.__setitem__(4, a[4][:, :1]), ValueError, "advantages"),
+    ("mask shape", lambda a: a.__setitem__(5, a[5][:1]), ValueError, "mask"),
+    ("mask float", lambda a: a.__setitem__(5, a[5].float()), TypeError, "mask"),
+]
+
+
+@pytest.mark.parametrize("what,edit,exc,name", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_arrays_are_refused_naming_the_argument(
+    what: str, edit: Any, exc: type[Exception], name: str
+) -> None:
+    """S9.6: shape/dtype errors raise ValueError/TypeError naming the argument."""
+    args, cfg = _args()
+    edit(args)
+    with pytest.raises(exc, match=name):
+        cg.fused_linear_policy_loss(*args, cfg)
+
+
+BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"bias": torch.zeros(3)}, ValueError, "bias"),
+    ({"bias": torch.zeros(7, dtype=torch.long)}, TypeError, "bias"),
+    ({"temperature": 0.0}, ValueError, "temperature"),
+    ({"temperature": float("nan")}, ValueError, "temperature"),
+    ({"temperature": "1"}, TypeError, "temperature"),
+    ({"entropy_coef": float("inf")}, ValueError, "entropy_coef"),
+    ({"entropy_coef": None}, TypeError, "entropy_coef"),
+    ({"chunk_size": 0}, ValueError, "chunk_size"),
+    ({"chunk_size": 2.0}, TypeError, "chunk_size"),
+    ({"chunk_size": True}, TypeError, "chunk_size"),
+    ({"agg": "mean"}, ValueError, "agg"),
+    ({"num_tokens": -1}, ValueError, "num_tokens"),
+    ({"num_seqs": "2"}, TypeError, "num_seqs"),
+    ({"norm_length": 0.0}, ValueError, "norm_length"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,name", BAD_OPTIONS, ids=[f"{next(iter(k))}={next(iter(k.values()))!r}"[:40]
+                                                          for k, _, _ in BAD_OPTIONS])  # fmt: skip
+def test_bad_options_are_refused_naming_the_argument(
+    kw: dict[str, Any], exc: type[Exception], name: str
+) -> None:
+    """S9.6: invalid hyperparameters raise ValueError/TypeError naming the argument."""
+    args, cfg = _args()
+    with pytest.raises(exc, match=name):
+        cg.fused_linear_policy_loss(*args, cfg, **kw)
+
+
+def test_validate_checks_token_ids_and_finite_values() -> None:
+    """validate=True: ids outside [0, V) and non-finite old log-probs at valid positions are refused."""
+    args, cfg = _args()
+    args[2] = args[2].clone()
+    args[2][0, 0] = 7  # V = 7, and (0, 0) is valid
+    with pytest.raises(ValueError, match="token_ids"):
+        cg.fused_linear_policy_loss(*args, cfg, validate=True)
+    args, cfg = _args()
+    args[3] = args[3].clone()
+    args[3][1, 0] = float("inf")
+    with pytest.raises(ValueError, match="old_log_prob"):
+        cg.fused_linear_policy_loss(*args, cfg, validate=True)
+    args[3][1, 0] = 0.0
+    args[3][0, 2] = float("nan")  # masked: fine
+    cg.fused_linear_policy_loss(*args, cfg, validate=True)
+
+
+def test_bad_config_is_refused() -> None:
+    args, _ = _args()
+    with pytest.raises(TypeError, match="cfg"):
+        cg.fused_linear_policy_loss(*args, {"eps_low": 0.2})
