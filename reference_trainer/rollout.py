@@ -121,4 +121,5 @@ class PolicyForward(torch.nn.Module):
             return h[:, lp - 1 : lp - 1 + t], head.weight, getattr(head, "bias", None)
         # logits_to_keep = T + 1 keeps positions Lp-1 .. Lp+T-1; the last one predicts past the response.
         out = self.model(input_ids=ids, attention_mask=mask.long(), position_ids=pos, logits_to_keep=t + 1)
-        return out.logits[:, :-1].float() / temperature
+        # Slicing the last T + 1 positions also holds if an older transformers ignores logits_to_keep.
+        return out.logits[:, -(t + 1) : -1].float() / temperature
