@@ -13,8 +13,8 @@ populated), against:
 - verl's own `compute_policy_loss_vanilla`, when verl is installed.
 
 Timed: `loss = f(...)` then the gradient w.r.t. log_prob (`torch.autograd.grad`,
-`jax.value_and_grad`), median of `--repeats` runs after warm-up (compilation excluded, reported
-separately). Memory: bytes saved for backward per token (torch, eager and compiled: unique storages captured by
+`jax.value_and_grad`), median and min of `--repeats` rounds after warm-up, the implementations
+timed round-robin (compilation excluded, the first call reported separately). Memory: bytes saved for backward per token (torch, eager and compiled: unique storages captured by
 `saved_tensors_hooks`, inputs excluded) and XLA's temp buffer size per token (JAX,
 `compiled.memory_analysis()`); CPU has no allocator peak counter, so these are the honest figures.
 
@@ -179,7 +179,8 @@ class Row:
 
 def time_rows(rows: list[Row], repeats: int, warmup: int) -> None:
     """Warm every implementation up, then time them round-robin (one call of each per round), so a
-    burst of load on the shared machine hits all of them alike; median and min over the rounds."""
+    burst of load on the shared machine hits all of them alike; median and min over the rounds.
+    Called once per framework (see `main`)."""
     live = [r for r in rows if r.fn is not None]
     for r in live:
         for _ in range(warmup):
@@ -371,16 +372,22 @@ def main(argv: list[str] | None = None) -> None:
         versions += f", jax {jax.__version__} ({jax.default_backend()})"
     print(f"- {versions}; torch device {args.device}; config ce_gppo_official, agg token-mean")
     print(
-        f"- median of {args.repeats} runs after {args.warmup} warm-up runs; first call includes compilation"
+        f"- median (and min) of {args.repeats} rounds, implementations timed round-robin, after "
+        f"{args.warmup} warm-up runs; the first call (compilation included) is timed separately"
     )
+    if hasattr(os, "getloadavg"):
+        print(f"- load average at the start: {os.getloadavg()[0]:.2f} (1 min)")
     for b, t in sizes:
         x = make_inputs(b, t)
         rows, losses = torch_rows(x, args)
+        # One framework at a time: torch's OpenMP workers keep spinning for a while after a
+        # parallel region, and would slow down whichever XLA computation ran right after them.
+        time_rows(rows, args.repeats, args.warmup)
         if not args.no_jax:
             jrows, jlosses = jax_rows(x, args)
+            time_rows(jrows, args.repeats, args.warmup)
             rows += jrows
             losses.update(jlosses)
-        time_rows(rows, args.repeats, args.warmup)
         report(b, t, rows, losses)
     if hasattr(os, "getloadavg"):
         print(f"\n- load average at the end: {os.getloadavg()[0]:.2f} (1 min)")
