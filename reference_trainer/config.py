@@ -25,7 +25,7 @@ __all__ = ["TrainConfig", "cegppo_config", "field_docs", "parse_args"]
 
 @dataclass
 class TrainConfig:
-    """Every knob of `cegppo-train`. Defaults: the embedded addition task on a tiny model, 1-3 min on 2 CPU cores."""
+    """Every knob of `cegppo-train`. Defaults: the embedded addition task on a tiny model, under a minute on 2 CPU cores."""
 
     # --- run ---------------------------------------------------------------------------------------------------------
     out: str = "runs/cegppo"
@@ -44,8 +44,8 @@ class TrainConfig:
     """How many of the newest checkpoints to keep (older ones are deleted after a new one is complete)."""
     device: str = "auto"
     """`cpu`, `cuda`, `cuda:N` or `auto` (cuda when available; under torchrun each rank takes its LOCAL_RANK)."""
-    threads: int = 0
-    """torch intra-op threads on CPU; 0 = leave torch's default (one per core)."""
+    threads: int = 1
+    """torch intra-op threads on CPU; 0 = torch's default (one per core), thrashes on a busy machine."""
     progress: bool = True
     """Show a tqdm progress bar with the key figures (rank 0 only)."""
     plots: bool = True
