@@ -1,0 +1,393 @@
+"""cegppo.jax.fused_linear_policy_loss (issue 5): the fused LM head equals the unfused path, under jit.
+
+The unfused path is `logits = (hidden @ weight.T + bias) / temperature` -> `token_log_probs` /
+`entropy` -> `policy_loss` - entropy_coef * `aggregate_loss(H)` (spec S3, S8, S11). The fused
+loss is taken under `jax.jit(jax.value_and_grad(...))` and compared, value, metrics (S10, S11)
+and gradients w.r.t. hidden, weight and bias, with (a) the float64 NumPy reference on the same
+rounded inputs (gradients by the chain rule from the reference's analytic `policy_loss_grad`,
+`token_log_probs_grad`, `entropy_grad`) and (b) `jax.grad` of this backend's full-logits path.
+Shapes are fixed per test so that XLA compiles once per option set; values, masks, every
+aggregation mode (S8.1), global normalizers (S8.3), chunk sizes that do and do not divide B*T,
+temperature, bias, entropy bonus and all regions (S2, dual clip S7) are drawn. float64 needs
+`jax_enable_x64`, switched on by tests/jax/conftest.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import cegppo
+import cegppo.jax as cj
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from cegppo.jax._fused import FUSED_METRIC_KEYS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from jax_cases import CONFIGS, TOL, away_from_kinks, to_np
+
+REGIONS = ("clip_low", "clip_high", "dual_clip", "inside")
+FINITE = {"allow_nan": False, "allow_infinity": False, "allow_subnormal": False}  # XLA CPU flushes subnormals
+B, T, H, V = 2, 5, 3, 7  # fixed: one XLA compilation per option set
+
+
+@st.composite
+def fused_cases(draw: Any) -> dict[str, Any]:
+    """A float64 NumPy fused-head problem of shape (B, T, H), V with every option drawn (labelled)."""
+    unit = st.floats(-1.5, 1.5, **FINITE)
+    hidden = draw(hnp.arrays(np.float64, (B, T, H), elements=unit), label="hidden")
+    weight = draw(hnp.arrays(np.float64, (V, H), elements=unit), label="weight")
+    bias = draw(st.none() | hnp.arrays(np.float64, (V,), elements=unit), label="bias")
+    ids = draw(hnp.arrays(np.int32, (B, T), elements=st.integers(0, V - 1)), label="token_ids")
+    mask = draw(hnp.arrays(np.bool_, (B, T)), label="mask")
+    cfg = draw(st.sampled_from(CONFIGS), label="cfg")
+    per_seq = draw(st.booleans(), label="per-sequence advantages")
+    elements = st.just(0.0) | st.floats(-2, 2, **FINITE)
+    adv = draw(hnp.arrays(np.float64, (B,) if per_seq else (B, T), elements=elements), label="advantages")
+    logr = draw(hnp.arrays(np.float64, (B, T), elements=st.floats(-1.2, 1.2, **FINITE)), label="logr")
+    agg = draw(st.sampled_from(cegppo.AGG_MODES), label="agg")
+    n_valid, n_rows = int(mask.sum()), int(mask.any(-1).sum())
+    case = {
+        "hidden": hidden, "weight": weight, "bias": bias, "token_ids": ids, "advantages": adv, "mask": mask,
+        "cfg": cfg, "agg": agg,
+        "temperature": draw(st.sampled_from([1.0, 0.7]), label="temperature"),
+        "entropy_coef": draw(st.sampled_from([0.0, -0.3]), label="entropy_coef"),
+        "num_tokens": draw(st.none() | st.just(n_valid + 3), label="num_tokens"),
+        "num_seqs": draw(st.none() | st.just(n_rows + 2), label="num_seqs"),
+        "norm_length": 7.0 if agg == "seq-mean-token-sum-norm" else None,
+        "chunk_size": draw(st.sampled_from([None, 1, 3, 4, 64]), label="chunk_size"),  # B*T = 10
+    }  # fmt: skip
+    z = (hidden @ weight.T + (0 if bias is None else bias)) / case["temperature"]
+    case["old_log_prob"] = cegppo.token_log_probs(z, ids) - away_from_kinks(logr, cfg)
+    return case
+
+
+def reference(case: dict[str, Any]) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
+    """Loss, metrics and gradients from the NumPy reference in float64 (analytic chain rule).
+
+    dloss/dz = token_log_probs_grad(z, a, dloss/dl) + entropy_grad(z, -entropy_coef c);
+    dloss/dh = (dloss/dz) W / tau, dloss/dW = (dloss/dz)^T h / tau, dloss/db = sum (dloss/dz) / tau.
+    """
+    m = np.asarray(case["mask"], bool)
+    hid = np.where(m[..., None], np.asarray(case["hidden"], np.float64), 0.0)
+    ids = np.where(m, case["token_ids"], 0)
+    w_ = np.asarray(case["weight"], np.float64)
+    b_ = case["bias"]
+    olp, adv, cfg, tau, agg = (case[k] for k in ("old_log_prob", "advantages", "cfg", "temperature", "agg"))
+    norms = {k: case[k] for k in ("num_tokens", "num_seqs", "norm_length")}
+    z = (hid @ w_.T + (0 if b_ is None else np.asarray(b_, np.float64))) / tau
+    lp, ent = cegppo.token_log_probs(z, ids), cegppo.entropy(z)
+    c = cegppo.aggregation_weights(m, agg, **norms)
+    ecoef = case["entropy_coef"]
+    loss = cegppo.policy_loss(lp, olp, adv, m, cfg, agg, **norms)
+    loss = loss - ecoef * cegppo.aggregate_loss(np.where(m, ent, 0.0), m, agg, **norms)
+    g_lp = cegppo.policy_loss_grad(lp, olp, adv, m, cfg, agg, **norms)
+    gz = (cegppo.token_log_probs_grad(z, ids, g_lp) + cegppo.entropy_grad(z, -ecoef * c)) / tau
+    grads = {"hidden": gz @ w_, "weight": np.einsum("btv,bth->vh", gz, hid)}
+    if b_ is not None:
+        grads["bias"] = gz.sum((0, 1))
+    metrics = {k: float(v) for k, v in cegppo.policy_metrics(lp, olp, adv, m, cfg).items()}
+    metrics["entropy_mean"] = float(np.sum(np.where(m, ent, 0.0)) / max(int(m.sum()), 1))
+    dent = cegppo.entropy_change_first_order(z, ids, -g_lp)  # w_t = c_t F_t A_t = -dloss/dl_t
+    regions = cegppo.token_regions(lp, olp, adv, cfg)
+    for name in REGIONS:
+        metrics[f"entropy_change_{name}"] = float(np.sum(np.where(getattr(regions, name) & m, dent, 0.0)))
+    return float(loss), metrics, grads
+
+
+@functools.cache
+def fused_fn(cfg: Any, agg: str, tau: float, ecoef: float, norm_length: Any, chunk: Any) -> Any:
+    """jit(value_and_grad) of the fused loss w.r.t. (hidden, weight, bias); options static."""
+
+    def f(params: dict[str, Any], ids: Any, olp: Any, adv: Any, mask: Any, nt: Any, ns: Any) -> Any:
+        return cj.fused_linear_policy_loss(
+            params["hidden"], params["weight"], ids, olp, adv, mask, cfg, bias=params.get("bias"),
+            temperature=tau, entropy_coef=ecoef, agg=agg, num_tokens=nt, num_seqs=ns,
+            norm_length=norm_length, chunk_size=chunk,
+        )  # fmt: skip
+
+    return jax.jit(jax.value_and_grad(f, has_aux=True))
+
+
+@functools.cache
+def unfused_fn(cfg: Any, agg: str, tau: float, ecoef: float, norm_length: Any) -> Any:
+    """jit(value_and_grad) of the full-logits path: logits -> token_log_probs/entropy -> policy_loss."""
+
+    def f(params: dict[str, Any], ids: Any, olp: Any, adv: Any, mask: Any, nt: Any, ns: Any) -> Any:
+        z = params["hidden"] @ params["weight"].T
+        if "bias" in params:
+            z = z + params["bias"]
+        z = z / tau
+        lp, ent = cj.token_log_probs(z, ids), cj.entropy(z)
+        norms = {"num_tokens": nt, "num_seqs": ns, "norm_length": norm_length}
+        loss = cj.policy_loss(lp, olp, adv, mask, cfg, agg, **norms)
+        return loss - ecoef * cj.aggregate_loss(ent, mask, agg, **norms)
+
+    return jax.jit(jax.value_and_grad(f))
+
+
+def arrays(case: dict[str, Any], dtype: Any) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    params = {k: jnp.asarray(case[k], dtype) for k in ("hidden", "weight", "bias") if case[k] is not None}
+    rest = (
+        jnp.asarray(case["token_ids"]),
+        jnp.asarray(case["old_log_prob"], dtype),
+        jnp.asarray(case["advantages"], dtype),
+        jnp.asarray(case["mask"]),
+        None if case["num_tokens"] is None else jnp.asarray(case["num_tokens"]),  # traced normalizers
+        None if case["num_seqs"] is None else jnp.asarray(case["num_seqs"]),
+    )
+    return params, rest
+
+
+def run_fused(case: dict[str, Any], dtype: Any, **over: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    opts = {k: case[k] for k in ("cfg", "agg", "temperature", "entropy_coef", "norm_length", "chunk_size")}
+    opts.update(over)
+    params, rest = arrays(case, dtype)
+    (loss, metrics), grads = fused_fn(*opts.values())(params, *rest)
+    return loss, metrics, grads
+
+
+def rounded(case: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    out = dict(case)
+    for k in ("hidden", "weight", "bias", "old_log_prob", "advantages"):
+        if out[k] is not None:
+            out[k] = to_np(jnp.asarray(out[k], dtype))
+    return out
+
+
+def close(name: str, got: Any, want: Any, tol: tuple[float, float]) -> None:
+    np.testing.assert_allclose(to_np(got), np.asarray(want), rtol=tol[0], atol=tol[1], err_msg=name)
+
+
+def assert_matches(got: tuple[Any, dict, dict], want: tuple[Any, dict, dict], dt: str, grad_dt: str) -> None:
+    close("loss", got[0], want[0], TOL[dt]["value"])
+    assert set(got[1]) == set(FUSED_METRIC_KEYS)
+    for k, v in want[1].items():
+        close(f"metric {k}", got[1][k], v, TOL[dt]["value"])
+    assert set(got[2]) == set(want[2])
+    for k, g in want[2].items():
+        assert got[2][k].dtype == jnp.dtype(grad_dt), k
+        close(f"grad {k}", got[2][k], g, TOL[grad_dt]["grad"])
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dt", ["float64", "float32"])
+@settings(max_examples=12)
+@given(case=fused_cases())
+def test_matches_numpy_reference_and_unfused_path_under_jit(dt: str, case: dict[str, Any]) -> None:
+    """S3, S4, S8, S10, S11, issue 5: jit(value_and_grad(fused)) equals the float64 reference on the
+    rounded inputs and jax.grad of the full-logits path (value and gradients)."""
+    got = run_fused(case, dt)
+    assert got[0].dtype == jnp.dtype(dt)
+    assert_matches(got, reference(rounded(case, dt)), dt, dt)
+    opts = (case["cfg"], case["agg"], case["temperature"], case["entropy_coef"], case["norm_length"])
+    params, rest = arrays(case, dt)
+    loss_u, grads_u = unfused_fn(*opts)(params, *rest)
+    close("loss vs unfused", got[0], loss_u, TOL[dt]["value"])
+    for k, g in grads_u.items():
+        close(f"grad {k} vs unfused", got[2][k], g, TOL[dt]["grad"])
+
+
+@settings(max_examples=5)
+@given(case=fused_cases())
+def test_eager_equals_jit_and_masked_garbage_is_inert(case: dict[str, Any]) -> None:
+    """S9.3: NaN hidden rows, -100 ids, NaN old log-probs at masked positions change nothing,
+    and the eager call (no jit) agrees with the jitted one."""
+    m = case["mask"]
+    dirty = dict(case)
+    dirty["hidden"] = np.where(m[..., None], case["hidden"], np.nan)
+    dirty["token_ids"] = np.where(m, case["token_ids"], -100).astype(np.int32)
+    dirty["old_log_prob"] = np.where(m, case["old_log_prob"], np.nan)
+    clean = run_fused(case, "float64")
+    got = run_fused(dirty, "float64")
+    tol = TOL["float64"]["value"]
+    close("loss", got[0], clean[0], tol)
+    for k in clean[1]:
+        close(k, got[1][k], clean[1][k], tol)
+    for k in clean[2]:
+        close(k, got[2][k], clean[2][k], tol)
+    assert not np.any(to_np(got[2]["hidden"])[~m])
+    params, rest = arrays(dirty, "float64")
+    eager, _ = cj.fused_linear_policy_loss(
+        params["hidden"], params["weight"], *rest[:4], case["cfg"], bias=params.get("bias"), agg=case["agg"],
+        temperature=case["temperature"], entropy_coef=case["entropy_coef"], num_tokens=case["num_tokens"],
+        num_seqs=case["num_seqs"], norm_length=case["norm_length"], chunk_size=case["chunk_size"],
+    )  # fmt: skip
+    close("eager loss", eager, clean[0], tol)
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@pytest.mark.parametrize("shape", [(2, 3), (0, 3), (2, 0)], ids=["all-masked", "B=0", "T=0"])
+def test_empty_batch_is_zero_not_nan(agg: str, shape: tuple[int, int]) -> None:
+    """S8.4, S9.4: no valid token gives loss 0, metrics 0 and zero (not NaN) gradients."""
+    b, t = shape
+    cfg = cegppo.presets.ce_gppo_official()
+
+    def f(p: dict[str, Any]) -> Any:
+        return cj.fused_linear_policy_loss(
+            p["h"], p["w"], jnp.full((b, t), -100), jnp.full((b, t), jnp.nan), jnp.ones((b, t)),
+            jnp.zeros((b, t), bool), cfg, bias=p["b"], agg=agg, entropy_coef=0.1,
+        )  # fmt: skip
+
+    p = {"h": jnp.full((b, t, 4), jnp.nan), "w": jnp.ones((6, 4)), "b": jnp.ones(6)}
+    (loss, metrics), g = jax.jit(jax.value_and_grad(f, has_aux=True))(p)
+    assert float(loss) == 0.0
+    assert all(float(v) == 0.0 for v in metrics.values()), metrics
+    for x in g.values():
+        assert not np.any(np.isnan(x)) and not np.any(x)
+
+
+@pytest.mark.parametrize("dt", ["bfloat16", "float16"])
+@settings(max_examples=4)
+@given(case=fused_cases())
+def test_half_inputs_compute_in_float32(dt: str, case: dict[str, Any]) -> None:
+    """S9.5: bf16/fp16 hidden/weight: float32 loss and metrics (GEMMs with float32 results), gradients
+    in the input dtype. Reference: float64 on the rounded inputs. The gradient GEMMs take dloss/dz
+    rounded to `dt` (as any half-precision backward does), so each gradient entry carries at most
+    a few `dt` ulps of the largest entry, plus float32's absolute tolerance (the softmax algebra's
+    float32 rounding, visible where the true gradient is ~0)."""
+    r = rounded(case, dt)
+    r["old_log_prob"], r["advantages"] = case["old_log_prob"], case["advantages"]
+    params, rest = arrays(case, dt)
+    rest = (rest[0], jnp.asarray(case["old_log_prob"], "float32"), jnp.asarray(case["advantages"], "float32"),
+            *rest[3:])  # fmt: skip
+    opts = (case["cfg"], case["agg"], case["temperature"], case["entropy_coef"], case["norm_length"])
+    (loss, metrics), grads = fused_fn(*opts, case["chunk_size"])(params, *rest)
+    assert loss.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in metrics.values())
+    want = reference(r)
+    close("loss", loss, want[0], TOL["float32"]["value"])
+    close("entropy_mean", metrics["entropy_mean"], want[1]["entropy_mean"], TOL["float32"]["value"])
+    ulp = float(jnp.finfo(dt).eps)
+    for k, g in want[2].items():
+        assert grads[k].dtype == jnp.dtype(dt)
+        close(f"grad {k}", grads[k], g, (ulp, 4 * ulp * float(np.abs(g).max()) + TOL["float32"]["value"][1]))
+
+
+def _case(**over: Any) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    hidden, weight = rng.normal(size=(B, T, H)), rng.normal(size=(V, H))
+    ids = rng.integers(0, V, (B, T)).astype(np.int32)
+    mask = np.ones((B, T), bool)
+    mask[0, 3:] = False
+    case = {
+        "hidden": hidden, "weight": weight, "bias": rng.normal(size=V), "token_ids": ids,
+        "old_log_prob": cegppo.token_log_probs(hidden @ weight.T, ids) - rng.normal(0, 0.4, (B, T)),
+        "advantages": rng.normal(size=(B, T)), "mask": mask, "cfg": cegppo.presets.ce_gppo_official(),
+        "agg": "token-mean", "temperature": 1.0, "entropy_coef": 0.05, "num_tokens": None, "num_seqs": None,
+        "norm_length": None, "chunk_size": 3,
+    }  # fmt: skip
+    case.update(over)
+    return case
+
+
+@pytest.mark.parametrize("change", ["weight", "hidden", "bias", "temperature", "entropy_coef", "token_ids"])
+def test_the_comparison_detects_a_changed_input(change: str) -> None:
+    """Guard against a vacuous comparison: one perturbed input moves the loss or a gradient beyond
+    the float64 tolerance, so a fused implementation ignoring that input would fail."""
+    case = _case()
+    other = dict(case)
+    if change in ("weight", "hidden", "bias"):  # one entry: a shift of all logits alike is invisible
+        other[change] = case[change].copy()
+        other[change].flat[1] += 1e-3
+    elif change == "temperature":
+        other["temperature"] = 1.01
+    elif change == "entropy_coef":
+        other["entropy_coef"] = 0.06
+    else:
+        other["token_ids"] = (case["token_ids"] + 1) % V
+    assert_matches(run_fused(case, "float64"), reference(case), "float64", "float64")
+    with pytest.raises(AssertionError):
+        assert_matches(run_fused(other, "float64"), reference(case), "float64", "float64")
+
+
+def _largest_intermediate(jaxpr: Any) -> int:
+    """Largest number of elements of any value produced inside a jaxpr (sub-jaxprs included)."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            best = max(best, int(np.prod(getattr(v.aval, "shape", ()), dtype=np.int64)))
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, (tuple, list)) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    best = max(best, _largest_intermediate(inner))
+    return best
+
+
+def test_no_tokens_by_vocab_array_exists_under_grad() -> None:
+    """Issue 5: in jax.grad of the fused loss no value has N x V elements (N = 256, V = 300, chunk
+    16: the largest allowed are a chunk's logits, 16 x 300, and the weight gradient, V x H); the
+    unfused path's jaxpr holds N x V (so the probe can fail)."""
+    b, t, h, v = 4, 64, 8, 300
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(0, v, (b, t)))
+    olp, adv, mask = (
+        jnp.asarray(-rng.random((b, t)) * 5),
+        jnp.asarray(rng.normal(size=(b, t))),
+        jnp.ones((b, t), bool),
+    )
+    cfg = cegppo.presets.ce_gppo_official()
+    params = {
+        "hidden": jnp.asarray(rng.normal(size=(b, t, h))),
+        "weight": jnp.asarray(rng.normal(size=(v, h))),
+    }
+
+    def fused(p: dict[str, Any]) -> Any:
+        return cj.fused_linear_policy_loss(p["hidden"], p["weight"], ids, olp, adv, mask, cfg, chunk_size=16)[
+            0
+        ]
+
+    def unfused(p: dict[str, Any]) -> Any:
+        return cj.policy_loss(cj.token_log_probs(p["hidden"] @ p["weight"].T, ids), olp, adv, mask, cfg)
+
+    assert _largest_intermediate(jax.make_jaxpr(jax.grad(fused))(params).jaxpr) <= 16 * v
+    assert _largest_intermediate(jax.make_jaxpr(jax.grad(unfused))(params).jaxpr) >= b * t * v
+
+
+def _args() -> tuple[list[Any], Any]:
+    case = _case()
+    params, rest = arrays(case, "float32")
+    return [params["hidden"], params["weight"], *rest[:4]], case["cfg"]
+
+
+BAD: list[tuple[str, Any, type[Exception], str]] = [
+    ("hidden 2-D", lambda a: a.__setitem__(0, a[0][0]), ValueError, "hidden"),
+    ("hidden integer", lambda a: a.__setitem__(0, a[0].astype(jnp.int32)), TypeError, "hidden"),
+    ("weight wrong H", lambda a: a.__setitem__(1, a[1][:, :2]), ValueError, "weight"),
+    ("token_ids float", lambda a: a.__setitem__(2, a[2].astype(jnp.float32)), TypeError, "token_ids"),
+    ("token_ids shape", lambda a: a.__setitem__(2, a[2][:, :2]), ValueError, "token_ids"),
+    ("old_log_prob shape", lambda a: a.__setitem__(3, a[3][:1]), ValueError, "old_log_prob"),
+    ("advantages shape", lambda a: a.__setitem__(4, a[4][:, :1]), ValueError, "advantages"),
+    ("mask shape", lambda a: a.__setitem__(5, a[5][:1]), ValueError, "mask"),
+    ("bias shape", {"bias": jnp.zeros(3)}, ValueError, "bias"),
+    ("temperature 0", {"temperature": 0.0}, ValueError, "temperature"),
+    ("entropy_coef nan", {"entropy_coef": float("nan")}, ValueError, "entropy_coef"),
+    ("entropy_coef str", {"entropy_coef": "0.1"}, TypeError, "entropy_coef"),
+    ("chunk_size 0", {"chunk_size": 0}, ValueError, "chunk_size"),
+    ("chunk_size float", {"chunk_size": 2.0}, TypeError, "chunk_size"),
+    ("agg", {"agg": "mean"}, ValueError, "agg"),
+    ("norm_length", {"norm_length": -1.0}, ValueError, "norm_length"),
+    ("validate ids", {"validate": True, "_ids": V}, ValueError, "token_ids"),
+]
+
+
+@pytest.mark.parametrize("what,edit,exc,name", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_naming_the_argument(
+    what: str, edit: Any, exc: type[Exception], name: str
+) -> None:
+    """S9.6: ValueError/TypeError naming the argument (shapes, dtypes, options, validate=True)."""
+    args, cfg = _args()
+    kw: dict[str, Any] = {}
+    if callable(edit):
+        edit(args)
+    else:
+        kw = dict(edit)
+        if "_ids" in kw:
+            args[2] = args[2].at[1, 0].set(kw.pop("_ids"))
+    with pytest.raises(exc, match=name):
+        cj.fused_linear_policy_loss(*args, cfg, **kw)
