@@ -14,7 +14,7 @@ import nox
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "trainer", "integrations"]
+nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "trainer", "integrations", "docs"]
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
@@ -62,8 +62,16 @@ def trainer(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def integrations(session: nox.Session) -> None:
     """verl, TRL and optax integrations against the real packages (pinned in the `integrations` extra)."""
-    _install(session, "integrations,test")
-    session.run("pytest", "tests/integrations", *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+    _install(session, "integrations,trainer,test")
+    # This venv has torch, jax, optax, verl and trl: it also runs every python block of the docs.
+    session.run("pytest", "tests/integrations", "tests/docs", *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site: `mkdocs build --strict` into build/site (offline: KaTeX vendored, no web fonts)."""
+    _install(session, "docs")  # a regular (non-editable) install: mkdocstrings reads the installed package
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/site", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(python=PYTHON)
