@@ -105,3 +105,16 @@ def test_python_api_with_a_function() -> None:
     assert good.ok, good.format()
     bad = check(verl_port(verl_user_losses.swapped_betas), "torch", max_examples=5, only=["S4"], shrink=False)
     assert not bad.ok
+
+
+def test_port_from_verl_loss_python_api() -> None:
+    """`cegppo.conformance.port_from_verl_loss` (the Python face of --verl-loss) wraps a registered loss."""
+    import cegppo.conformance as cc
+
+    ours = cc.check(cc.port_from_verl_loss("ce_gppo"), "torch", max_examples=5, only=["S3", "S4"], shrink=False)
+    assert ours.ok, str(ours)
+    vanilla = cc.check(cc.port_from_verl_loss("vanilla"), "torch", max_examples=20, only=["S3", "S4"],
+                       shrink=False, fail_fast=True)
+    assert not vanilla.ok
+    with pytest.raises(ValueError):
+        cc.port_from_verl_loss("no_such_loss")
