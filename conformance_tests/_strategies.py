@@ -26,9 +26,14 @@ from hypothesis import strategies as st
 
 from ._cases import MARGIN, Case, round_to
 
-__all__ = ["REGIONS", "draw_case", "draw_config", "draw_mask", "draw_region_case"]
+__all__ = ["DUAL_CLIP_KINDS", "REGIONS", "draw_case", "draw_config", "draw_dual_clip_case", "draw_mask",
+           "draw_region_case"]
 
 REGIONS: tuple[str, ...] = ("clip_low", "clip_high", "dual_clip", "inside")
+#: The three places where dual-clip ports go wrong (spec S7): A < 0 with log c < logr < c (a port
+#: comparing logr with c instead of log c), A < 0 beyond c, and A > 0 above log c (a port ignoring
+#: the sign of A).
+DUAL_CLIP_KINDS: tuple[str, ...] = ("A<0, log c < logr < c", "A<0, logr > c", "A>0, logr > log c")
 
 _KINDS = ("near_lower", "near_upper", "near_dual", "around_zero", "far_below", "far_above")
 _EXTREME_KINDS = ("extreme_below", "extreme_above")
@@ -271,4 +276,39 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
     lp, olp = _place(anchor.reshape(b, t), logr_a, dtype)
     lp = push_away(lp, olp, cfg, dtype)
     mask = draw_mask(data, b, t, allow_empty=True)
+    return Case(lp, olp, adv, mask, cfg, dtype)
+
+
+def draw_dual_clip_case(data: Any, *, dtypes: Sequence[str] = ("float64", "float32")) -> Case:
+    """A batch with dual clip on and every token above log c (spec S7), for the dual-clip property.
+
+    Tokens are of the three `DUAL_CLIP_KINDS`; the first three tokens of row 0 are one of each and
+    always valid, the rest are drawn freely (kind, mask). So every example separates a correct port
+    from one that slips on any of the three, whatever examples a Hypothesis version happens to
+    generate: mixed batches reach these places too rarely to rely on.
+    """
+    cfg = draw_config(data, dual=True)
+    assert cfg.dual_clip is not None and cfg.log_dual_clip is not None
+    b = data.draw(st.integers(1, 3), label="B")
+    t = data.draw(st.integers(3, 6), label="T")
+    n = b * t
+    dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
+    c, log_c = cfg.dual_clip, cfg.log_dual_clip
+    free = data.draw(st.lists(st.sampled_from(DUAL_CLIP_KINDS), min_size=n - 3, max_size=n - 3),
+                     label="token kinds after the first three")
+    kinds = list(DUAL_CLIP_KINDS) + free
+    ranges = {  # c - log c >= 1 for every c > 1, so the band is never empty
+        DUAL_CLIP_KINDS[0]: (log_c + 1e-2, c - 1e-2),
+        DUAL_CLIP_KINDS[1]: (c + 1e-2, c + 20.0),
+        DUAL_CLIP_KINDS[2]: (log_c + 1e-2, c + 20.0),
+    }
+    logr = np.array([data.draw(st.floats(*ranges[k]), label=f"log-ratio {i} ({k})") for i, k in enumerate(kinds)])
+    sign = np.array([1.0 if k.startswith("A>0") else -1.0 for k in kinds])
+    adv_mag = np.array(data.draw(st.lists(st.floats(0.01, 5.0), min_size=n, max_size=n), label="|advantages|"))
+    adv = round_to((sign * adv_mag).reshape(b, t), dtype)
+    anchor = np.array(data.draw(st.lists(st.floats(-20.0, 0.0), min_size=n, max_size=n), label="log-prob anchors"))
+    lp, olp = _place(anchor.reshape(b, t), logr.reshape(b, t), dtype)
+    lp = push_away(lp, olp, cfg, dtype)
+    mask = draw_mask(data, b, t, allow_empty=True)
+    mask[0, :3] = True
     return Case(lp, olp, adv, mask, cfg, dtype)

@@ -62,10 +62,6 @@ def test_broken_port_is_caught(ports: Any, name: str, max_examples: int) -> None
     assert report.stopped_early and report.results[-1] is first
     # The property that pins the bug class down.
     bug, prefix = TORCH_BROKEN[name]
-    if name in {"dual_clip_any_sign", "dual_clip_on_log_ratio"}:
-        # KNOWN OPEN: the suite catches both (asserted above), but S7 alone misses them in the CI venv's
-        # derandomized examples; the S7 strategy needs more mass where these bugs differ.
-        pytest.xfail("S7 alone does not yet reliably catch dual-clip slips")
     targeted = cc.check(port, "torch", max_examples=max_examples, only=[prefix], fail_fast=True, shrink=False)
     assert not targeted.ok, f"{name} ({bug}) not caught by {prefix}:\n{targeted.format()}"
     assert targeted.failed[0].id.startswith(prefix)
