@@ -17,23 +17,40 @@ adapter imports torch or jax when it is built.
 
 from __future__ import annotations
 
-from . import _prop_aggregation, _prop_bounds, _prop_numerics, _prop_objective, _prop_special  # registers
+from . import (  # registers
+    _prop_aggregation,
+    _prop_bounds,
+    _prop_fused,
+    _prop_numerics,
+    _prop_objective,
+    _prop_special,
+)
 from ._adapters import Adapter, Result, backend_adapter, port_adapter
 from ._cases import DTYPES, GRAD_TOL, MARGIN, VALUE_TOL, Case, Expected, Mismatch, expected
 from ._check import check, run_property, select
 from ._cli import load_port
-from ._registry import PROPERTIES, Property
+from ._fused import (
+    FusedAdapter,
+    HeadCase,
+    HeadExpected,
+    HeadResult,
+    draw_head_case,
+    fused_adapter,
+    head_expected,
+)
+from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
 from ._strategies import REGIONS, draw_case, draw_config, draw_mask, draw_region_case
 from ._verl import port_from_verl_loss
 
-del _prop_aggregation, _prop_bounds, _prop_numerics, _prop_objective, _prop_special
+del _prop_aggregation, _prop_bounds, _prop_fused, _prop_numerics, _prop_objective, _prop_special
 
 # Spec order (S9 without a sub-clause last in its chapter); sort is stable.
 PROPERTIES.sort(key=lambda p: [int(x) for x in (p.clause[1:] + (".99" if "." not in p.clause else "")).split(".")])
 
 __all__ = [
     "DTYPES",
+    "FUSED_PROPERTIES",
     "GRAD_TOL",
     "MARGIN",
     "PROPERTIES",
@@ -42,6 +59,10 @@ __all__ = [
     "Adapter",
     "Case",
     "Expected",
+    "FusedAdapter",
+    "HeadCase",
+    "HeadExpected",
+    "HeadResult",
     "Mismatch",
     "Property",
     "PropertyResult",
@@ -51,9 +72,12 @@ __all__ = [
     "check",
     "draw_case",
     "draw_config",
+    "draw_head_case",
     "draw_mask",
     "draw_region_case",
     "expected",
+    "fused_adapter",
+    "head_expected",
     "load_port",
     "port_adapter",
     "port_from_verl_loss",

@@ -55,7 +55,10 @@ class Adapter:
         has_grad: whether it returns gradients.
         compile_skip: None when `run(case, compiled=True)` is available, else the reason why not.
         mask_dtype: ``bool`` (default) or ``float``: how the mask is handed to a port.
+        target: ``loss`` (a policy loss) or ``fused`` (a fused LM head, `FusedAdapter`).
     """
+
+    target = "loss"
 
     def __init__(self, fn: Callable[..., Any], *, name: str, framework: str, kind: str,
                  mask_dtype: str = "bool") -> None:

@@ -146,7 +146,8 @@ def expected(case: Case) -> Expected:
 class Mismatch(AssertionError):
     """A property does not hold: what was compared, on which call, what was expected and what came back."""
 
-    def __init__(self, what: str, case: Case | None, want: Any, got: Any, detail: str = "") -> None:
+    def __init__(self, what: str, case: Any, want: Any, got: Any, detail: str = "") -> None:
+        # case: the failing input, a `Case` (policy losses) or a `HeadCase` (fused heads), or None
         self.what, self.case, self.want, self.got, self.detail = what, case, want, got, detail
         super().__init__(f"{what}: expected {_short(want)}, got {_short(got)}" + (f" ({detail})" if detail else ""))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, reporting, settings
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ._adapters import Adapter, PortError, port_adapter
 from ._cases import Mismatch, _short
-from ._registry import PROPERTIES, Property
+from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
 
 __all__ = ["check", "run_property", "select"]
@@ -35,22 +35,25 @@ def _matches(prop_id: str, prefix: str) -> bool:
     return " " in prefix or len(prop_id) == len(prefix) or prop_id[len(prefix)] in " ."
 
 
-def select(only: Iterable[str] | str | None) -> list[Property]:
+def select(only: Iterable[str] | str | None, properties: Sequence[Property] | None = None) -> list[Property]:
     """The properties whose id starts with one of `only` (e.g. ``["S5", "S8.3", "S9 deterministic"]``).
 
     A clause prefix selects its sub-clauses too (``"S9"`` selects S9.1, S9.3, ... and S9 itself,
     ``"S1"`` does not select S12); a single string is one prefix. None selects every property.
+    `properties` is the list to select from: `PROPERTIES` (default) or `FUSED_PROPERTIES`.
     """
+    if properties is None:
+        properties = PROPERTIES
     if only is None:
-        return list(PROPERTIES)
+        return list(properties)
     prefixes = [only] if isinstance(only, str) else list(only)
     bad = [o for o in prefixes if not isinstance(o, str) or not o.strip()]
     if bad or not prefixes:
         raise ValueError(f"only must be a non-empty list of property id prefixes (e.g. ['S5']), got {only!r}")
     prefixes = [o.strip() for o in prefixes]
-    chosen = [p for p in PROPERTIES if any(_matches(p.id, o) for o in prefixes)]
+    chosen = [p for p in properties if any(_matches(p.id, o) for o in prefixes)]
     if not chosen:
-        raise ValueError(f"no property matches {prefixes}; ids are {[p.id for p in PROPERTIES]}")
+        raise ValueError(f"no property matches {prefixes}; ids are {[p.id for p in properties]}")
     return chosen
 
 
@@ -170,7 +173,8 @@ def check(
             beta_low, beta_high, clip_ratio_c)`` returning the token-mean loss as a scalar of its
             framework; ``clip_ratio_c=None`` means no dual clip. log_prob etc. are (B, T) tensors,
             advantages (B, T) or (B,), response_mask a (B, T) bool tensor. An `Adapter` (e.g.
-            ``backend_adapter("torch")``) is accepted too.
+            ``backend_adapter("torch")``) is accepted too; a `fused_adapter` (a fused LM-head loss)
+            is checked against the S11.1 properties (`FUSED_PROPERTIES`) instead.
         framework: ``torch``, ``jax`` or ``numpy`` (NumPy ports are checked on values only).
         max_examples: Hypothesis examples per property (the cap of costly properties is lower).
         seed: a seed for Hypothesis; None runs derandomized (the same examples every time).
@@ -197,7 +201,7 @@ def check(
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
     adapter = port if isinstance(port, Adapter) else port_adapter(
         port, framework, name=name, mask_dtype=mask_dtype, compile=compile, jit=jit)
-    props = select(only)
+    props = select(only, FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
     report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes))
     if adapter.mask_dtype == "float":
         report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")

@@ -3,7 +3,12 @@
     cegppo-conformance check MODULE:FUNCTION --framework torch [--max-examples N] [--seed S]
                        [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [--jit] [-v]
     cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
+    cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
+
+With --fused the function is a fused LM-head loss with the signature of
+`cegppo.torch.fused_linear_policy_loss` (hidden states in, (loss, metrics) out) and the S11.1
+properties run instead of the policy-loss ones.
 
 Exit status: 0 when every property holds, 1 when any fails, 2 on bad arguments or when the port
 (or its framework) cannot be loaded.
@@ -95,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of a port: the policy loss registered in verl as NAME, called through verl's "
                         "signature (cegppo.integrations.verl.verl_port); MODULE is imported first so that it can "
                         "register NAME, e.g. --verl-loss ce_gppo or --verl-loss my_pkg.losses:my_loss")
+    c.add_argument("--fused", action="store_true",
+                   help="the function is a fused LM-head loss (signature of cegppo.torch.fused_linear_policy_loss): "
+                        "run the S11.1 properties")
     sub.add_parser("list", help="list the properties and their spec clauses")
     return ap
 
@@ -112,10 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    from . import PROPERTIES, check, select
+    from . import FUSED_PROPERTIES, PROPERTIES, check, fused_adapter, select
 
     if args.command == "list":
         for p in PROPERTIES:
+            print(f"{p.clause:<5} {p.name:<48} {p.doc}")
+        print("fused LM-head losses (check --fused):")
+        for p in FUSED_PROPERTIES:
             print(f"{p.clause:<5} {p.name:<48} {p.doc}")
         return 0
     if args.command == "check":  # argparse's usage errors (SystemExit 2)
@@ -127,10 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.framework = "torch"
         elif args.framework is None:
             parser.error("the following arguments are required: --framework (with a port MODULE:FUNCTION)")
+        if args.fused:
+            if args.verl_loss is not None:
+                parser.error("--fused checks a fused LM-head loss, not a verl policy loss (--verl-loss)")
+            if args.framework == "numpy":
+                parser.error("--fused: fused heads are checked in torch or jax, got --framework numpy")
+            if args.mask_dtype != "bool" or args.compile:
+                parser.error("--fused: --mask-dtype and --compile apply to policy-loss ports only")
     if args.max_examples < 1:
         return _error(f"--max-examples must be >= 1, got {args.max_examples}")
     try:
-        select(args.only)
+        select(args.only, FUSED_PROPERTIES if args.fused else PROPERTIES)
     except ValueError as exc:
         return _error(f"--only: {exc}")
     try:
@@ -154,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sys.stderr.isatty():
             print(f"  {r.status} {r.id}", file=sys.stderr)
 
-    report = check(port, args.framework, max_examples=args.max_examples, seed=args.seed, only=args.only,
-                   mask_dtype=args.mask_dtype, compile=args.compile, name=name, progress=progress,
+    target: Any = fused_adapter(port, args.framework, name=name, jit=args.jit) if args.fused else port
+    report = check(target, args.framework, max_examples=args.max_examples, seed=args.seed, only=args.only,
+                   mask_dtype=args.mask_dtype, compile=args.compile, jit=args.jit, name=name, progress=progress,
                    fail_fast=args.fail_fast, shrink=not args.no_shrink)
     print(report.format(verbose=args.verbose))
     return 0 if report.ok else 1

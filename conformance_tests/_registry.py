@@ -8,7 +8,10 @@ from typing import Any
 
 from ._adapters import Adapter
 
-__all__ = ["PROPERTIES", "Property", "Skip", "prop"]
+__all__ = ["FUSED_PROPERTIES", "PROPERTIES", "TARGETS", "Property", "Skip", "prop"]
+
+TARGETS: tuple[str, ...] = ("loss", "fused")
+"""What a property checks: a policy loss (backend or port) or a fused LM-head loss (spec S11.1)."""
 
 
 class Skip(Exception):
@@ -29,6 +32,7 @@ class Property:
         needs_grad: skipped for adapters without gradients (NumPy ports).
         skip: ``skip(adapter)`` returns a reason not to run, or None.
         max_examples: a cap on examples for costly properties (compiled runs), or None.
+        target: ``loss`` (policy losses: backends and ports) or ``fused`` (fused LM heads).
     """
 
     clause: str
@@ -39,6 +43,7 @@ class Property:
     needs_grad: bool = False
     skip: Callable[[Adapter], str | None] | None = None
     max_examples: int | None = None
+    target: str = "loss"
 
     @property
     def id(self) -> str:
@@ -46,6 +51,8 @@ class Property:
 
     def skip_reason(self, adapter: Adapter) -> str | None:
         """Why this property does not run on `adapter`, or None when it does."""
+        if getattr(adapter, "target", "loss") != self.target:
+            return f"a property of {self.target} implementations; this is a {getattr(adapter, 'target', 'loss')}"
         if self.needs_grad and not adapter.has_grad:
             return "no gradients (NumPy port)"
         return self.skip(adapter) if self.skip is not None else None
@@ -55,18 +62,23 @@ class Property:
 
 
 PROPERTIES: list[Property] = []
-"""Every property, in spec order (filled as the chapter modules are imported)."""
+"""Every policy-loss property, in spec order (filled as the chapter modules are imported)."""
+FUSED_PROPERTIES: list[Property] = []
+"""The fused LM-head properties (spec S11.1), run on adapters from `fused_adapter`."""
 
 
 def prop(clause: str, name: str, chapter: str, *, needs_grad: bool = False,
          skip: Callable[[Adapter], str | None] | None = None,
-         max_examples: int | None = None) -> Callable[[Callable[[Adapter, Any], None]], Property]:
+         max_examples: int | None = None,
+         target: str = "loss") -> Callable[[Callable[[Adapter, Any], None]], Property]:
     """Decorator: register `body` as a property (its docstring's first line is the description)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
 
     def deco(body: Callable[[Adapter, Any], None]) -> Property:
         doc = (body.__doc__ or "").strip().splitlines()[0] if body.__doc__ else ""
-        p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples)
-        PROPERTIES.append(p)
+        p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples, target)
+        (FUSED_PROPERTIES if target == "fused" else PROPERTIES).append(p)
         return p
 
     return deco

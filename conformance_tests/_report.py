@@ -143,6 +143,8 @@ def _tensor(framework: str, name: str, x: np.ndarray, dtype: str, grad: bool = F
 
 def reproducer(case: Case, adapter: Adapter) -> str:
     """A Python snippet that recomputes `case` with `adapter`'s implementation and prints loss and gradient."""
+    if not isinstance(case, Case):  # a fused-head case writes its own (conformance_tests/_fused.py)
+        return str(case.reproducer(adapter))
     fw = adapter.framework
     lines = ["import numpy as np", _IMPORTS[fw].rstrip()] if _IMPORTS[fw] else ["import numpy as np"]
     if adapter.kind == "backend":

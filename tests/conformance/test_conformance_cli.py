@@ -81,8 +81,21 @@ def test_port_that_raises_is_a_failure_showing_the_exception(capsys: pytest.Capt
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "list")
     assert code == 0
-    for p in cc.PROPERTIES:
+    for p in [*cc.PROPERTIES, *cc.FUSED_PROPERTIES]:
         assert p.name in out
+    assert out.index("fused LM-head losses (check --fused)") < out.index(cc.FUSED_PROPERTIES[0].name)
+
+
+def test_fused_heads_from_the_cli(capsys: pytest.CaptureFixture[str], torch_ports: Any) -> None:
+    code, out, _ = run(capsys, "check", "ports.fused_torch_ports:correct", "--fused", "--framework", "torch",
+                       "--max-examples", "5")
+    assert code == 0, out
+    assert [ln.split("  ")[1].strip() for ln in out.splitlines() if ln.startswith("PASS")] == ["S11.1"] * 5
+    code, out, _ = run(capsys, "check", "ports.fused_torch_ports:bias_ignored", "--fused", "--framework", "torch",
+                       "--max-examples", "20", "--no-shrink", "--only", "S11.1 fused value")
+    assert code == 1, out
+    assert "=== FAIL S11.1 fused value equals the unfused path ===" in out
+    assert "from ports.fused_torch_ports import bias_ignored as fused" in out
 
 
 def test_module_runs_as_a_script() -> None:
@@ -126,6 +139,9 @@ def test_missing_framework_exits_2(capsys: pytest.CaptureFixture[str], monkeypat
         (["check", GOOD, "--framework", "tensorflow"], "invalid choice: 'tensorflow'"),
         (["check", GOOD, "--framework", "numpy", "--max-examples", "many"], "invalid int value: 'many'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["check", GOOD, "--framework", "numpy", "--fused"], "--fused: fused heads are checked in torch or jax"),
+        (["check", "--verl-loss", "ce_gppo", "--fused"], "--fused checks a fused LM-head loss"),
+        (["check", GOOD, "--framework", "torch", "--fused", "--mask-dtype", "float"], "policy-loss ports only"),
     ],
 )
 def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:

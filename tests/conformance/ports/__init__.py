@@ -7,7 +7,7 @@ plain data (no framework import), so tests can be parametrized over them in any 
 
 from __future__ import annotations
 
-__all__ = ["JAX_BROKEN", "TORCH_BROKEN"]
+__all__ = ["FUSED_TORCH_BROKEN", "JAX_BROKEN", "TORCH_BROKEN"]
 
 TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "wrong_region_sign": ("wrong region condition", "S3"),
@@ -37,3 +37,14 @@ JAX_BROKEN: dict[str, tuple[str, str]] = {
     "dual_clip_any_sign": ("dual-clip slip", "S7"),
 }
 """jax_ports.py: the same for JAX ports."""
+
+FUSED_TORCH_BROKEN: dict[str, tuple[str, str]] = {
+    "temperature_ignored": ("temperature", "S11.1 fused value"),
+    "bias_ignored": ("bias", "S11.1 fused value"),
+    "entropy_detached": ("entropy gradient", "S11.1 fused gradients"),
+    "entropy_bonus_sign": ("entropy bonus sign", "S11.1 fused value"),
+    "entropy_mean_over_padding": ("metric normalization", "S11.1 fused metrics"),
+    "entropy_change_unweighted": ("entropy-change weight", "S11.1 fused metrics"),
+    "mask_by_multiplication": ("masking", "S11.1 fused masked garbage"),
+}
+"""fused_torch_ports.py: every broken fused head, its bug class, and the S11.1 property expected to catch it."""
