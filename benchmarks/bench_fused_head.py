@@ -6,6 +6,10 @@ every token valid, config `ce_gppo_official`, token-mean, entropy bonus 1e-3. Va
 - torch-unfused: logits = h @ W.T (N x V) -> cegppo.torch.token_log_probs / entropy -> policy_loss, autograd;
 - torch-fused:   cegppo.torch.fused_linear_policy_loss (chunked, no N x V array);
 - torch-floor:   the three bare matmuls of any LM-head step (logits, grad-hidden, grad-weight), full size;
+- torch-chunked-gemms: the same three matmuls over token chunks of the fused head's size, the
+                 weight gradient accumulated chunk by chunk: what chunking alone costs (the
+                 weight is read twice and its gradient read and written once per chunk), so
+                 fused minus this is the softmax/entropy/gradient algebra;
 - jax-unfused / jax-fused: the same two under jax.jit(jax.value_and_grad).
 
 Each variant runs in its own process so that its peak memory is clean. Memory (CPU has no
@@ -40,7 +44,7 @@ from typing import Any
 
 FULL = [(4, 512, 896, 151936)]
 QUICK = [(2, 256, 256, 32000), (4, 256, 512, 32000)]
-VARIANTS = ["torch-unfused", "torch-fused", "torch-floor", "jax-unfused", "jax-fused"]
+VARIANTS = ["torch-unfused", "torch-fused", "torch-floor", "torch-chunked-gemms", "jax-unfused", "jax-fused"]
 ENTROPY_COEF = 1e-3
 
 
@@ -79,7 +83,16 @@ def _inputs(b: int, t: int, h: int, v: int) -> dict[str, Any]:
     }
 
 
-def _torch_step(variant: str, x: dict[str, Any]) -> Any:
+def _chunk_rows(v: int, chunk_mib: float | None) -> int | None:
+    """Token rows per chunk for `chunk_mib` MiB of fp32 logits (None: the library's default)."""
+    if chunk_mib is None:
+        from cegppo.torch._fused import DEFAULT_CHUNK_BYTES
+
+        return max(1, DEFAULT_CHUNK_BYTES // (v * 4))
+    return max(1, int(chunk_mib * (1 << 20)) // (v * 4))
+
+
+def _torch_step(variant: str, x: dict[str, Any], chunk_mib: float | None = None) -> Any:
     import cegppo
     import cegppo.torch as cg
     import torch
@@ -89,11 +102,25 @@ def _torch_step(variant: str, x: dict[str, Any]) -> Any:
     w = torch.from_numpy(x["weight"]).requires_grad_()
     ids, old, adv, mask = (torch.from_numpy(x[k]) for k in ("ids", "old", "adv", "mask"))
 
+    rows = _chunk_rows(w.shape[0], chunk_mib)
+    chunk = None if chunk_mib is None else rows
+
     def step() -> None:
         h.grad = w.grad = None
         if variant == "torch-fused":
-            loss, _ = cg.fused_linear_policy_loss(h, w, ids, old, adv, mask, cfg, entropy_coef=ENTROPY_COEF)
+            loss, _ = cg.fused_linear_policy_loss(h, w, ids, old, adv, mask, cfg, entropy_coef=ENTROPY_COEF,
+                                                  chunk_size=chunk)  # fmt: skip
             loss.backward()
+        elif variant == "torch-chunked-gemms":
+            with torch.no_grad():
+                hf = h.view(-1, h.shape[-1])
+                n = hf.shape[0]
+                z, gh, gw = torch.empty(rows, w.shape[0]), torch.empty_like(hf), torch.empty_like(w)
+                for i0 in range(0, n, rows):
+                    hc, zc = hf[i0 : i0 + rows], z[: min(rows, n - i0)]
+                    torch.mm(hc, w.T, out=zc)
+                    torch.mm(zc, w, out=gh[i0 : i0 + rows])
+                    torch.mm(zc.T, hc, out=gw) if i0 == 0 else gw.addmm_(zc.T, hc)
         elif variant == "torch-unfused":
             z = h @ w.T
             lp = cg.token_log_probs(z, ids)
@@ -140,14 +167,14 @@ def _jax_step(variant: str, x: dict[str, Any]) -> tuple[Any, int]:
     return step, temp
 
 
-def worker(variant: str, shape: tuple[int, int, int, int], repeats: int) -> dict[str, Any]:
+def worker(variant: str, shape: tuple[int, int, int, int], repeats: int, chunk_mib: float | None = None) -> dict[str, Any]:
     x = _inputs(*shape)
     temp = None
     if variant.startswith("torch"):
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-        step = _torch_step(variant, x)
+        step = _torch_step(variant, x, chunk_mib)
     else:
         step, temp = _jax_step(variant, x)
     rss0 = _rss()
@@ -171,13 +198,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small shapes, 2 repeats")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--chunk-mib", type=float, default=None,
+                    help="torch fused / chunked GEMMs: MiB of fp32 logits per chunk (default: the library's)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--shape", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     repeats = args.repeats or (2 if args.quick else 3)
     if args.worker:
         shape = tuple(int(s) for s in args.shape.split("x"))
-        print(json.dumps(worker(args.worker, shape, repeats)))  # type: ignore[arg-type]
+        print(json.dumps(worker(args.worker, shape, repeats, args.chunk_mib)))  # type: ignore[arg-type]
         return
     shapes = QUICK if args.quick else FULL
     variants = args.variants.split(",")
@@ -190,12 +219,15 @@ def main() -> None:
         n = b * t
         print(f"\n## (B, T, H, V) = {shape}: N*V*4 = {n * v * 4 / mib:.0f} MiB of fp32 logits, "
               f"weight gradient V*H*4 = {v * h * 4 / mib:.0f} MiB\n")  # fmt: skip
-        print("| variant | time s | x unfused | peak RSS growth MiB | x unfused | XLA temp MiB |")
-        print("|---|---|---|---|---|---|")
+        print(f"torch chunk: {_chunk_rows(v, args.chunk_mib)} token rows\n")
+        print("| variant | time s | x unfused | x floor | peak RSS growth MiB | x unfused | XLA temp MiB |")
+        print("|---|---|---|---|---|---|---|")
         rows = []
         for var in variants:
             cmd = [sys.executable, __file__, "--worker", var, "--shape", "x".join(map(str, shape)),
                    "--repeats", str(repeats)]  # fmt: skip
+            if args.chunk_mib is not None:
+                cmd += ["--chunk-mib", str(args.chunk_mib)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 print(
@@ -204,12 +236,14 @@ def main() -> None:
                 continue
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         base = next((r for r in rows if r["variant"] == "torch-unfused"), None)
+        floor = next((r for r in rows if r["variant"] == "torch-floor"), None)
         for r in rows:
             tr = f"{r['seconds'] / base['seconds']:.2f}" if base else "-"
+            fr = f"{r['seconds'] / floor['seconds']:.2f}" if floor else "-"
             mr = f"{r['peak_growth_bytes'] / max(base['peak_growth_bytes'], 1):.2f}" if base else "-"
             temp = "-" if r["xla_temp_bytes"] is None else f"{r['xla_temp_bytes'] / mib:.1f}"
             print(
-                f"| {r['variant']} | {r['seconds']:.3f} | {tr} | {r['peak_growth_bytes'] / mib:.1f} | {mr} | {temp} |"
+                f"| {r['variant']} | {r['seconds']:.3f} | {tr} | {fr} | {r['peak_growth_bytes'] / mib:.1f} | {mr} | {temp} |"
             )
 
 
