@@ -45,8 +45,11 @@ __all__ = [
 DEFAULT_CHUNK_BYTES: int = 64 << 20
 """Default chunk: as many token rows as fit (rows x V) logits in 64 MiB of the compute dtype.
 
-Chosen by measurement (docs/benchmarks.md, "Fused LM head"): at V = 151936 this is 110 rows in
-float32, where the three GEMMs per chunk already run near the full-batch matmul rate on CPU.
+At V = 151936 this is 110 rows in float32, which keeps the step's peak growth within the weight
+gradient + 128 MiB. Larger chunks are faster on CPU, at the cost of memory: every chunk streams
+the weight twice and the weight gradient once, and the bare chunked GEMMs ran at 1.38x / 1.17x /
+1.06x the full-size ones with 110 / 150 / 220 rows (docs/fused.md, "Measured"); pass
+`chunk_size` to choose.
 """
 
 _SUB_ROWS_BYTES: int = 2 << 20
