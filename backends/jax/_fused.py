@@ -76,7 +76,13 @@ def _chunk_stats(
         z = z + b.astype(dt)
     if inv_t != 1.0:
         z = z * np.asarray(inv_t, dt)
-    ls = jax.nn.log_softmax(z, axis=-1)
+    # log-softmax written out rather than jax.nn.log_softmax: with the max-shift inside one
+    # expression, XLA:CPU (jax 0.10) fuses the GEMM with the row max and the subtraction into one
+    # YNN fusion that runs ~3x slower than the bare GEMM (benchmarks/bench_fused_head.py). Here
+    # the logits feed a reduction and elementwise ops separately and the GEMM stays on its own.
+    m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    lse = m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True))
+    ls = z - lse
     lp = jnp.take_along_axis(ls, ac[:, None], axis=-1)[:, 0]
     p = jnp.exp(ls)
     ent = -jnp.sum(p * ls, axis=-1)
