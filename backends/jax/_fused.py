@@ -51,8 +51,8 @@ _WEIGHT_GRAD_BLOCK_BYTES: int = 16 << 20
 """Vocabulary block of the weight-gradient update: (rows of W) x H of about 16 MiB.
 
 `gw + g.T @ h` in one expression makes XLA hold the (V, H) product as a temporary beside the
-(V, H) accumulator: 519 MiB more XLA scratch at V = 151936, H = 896 (597 MiB in all, against
-80 MiB in blocks, at equal speed; docs/fused.md, "Measured")."""
+(V, H) accumulator: 519 MiB more XLA scratch at V = 151936, H = 896 (583 MiB in all at
+440 x 896 x 151936, against 192 MiB in blocks, at equal speed; docs/fused.md, "Measured")."""
 
 
 def _add_weight_grad(gw: jax.Array, g: jax.Array, hc: jax.Array, dt: Any) -> jax.Array:
