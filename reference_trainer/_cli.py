@@ -1,4 +1,5 @@
-"""Command line: `cegppo-train [flags]` trains; `cegppo-train sweep [flags]` runs the beta grid.
+"""Command line: `cegppo-train [flags]` trains; `cegppo-train sweep [flags]` runs a grid of settings on several
+seeds; `cegppo-train compare [flags]` runs PPO and --preset on one seed and draws both on one figure.
 
 Errors in the configuration or the inputs (a missing --model folder, a malformed --dataset line, an
 impossible setting) print one line `cegppo-train: error: ...` and exit with status 2 before any training.
@@ -8,40 +9,75 @@ Ctrl-C exits with status 130, leaving only complete checkpoints and complete met
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 from .config import TrainConfig, add_arguments
 
 __all__ = ["main"]
 
 
+def _sweep(command: str, argv: list[str]) -> int:
+    """`sweep`: every grid point on every seed; `compare`: PPO against --preset on --seed, on one figure."""
+    from .sweep import DEFAULT_GRID, compare_grid, parse_grid, run_sweep
+
+    parser = argparse.ArgumentParser(prog=f"cegppo-train {command}", description=run_sweep.__doc__)
+    if command == "sweep":
+        parser.add_argument("--grid", default=DEFAULT_GRID, help=f"'beta_low,beta_high' pairs and preset names, ';'-separated (default: {DEFAULT_GRID})")
+        parser.add_argument("--seeds", default="1", help="comma-separated seeds, each run for every grid point (default: 1)")
+    add_arguments(parser, TrainConfig(out=f"runs/{command}", save_every=0, plots=False))
+    ns = vars(parser.parse_args(argv))
+    if command == "sweep":
+        grid, seeds = parse_grid(ns.pop("grid")), _seeds(ns.pop("seeds"))
+    else:
+        grid, seeds = compare_grid(ns["preset"]), [ns["seed"]]
+    run_sweep(TrainConfig(**ns), grid, seeds)
+    print(f"{command} done: {ns['out']}/sweep.png (entropy, accuracy, clip fractions), sweep_dH.png, summary.md")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    """'1,2,3' -> [1, 2, 3]; ValueError naming --seeds otherwise."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds={text!r}: expected comma-separated integers") from None
+    if not seeds:
+        raise ValueError("--seeds: empty")
+    return seeds
+
+
+def _final_report(out: Path, step: int) -> str:
+    """The end of a run in a few lines: accuracy and entropy first -> last, phase times, where the plots are."""
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    t = s["seconds"]
+    n = s["window"]
+    warm = "none" if s["warm_start_reused"] is None else ("reused" if s["warm_start_reused"] else f"{t['warm_start_s']:.0f} s")
+    lines = [
+        f"done: step {step}; mean of the first / last {n} steps:",
+        f"  accuracy {s['accuracy']['first']:.3f} -> {s['accuracy']['last']:.3f}",
+        f"  entropy  {s['entropy']['first']:.3f} -> {s['entropy']['last']:.3f} nats",
+        f"  reward   {s['reward']['first']:.3f} -> {s['reward']['last']:.3f}",
+        f"time: warm start {warm}, RL {t['rl_s']:.0f} s, plots {t['plots_s']:.0f} s",
+        f"outputs in {out}/" + (f" (plots: {s['plots']}/dynamics.png and more)" if s["plots"] else ""),
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["sweep"]:
-            from .sweep import DEFAULT_GRID, parse_grid, run_sweep
-
-            parser = argparse.ArgumentParser(prog="cegppo-train sweep", description=run_sweep.__doc__)
-            parser.add_argument("--grid", default=DEFAULT_GRID, help=f"'beta_low,beta_high;...' (default: {DEFAULT_GRID})")
-            parser.add_argument("--seeds", default="1", help="comma-separated seeds, each run for every grid point (default: 1)")
-            add_arguments(parser, TrainConfig(out="runs/sweep", total_steps=100, save_every=0, plots=False))
-            ns = vars(parser.parse_args(argv[1:]))
-            grid, seeds = parse_grid(ns.pop("grid")), [int(s) for s in ns.pop("seeds").split(",")]
-            run_sweep(TrainConfig(**ns), grid, seeds)
-            print(f"sweep done: {ns['out']}/sweep.png, {ns['out']}/summary.json")
-            return 0
+        if argv[:1] in (["sweep"], ["compare"]):
+            return _sweep(argv[0], argv[1:])
         from .config import parse_args
         from .train import train
 
         cfg = parse_args(argv)
         rows = train(cfg)
         if rows and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
-            first, last = rows[0], rows[-1]
-            print(
-                f"done: step {last['step']}, reward {first['reward']:.3f} -> {last['reward']:.3f}, "
-                f"accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}; outputs in {cfg.out}/"
-            )
+            print(_final_report(Path(cfg.out), int(rows[-1]["step"])))
         return 0
     except ValueError as e:
         print(f"cegppo-train: error: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ class TrainConfig:
     """Output folder: metrics.jsonl, checkpoints/, plots/, tensorboard/ (if enabled), config.json."""
     seed: int = 1
     """Seed of everything: model init, prompts, sampling (all from torch generators, saved in checkpoints)."""
-    total_steps: int = 120
+    total_steps: int = 200
     """Number of training steps (one step = one rollout batch followed by its mini-batch updates)."""
     stop_at_step: int | None = None
     """Stop after this step as if killed (the schedule still follows total_steps); for tests and time boxes."""
@@ -64,12 +64,24 @@ class TrainConfig:
     """Tiny default model only: number of transformer blocks."""
     num_heads: int = 4
     """Tiny default model only: attention heads."""
+    warm_start_steps: int = 600
+    """Tiny default model only: supervised steps on the task's imperfect teacher before RL; 0 = RL from random init."""
+    warm_start_batch: int = 128
+    """Warm start: teacher demonstrations per supervised step."""
+    warm_start_lr: float = 3e-3
+    """Warm start: AdamW peak learning rate (cosine decay to 0 over warm_start_steps)."""
+    warm_start_dir: str | None = None
+    """Warm start: folder of its checkpoint (default OUT/warm_start); reused when made with the same settings."""
 
     # --- task --------------------------------------------------------------------------------------------------------
     task: str = "addition"
     """Embedded task when no dataset is given: `addition` ('a+b=' -> zero-padded sum, reward = digits right)."""
-    digits: int = 1
+    digits: int = 2
     """Addition task: digits per operand (1: '3+5=' -> '08'; 2: '31+57=' -> '088')."""
+    reward: str = "exact"
+    """Addition task: `exact` (1 for the exact answer, else 0) or `partial` (fraction of answer digits right)."""
+    carry_drop: float = 0.8
+    """Addition task: probability that the warm start's teacher drops each carry (its one mistake)."""
     dataset: str | None = None
     """JSONL file with one {"prompt": ..., "answer": ...} per line; reward = math answer match (last number or boxed)."""
     chat_template: bool = False
@@ -106,7 +118,7 @@ class TrainConfig:
     """Passes over each rollout batch; with several mini-batches the ratios leave 1 and clipping acts."""
     num_minibatches: int = 4
     """Optimizer steps per epoch; each mini-batch holds prompts_per_step / num_minibatches whole groups."""
-    lr: float = 5e-4
+    lr: float = 2e-4
     """AdamW peak learning rate."""
     warmup_steps: int = 5
     """Linear learning-rate warm-up over this many training steps, then constant."""
@@ -139,6 +151,11 @@ class TrainConfig:
         need(self.num_layers >= 1, "num_layers", "must be >= 1")
         need(self.task in TASKS, "task", f"must be one of {list(TASKS)}")
         need(1 <= self.digits <= 6, "digits", "must lie in [1, 6]")
+        need(self.reward in ("exact", "partial"), "reward", "must be exact or partial")
+        need(0.0 <= self.carry_drop <= 1.0, "carry_drop", "must lie in [0, 1]")
+        need(self.warm_start_steps >= 0, "warm_start_steps", "must be >= 0")
+        need(self.warm_start_batch >= 1, "warm_start_batch", "must be >= 1")
+        need(self.warm_start_lr > 0, "warm_start_lr", "must be > 0")
         need(self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0")
         need(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare samples within a group)")

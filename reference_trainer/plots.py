@@ -41,7 +41,8 @@ def _pyplot() -> Any:
 
 
 def plot_run(out: Path) -> list[Path]:
-    """reward.png (reward, accuracy), entropy.png, regions.png (token fractions), entropy_change.png (dH by region)."""
+    """dynamics.png (entropy and accuracy on one figure), reward.png (reward, accuracy), entropy.png,
+    regions.png (token fractions), entropy_change.png (dH by region)."""
     plt = _pyplot()
     rows = read_metrics(Path(out) / "metrics.jsonl")
     folder = Path(out) / "plots"
@@ -72,7 +73,29 @@ def plot_run(out: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    written.append(_plot_dynamics(plt, rows, folder / "dynamics.png", f"{Path(out).name}", win))
     return written
+
+
+def _plot_dynamics(plt: Any, rows: list[dict[str, Any]], path: Path, title: str, win: int) -> Path:
+    """Entropy (left axis) and accuracy (right axis) against the step: the run's dynamics at a glance."""
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    twin = ax.twinx()
+    for axis, key, color, label in ((ax, "entropy", "tab:blue", "token entropy (nats)"), (twin, "accuracy", "tab:orange", "accuracy")):
+        ys = [r.get(key, 0.0) for r in rows]
+        axis.plot(steps, ys, color=color, alpha=0.2)
+        axis.plot(steps, smooth(ys, win), color=color, label=label)
+        axis.set_ylabel(label, color=color)
+    twin.set_ylim(0.0, 1.0)
+    ax.set_ylim(bottom=0.0)
+    ax.set_xlabel("step")
+    ax.set_title(f"entropy and accuracy ({title})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def mean_curves(folders: list[Path], key: str) -> tuple[list[int], list[float]]:
@@ -89,7 +112,7 @@ def mean_curves(folders: list[Path], key: str) -> tuple[list[int], list[float]]:
 def plot_sweep(
     runs: dict[str, list[Path]],
     path: Path,
-    keys: tuple[str, ...] = ("entropy", "reward", "clip_high_frac", "clip_low_frac"),
+    keys: tuple[str, ...] = ("entropy", "accuracy", "clip_high_frac", "clip_low_frac"),
 ) -> Path:
     """One panel per metric, one curve per label (mean over its run folders, i.e. seeds), smoothed."""
     plt = _pyplot()

@@ -9,6 +9,7 @@ test relies on this), and the generator's state is all a checkpoint needs to rep
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,11 +64,14 @@ def generate(
 
     token_t = min{ j : sum_{k <= j} softmax(z_t / temperature)_k > u_t }   (inverse CDF, float32)
     """
+    from transformers import DynamicCache
+
     b, t_new = uniforms.shape
     device = prompt_ids.device
     attn = prompt_mask.long()
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=_positions(prompt_mask), use_cache=True)
-    past = out.past_key_values
+    # One cache object, filled in place by every forward: nothing to read back from the outputs.
+    cache = {_cache_keyword(model): DynamicCache()}
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=_positions(prompt_mask), use_cache=True, **cache)
     next_pos = _positions(prompt_mask)[:, -1:] + 1
     logits = out.logits[:, -1].float()
     response = torch.full((b, t_new), pad_id, dtype=torch.long, device=device)
@@ -85,16 +89,19 @@ def generate(
         if t + 1 == t_new or bool(done.all()):
             break
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # finished rows feed pad; their output is unused
-        out = model(
-            input_ids=token[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=past, use_cache=True
-        )
-        past = out.past_key_values
+        out = model(input_ids=token[:, None], attention_mask=attn, position_ids=next_pos, use_cache=True, **cache)
         next_pos = next_pos + 1
         logits = out.logits[:, -1].float()
     width = int(lengths.max()) if b else 0
     response = response[:, : max(width, 1)]
     response_mask = torch.arange(response.shape[1], device=device)[None, :] < lengths[:, None]
     return Batch(prompt_ids, prompt_mask, response, response_mask)
+
+
+def _cache_keyword(model: Any) -> str:
+    """The keyword the model's forward takes its KV cache under: `cache` in transformers >= 5.x (where
+    `past_key_values` is deprecated and warns on every run), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class PolicyForward(torch.nn.Module):

@@ -31,6 +31,7 @@ __all__ = [
     "Task",
     "addition_reward",
     "addition_task",
+    "carry_dropping_sum",
     "dataset_task",
     "exact_match",
     "extract_math_answer",
@@ -58,6 +59,9 @@ class Task:
     """Default response length limit."""
     alphabet: str
     """Every character prompts and answers use (the tiny default tokenizer is built over it)."""
+    teacher: Callable[[int, torch.Generator], list[tuple[str, str]]] | None = None
+    """teacher(n, generator) -> n (prompt, demonstration) pairs of an imperfect teacher, for the warm start
+    (None: the task has no teacher and RL starts from the model as it is)."""
 
 
 # --- the embedded addition task --------------------------------------------------------------------------------------
@@ -75,23 +79,67 @@ def exact_match(response: str, answer: str) -> bool:
     return response.strip() == answer.strip()
 
 
-def addition_task(digits: int = 1) -> Task:
-    """'a+b=' -> the sum zero-padded to digits + 1 characters; partial-credit reward (module docstring)."""
+def carry_dropping_sum(a: int, b: int, digits: int, drops: list[bool]) -> str:
+    """a + b written digit by digit from the right, zero-padded to digits + 1 characters, where the carry out of
+    digit i is lost when drops[i] (a schoolchild's slip: 58+67 with the first carry dropped gives '115').
+
+    With no drop this is the true sum; every dropped carry that was 1 makes the next digit (and maybe more) wrong.
+    """
+    out, carry = [], 0
+    for i in range(digits):
+        s = (a // 10**i) % 10 + (b // 10**i) % 10 + carry
+        out.append(str(s % 10))
+        carry = 0 if drops[i] else s // 10
+    out.append(str(carry))
+    return "".join(reversed(out))
+
+
+def exact_reward(response: str, answer: str) -> float:
+    """1.0 for the exact answer (exact_match), else 0.0."""
+    return float(exact_match(response, answer))
+
+
+ADDITION_REWARDS: dict[str, Reward] = {"exact": exact_reward, "partial": addition_reward}
+"""Rewards of the addition task by name: `exact` (1 for the exact answer, else 0) and `partial` (digits right)."""
+
+
+def _addition_prompt(a: int, b: int, digits: int) -> str:
+    """'a+b=' with both operands zero-padded to `digits` characters ('07+35='): every digit has a fixed position."""
+    return f"{a:0{digits}d}+{b:0{digits}d}="
+
+
+def addition_task(digits: int = 1, carry_drop: float = 0.0, reward: str = "exact") -> Task:
+    """'a+b=' -> the sum zero-padded to digits + 1 characters; partial-credit reward (module docstring).
+
+    Its teacher (for the warm start) writes the sum but drops each carry with probability `carry_drop`
+    (`carry_dropping_sum`), so a model fitted to it is confident on most digits and gives the right digit
+    after a carry only a minority probability: the unlikely-but-right tail that RL must find.
+    """
     if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 6:
         raise ValueError(f"digits must be an int in [1, 6], got {digits!r}")
+    if isinstance(carry_drop, bool) or not isinstance(carry_drop, (int, float)) or not 0.0 <= carry_drop <= 1.0:
+        raise ValueError(f"carry_drop must be a number in [0, 1], got {carry_drop!r}")
+    if reward not in ADDITION_REWARDS:
+        raise ValueError(f"reward must be one of {sorted(ADDITION_REWARDS)}, got {reward!r}")
     hi = 10**digits
 
     def sample(n: int, gen: torch.Generator) -> list[tuple[str, str]]:
         ab = torch.randint(0, hi, (n, 2), generator=gen).tolist()
-        return [(f"{a}+{b}=", str(a + b).zfill(digits + 1)) for a, b in ab]
+        return [(_addition_prompt(a, b, digits), str(a + b).zfill(digits + 1)) for a, b in ab]
+
+    def teacher(n: int, gen: torch.Generator) -> list[tuple[str, str]]:
+        ab = torch.randint(0, hi, (n, 2), generator=gen).tolist()
+        drops = (torch.rand(n, digits, generator=gen) < carry_drop).tolist()
+        return [(_addition_prompt(a, b, digits), carry_dropping_sum(a, b, digits, d)) for (a, b), d in zip(ab, drops, strict=True)]
 
     return Task(
         name=f"addition{digits}",
         sample=sample,
-        reward=addition_reward,
+        reward=ADDITION_REWARDS[reward],
         correct=exact_match,
         max_new_tokens=digits + 1,
         alphabet="0123456789+=",
+        teacher=teacher,
     )
 
 

@@ -29,6 +29,7 @@ from .config import TrainConfig, cegppo_config
 from .policy import build_char_tokenizer, build_tiny_model, load_policy
 from .rollout import Batch, PolicyForward, generate, left_pad
 from .tasks import Task, addition_task, dataset_task
+from .warm_start import needs_warm_start, warm_start, warm_start_folder
 
 __all__ = ["METRICS", "TIMING_METRICS", "make_task", "train"]
 
@@ -76,7 +77,7 @@ def make_task(cfg: TrainConfig) -> Task:
     """The task of a config: its --dataset if given, else the embedded --task."""
     if cfg.dataset is not None:
         return dataset_task(cfg.dataset, max_new_tokens=cfg.max_new_tokens or 256)
-    return addition_task(cfg.digits)
+    return addition_task(cfg.digits, cfg.carry_drop, cfg.reward)
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -160,8 +161,18 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
 
     # ---- 1. policy, optimizer, generators ---------------------------------------------------------------------------
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    if cfg.model is not None:
-        model, tokenizer = load_policy(cfg.model, dtype)
+    t_start = time.perf_counter()
+    init_from = cfg.model
+    warm_reused = None
+    if needs_warm_start(cfg, task):
+        if is_main:
+            warm_reused = warm_start(cfg, task, progress=cfg.progress)[1]
+        if world > 1:
+            dist.barrier()
+        init_from = str(warm_start_folder(cfg))
+    warm_seconds = time.perf_counter() - t_start
+    if init_from is not None:
+        model, tokenizer = load_policy(init_from, dtype)
     else:
         tokenizer = build_char_tokenizer(task.alphabet)
         model = build_tiny_model(len(tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.seed).to(dtype)
@@ -227,6 +238,7 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
         bar = tqdm(total=cfg.total_steps, initial=start_step, desc="cegppo-train", dynamic_ncols=True)
     log = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
     rows: list[dict[str, float]] = []
+    t_rl = time.perf_counter()
 
     try:
         for step in range(start_step + 1, end_step + 1):
@@ -421,13 +433,35 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
             log.close()
         if writer is not None:
             writer.close()
+    rl_seconds = time.perf_counter() - t_rl
+    t_plots = time.perf_counter()
     if is_main and cfg.plots:
         from .plots import plot_run
 
         plot_run(out)
+    if is_main:
+        times = {"warm_start_s": warm_seconds, "rl_s": rl_seconds, "plots_s": time.perf_counter() - t_plots}
+        ckpt.write_text_atomic(out / "summary.json", json.dumps(run_summary(out, times, warm_reused), indent=2))
     if world > 1:
         dist.barrier()
     return rows
+
+
+def run_summary(out: Path, times: dict[str, float], warm_start_reused: bool | None) -> dict[str, Any]:
+    """What OUT/summary.json holds: accuracy, reward and entropy over the first and last tenth of the whole run
+    (at least 1, at most 10 steps), this call's phase times and where the plots are."""
+    from .plots import read_metrics
+
+    rows = read_metrics(out / "metrics.jsonl")
+    n = max(1, min(10, len(rows) // 10))
+    summary: dict[str, Any] = {"steps": len(rows), "window": n}
+    for key in ("accuracy", "reward", "entropy"):
+        vals = [float(r[key]) for r in rows]
+        summary[key] = {"first": sum(vals[:n]) / n, "last": sum(vals[-n:]) / n} if vals else None
+    summary["seconds"] = times
+    summary["warm_start_reused"] = warm_start_reused
+    summary["plots"] = str(out / "plots") if (out / "plots").is_dir() else None
+    return summary
 
 
 def _select(batch: Batch, idx: torch.Tensor) -> Batch:
