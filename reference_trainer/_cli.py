@@ -3,6 +3,8 @@ seeds; `cegppo-train compare [flags]` runs PPO and --preset on one seed and draw
 
 Errors in the configuration or the inputs (a missing --model folder, a malformed --dataset line, an
 impossible setting) print one line `cegppo-train: error: ...` and exit with status 2 before any training.
+A run that diverges (a non-finite loss or gradient norm) stops before applying that update, prints
+`cegppo-train: error: training diverged ...` and exits with status 3; its checkpoints and metrics lines stay.
 Ctrl-C exits with status 130, leaving only complete checkpoints and complete metrics lines.
 """
 
@@ -82,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"cegppo-train: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from .train import TrainingDiverged
+
+        if not isinstance(e, TrainingDiverged):
+            raise
+        print(f"cegppo-train: error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -19,14 +19,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["latest_checkpoint", "load_trainer_state", "save_checkpoint", "truncate_metrics", "write_text_atomic"]
+__all__ = [
+    "checkpoint_problem",
+    "latest_checkpoint",
+    "load_trainer_state",
+    "resume_point",
+    "save_checkpoint",
+    "truncate_metrics",
+    "write_text_atomic",
+]
 
 STATE_FILE = "trainer_state.pt"
+WEIGHTS_FILE = "model.safetensors"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -81,6 +91,74 @@ def latest_checkpoint(out: Path) -> Path | None:
         return None
     path = out / "checkpoints" / pointer.read_text().strip()
     return path if (path / STATE_FILE).is_file() else None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (missing, header unreadable, shorter or longer than its header says)."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return f"{path} is truncated (its header is cut)"
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"{path} is not a readable safetensors file ({type(e).__name__})"
+    if 8 + n + end != size:
+        return f"{path} is truncated ({size} bytes, its header says {8 + n + end})"
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete.
+
+    Checks that every file is there and whole without loading it: the weights against their safetensors header,
+    trainer_state.pt (a zip archive) against the CRC of every member.
+    """
+    if not path.is_dir():
+        return f"{path} does not exist"
+    for name in ("config.json", STATE_FILE):
+        if not (path / name).is_file():
+            return f"{path / name} is missing"
+    problem = _safetensors_problem(path / WEIGHTS_FILE)
+    if problem is not None:
+        return problem
+    try:
+        with zipfile.ZipFile(path / STATE_FILE) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile) as e:
+        return f"{path / STATE_FILE} is not a complete torch.save archive ({e})"
+    if bad is not None:
+        return f"{path / STATE_FILE} is corrupt (member {bad} fails its CRC)"
+    return None
+
+
+def resume_point(out: Path) -> tuple[Path | None, list[str]]:
+    """The newest complete checkpoint to resume from, and why each newer candidate was passed over.
+
+    Candidates are the checkpoint `latest` names, then the older step folders from the newest down; a folder
+    newer than `latest` was never made current (its save did not finish) and is not a candidate.
+    """
+    root = out / "checkpoints"
+    pointer = root / "latest"
+    folders = sorted((p for p in root.iterdir() if p.name.startswith("step_")), reverse=True) if root.is_dir() else []
+    skipped: list[str] = []
+    newest = None
+    if pointer.is_file():
+        newest = root / pointer.read_text().strip()
+    elif folders:
+        skipped.append(f"{pointer} is missing")
+    candidates = [newest] if newest is not None else []
+    candidates += [p for p in folders if newest is None or p.name < newest.name]
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(problem)
+    return None, skipped
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:

@@ -11,10 +11,13 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import math
 import os
+import tempfile
 import textwrap
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cegppo
@@ -37,7 +40,11 @@ class TrainConfig:
     stop_at_step: int | None = None
     """Stop after this step as if killed (the schedule still follows total_steps); for tests and time boxes."""
     resume: bool = False
-    """Continue from the latest complete checkpoint in OUT (metrics.jsonl is cut back to that step)."""
+    """Continue from the newest complete checkpoint in OUT (metrics.jsonl is cut back to that step)."""
+    overwrite: bool = False
+    """Start afresh in an OUT that holds a previous run, deleting its metrics, checkpoints and plots."""
+    allow_config_change: bool = False
+    """With --resume: accept settings that differ from OUT/config.json (the changes are recorded there)."""
     save_every: int = 40
     """Write a checkpoint every this many steps (and at the last step); 0 = only at the end."""
     keep_checkpoints: int = 2
@@ -140,6 +147,11 @@ class TrainConfig:
             if not cond:
                 raise ValueError(f"--{name.replace('_', '-')}={getattr(self, name)!r}: {why}")
 
+        for f in dataclasses.fields(self):  # nan and inf pass every comparison below: refuse them first
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), f.name, "must be a finite number")
+        need(not (self.resume and self.overwrite), "overwrite", "contradicts --resume (continue, or start afresh?)")
         need(self.total_steps >= 1, "total_steps", "must be >= 1")
         need(self.stop_at_step is None or self.stop_at_step >= 1, "stop_at_step", "must be >= 1")
         need(self.save_every >= 0, "save_every", "must be >= 0")
@@ -148,6 +160,11 @@ class TrainConfig:
         need(self.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16")
         need(self.hidden_size >= 1 and self.num_heads >= 1, "hidden_size", "must be >= 1")
         need(self.hidden_size % max(self.num_heads, 1) == 0, "num_heads", "must divide hidden_size")
+        need(
+            (self.hidden_size // max(self.num_heads, 1)) % 2 == 0,
+            "num_heads",
+            f"gives an odd head size {self.hidden_size}/{self.num_heads} (rotary embeddings need an even one)",
+        )
         need(self.num_layers >= 1, "num_layers", "must be >= 1")
         need(self.task in TASKS, "task", f"must be one of {list(TASKS)}")
         need(1 <= self.digits <= 6, "digits", "must lie in [1, 6]")
@@ -175,8 +192,11 @@ class TrainConfig:
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = no clipping)")
         need(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        need(self.entropy_coef >= 0, "entropy_coef", "must be >= 0 (a bonus: loss -= entropy_coef * entropy)")
         need(not (self.fused_head and self.kl_coef > 0), "kl_coef", "the KL penalty needs per-token log-probs: not with --fused-head")
         cegppo_config(self)  # the CE-GPPO fields (ValueError naming eps/beta/dual_clip)
+        need(device_problem(self.device) is None, "device", device_problem(self.device) or "")
+        need(out_problem(self.out) is None, "out", out_problem(self.out) or "")
         if self.model is not None:
             need(os.path.isdir(self.model), "model", "is not a folder (a local Hugging Face checkpoint is expected)")
             need(
@@ -186,6 +206,48 @@ class TrainConfig:
             )
         if self.dataset is not None:
             need(os.path.isfile(self.dataset), "dataset", "no such file")
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` cannot be used here (unknown name, CUDA absent, index out of range), or None."""
+    import torch
+
+    if device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return "is not a device: use cpu, cuda, cuda:N or auto"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available in this torch build or machine (use cpu or auto)"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"there are only {torch.cuda.device_count()} CUDA devices"
+    elif dev.type != "cpu":
+        return f"device type {dev.type!r} is not supported by the trainer (cpu, cuda)"
+    return None
+
+
+def out_problem(out: str) -> str | None:
+    """Why the output folder cannot be created or written (a file is in the way, no write access), or None.
+
+    Writing is tried (a temporary file in the nearest existing folder, removed at once): permission bits do not
+    tell for root or for read-only file systems.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return "exists and is not a folder"
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        return f"cannot write in {probe} ({e.strerror or e})"
+    return None
 
 
 TASKS = ("addition",)

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from .rollout import Batch, PolicyForward, generate, left_pad
 from .tasks import Task, addition_task, dataset_task
 from .warm_start import needs_warm_start, warm_start, warm_start_folder
 
-__all__ = ["METRICS", "TIMING_METRICS", "make_task", "train"]
+__all__ = ["METRICS", "RESUME_MAY_CHANGE", "TIMING_METRICS", "TrainingDiverged", "make_task", "train"]
 
 METRICS: dict[str, str] = {
     "step": "training step (1-based)",
@@ -158,6 +159,10 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     is_main = rank == 0
+    # The checkpoint to resume from, or a fresh start; refuses (before writing anything) whatever would lose data.
+    latest = _resume_checkpoint(cfg, out, loss_cfg, announce=is_main) if cfg.resume else None
+    if not cfg.resume and is_main:
+        _claim_fresh_out(cfg, out)
 
     # ---- 1. policy, optimizer, generators ---------------------------------------------------------------------------
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
@@ -191,7 +196,6 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
     pad_id = tokenizer.pad_token_id
 
     start_step = 0
-    latest = ckpt.latest_checkpoint(out) if cfg.resume else None
     if latest is not None:
         from safetensors.torch import load_file
 
@@ -208,11 +212,8 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
             print(f"resuming from {latest} (step {start_step})", file=sys.stderr)
     elif is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").write_text("")  # a fresh run starts a fresh log (old checkpoints are replaced as it saves)
-        # ... and forgets the previous run's `latest`: a --resume after a kill before this run's first save
-        # starts fresh instead of continuing the old run's weights under the new log.
-        (out / "checkpoints" / "latest").unlink(missing_ok=True)
-        ckpt.write_text_atomic(out / "config.json", json.dumps({**vars(cfg), "cegppo": loss_cfg.as_dict()}, indent=2))
+        (out / "metrics.jsonl").write_text("")  # a fresh run (the folder was checked above: nothing is lost)
+        ckpt.write_text_atomic(out / "config.json", json.dumps(_config_record(cfg, loss_cfg), indent=2))
     if world > 1:
         dist.barrier()
 
@@ -327,13 +328,17 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
                     (loss * world).backward()
                     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                    loss_value = float(loss.detach())
+                    if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+                        # Before optimizer.step: the weights, the log and the checkpoints stay as they were.
+                        raise TrainingDiverged(step, updates + 1, loss_value, float(grad_norm), ckpt.latest_checkpoint(out))
                     optimizer.step()
                     updates += 1
 
                     # diagnostics of this update (local sums; reduced over ranks below)
                     n_local = float(mask.sum())
                     acc["tokens"] += n_local
-                    acc["loss"] += float(loss.detach())
+                    acc["loss"] += loss_value
                     acc["pg_loss"] += float(pg_loss.detach())
                     acc["kl_ref"] += float(kl.detach())
                     acc["grad_norm"] += float(grad_norm) / world  # identical on all ranks
@@ -399,11 +404,11 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
             }
             rows.append(row)
             if log is not None:
-                log.write(json.dumps(row) + "\n")
+                log.write(json.dumps(_strict_json(row), allow_nan=False) + "\n")
                 log.flush()
             if writer is not None:
                 for k, v in row.items():
-                    if k != "step":
+                    if k != "step" and math.isfinite(v):
                         writer.add_scalar(k, v, step)
             if bar is not None:
                 bar.update(1)
@@ -462,6 +467,94 @@ def run_summary(out: Path, times: dict[str, float], warm_start_reused: bool | No
     summary["warm_start_reused"] = warm_start_reused
     summary["plots"] = str(out / "plots") if (out / "plots").is_dir() else None
     return summary
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient norm: the run stops before applying it (the CLI exits with status 3)."""
+
+    def __init__(self, step: int, update: int, loss: float, grad_norm: float, last: Path | None) -> None:
+        where = f"the last complete checkpoint is {last}" if last is not None else "no checkpoint was written yet"
+        super().__init__(
+            f"training diverged at step {step}, update {update}: loss {loss}, gradient norm {grad_norm}. "
+            f"Stopped before applying it; metrics.jsonl holds the steps before {step} and {where}. "
+            "Lower --lr (or raise --max-grad-norm's protection) and resume or start again."
+        )
+
+
+RESUME_MAY_CHANGE = (
+    "out", "resume", "overwrite", "allow_config_change", "total_steps", "stop_at_step", "save_every",
+    "keep_checkpoints", "device", "threads", "progress", "plots", "tensorboard",
+)  # fmt: skip
+"""Settings that --resume accepts changed: they decide how long, where and how visibly the run goes on, not
+what it computes (device aside: the same computation, rounded by another chip). docs/trainer.md lists them."""
+
+
+def _config_record(cfg: TrainConfig, loss_cfg: Any) -> dict[str, Any]:
+    """What OUT/config.json holds: every setting, plus the resolved CE-GPPO hyperparameters."""
+    return {**vars(cfg), "cegppo": loss_cfg.as_dict()}
+
+
+def _claim_fresh_out(cfg: TrainConfig, out: Path) -> None:
+    """A fresh run may only write where no previous run would be lost: refuse a used OUT unless --overwrite,
+    which deletes that run's outputs (a warm start stays: it is reused only if made with the same settings)."""
+    used = [name for name in ("config.json", "metrics.jsonl", "checkpoints") if (out / name).exists()]
+    if not used:
+        return
+    if not cfg.overwrite:
+        raise ValueError(
+            f"--out={cfg.out!r} holds a previous run ({', '.join(used)}): add --resume to continue it, "
+            "or --overwrite to delete it and start afresh"
+        )
+    for name in ("checkpoints", "plots", "tensorboard"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "config.json", "summary.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _resume_checkpoint(cfg: TrainConfig, out: Path, loss_cfg: Any, announce: bool) -> Path | None:
+    """The newest complete checkpoint of OUT (passing over incomplete ones, and saying why), after checking that
+    the settings match the recorded ones; None when OUT has no checkpoint at all (the run starts at step 1).
+
+    Raises ValueError, changing nothing, when checkpoints exist but none is complete, or a setting that changes
+    the run differs from OUT/config.json without --allow-config-change.
+    """
+    latest, skipped = ckpt.resume_point(out)
+    if latest is None and skipped:
+        raise ValueError(f"--resume: no complete checkpoint in {out / 'checkpoints'} ({'; '.join(skipped)}); nothing was changed")
+    if latest is None:
+        if announce and (out / "metrics.jsonl").exists():
+            print(f"--resume: {out} has no checkpoint yet; starting at step 1", file=sys.stderr)
+        return None
+    if announce:
+        for note in skipped:
+            print(f"--resume: passing over an incomplete checkpoint: {note}", file=sys.stderr)
+    record_path = out / "config.json"
+    try:
+        recorded = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    now = _config_record(cfg, loss_cfg)
+    if not isinstance(recorded, dict):
+        if not cfg.allow_config_change:
+            raise ValueError(f"--resume: {record_path} is missing or unreadable, so a changed setting could not be told; "
+                             "add --allow-config-change to resume with the settings given")  # fmt: skip
+        recorded = {}
+    changed = {k: (recorded.get(k), v) for k, v in now.items() if k not in RESUME_MAY_CHANGE and recorded.get(k) != v}
+    if changed and not cfg.allow_config_change:
+        listed = ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items() if k != "cegppo")
+        raise ValueError(
+            f"--resume: settings differ from {record_path} ({listed or 'the CE-GPPO hyperparameters'}), which would "
+            "change the run; resume with the recorded values, or add --allow-config-change (the change is recorded)"
+        )
+    if changed and announce:
+        history = [*recorded.get("resume_changes", []), {"from_checkpoint": latest.name, "changes": changed}]
+        ckpt.write_text_atomic(record_path, json.dumps({**now, "resume_changes": history}, indent=2, default=str))
+    return latest
+
+
+def _strict_json(row: dict[str, float]) -> dict[str, float | None]:
+    """The row with every non-finite value as null: metrics.jsonl stays strict JSON (NaN is not JSON)."""
+    return {k: (v if math.isfinite(v) else None) for k, v in row.items()}
 
 
 def _select(batch: Batch, idx: torch.Tensor) -> Batch:

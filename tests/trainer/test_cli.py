@@ -39,6 +39,13 @@ def test_smoke_run_through_the_cli_writes_every_output(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "done: step 3" in proc.stdout
+    # the end of the run tells the story: accuracy and entropy first -> last, phase times, where the plots are
+    for text in ("accuracy", "entropy", "time: warm start", "RL", "dynamics.png"):
+        assert text in proc.stdout, text
+    assert "deprecated" not in proc.stderr, proc.stderr  # a first run is clean (no transformers deprecation)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["warm_start_reused"] is False
+    assert summary["accuracy"]["first"] == read_rows(out)[0]["accuracy"]
 
     rows = read_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -60,7 +67,7 @@ def test_smoke_run_through_the_cli_writes_every_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_")) == ["step_000002", "step_000003"]
     for name in ("model.safetensors", "config.json", "tokenizer.json", "trainer_state.pt"):
         assert (ckpts / "step_000003" / name).is_file(), name
-    for name in ("reward", "entropy", "regions", "entropy_change"):
+    for name in ("dynamics", "reward", "entropy", "regions", "entropy_change"):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
@@ -83,6 +90,16 @@ def test_smoke_run_through_the_cli_writes_every_output(tmp_path: Path) -> None:
         (["--model", "/nonexistent/model"], "--model"),
         (["--dataset", "/nonexistent/data.jsonl"], "--dataset"),
         (["--dtype", "float16"], "--dtype"),
+        (["--device", "banana"], "--device"),
+        (["--device", "cuda:7"], "--device"),
+        (["--hidden-size", "12", "--num-heads", "4"], "--num-heads"),
+        (["--entropy-coef", "-1"], "--entropy-coef"),
+        (["--entropy-coef", "nan"], "--entropy-coef"),
+        (["--lr", "inf"], "--lr"),
+        (["--carry-drop", "1.5"], "--carry-drop"),
+        (["--reward", "digits"], "--reward"),
+        (["--warm-start-steps", "-1"], "--warm-start-steps"),
+        (["--resume", "--overwrite"], "--overwrite"),
     ],
 )
 def test_bad_input_exits_2_naming_the_field_before_writing(
@@ -93,6 +110,17 @@ def test_bad_input_exits_2_naming_the_field_before_writing(
     err = capsys.readouterr().err
     assert err.startswith("cegppo-train: error:") and field in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["a_file", "under_a_file", "proc"])
+def test_an_unusable_out_exits_2_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = {"a_file": blocker, "under_a_file": blocker / "run", "proc": Path("/proc/cegppo-run")}[where]
+    assert main(["--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cegppo-train: error: --out=") and "\n" == err[-1] and err.count("\n") == 1, err
+    assert blocker.read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [blocker]
 
 
 def test_malformed_dataset_line_is_named_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
