@@ -4,17 +4,15 @@ A reward is a plain function `reward(response: str, answer: str) -> float` in [0
 building a `Task` with your own. Prompts are drawn with a `torch.Generator` (its state is part of
 every checkpoint), so a resumed run sees the same prompts as an uninterrupted one.
 
-The embedded default, `addition_task`, is chosen so that a tiny random-init model learns it by pure
-RL in minutes on a CPU (docs/trainer.md, "Why this task"):
+The embedded default, `addition_task`, is built for CE-GPPO's regime (docs/trainer.md, "The default task"):
 
-- prompt `a+b=` with random `digits`-digit operands, answer the sum zero-padded to digits + 1
-  characters (`3+5=` -> `08`); the response is exactly that many characters long;
-- reward = fraction of answer positions right (`08` vs `07` -> 0.5), accuracy = exact match.
-
-A random policy over a 16-token vocabulary scores about 1/16 per position, so the initial reward is
-small but nonzero and most groups of G = 8 hold different rewards (GRPO has signal from step 1).
-The leading digit (0 or 1 for one-digit operands) is learnt first, then the ones digit, a
-100-entry table: the reward climbs from ~0.06 towards 1 in a few hundred updates.
+- prompt `a+b=` with both operands zero-padded to `digits` characters (`07+35=`), answer the sum
+  zero-padded to digits + 1 characters (`042`); the response is exactly that many characters long;
+- reward `exact` (1 for the exact answer, else 0, as math RL rewards a final answer) or `partial`
+  (fraction of answer positions right: `08` vs `07` -> 0.5); accuracy = exact match;
+- a teacher that drops each carry with probability `carry_drop` (`carry_dropping_sum`), for the warm
+  start (cegppo.trainer.warm_start): the warm-started model is confident where no carry is needed and
+  gives the right digit after a carry only a minority probability, the tail that RL has to raise.
 """
 
 from __future__ import annotations

@@ -60,6 +60,8 @@ METRICS: dict[str, str] = {
     "dH_dual_clip": "same, dual_clip tokens (always 0: F = 0)",
     "dH_inside": "same, inside tokens",
     "dH_total": "sum of the four dH_ values",
+    "clip_low_old_prob": "mean old probability pi_old(a_t) of the clip_low tokens over updates (null if none or --fused-head)",
+    "clip_high_old_prob": "same, clip_high tokens: low values mean the clipped tokens are tail tokens (docs/experiments.md)",
     "grad_norm": "global gradient norm before clipping, mean over updates",
     "tokens_per_s": "response tokens of the step / wall time of the step",
     "step_time_s": "wall time of the step (rollout + updates)",
@@ -294,6 +296,7 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
             acc.update({f"n_{k}": 0.0 for k in ("clip_low_frac", "clip_high_frac", "dual_clip_frac", "inside_frac")})
             acc.update({k: 0.0 for k in ("ratio_sum", "kl_sum", "fabs_sum")})
             acc.update({f"dH_{r}": 0.0 for r in _REGIONS})
+            acc.update({k: 0.0 for k in ("p_clip_low", "p_clip_high")})  # sums of pi_old over those tokens
             ratio_max = 0.0
             updates = 0
             for _epoch in range(cfg.update_epochs):
@@ -354,7 +357,7 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
                         acc["kl_sum"] += float(m["approx_kl_k3"]) * n_local
                         acc["fabs_sum"] += float(m["grad_weight_abs_mean"]) * n_local
                         ratio_max = max(ratio_max, float(m["ratio_max"]))
-                        # First-order entropy change (DESIGN.md section 1): the logits' step dz = w (e_a - pi)
+                        # First-order entropy change (docs/spec.md, paper Eq. 7): the logits' step dz = w (e_a - pi)
                         # with w = -d pg_loss / d log_prob = c_t F_t A_t (unit step size, eta = 1).
                         c = cg.aggregation_weights(mask, cfg.agg, **norm)
                         w = c * cg.grad_weight(log_prob, olp, adv, loss_cfg) * adv[:, None]
@@ -363,6 +366,8 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
                         regions = cg.token_regions(log_prob, olp, adv, loss_cfg)
                         for r in _REGIONS:
                             acc[f"dH_{r}"] += float(torch.where(getattr(regions, r) & mask, dh, 0.0).sum())
+                        for r in ("clip_low", "clip_high"):
+                            acc[f"p_{r}"] += float(torch.where(getattr(regions, r) & mask, olp.exp(), 0.0).sum())
 
             # ---- 5. metrics: global over ranks, one JSON line -----------------------------------------------------------
             n_resp = float(batch.response_mask.sum())
@@ -396,6 +401,10 @@ def train(cfg: TrainConfig) -> list[dict[str, float]]:
                 "ratio_max": ratio_max,
                 "approx_kl": s["kl_sum"] / ntok,
                 "grad_weight_abs_mean": s["fabs_sum"] / ntok,
+                **{
+                    f"{r}_old_prob": s[f"p_{r}"] / s[f"n_{r}_frac"] if s[f"n_{r}_frac"] > 0 and fused_loss is None else math.nan
+                    for r in ("clip_low", "clip_high")
+                },
                 **{f"dH_{r}": s[f"dH_{r}"] for r in _REGIONS},
                 "dH_total": sum(s[f"dH_{r}"] for r in _REGIONS),
                 "grad_norm": s["grad_norm"] / updates,

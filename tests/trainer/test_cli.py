@@ -51,7 +51,12 @@ def test_smoke_run_through_the_cli_writes_every_output(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [1, 2, 3]
     for row in rows:
         assert set(row) == set(METRICS), set(row) ^ set(METRICS)
-        assert all(isinstance(v, (int, float)) for v in row.values())
+        # numbers, or null for the old-probability metrics of a region without tokens
+        assert all(isinstance(v, (int, float)) or (v is None and k.endswith("_old_prob")) for k, v in row.items())
+        if row["clip_high_frac"] > 0:  # ratio > 1 + eps_high needs pi_old < 1 / (1 + eps_high)
+            assert 0 < row["clip_high_old_prob"] < 1 / 1.2
+        if row["clip_low_frac"] > 0:
+            assert 0 < row["clip_low_old_prob"] <= 1
         fractions = row["clip_low_frac"] + row["clip_high_frac"] + row["dual_clip_frac"] + row["inside_frac"]
         assert fractions == pytest.approx(1.0, abs=1e-6)
         dh = row["dH_clip_low"] + row["dH_clip_high"] + row["dH_dual_clip"] + row["dH_inside"]

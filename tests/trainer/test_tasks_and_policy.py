@@ -193,6 +193,12 @@ def test_region_metrics_match_cegppo_on_a_recomputed_update(tmp_path: Path) -> N
     # the region gradient weights: PPO gives clipped tokens F = 0, GPPO F = 1 -/+ eps
     assert ppo[0]["grad_weight_abs_mean"] < gppo[0]["grad_weight_abs_mean"]
     assert ppo[0]["dH_clip_low"] == 0.0 and ppo[0]["dH_clip_high"] == 0.0
+    # the old probability of clipped tokens: clip_high needs pi_old < 1 / (1 + eps_high) to have ratio > 1 + eps_high
+    for row in (*ppo, *gppo):
+        if row["clip_high_frac"] > 0:
+            assert 0 < row["clip_high_old_prob"] < 1 / 1.2
+        else:
+            assert row["clip_high_old_prob"] is None  # strict JSON null, not NaN
     assert gppo[0]["dH_clip_low"] != 0.0 or gppo[0]["dH_clip_high"] != 0.0
 
 
