@@ -3,8 +3,10 @@
     from cegppo.trainer import TrainConfig, train
     rows = train(TrainConfig(out="runs/demo", total_steps=50))   # list of metrics dicts
 
-Modules, in reading order: `config` (every knob), `tasks` (prompts and rewards), `policy` (model and
-tokenizer), `rollout` (sampling and scoring), `train` (the loop), `checkpoint`, `plots`, `sweep`.
+Modules, in reading order: `config` (every knob), `tasks` (prompts, rewards, the imperfect teacher), `policy`
+(model and tokenizer), `warm_start` (the supervised phase before RL), `rollout` (sampling and scoring), `train`
+(the loop and its steps), `metrics` (what a step logs), `run_folder` (fresh runs, resume rules), `checkpoint`,
+`plots`, `sweep`.
 """
 
 from __future__ import annotations

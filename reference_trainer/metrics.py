@@ -1,0 +1,186 @@
+"""What a training step logs: the keys of metrics.jsonl, and the typed sums that one step's updates add up.
+
+An update contributes its loss, gradient norm and token counts plus the per-token diagnostics of CE-GPPO
+(region fractions, ratios, |F_t|, the first-order entropy change by region). `UpdateStats` holds their sums
+on one rank; `step_row` reduces them over ranks and turns them into the documented keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["METRICS", "REGIONS", "TIMING_METRICS", "RolloutStats", "UpdateStats", "step_row", "strict_json"]
+
+METRICS: dict[str, str] = {
+    "step": "training step (1-based)",
+    "lr": "learning rate of this step (after warm-up)",
+    "reward": "mean reward of the step's P * G responses",
+    "reward_std": "standard deviation of those rewards",
+    "accuracy": "fraction of responses the task counts as correct (exact answer)",
+    "groups_with_signal": "fraction of groups whose rewards are not all equal (others have A = 0)",
+    "response_length": "mean response length in tokens (eos included)",
+    "entropy": "mean token entropy of the sampling policy over response tokens (nats, at temperature T)",
+    "loss": "total loss (CE-GPPO + KL + entropy terms), mean over the step's optimizer updates",
+    "pg_loss": "CE-GPPO policy loss, mean over updates",
+    "kl_ref": "k3 estimate of KL(pi || pi_ref) per token, mean over updates (0 without --kl-coef)",
+    "clip_low_frac": "fraction of update tokens in clip_low (ratio < 1 - eps_low, A < 0)",
+    "clip_high_frac": "fraction of update tokens in clip_high (ratio > 1 + eps_high, A > 0)",
+    "dual_clip_frac": "fraction of update tokens in dual_clip (A < 0, ratio > c)",
+    "inside_frac": "fraction of update tokens inside (everything else, A = 0 included)",
+    "clip_frac": "clip_low_frac + clip_high_frac",
+    "ratio_mean": "mean ratio pi / pi_old over update tokens",
+    "ratio_max": "max ratio over update tokens",
+    "approx_kl": "k3 estimate of KL(pi_old || pi) over update tokens (how far the updates moved)",
+    "grad_weight_abs_mean": "mean |F_t| over update tokens (spec S4)",
+    "dH_clip_low": "first-order entropy change from clip_low tokens, summed over updates (see docs)",
+    "dH_clip_high": "same, clip_high tokens",
+    "dH_dual_clip": "same, dual_clip tokens (always 0: F = 0)",
+    "dH_inside": "same, inside tokens",
+    "dH_total": "sum of the four dH_ values",
+    "clip_low_old_prob": "mean old probability pi_old(a_t) of the clip_low tokens over updates (null if none or --fused-head)",
+    "clip_high_old_prob": "same, clip_high tokens: low values mean the clipped tokens are tail tokens (docs/experiments.md)",
+    "grad_norm": "global gradient norm before clipping, mean over updates",
+    "tokens_per_s": "response tokens of the step / wall time of the step",
+    "step_time_s": "wall time of the step (rollout + updates)",
+}
+"""Every key of metrics.jsonl and what it means (docs/trainer.md reproduces this table)."""
+
+TIMING_METRICS = ("tokens_per_s", "step_time_s")
+"""Keys that depend on wall time (everything else is bit-reproducible on CPU)."""
+
+REGIONS = ("clip_low", "clip_high", "dual_clip", "inside")
+"""The four regions of spec S3, in the order of cegppo's metrics."""
+
+CLIPPED = ("clip_low", "clip_high")
+
+
+def _zeros(keys: tuple[str, ...]) -> Callable[[], dict[str, float]]:
+    return lambda: dict.fromkeys(keys, 0.0)
+
+
+@dataclass
+class UpdateStats:
+    """Sums over one step's updates on this rank (token-weighted where a metric is a per-token mean)."""
+
+    updates: int = 0
+    tokens: float = 0.0
+    loss: float = 0.0
+    pg_loss: float = 0.0
+    kl_ref: float = 0.0
+    grad_norm: float = 0.0
+    ratio_sum: float = 0.0
+    approx_kl_sum: float = 0.0
+    grad_weight_sum: float = 0.0
+    region_tokens: dict[str, float] = field(default_factory=_zeros(REGIONS))
+    entropy_change: dict[str, float] = field(default_factory=_zeros(REGIONS))
+    old_prob_sum: dict[str, float] = field(default_factory=_zeros(CLIPPED))
+    old_prob_known: bool = True
+    ratio_max: float = 0.0
+
+    def add_update(self, *, tokens: float, loss: float, pg_loss: float, kl_ref: float, grad_norm: float) -> None:
+        """One optimizer update: its losses, its gradient norm (identical on every rank) and its token count."""
+        self.updates += 1
+        self.tokens += tokens
+        self.loss += loss
+        self.pg_loss += pg_loss
+        self.kl_ref += kl_ref
+        self.grad_norm += grad_norm
+
+    def add_token_metrics(self, m: dict[str, float], tokens: float) -> None:
+        """The per-token diagnostics of one update, as cegppo's policy_metrics / fused head name them
+        (`<region>_frac`, `ratio_mean`, `ratio_max`, `approx_kl_k3`, `grad_weight_abs_mean`,
+        `entropy_change_<region>`, and `old_prob_sum_<clip region>` where known)."""
+        for r in REGIONS:
+            self.region_tokens[r] += float(m.get(f"{r}_frac", 0.0)) * tokens
+            self.entropy_change[r] += float(m.get(f"entropy_change_{r}", 0.0))
+        self.ratio_sum += float(m.get("ratio_mean", 0.0)) * tokens
+        self.approx_kl_sum += float(m.get("approx_kl_k3", 0.0)) * tokens
+        self.grad_weight_sum += float(m.get("grad_weight_abs_mean", 0.0)) * tokens
+        self.ratio_max = max(self.ratio_max, float(m.get("ratio_max", 0.0)))
+        for r in CLIPPED:
+            if f"old_prob_sum_{r}" in m:
+                self.old_prob_sum[r] += float(m[f"old_prob_sum_{r}"])
+            else:
+                self.old_prob_known = False
+
+    def sums(self) -> list[float]:
+        """Every sum (not ratio_max, not updates) as one flat list, for one all-reduce over ranks."""
+        flat = [self.tokens, self.loss, self.pg_loss, self.kl_ref, self.grad_norm]
+        flat += [self.ratio_sum, self.approx_kl_sum, self.grad_weight_sum]
+        flat += [*self.region_tokens.values(), *self.entropy_change.values(), *self.old_prob_sum.values()]
+        return flat
+
+    def with_sums(self, flat: list[float]) -> UpdateStats:
+        """A copy holding `flat` (the reduced `sums()`) in place of this rank's sums."""
+        it = iter(flat)
+        scalars = {k: next(it) for k in ("tokens", "loss", "pg_loss", "kl_ref", "grad_norm")}
+        scalars.update({k: next(it) for k in ("ratio_sum", "approx_kl_sum", "grad_weight_sum")})
+        return dataclasses.replace(
+            self,
+            **scalars,
+            region_tokens={r: next(it) for r in REGIONS},
+            entropy_change={r: next(it) for r in REGIONS},
+            old_prob_sum={r: next(it) for r in CLIPPED},
+        )
+
+
+@dataclass
+class RolloutStats:
+    """Sums over one step's rollout on this rank."""
+
+    sequences: float
+    reward_sum: float
+    reward_sq_sum: float
+    correct: float
+    groups_with_signal: float
+    response_tokens: float
+    entropy_sum: float
+
+    def sums(self) -> list[float]:
+        return list(dataclasses.astuple(self))
+
+
+def step_row(
+    step: int, lr: float, rollout: RolloutStats, stats: UpdateStats, groups: int, world: int, seconds: float
+) -> dict[str, float]:
+    """The metrics.jsonl row of a step from the rollout and update sums already reduced over ranks."""
+    n_seq = rollout.sequences
+    ntok = max(stats.tokens, 1.0)
+    reward_mean = rollout.reward_sum / n_seq
+    clipped = stats.region_tokens
+    return {
+        "step": step,
+        "lr": lr,
+        "reward": reward_mean,
+        "reward_std": math.sqrt(max(rollout.reward_sq_sum / n_seq - reward_mean**2, 0.0)),
+        "accuracy": rollout.correct / n_seq,
+        "groups_with_signal": rollout.groups_with_signal / groups,
+        "response_length": rollout.response_tokens / n_seq,
+        "entropy": rollout.entropy_sum / max(rollout.response_tokens, 1.0),
+        "loss": stats.loss / stats.updates,
+        "pg_loss": stats.pg_loss / stats.updates,
+        "kl_ref": stats.kl_ref / stats.updates,
+        **{f"{r}_frac": clipped[r] / ntok for r in REGIONS},
+        "clip_frac": (clipped["clip_low"] + clipped["clip_high"]) / ntok,
+        "ratio_mean": stats.ratio_sum / ntok,
+        "ratio_max": stats.ratio_max,
+        "approx_kl": stats.approx_kl_sum / ntok,
+        "grad_weight_abs_mean": stats.grad_weight_sum / ntok,
+        **{
+            f"{r}_old_prob": stats.old_prob_sum[r] / clipped[r] if clipped[r] > 0 and stats.old_prob_known else math.nan
+            for r in CLIPPED
+        },
+        **{f"dH_{r}": stats.entropy_change[r] for r in REGIONS},
+        "dH_total": sum(stats.entropy_change[r] for r in REGIONS),
+        "grad_norm": stats.grad_norm / world / stats.updates,  # each rank added the (identical) global norm
+        "tokens_per_s": rollout.response_tokens / seconds,
+        "step_time_s": seconds,
+    }
+
+
+def strict_json(row: dict[str, float]) -> dict[str, float | None]:
+    """The row with every non-finite value as null: metrics.jsonl stays strict JSON (NaN is not JSON)."""
+    return {k: (v if math.isfinite(v) else None) for k, v in row.items()}
