@@ -57,15 +57,10 @@ def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, state: dic
     tmp = root / f".tmp_{name}_{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    from transformers.utils import logging as hf_logging
+    from .policy import quiet_hf_progress
 
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the middle of the training bar
-    try:
+    with quiet_hf_progress():  # no "Writing model shards" bar in the middle of the training bar
         model.save_pretrained(tmp, safe_serialization=True)
-    finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE_FILE)
     final = root / name

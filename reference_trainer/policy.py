@@ -7,12 +7,14 @@ written with `save_pretrained`, so any checkpoint folder is itself a valid `--mo
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["SPECIAL_TOKENS", "build_char_tokenizer", "build_tiny_model", "load_policy"]
+__all__ = ["SPECIAL_TOKENS", "build_char_tokenizer", "build_tiny_model", "load_policy", "quiet_hf_progress"]
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 """Special tokens of the character tokenizer, ids 0-3 in this order."""
@@ -60,6 +62,20 @@ def build_tiny_model(vocab_size: int, hidden_size: int, num_layers: int, num_hea
     return model
 
 
+@contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """No transformers progress bars ("Loading weights", "Writing model shards") inside: the trainer shows its own."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_policy(path: str, dtype: torch.dtype) -> tuple[Any, Any]:
     """(model, tokenizer) from a local folder; ValueError when it is not a loadable HF checkpoint.
 
@@ -74,7 +90,8 @@ def load_policy(path: str, dtype: torch.dtype) -> tuple[Any, Any]:
     except Exception as e:  # transformers raises OSError/ValueError/... depending on what is missing
         raise ValueError(f"--model={path!r}: cannot load its tokenizer ({type(e).__name__}: {e})") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        with quiet_hf_progress():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     except Exception as e:
         raise ValueError(f"--model={path!r}: cannot load it as a causal LM ({type(e).__name__}: {e})") from None
     if tokenizer.pad_token_id is None:

@@ -29,7 +29,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .policy import build_char_tokenizer, build_tiny_model
+from .policy import build_char_tokenizer, build_tiny_model, quiet_hf_progress
 from .rollout import Batch, PolicyForward, left_pad
 from .tasks import Task
 
@@ -136,7 +136,8 @@ def _fit(cfg: TrainConfig, task: Task, folder: Path, settings: dict[str, Any], p
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    with quiet_hf_progress():
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / LOSS_FILE).write_text("".join(json.dumps(r) + "\n" for r in curve), encoding="utf-8")
     record = {"settings": settings, "final_loss": curve[-1]["loss"], "seconds": seconds}
