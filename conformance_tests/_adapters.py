@@ -108,6 +108,31 @@ class Adapter:
     def _run(self, case: Case, compiled: bool) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: Why `constant_grads` is not available (None when it is): NumPy has no autodiff.
+    constants_skip: str | None = None
+
+    def constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:
+        """d loss / d old_log_prob and d loss / d advantages, with both passed as differentiable inputs.
+
+        torch: tensors with ``requires_grad=True``; jax: arguments of the differentiated function
+        (traced). Spec S4 makes both constants, so a conforming implementation returns zeros or
+        None (no gradient path at all). Any exception of the implementation becomes a PortError.
+        """
+        if self.constants_skip is not None:
+            raise ValueError(f"{self.name}: {self.constants_skip}")
+        if case.dtype not in self.dtypes:
+            raise ValueError(f"{self.name} cannot take {case.dtype} inputs")
+        self.last_case = case
+        try:
+            return self._constant_grads(case)
+        except Mismatch:
+            raise
+        except Exception as exc:
+            raise PortError("the implementation raised", case, "a scalar loss", f"{type(exc).__name__}: {exc}") from exc
+
+    def _constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
 
 class NumpyAdapter(Adapter):
     """The NumPy reference (analytic gradient) or a NumPy port (value only: NumPy has no autodiff)."""
@@ -117,6 +142,7 @@ class NumpyAdapter(Adapter):
         self.dtypes = ("float64", "float32")
         self.has_grad = self.kind == "backend"
         self.compile_skip = "NumPy has nothing to compile"
+        self.constants_skip = "NumPy has no autodiff: no gradient can flow into old_log_prob or advantages"
         if self.kind == "port":
             self.notes.append("NumPy port: values only (no autodiff); gradient properties are skipped")
 
@@ -180,6 +206,24 @@ class TorchAdapter(Adapter):
             grad = np.zeros(case.shape)
         return Result(float(out.detach().to(torch.float64).reshape(())), grad, str(out.dtype).replace("torch.", ""))
 
+    def _constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:
+        torch = self.torch
+        dt = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}[case.dtype]
+        lp = torch.tensor(case.log_prob, dtype=dt).requires_grad_(True)
+        consts = {"old_log_prob": torch.tensor(case.old_log_prob, dtype=dt).requires_grad_(True),
+                  "advantages": torch.tensor(case.advantages, dtype=dt).requires_grad_(True)}
+        mask = torch.tensor(case.mask)
+        if self.mask_dtype == "float":
+            mask = mask.to(dt)
+        out = self._call(lp, consts["old_log_prob"], consts["advantages"], mask, case)
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            raise PortError("the loss must be a scalar torch.Tensor", case, "a 0-d tensor", type(out).__name__)
+        if not out.requires_grad:
+            return dict.fromkeys(consts)
+        grads = torch.autograd.grad(out.reshape(()), list(consts.values()), allow_unused=True)
+        return {k: None if g is None else g.detach().to(torch.float64).numpy() for k, g in zip(consts, grads,
+                                                                                                 strict=True)}
+
 
 class JaxAdapter(Adapter):
     """JAX: gradient by jax.value_and_grad; compiled runs wrap it in jax.jit.
@@ -229,6 +273,23 @@ class JaxAdapter(Adapter):
         if "bad" in holder:
             raise PortError("the loss must be a scalar jax.Array", case, "a 0-d array", holder["bad"])
         return Result(float(np.asarray(val, dtype=np.float64)), np.asarray(g, dtype=np.float64), str(val.dtype))
+
+    def _constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:
+        jax, jnp = self.jax, self.jnp
+        dt = {"float64": jnp.float64, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[case.dtype]
+        mask = jnp.asarray(case.mask)
+        if self.mask_dtype == "float":
+            mask = mask.astype(dt)
+
+        def f(lp: Any, olp: Any, adv: Any) -> Any:
+            out = self._call(lp, olp, adv, mask, case)
+            return jnp.reshape(out, ()) if hasattr(out, "shape") and int(np.prod(out.shape)) == 1 else out
+
+        grad = jax.grad(f, argnums=(1, 2))
+        if self.jit_by_default:
+            grad = jax.jit(grad)
+        g_olp, g_adv = grad(*(jnp.asarray(x, dtype=dt) for x in (case.log_prob, case.old_log_prob, case.advantages)))
+        return {"old_log_prob": np.asarray(g_olp, dtype=np.float64), "advantages": np.asarray(g_adv, dtype=np.float64)}
 
 
 _ADAPTERS = {"numpy": NumpyAdapter, "torch": TorchAdapter, "jax": JaxAdapter}

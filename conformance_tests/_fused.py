@@ -314,6 +314,41 @@ class FusedAdapter(Adapter):
         grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
         return self._result(loss, metrics, grads, case)
 
+    def _constant_grads(self, case: Any) -> dict[str, np.ndarray | None]:
+        """d loss / d old_log_prob and d advantages, both passed as differentiable inputs (spec S4)."""
+        if self.framework == "torch":
+            import torch
+
+            dt = {"float64": torch.float64, "float32": torch.float32}[case.dtype]
+            consts = {"old_log_prob": torch.tensor(case.old_log_prob, dtype=dt, requires_grad=True),
+                      "advantages": torch.tensor(case.advantages, dtype=dt, requires_grad=True)}
+            loss, _ = self.fn(torch.tensor(case.hidden, dtype=dt, requires_grad=True), torch.tensor(case.weight, dtype=dt),
+                              torch.tensor(case.token_ids), consts["old_log_prob"], consts["advantages"],
+                              torch.tensor(case.mask), case.cfg,
+                              bias=None if case.bias is None else torch.tensor(case.bias, dtype=dt), **case.options())
+            if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+                return dict.fromkeys(consts)
+            grads = torch.autograd.grad(loss.reshape(()), list(consts.values()), allow_unused=True)
+            return {k: None if g is None else g.detach().double().numpy() for k, g in zip(consts, grads, strict=True)}
+        import jax
+        import jax.numpy as jnp
+
+        dt = {"float64": jnp.float64, "float32": jnp.float32}[case.dtype]
+        bias = None if case.bias is None else jnp.asarray(case.bias, dt)
+        opts = case.options()
+
+        def f(olp: Any, adv: Any) -> Any:
+            loss, _ = self.fn(jnp.asarray(case.hidden, dt), jnp.asarray(case.weight, dt),
+                              jnp.asarray(case.token_ids, jnp.int32), olp, adv, jnp.asarray(case.mask), case.cfg,
+                              bias=bias, **opts)
+            return jnp.reshape(loss, ())
+
+        grad = jax.grad(f, argnums=(0, 1))
+        if self.jit_by_default:
+            grad = jax.jit(grad)
+        g_olp, g_adv = grad(jnp.asarray(case.old_log_prob, dt), jnp.asarray(case.advantages, dt))
+        return {"old_log_prob": np.asarray(g_olp, dtype=np.float64), "advantages": np.asarray(g_adv, dtype=np.float64)}
+
     def _run_jax(self, case: HeadCase, compiled: bool) -> HeadResult:
         import jax
         import jax.numpy as jnp

@@ -104,3 +104,17 @@ def fused_empty_batch(ad: Adapter, data: Any) -> None:
     for name, g in got.grads.items():
         if np.any(g != 0.0):
             raise Mismatch(f"d loss / d {name} of an all-masked batch", case, np.zeros_like(g), g)
+
+
+@prop("S11.1", "fused old_log_prob and advantages are constants", "fused", target="fused")
+def fused_constants(ad: Adapter, data: Any) -> None:
+    """Passed as differentiable inputs (torch requires_grad, jax traced), old_log_prob and advantages get no or a zero gradient (S4)."""
+    assert isinstance(ad, FusedAdapter)
+    case = _draw(ad, data)
+    for name, got in ad.constant_grads(case).items():
+        if got is None:
+            continue
+        want = np.zeros(np.shape(getattr(case, name)))
+        if np.shape(got) != want.shape or not np.all(got == 0):
+            raise Mismatch(f"d loss / d {name}", case, want, np.asarray(got),
+                           f"{name} is a constant of the loss (spec S4): detach it / lax.stop_gradient it")

@@ -22,7 +22,7 @@ GARBAGE: tuple[float, ...] = (float("nan"), float("inf"), -float("inf"), 1e30, -
 
 @prop("S9.1", "finite at extreme log-ratios", "numerics")
 def extreme_log_ratios(ad: Adapter, data: Any) -> None:
-    """|logr| up to 1e4 (delta under/overflows): loss and gradient stay finite and equal the reference wherever the true value is representable."""
+    """|logr| up to 1e4 and +-inf (a -inf old_log_prob or log_prob): loss and gradient stay finite and equal the reference wherever the true value is representable."""
     case = draw_general(ad, data, extremes=True)
     got = ad.run(case)
     want = expected(case)

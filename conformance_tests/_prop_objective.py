@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._adapters import Adapter
-from ._cases import compare_grad, compare_value, expected
+from ._cases import Mismatch, compare_grad, compare_value, expected
 from ._registry import prop
 from ._strategies import draw_case
 
@@ -43,3 +45,19 @@ def gradient_equals_reference(ad: Adapter, data: Any) -> None:
     got = ad.run(case)
     want = expected(case)
     compare_grad("d loss / d log_prob", case, got.grad, want.grad)
+
+
+@prop("S4", "old_log_prob and advantages are constants", "objective", needs_grad=True,
+      skip=lambda ad: ad.constants_skip)
+def constants_have_no_gradient(ad: Adapter, data: Any) -> None:
+    """Passed as differentiable inputs (torch requires_grad, jax traced), old_log_prob and advantages get no or a zero gradient."""
+    case = draw_general(ad, data)
+    for name, got in ad.constant_grads(case).items():
+        if got is None:  # no gradient path at all (torch: detached)
+            continue
+        want = np.zeros(np.shape(getattr(case, name)))
+        if np.shape(got) != want.shape or not np.all(got == 0):  # NaN counts as a gradient
+            raise Mismatch(f"d loss / d {name}", case, want, np.asarray(got),
+                           f"{name} is a constant of the loss (spec S4): detach it (torch) or wrap it in "
+                           "jax.lax.stop_gradient (jax) so that no gradient flows into it when the caller "
+                           "passes a requires_grad / traced value")

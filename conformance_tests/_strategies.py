@@ -9,7 +9,8 @@ failing example in pytest reads as a list of named inputs. What is reached:
 - per-sequence (B,) and per-token (B, T) advantages, A = 0 included;
 - log-ratios on both sides of each boundary (log(1 - eps_low), log(1 + eps_high), log c), around
   0, far beyond (|logr| up to 20) and, on request, extreme (|logr| up to 1e4: delta under- or
-  overflows in every float type);
+  overflows in every float type) or infinite (old_log_prob = -inf: a token the old policy could
+  not sample, logr = +inf; log_prob = -inf: a token the current policy cannot sample, logr = -inf);
 - asymmetric eps (eps_low in (0, 0.9), eps_high in (0, 2)), beta in [0, 2] (0 and 1 exactly too),
   dual clip off or c in (1.05, 50);
 - float64, float32 and bfloat16 inputs.
@@ -17,6 +18,7 @@ failing example in pytest reads as a list of named inputs. What is reached:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +38,7 @@ REGIONS: tuple[str, ...] = ("clip_low", "clip_high", "dual_clip", "inside")
 DUAL_CLIP_KINDS: tuple[str, ...] = ("A<0, log c < logr < c", "A<0, logr > c", "A>0, logr > log c")
 
 _KINDS = ("near_lower", "near_upper", "near_dual", "around_zero", "far_below", "far_above")
-_EXTREME_KINDS = ("extreme_below", "extreme_above")
+_EXTREME_KINDS = ("extreme_below", "extreme_above", "infinite_below", "infinite_above")
 
 
 def draw_config(data: Any, *, dual: bool | None = None, beta: tuple[float, float] | None = None) -> CEGPPOConfig:
@@ -121,6 +123,10 @@ def _logr_strategy(kind: str, cfg: CEGPPOConfig) -> st.SearchStrategy[float]:
         return st.floats(1.0, 20.0)
     if kind == "extreme_below":
         return st.floats(-1e4, -50.0)
+    if kind == "infinite_below":  # log_prob = -inf (see `_place`)
+        return st.just(-math.inf)
+    if kind == "infinite_above":  # old_log_prob = -inf
+        return st.just(math.inf)
     return st.floats(50.0, 1e4)
 
 
@@ -132,7 +138,11 @@ def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _place(anchor: np.ndarray, logr: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """(log_prob, old_log_prob), both <= 0 around `anchor`, with log_prob - old_log_prob ~ logr, rounded."""
+    """(log_prob, old_log_prob), both <= 0 around `anchor`, with log_prob - old_log_prob ~ logr, rounded.
+
+    An infinite logr is placed as a -inf log-probability: old_log_prob = -inf for +inf, log_prob =
+    -inf for -inf (the other one stays the finite anchor).
+    """
     pos = logr >= 0
     lp = np.where(pos, anchor, anchor + logr)
     olp = np.where(pos, anchor - logr, anchor)
@@ -181,9 +191,10 @@ def draw_case(
 ) -> Case:
     """A random batch reaching every region (see the module docstring), as a `Case`.
 
-    With ``extremes``, some log-ratios are extreme (|logr| in [50, 1e4]) where the true loss is
-    still representable: A < 0 above the interval without dual clip would make delta A overflow, so
-    such tokens are kept at |logr| <= 20.
+    With ``extremes``, some log-ratios are extreme (|logr| in [50, 1e4]) or infinite (a -inf
+    log_prob or old_log_prob, spec S9.1) where the true loss is still representable: A < 0 above
+    the interval without dual clip would make delta A overflow, so such tokens are kept at
+    |logr| <= 20.
     """
     # Rows are elements of one list, so that Hypothesis shrinks a failure to few rows by deleting
     # list elements (a batch size drawn first would pin every later draw to it).
@@ -193,7 +204,11 @@ def draw_case(
         cfg = draw_config(data)
     kinds = list(_KINDS) + (list(_EXTREME_KINDS) if extremes else [])
     per_seq = data.draw(st.booleans(), label="per-sequence advantages")
-    a_el = st.one_of(st.just(0.0), st.sampled_from([-1.0, 1.0]), st.floats(-5.0, 5.0))
+    # |A| below 1e-6 becomes 0: c_t F_t A_t, and the intermediate products of any backward pass
+    # (1/N times A), would be float32 subnormals, which XLA and most GPU kernels flush to 0 depending
+    # on the order of operations; such an advantage says nothing about the port (as for beta).
+    a_el = st.one_of(st.just(0.0), st.sampled_from([-1.0, 1.0]),
+                     st.floats(-5.0, 5.0).map(lambda a: a if abs(a) >= 1e-6 else 0.0))
     token = st.sampled_from(kinds).flatmap(lambda k: _logr_strategy(k, cfg))
     row = st.fixed_dictionaries({
         "log-ratios": st.lists(token, min_size=t, max_size=t),
@@ -208,7 +223,7 @@ def draw_case(
     adv = np.array([r["advantages"] for r in rows], dtype=np.float64)
     adv = round_to(adv if per_seq else adv.reshape(b, t), dtype)
     a2 = np.broadcast_to(adv[:, None], (b, t)) if per_seq else adv
-    if extremes and cfg.dual_clip is None:
+    if extremes and cfg.dual_clip is None:  # the true loss -delta A would overflow (spec S5)
         logr = np.where((a2 < 0) & (logr > 20.0), 20.0, logr)
     lp, olp = _place(anchor, logr, dtype)
     if away_from_boundaries:

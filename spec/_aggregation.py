@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._arrays import as_bool_mask
-from ._validation import check_agg, check_normalizer, check_positive
+from ._validation import check_aggregation, check_normalizer_value
 
 __all__ = ["aggregate_loss", "aggregation_weights", "local_counts"]
 
@@ -23,10 +23,16 @@ def local_counts(mask: Any) -> tuple[int, int]:
     return int(m.sum()), int(m.any(axis=-1).sum())
 
 
-def _denominator(value: Any, default: float, dtype: np.dtype) -> Any:
-    den = np.asarray(default if value is None else value, dtype=dtype).reshape(())
-    # A denominator of 0 only happens when there is nothing to average: the numerator is 0 too,
-    # and the loss is defined as 0 (spec S8.4), never 0/0 = NaN.
+def _denominator(name: str, value: Any, local: Any, dtype: np.dtype) -> Any:
+    """The normalizer `value` (default: this batch's count `local`) as a divisor (spec S8.2, S8.4).
+
+    The value rule is checked here, always (the reference has no device to synchronise): finite,
+    >= 0, and 0 only when this batch has no valid token. That 0 is then divided by 1: the
+    numerator is 0 as well, so the loss is 0 (spec S8.4), never 0/0 = NaN.
+    """
+    if value is not None:
+        check_normalizer_value(name, float(np.asarray(value).reshape(())), int(local))
+    den = np.asarray(local if value is None else value, dtype=dtype).reshape(())
     return np.where(den > 0, den, 1)
 
 
@@ -53,11 +59,7 @@ def aggregation_weights(
     sum to the full-batch loss (spec S8.3). `num_tokens` is read by token-mean only and `num_seqs`
     by the seq-mean modes only.
     """
-    agg = check_agg(agg)
-    check_normalizer("num_tokens", num_tokens)
-    check_normalizer("num_seqs", num_seqs)
-    if norm_length is not None:
-        norm_length = check_positive("norm_length", norm_length)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     m = as_bool_mask(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must have shape (B, T), got shape {m.shape}")
@@ -66,8 +68,8 @@ def aggregation_weights(
     if agg == "token-sum":
         return mf
     if agg == "token-mean":
-        return mf / _denominator(num_tokens, mf.sum(), dtype)
-    seqs = _denominator(num_seqs, m.any(axis=-1).sum(), dtype)
+        return mf / _denominator("num_tokens", num_tokens, m.sum(), dtype)
+    seqs = _denominator("num_seqs", num_seqs, m.any(axis=-1).sum(), dtype)
     if agg == "seq-mean-token-sum":
         return mf / seqs
     if agg == "seq-mean-token-sum-norm":

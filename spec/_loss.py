@@ -14,7 +14,7 @@ from ._aggregation import aggregation_weights
 from ._arrays import as_bool_mask, as_float, compute_dtype
 from ._config import CEGPPOConfig
 from ._objective import _regions, grad_weight, per_token_objective
-from ._validation import check_agg, check_config, check_normalizer, check_policy_shapes, check_positive
+from ._validation import check_aggregation, check_config, check_policy_shapes
 
 __all__ = ["policy_loss", "policy_loss_grad", "policy_metrics"]
 
@@ -41,11 +41,7 @@ def _prepare(
 
 
 def _check_agg_args(agg: str, num_tokens: Any, num_seqs: Any, norm_length: Any) -> None:
-    check_agg(agg)
-    check_normalizer("num_tokens", num_tokens)
-    check_normalizer("num_seqs", num_seqs)
-    if norm_length is not None:
-        check_positive("norm_length", norm_length)
+    check_aggregation(agg, num_tokens, num_seqs, norm_length)
 
 
 def policy_loss(
@@ -107,8 +103,8 @@ def policy_loss_grad(
         d loss / d log_prob_t = -c_t F_t A_t
 
     with F from `grad_weight` and c from `aggregation_weights`. It is exactly 0 at masked positions
-    and at A_t = 0 (where F_t A_t is 0 even if delta overflows). The gradient with respect to
-    old_log_prob is not part of the spec: it is treated as a constant.
+    and at A_t = 0 (where F_t A_t is 0 even if delta overflows). old_log_prob and advantages are
+    constants (spec S4): there is no gradient with respect to them.
     """
     _check_agg_args(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
@@ -144,9 +140,12 @@ def policy_metrics(
     - `ratio_mean`, `ratio_max`: mean and max of delta = exp(log_prob - old_log_prob).
     - `approx_kl_k1` = mean(-logr) and `approx_kl_k3` = mean(delta - 1 - logr): Schulman's k1 and
       k3 estimators of KL(pi_old || pi_theta) on samples from pi_old.
-    - `grad_weight_abs_mean`: mean |F_t| (spec S4), the size of the per-token gradient weight.
+    - `grad_weight_abs_mean`: mean over the valid tokens of |F_t| [A_t != 0] (spec S4, S10), the
+      size of the gradient weight a token actually gets: an A_t = 0 token gets no gradient
+      (F_t A_t = 0), so it counts as 0, not as delta_t (which may overflow).
 
-    With no valid token every metric is 0. These are local (this batch) statistics.
+    With no valid token every metric is 0. These are local (this batch) statistics, each a mean
+    over the same n valid tokens, so token-weighted sums over micro-batches and ranks are exact.
     """
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, False)
     logr = lp - olp
@@ -160,7 +159,8 @@ def policy_metrics(
     with np.errstate(over="ignore"):  # an overflowing ratio is reported as inf, its true value
         ratio = np.exp(logr)
         k3 = np.expm1(logr) - logr
-        f_abs = np.abs(grad_weight(lp, olp, adv, cfg))
+        # |F_t| where the token gets a gradient; A_t = 0 tokens (F_t = delta_t) count as 0 (spec S10)
+        f_abs = np.where(adv != 0, np.abs(grad_weight(lp, olp, adv, cfg)), 0)
     out = {
         "clip_low_frac": frac(r.clip_low),
         "clip_high_frac": frac(r.clip_high),

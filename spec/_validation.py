@@ -8,8 +8,11 @@ so these checks cost nothing and never synchronise a GPU. Data-dependent checks 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from ._config import CEGPPOConfig
 
@@ -17,13 +20,16 @@ __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
     "check_agg",
+    "check_aggregation",
     "check_config",
     "check_estimator",
     "check_group_shape",
     "check_logits_shapes",
     "check_normalizer",
+    "check_normalizer_value",
     "check_policy_shapes",
     "check_positive",
+    "read_normalizers",
 ]
 
 AGG_MODES: tuple[str, ...] = (
@@ -94,21 +100,93 @@ def check_logits_shapes(logits: Any, ids: Any | None = None, weight: Any | None 
     return lg[-1]
 
 
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _bad_normalizer(name: str, value: Any) -> ValueError:
+    return ValueError(
+        f"{name} must be a finite number >= 0 (0 only for a micro-batch with no valid token), got {value!r}"
+    )
+
+
 def check_normalizer(name: str, value: Any) -> None:
-    """A global normalizer is None, a finite number >= 0, or a scalar array/tensor (unchecked: no sync)."""
+    """A global normalizer (spec S8.2): None, a host number, or a scalar array/tensor (metadata only).
+
+    - Python and NumPy numbers (``np.float32(nan)`` included) and NumPy arrays live in host
+      memory, so their value is checked here, always: it must be finite and >= 0, else
+      ValueError naming the argument. Whether a 0 is legitimate depends on the mask (spec S8.2:
+      only for a micro-batch with no valid token): see `check_normalizer_value`.
+    - Any other scalar array (a torch tensor, a jax array, a tracer) is checked for its shape
+      only: reading its value would synchronise a device, so that happens in
+      `check_normalizer_value`, with ``validate=True`` (spec S9.6).
+
+    Written with comparisons only (no `math.isfinite`), so that `torch.compile` can trace it when
+    Dynamo turns a Python int into a symbolic one. The backends call this same function.
+    """
     if value is None:
         return
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a number or a scalar array, got bool")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if isinstance(value, (int, float, numbers.Real)):  # numbers.Real: NumPy scalars too
+        v: Any = value.item() if isinstance(value, np.generic) else value  # np.float32 vs 1.8e308: no cast warning
+        if not (v >= 0 and v <= _FLOAT_MAX):  # NaN fails `>= 0`; +inf fails `<= max`
+            raise _bad_normalizer(name, value)
         return
     shape = getattr(value, "shape", None)
     if shape is None:
         raise TypeError(f"{name} must be a number or a scalar array, got {type(value).__name__}")
     if tuple(shape) not in ((), (1,)):
         raise ValueError(f"{name} must be a scalar, got shape {tuple(shape)}")
+    if isinstance(value, np.ndarray):  # host memory: reading it synchronises nothing
+        if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
+            raise TypeError(f"{name} must be a real number or a numeric scalar array, got dtype {value.dtype}")
+        v = value.reshape(()).item()
+        if not (v >= 0 and v <= _FLOAT_MAX):
+            raise _bad_normalizer(name, v)
+
+
+def read_normalizers(agg: str, num_tokens: Any, num_seqs: Any) -> tuple[tuple[str, Any], ...]:
+    """The normalizers that aggregation mode `agg` reads, as (name, value) pairs (spec S8.2).
+
+    token-mean reads `num_tokens`, the seq-mean modes read `num_seqs`, token-sum reads neither.
+    """
+    if agg == "token-mean":
+        return (("num_tokens", num_tokens),)
+    if agg.startswith("seq-mean"):
+        return (("num_seqs", num_seqs),)
+    return ()
+
+
+def check_normalizer_value(name: str, value: float, local_count: int) -> None:
+    """The value rule for a normalizer the mode reads (spec S8.2), given this batch's local count.
+
+    A normalizer must be finite and >= 0, and it may be 0 only when this (micro-)batch has no valid
+    token (`local_count` = its valid tokens for `num_tokens`, its non-empty rows for `num_seqs`):
+    then the numerator is 0 too and the loss is defined as 0 (spec S8.4). Anything else raises
+    ValueError naming the argument. The reference applies this always; the backends with
+    ``validate=True`` (the values may live on a device), and otherwise make the loss NaN on the
+    device instead of replacing the normalizer (see their `_denominator`).
+    """
+    if not (value >= 0 and value <= _FLOAT_MAX):
+        raise _bad_normalizer(name, value)
+    if value == 0 and local_count > 0:
+        raise ValueError(
+            f"{name} is 0 but this batch has {local_count} valid "
+            f"{'tokens' if name == 'num_tokens' else 'sequences'}: a normalizer may be 0 only for a "
+            "micro-batch with no valid token (pass the global count over all micro-batches and ranks)"
+        )
+
+
+def check_aggregation(agg: Any, num_tokens: Any, num_seqs: Any, norm_length: Any) -> tuple[str, float | None]:
+    """Every metadata check of the aggregation arguments (spec S8.2, S9.6); returns (agg, norm_length).
+
+    `agg` one of AGG_MODES; `num_tokens` and `num_seqs` as in `check_normalizer`; `norm_length`
+    None or a finite number > 0.
+    """
+    agg = check_agg(agg)
+    check_normalizer("num_tokens", num_tokens)
+    check_normalizer("num_seqs", num_seqs)
+    return agg, (None if norm_length is None else check_positive("norm_length", norm_length))
 
 
 def check_group_shape(rewards_shape: Sequence[int], group_size: Any) -> int:

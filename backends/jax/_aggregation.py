@@ -11,12 +11,12 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
-from cegppo._validation import check_agg, check_normalizer, check_positive
+from cegppo._validation import check_aggregation, check_normalizer_value, read_normalizers
 
 import jax
 import jax.numpy as jnp
 
-from ._common import as_bool_mask, check_array
+from ._common import as_bool_mask, check_array, require_concrete
 
 __all__ = ["aggregate_loss", "aggregation_weights", "global_counts", "local_counts"]
 
@@ -60,24 +60,48 @@ def global_counts(
     return jax.lax.psum(n_tok, axis_name), jax.lax.psum(n_seq, axis_name)
 
 
-def _denominator(value: Any, default: jax.Array, dtype: Any) -> jax.Array:
-    den = jnp.reshape(jnp.asarray(default if value is None else value).astype(dtype), ())
-    # A zero denominator only happens when there is nothing to average (the numerator is 0 too):
-    # the loss is then 0 (spec S8.4), never 0/0 = NaN.
-    return jnp.where(den > 0, den, jnp.ones((), dtype))
+def _denominator(value: Any, local: jax.Array, dtype: Any) -> jax.Array:
+    """A normalizer the mode reads (default: this batch's count `local`) as a divisor (spec S8.2).
+
+    Traceable, and nothing is read back to the host:
+
+        den > 0                               -> den
+        den = 0 and this batch has no token   -> 1   (the numerator is 0 too: loss 0, spec S8.4)
+        anything else (0 with valid tokens, negative, NaN)  -> NaN, so the loss is NaN
+
+    Never silently 1: a bad normalizer poisons the loss instead. Python and NumPy values were
+    already checked (finite, >= 0) by `cegppo._validation.check_normalizer`; `policy_loss(...,
+    validate=True)` raises ValueError for the rest (`_validate_normalizers`).
+    """
+    loc = jnp.asarray(local).astype(dtype)
+    den = loc if value is None else jnp.reshape(jnp.asarray(value).astype(dtype), ())
+    one = jnp.ones((), dtype)
+    nan = jnp.full((), jnp.nan, dtype)
+    return jnp.where(den > 0, den, jnp.where((den == 0) & (loc == 0), one, nan))
 
 
-def _check_normalizers(num_tokens: Any, num_seqs: Any, norm_length: Any) -> float | None:
-    check_normalizer("num_tokens", num_tokens)
-    check_normalizer("num_seqs", num_seqs)
+def _validate_normalizers(agg: str, m: jax.Array, num_tokens: Any, num_seqs: Any) -> None:
+    """validate=True: the value rule of spec S8.2 on the normalizers `agg` reads (reads the data)."""
+    for name, value in read_normalizers(agg, num_tokens, num_seqs):
+        if value is None:
+            continue
+        require_concrete("validate=True", (name, value), ("mask", m))
+        m_host = np.asarray(m)
+        local = m_host.sum() if name == "num_tokens" else m_host.any(axis=-1).sum()
+        check_normalizer_value(name, float(np.asarray(value).reshape(())), int(local))
+
+
+def _check_aggregation(agg: Any, num_tokens: Any, num_seqs: Any, norm_length: Any) -> tuple[str, float | None]:
+    """Metadata checks of the aggregation arguments, returning (agg, norm_length): the shared rule
+    (`cegppo._validation.check_aggregation`) plus the dtype of array normalizers."""
     for name, value in (("num_tokens", num_tokens), ("num_seqs", num_seqs)):
-        if value is not None and not isinstance(value, (int, float)):
+        if value is not None and hasattr(value, "dtype") and not isinstance(value, np.generic):
             check_array(name, value)
             if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
                 raise TypeError(
                     f"{name} must be a real number or a numeric scalar array, got dtype {value.dtype}"
                 )
-    return None if norm_length is None else check_positive("norm_length", norm_length)
+    return check_aggregation(agg, num_tokens, num_seqs, norm_length)
 
 
 def _weights(
@@ -156,8 +180,7 @@ def aggregation_weights(
     be traced 0-d arrays (e.g. from `global_counts`). `dtype` defaults to float64 with
     jax_enable_x64, else float32.
     """
-    agg = check_agg(agg)
-    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
     m = as_bool_mask(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
@@ -180,8 +203,7 @@ def aggregate_loss(
     selected away before any arithmetic, in the forward and the backward pass (spec S9.3).
     bf16/fp16 losses are aggregated in float32. Returns a 0-d array.
     """
-    agg = check_agg(agg)
-    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
     check_array("per_token_loss", per_token_loss)
     m = as_bool_mask(mask)
     if tuple(per_token_loss.shape) != tuple(m.shape):

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from cegppo._config import CEGPPOConfig
 from cegppo._loss import METRIC_KEYS
-from cegppo._validation import check_agg, check_config, check_positive
+from cegppo._validation import check_config, check_positive
 
 import jax
 import jax.numpy as jnp
 
-from ._aggregation import _check_normalizers, _weights, aggregate_loss
+from ._aggregation import _check_aggregation, _validate_normalizers, _weights, aggregate_loss
 from ._common import as_bool_mask, as_float, check_array, compute_dtype, require_concrete
 from ._loss import policy_loss, policy_metrics
 from ._objective import _grad_weight, _regions
@@ -342,7 +342,8 @@ def fused_linear_policy_loss(
         entropy_coef: coefficient of the entropy bonus (entropy metrics are computed regardless).
         agg, num_tokens, num_seqs, norm_length: aggregation as in `policy_loss` (spec S8).
         chunk_size: token rows per chunk (default: rows x V fits DEFAULT_CHUNK_BYTES).
-        validate: check token ids in [0, V) and finite values at valid positions (eager only).
+        validate: check token ids in [0, V), finite values at valid positions and the
+            normalizers (spec S8.2) (eager only).
 
     Returns:
         (loss, metrics): `loss` 0-d in the compute dtype; `metrics` maps FUSED_METRIC_KEYS to 0-d
@@ -356,8 +357,7 @@ def fused_linear_policy_loss(
         through the metrics.
     """
     check_config(cfg)
-    agg = check_agg(agg)
-    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
     tau = check_positive("temperature", temperature)
     ecoef = _check_real("entropy_coef", entropy_coef)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
@@ -375,13 +375,15 @@ def fused_linear_policy_loss(
         named.append(("bias", bias))
     dt = compute_dtype(*named)
     m = as_bool_mask(mask)
-    olp = as_float("old_log_prob", old_log_prob, dt)
-    adv = as_float("advantages", advantages, dt, floating_only=False)
+    # old_log_prob and advantages are constants (spec S4): no gradient flows into them, even traced
+    olp = jax.lax.stop_gradient(as_float("old_log_prob", old_log_prob, dt))
+    adv = jax.lax.stop_gradient(as_float("advantages", advantages, dt, floating_only=False))
     adv_bt = jnp.broadcast_to(adv[:, None], (b_, t_)) if adv.ndim == 1 else adv
     mm_dt = jnp.result_type(hidden.dtype, weight.dtype, *(() if bias is None else (bias.dtype,)))
     if np.dtype(mm_dt) not in (np.dtype(jnp.bfloat16), np.dtype(jnp.float16)):
         mm_dt = dt
     if validate:
+        _validate_normalizers(agg, m, num_tokens, num_seqs)
         require_concrete("validate=True", ("token_ids", token_ids), ("mask", m), ("old_log_prob", olp))
         m_host = np.asarray(m)
         ids_host = np.asarray(token_ids)[m_host]

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from cegppo._config import CEGPPOConfig
 from cegppo._loss import METRIC_KEYS
-from cegppo._validation import check_agg, check_config, check_policy_shapes
+from cegppo._validation import check_config, check_policy_shapes
 
 import jax
 import jax.numpy as jnp
 
-from ._aggregation import _aggregate, _check_normalizers
+from ._aggregation import _aggregate, _check_aggregation, _validate_normalizers
 from ._common import as_bool_mask, as_float, compute_dtype, require_concrete
 from ._objective import _grad_weight, _objective, _regions
 
@@ -39,8 +39,10 @@ def _cast(
     m = as_bool_mask(mask)
     dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
     lp = as_float("log_prob", log_prob, dt)
-    olp = as_float("old_log_prob", old_log_prob, dt)
-    adv = as_float("advantages", advantages, dt, floating_only=False)
+    # old_log_prob and advantages are constants (spec S4): no gradient flows into them, even when
+    # the caller computes them inside the differentiated function (torch detaches them likewise).
+    olp = jax.lax.stop_gradient(as_float("old_log_prob", old_log_prob, dt))
+    adv = jax.lax.stop_gradient(as_float("advantages", advantages, dt, floating_only=False))
     if adv.ndim == 1:
         adv = jnp.broadcast_to(adv[:, None], lp.shape)
     if validate:
@@ -108,19 +110,24 @@ def policy_loss(
 
     Args:
         log_prob: (B, T) log-probs of the sampled tokens under the current policy.
-        old_log_prob: (B, T) log-probs recorded at rollout (treated as a constant by the spec).
-        advantages: (B, T) per token, or (B,) per sequence.
+        old_log_prob: (B, T) log-probs recorded at rollout (a constant: `lax.stop_gradient`, S4).
+        advantages: (B, T) per token, or (B,) per sequence (a constant likewise).
         mask: (B, T) bool (or integer 0/1); True marks a valid response token. Masked positions
             may hold anything, NaN and inf included, and change neither loss nor gradient.
         cfg: the hyperparameters (a static, hashable `cegppo.CEGPPOConfig`).
         agg: one of AGG_MODES (spec S8).
         num_tokens: global count of valid tokens for token-mean (default: this batch's); a
-            Python number or a (traced) 0-d array.
+            Python number or a (traced) 0-d array. It may be 0 only for a micro-batch with no
+            valid token; otherwise (0 with valid tokens, negative, NaN) a Python/NumPy value
+            raises ValueError, and a JAX array makes the loss NaN (ValueError with
+            `validate=True`) (spec S8.2).
         num_seqs: global count of sequences for the seq-mean modes (default: this batch's rows
-            with at least one valid token).
-        norm_length: the constant length L of seq-mean-token-sum-norm (default T).
-        validate: also check that valid positions hold finite values. This reads the data, so it
-            needs concrete arrays: it raises ValueError under jit/grad/vmap (call it eagerly).
+            with at least one valid token; same rules).
+        norm_length: the constant length L of seq-mean-token-sum-norm (default T, the padded
+            width: pass it when micro-batches are padded to different widths, spec S8.2).
+        validate: also check that valid positions hold finite values and that the normalizers
+            obey spec S8.2. This reads the data, so it needs concrete arrays: it raises
+            ValueError under jit/grad/vmap (call it eagerly).
 
     Returns:
         0-d array in the compute dtype (bf16/fp16 -> float32, float64 stays float64 with
@@ -129,9 +136,10 @@ def policy_loss(
     Raises:
         TypeError / ValueError naming the argument, at trace time, before any computation (S9.6).
     """
-    check_agg(agg)
-    norm_length = _check_normalizers(num_tokens, num_seqs, norm_length)
+    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _cast(log_prob, old_log_prob, advantages, mask, cfg, validate)
+    if validate:
+        _validate_normalizers(agg, m, num_tokens, num_seqs)
     # Rematerialised (jax.checkpoint): the backward pass recomputes the elementwise objective from
     # the inputs instead of keeping its region masks, exp and selects alive from the forward pass.
     # XLA then emits one fused pass per direction: about half the memory traffic (bytes accessed
@@ -150,7 +158,8 @@ def policy_metrics(
       in each region of spec S2 (they sum to 1); `clip_frac` = clip_low + clip_high.
     - `ratio_mean`, `ratio_max`: mean and max of delta = exp(log_prob - old_log_prob).
     - `approx_kl_k1` = mean(-logr), `approx_kl_k3` = mean(delta - 1 - logr) (Schulman's k1, k3).
-    - `grad_weight_abs_mean`: mean |F_t| (spec S4).
+    - `grad_weight_abs_mean`: mean over valid tokens of |F_t| [A_t != 0] (spec S4, S10): A_t = 0
+      tokens get no gradient and count as 0.
 
     Keys in the order of `METRIC_KEYS`. With no valid token every metric is 0. Values stay on the
     device (no host sync): converting them to Python floats is the caller's choice. Statistics
@@ -184,6 +193,7 @@ def policy_metrics(
         "ratio_max": jnp.max(jnp.where(m, ratio, zero), initial=zero),
         "approx_kl_k1": mean(-logr),
         "approx_kl_k3": mean(jnp.expm1(logr) - logr),
-        "grad_weight_abs_mean": mean(jnp.abs(_grad_weight(logr, r, cfg))),
+        # A_t = 0 tokens get no gradient (F_t A_t = 0): they count as 0, not as delta_t (spec S10)
+        "grad_weight_abs_mean": mean(jnp.where(adv != 0, jnp.abs(_grad_weight(logr, r, cfg)), zero)),
     }
     return {k: out[k].astype(dt) for k in METRIC_KEYS}

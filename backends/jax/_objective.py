@@ -29,8 +29,9 @@ def _inputs(
     check_policy_shapes(log_prob, old_log_prob, advantages, None)
     dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
     lp = as_float("log_prob", log_prob, dt)
-    olp = as_float("old_log_prob", old_log_prob, dt)
-    adv = as_float("advantages", advantages, dt, floating_only=False)
+    # old_log_prob and advantages are constants (spec S4), even when the caller traces them
+    olp = jax.lax.stop_gradient(as_float("old_log_prob", old_log_prob, dt))
+    adv = jax.lax.stop_gradient(as_float("advantages", advantages, dt, floating_only=False))
     if adv.ndim == 1:  # per-sequence advantages broadcast over tokens (spec S1)
         adv = jnp.broadcast_to(adv[:, None], lp.shape)
     return lp, olp, adv
@@ -128,7 +129,8 @@ def per_token_objective(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: 
             = delta A                                          inside
 
     with delta = exp(log_prob - old_log_prob). `jax.grad` of J with respect to log_prob is F_t A_t
-    with F from `grad_weight` (spec S4). No masking and no reduction.
+    with F from `grad_weight` (spec S4); old_log_prob and advantages are constants (wrapped in
+    `lax.stop_gradient`: their gradient is 0 even when traced). No masking and no reduction.
 
     Args:
         log_prob, old_log_prob: (B, T) floating-point log-probabilities.

@@ -6,10 +6,10 @@ Every mode is linear in the per-token losses, loss = sum_t c_t l_t, with the coe
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
-from cegppo._validation import check_agg, check_positive
+from cegppo._validation import check_aggregation, check_normalizer_value, read_normalizers
+from cegppo._validation import check_normalizer as _check_normalizer
 
 import torch
 
@@ -66,55 +66,62 @@ def global_counts(mask: torch.Tensor, group: Any = None) -> tuple[torch.Tensor, 
     return counts[0], counts[1]
 
 
-def _denominator(value: Any, default: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | float:
-    """value (or the local default) as a divisor; 0 becomes 1 (the numerator is then 0: spec S8.4)."""
+def _denominator(value: Any, local: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A normalizer the mode reads (default: this batch's count `local`) as a divisor (spec S8.2).
+
+    On the device, without reading anything back (no host sync):
+
+        den > 0                               -> den
+        den = 0 and this batch has no token   -> 1   (the numerator is 0 too: loss 0, spec S8.4)
+        anything else (0 with valid tokens, negative, NaN)  -> NaN, so the loss is NaN
+
+    Never silently 1: a bad normalizer poisons the loss instead. Python and NumPy values were
+    already checked (finite, >= 0) by `cegppo._validation.check_normalizer`; `policy_loss(...,
+    validate=True)` raises ValueError for the device cases too (`_validate_normalizers`).
+    """
+    loc = local.to(dtype)
     if value is None:
-        den = default.to(dtype)
+        den = loc
     elif isinstance(value, torch.Tensor):
+        # stays on its own device (a 0-d CPU tensor mixes with CUDA ones; moving it would sync)
         den = value.reshape(()).to(dtype)
-    elif isinstance(value, (int, float, numbers.Real)):  # a Python number, checked finite and >= 0
-        return float(value) if value > 0 else 1.0
-    else:  # a scalar NumPy array (host memory: reading it syncs nothing)
-        v = float(value.reshape(()))
-        return v if v > 0 else 1.0
-    return torch.where(den > 0, den, torch.ones_like(den))
+    else:  # a Python/NumPy number or a scalar NumPy array (host memory), checked finite and >= 0
+        v = float(value.reshape(())) if hasattr(value, "reshape") else float(value)
+        if v > 0:
+            return torch.full((), v, dtype=dtype, device=loc.device)
+        den = torch.zeros((), dtype=dtype, device=loc.device)
+    one = torch.ones_like(den)
+    nan = torch.full_like(den, float("nan"))
+    return torch.where(den > 0, den, torch.where((den == 0) & (loc == 0), one, nan))
+
+
+def _validate_normalizers(agg: str, m: torch.Tensor, num_tokens: Any, num_seqs: Any) -> None:
+    """validate=True: the value rule of spec S8.2 on the normalizers `agg` reads (host syncs)."""
+    for name, value in read_normalizers(agg, num_tokens, num_seqs):
+        if value is None:
+            continue
+        local = m.sum() if name == "num_tokens" else m.any(dim=-1).sum()
+        v = float(value.reshape(())) if hasattr(value, "reshape") else float(value)
+        check_normalizer_value(name, v, int(local))
 
 
 def check_normalizer(name: str, value: Any) -> None:
-    """A global normalizer is None, a finite number >= 0, or a 0-d (or (1,)) tensor (never read: no sync).
+    """A global normalizer: None, a finite number >= 0, or a 0-d (or (1,)) real tensor (never read: no sync).
 
-    Same contract as the reference's check, written so that `torch.compile` can trace it when
-    Dynamo turns a Python int into a symbolic one (comparisons only, no `math.isfinite`).
+    The rule is `cegppo._validation.check_normalizer` (shared by every backend); tensors are
+    additionally refused when complex.
     """
-    if value is None:
-        return
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number or a scalar tensor, got bool")
-    if isinstance(value, torch.Tensor):
-        if tuple(value.shape) not in ((), (1,)):
-            raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
-        if value.dtype.is_complex:
-            raise TypeError(f"{name} must be real, got dtype {value.dtype}")
-        return
-    if isinstance(value, (int, float, numbers.Real)):  # numbers.Real: NumPy scalars too
-        # NaN fails `>= 0`; +inf fails `<= max`.
-        if not (value >= 0 and value <= 1.7976931348623157e308):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        return
-    shape = getattr(value, "shape", None)  # a NumPy (host) array: scalar only, read on the host
-    if shape is None:
-        raise TypeError(f"{name} must be a number or a scalar tensor, got {type(value).__name__}")
-    if tuple(shape) not in ((), (1,)):
-        raise ValueError(f"{name} must be a scalar, got shape {tuple(shape)}")
+    if isinstance(value, torch.Tensor) and value.dtype.is_complex:
+        raise TypeError(f"{name} must be real, got dtype {value.dtype}")
+    if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
+        raise TypeError(f"{name} must be a number or a scalar tensor, got dtype {value.dtype}")
+    _check_normalizer(name, value)
 
 
 def _check(agg: str, num_tokens: Any, num_seqs: Any, norm_length: Any) -> str:
-    agg = check_agg(agg)
     check_normalizer("num_tokens", num_tokens)
     check_normalizer("num_seqs", num_seqs)
-    if norm_length is not None:
-        check_positive("norm_length", norm_length)
-    return agg
+    return check_aggregation(agg, num_tokens, num_seqs, norm_length)[0]
 
 
 def _aggregate(

@@ -27,11 +27,11 @@ from typing import Any, NamedTuple
 
 from cegppo._config import CEGPPOConfig
 from cegppo._loss import METRIC_KEYS
-from cegppo._validation import check_agg, check_config, check_positive
+from cegppo._validation import check_config, check_positive
 
 import torch
 
-from ._aggregation import aggregate_loss, aggregation_weights, check_normalizer
+from ._aggregation import _check, _validate_normalizers, aggregate_loss, aggregation_weights
 from ._common import as_bool_mask, as_float, check_tensor, compute_dtype
 from ._loss import policy_loss, policy_metrics
 from ._objective import _grad_weight, _regions
@@ -381,7 +381,8 @@ def fused_linear_policy_loss(
         agg, num_tokens, num_seqs, norm_length: aggregation as in `policy_loss` (spec S8).
         chunk_size: token rows per chunk (default: as many rows as fit V logits in
             DEFAULT_CHUNK_BYTES of the compute dtype).
-        validate: check finite values and token ids in [0, V) at valid positions (host syncs).
+        validate: check finite values, token ids in [0, V) at valid positions and the normalizers
+            (spec S8.2) (host syncs).
 
     Returns:
         (loss, metrics): `loss` a 0-d tensor in the compute dtype, differentiable w.r.t. hidden,
@@ -397,11 +398,7 @@ def fused_linear_policy_loss(
         logits of each token of the region. dual_clip tokens have F = 0, so their entry is 0.
     """
     check_config(cfg)
-    agg = check_agg(agg)
-    check_normalizer("num_tokens", num_tokens)
-    check_normalizer("num_seqs", num_seqs)
-    if norm_length is not None:
-        check_positive("norm_length", norm_length)
+    agg = _check(agg, num_tokens, num_seqs, norm_length)
     tau = check_positive("temperature", temperature)
     ecoef = _check_real("entropy_coef", entropy_coef)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
@@ -429,6 +426,8 @@ def fused_linear_policy_loss(
     ids_v = token_ids.reshape(-1).index_select(0, index).to(torch.int64)
     olp_v = olp.reshape(-1).index_select(0, index)
     adv_v = adv_bt.reshape(-1).index_select(0, index)
+    if validate:
+        _validate_normalizers(agg, m, num_tokens, num_seqs)
     if validate and index.numel():
         if int(ids_v.min()) < 0 or int(ids_v.max()) >= v_:
             raise ValueError(f"token_ids must lie in [0, {v_}) at valid positions")

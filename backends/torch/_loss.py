@@ -10,7 +10,7 @@ from cegppo._validation import check_config, check_policy_shapes
 
 import torch
 
-from ._aggregation import _aggregate, _check
+from ._aggregation import _aggregate, _check, _validate_normalizers
 from ._common import as_bool_mask, as_float, compute_dtype
 from ._objective import _grad_weight, _objective, _regions
 
@@ -83,16 +83,23 @@ def policy_loss(
         cfg: a `cegppo.CEGPPOConfig`.
         agg: one of `AGG_MODES` (spec S8).
         num_tokens: global valid-token count for token-mean: a Python number or a 0-d tensor (e.g.
-            from `global_counts`); default this batch's. Never read on the host.
+            from `global_counts`); default this batch's. A tensor is never read on the host
+            (unless `validate=True`). It may be 0 only for a micro-batch with no valid token;
+            otherwise (0 with valid tokens, negative, NaN) a Python/NumPy value raises ValueError,
+            and a tensor makes the loss NaN (ValueError with `validate=True`) (spec S8.2).
         num_seqs: global sequence count for the seq-mean modes (same rules).
-        norm_length: the constant length L of seq-mean-token-sum-norm (default T).
-        validate: also check that valid positions hold finite values (one host sync).
+        norm_length: the constant length L of seq-mean-token-sum-norm (default T, the padded
+            width: pass it when micro-batches are padded to different widths, spec S8.2).
+        validate: also check that valid positions hold finite values and that the normalizers
+            obey spec S8.2 (host syncs).
 
     Returns:
         0-d tensor in the compute dtype.
     """
     agg = _check(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
+    if validate:
+        _validate_normalizers(agg, m, num_tokens, num_seqs)
     per_token = -_objective(lp - olp, adv, cfg)
     return _aggregate(per_token, m, agg, num_tokens, num_seqs, norm_length)
 
@@ -111,7 +118,8 @@ def policy_metrics(
     - `ratio_mean`, `ratio_max`: mean and max of delta = exp(logr) over valid tokens.
     - `approx_kl_k1` = mean(-logr), `approx_kl_k3` = mean(delta - 1 - logr) (Schulman's estimators
       of KL(pi_old || pi_theta)).
-    - `grad_weight_abs_mean`: mean |F_t| (spec S4).
+    - `grad_weight_abs_mean`: mean over valid tokens of |F_t| [A_t != 0] (spec S4, S10): A_t = 0
+      tokens get no gradient and count as 0.
 
     Computed without gradient, in the compute dtype, on the inputs' device, with no host sync
     (calling `.item()` is the caller's choice). With no valid token every metric is 0. Local
@@ -146,6 +154,7 @@ def policy_metrics(
             "ratio_max": ratio_max,
             "approx_kl_k1": mean(-logr),
             "approx_kl_k3": mean(torch.expm1(logr) - logr),
-            "grad_weight_abs_mean": mean(_grad_weight(logr, adv, cfg).abs()),
+            # A_t = 0 tokens get no gradient (F_t A_t = 0): they count as 0, not as delta_t (spec S10)
+            "grad_weight_abs_mean": mean(torch.where(adv != 0, _grad_weight(logr, adv, cfg).abs(), zero)),
         }
     return {k: out[k] for k in METRIC_KEYS}

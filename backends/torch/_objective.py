@@ -6,6 +6,8 @@ from autograd and equals the reference's analytic F_t A_t (spec S4).
 
 from __future__ import annotations
 
+from typing import Any
+
 from cegppo._config import CEGPPOConfig
 from cegppo._objective import TokenRegions
 from cegppo._validation import check_config, check_policy_shapes
@@ -25,8 +27,8 @@ def _inputs(
     check_policy_shapes(log_prob, old_log_prob, advantages, None)
     dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
     lp = as_float("log_prob", log_prob, dt)
-    olp = as_float("old_log_prob", old_log_prob, dt)
-    adv = as_float("advantages", advantages, dt, floating_only=False)
+    olp = as_float("old_log_prob", old_log_prob, dt).detach()  # a constant (spec S4)
+    adv = as_float("advantages", advantages, dt, floating_only=False).detach()  # a constant (spec S4)
     if adv.dim() == 1:  # per-sequence advantages broadcast over tokens (spec S1)
         adv = adv[:, None].expand(lp.shape)
     return lp, olp, adv
@@ -47,25 +49,56 @@ def _regions(logr: torch.Tensor, adv: torch.Tensor, cfg: CEGPPOConfig) -> TokenR
     return TokenRegions(clip_low, clip_high, dual, inside)
 
 
+class _RatioOverSgRatio(torch.autograd.Function):
+    """delta / sg(delta) = exp(logr - sg(logr)), evaluated exactly: value 1, d/dlogr = 1.
+
+    This is the paper's gradient-preserving factor (arXiv 2509.20712 Eq. 8; spec S3, S9.1).
+    Written as a custom autograd function (like the JAX backend's custom JVP) instead of
+    `exp(logr - logr.detach())` so that it stays 1, with derivative 1, at logr = +-inf: a valid
+    clipped token whose old_log_prob is -inf (or whose log_prob is -inf) has logr = +-inf, where
+    the subtraction gives inf - inf = NaN. For finite logr both forms are identical, to every
+    derivative order (the backward is the identity, itself differentiable).
+    """
+
+    @staticmethod
+    def forward(logr: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.ones_like(logr)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], logr: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        return torch.ones_like(logr), in_dims[0]
+
+
 def _objective(logr: torch.Tensor, adv: torch.Tensor, cfg: CEGPPOConfig) -> torch.Tensor:
     """J_t from the log-ratio, differentiable in `logr` (spec S3, S4, S9.1, S9.2)."""
     r = _regions(logr, adv, cfg)
     clipped = r.clip_low | r.clip_high
-    # Select the exponent first, then exponentiate (spec S9.2):
-    #   inside with A != 0 : logr                  -> delta
-    #   clip_low/clip_high : logr - sg(logr)       -> delta / sg(delta): value exactly 1, gradient 1
-    #   dual_clip, A = 0   : 0 (a constant)        -> 1, no gradient, so inf * 0 cannot occur
+    # Select the argument first, then exponentiate (spec S9.2):
+    #   inside with A != 0 : exp(logr)                      -> delta
+    #   clip_low/clip_high : delta / sg(delta) of logr      -> value exactly 1, gradient 1, also at +-inf
+    #   dual_clip, A = 0   : exp(0) (a constant)            -> 1, no gradient, so inf * 0 cannot occur
     zero = scalar(0.0, logr)
-    arg = torch.where(r.inside & (adv != 0), logr, torch.where(clipped, logr - logr.detach(), zero))
+    delta_inside = torch.exp(torch.where(r.inside & (adv != 0), logr, zero))
+    unit = _RatioOverSgRatio.apply(torch.where(clipped, logr, zero))
     c = 0.0 if cfg.dual_clip is None else cfg.dual_clip
     scale = torch.where(
         r.clip_low,
-        scalar(cfg.weight_low, logr),
+        scalar(cfg.weight_low, logr) * unit,
         torch.where(
-            r.clip_high, scalar(cfg.weight_high, logr), torch.where(r.dual_clip, scalar(c, logr), 1.0)
+            r.clip_high,
+            scalar(cfg.weight_high, logr) * unit,
+            torch.where(r.dual_clip, scalar(c, logr), delta_inside),
         ),
     )
-    return scale * torch.exp(arg) * adv
+    return scale * adv
 
 
 def token_regions(
@@ -103,14 +136,15 @@ def per_token_objective(
             = delta A                                          inside
 
     with delta = exp(log_prob - old_log_prob), computed in log space; delta / sg(delta) is
-    exp(logr - logr.detach()) (value 1, gradient 1). Autograd gives dJ_t / d log_prob_t = F_t A_t
+    exp(logr - sg(logr)) (value 1, gradient 1, also at logr = +-inf). Autograd gives
+    dJ_t / d log_prob_t = F_t A_t
     (spec S4, see `grad_weight`). No masking, no reduction: positions holding NaN or inf give NaN
     or inf here; `policy_loss` sanitises masked positions first.
 
     Args:
-        log_prob, old_log_prob: (B, T) floating-point log-probabilities (old_log_prob is treated
-            as a constant; its gradient is not part of the spec).
-        advantages: (B, T) or (B,).
+        log_prob, old_log_prob: (B, T) floating-point log-probabilities (old_log_prob is a
+            constant: detached, spec S4).
+        advantages: (B, T) or (B,) (a constant: detached, spec S4).
         cfg: the hyperparameters.
 
     Returns:
@@ -118,7 +152,7 @@ def per_token_objective(
         float64: spec S9.5).
     """
     lp, olp, adv = _inputs(log_prob, old_log_prob, advantages, cfg)
-    return _objective(lp - olp.detach(), adv, cfg)
+    return _objective(lp - olp, adv, cfg)
 
 
 def _grad_weight(logr: torch.Tensor, adv: torch.Tensor, cfg: CEGPPOConfig) -> torch.Tensor:

@@ -119,3 +119,42 @@ def test_S8_4_empty_rank_with_nonzero_global_normalizers_contributes_zero() -> N
     z = np.zeros((2, 3))
     for agg in AGG_MODES:
         assert float(cegppo.policy_loss(z, z, z, mask, cfg, agg, num_tokens=17, num_seqs=5)) == 0.0
+
+
+def test_S8_2_zero_normalizer_only_for_a_micro_batch_without_valid_tokens() -> None:
+    """0 is the right global count only when nothing is valid anywhere; with valid tokens it is an error,
+    never silently replaced by 1 (which would turn token-mean into token-sum)."""
+    cfg = cegppo.presets.ce_gppo_official()
+    z = np.zeros((2, 3))
+    empty, full = np.zeros((2, 3), bool), np.ones((2, 3), bool)
+    for agg, kw in (("token-mean", {"num_tokens": 0}), ("seq-mean-token-sum", {"num_seqs": np.float32(0)})):
+        assert float(cegppo.policy_loss(z, z, z, empty, cfg, agg, **kw)) == 0.0
+        assert np.all(cegppo.policy_loss_grad(z, z, z, empty, cfg, agg, **kw) == 0)
+        name = next(iter(kw))
+        with pytest.raises(ValueError, match=f"{name} is 0 but this batch has"):
+            cegppo.policy_loss(z, z, z, full, cfg, agg, **kw)
+        with pytest.raises(ValueError, match=name):
+            cegppo.aggregation_weights(full, agg, **kw)
+    # A normalizer the mode does not read is not held to the 0 rule (its Python value still is).
+    assert float(cegppo.policy_loss(z, z, np.ones(2), full, cfg, "token-sum", num_tokens=0, num_seqs=0)) == -6.0
+    with pytest.raises(ValueError, match="num_seqs"):
+        cegppo.policy_loss(z, z, z, full, cfg, "token-mean", num_seqs=np.float32("nan"))
+
+
+def test_S8_2_norm_length_defaults_to_the_padded_width() -> None:
+    """seq-mean-token-sum-norm divides by L = T of *this* call unless norm_length is given (spec S8.2):
+    micro-batches padded to different widths are additive only with an explicit, common norm_length."""
+    cfg = cegppo.presets.ce_gppo_official()
+    rng = np.random.default_rng(3)
+    lp, old = rng.normal(-1, 0.2, (2, 6)), rng.normal(-1, 0.2, (2, 6))
+    adv = np.array([1.0, -0.5])
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], bool)
+    agg = "seq-mean-token-sum-norm"
+    full = float(cegppo.policy_loss(lp, old, adv, mask, cfg, agg, norm_length=6))
+    assert full == pytest.approx(float(cegppo.policy_loss(lp, old, adv, mask, cfg, agg)), rel=1e-15)  # T = 6
+    # row 1 as its own micro-batch, padded only to its length 2
+    parts = [(lp[:1], old[:1], adv[:1], mask[:1]), (lp[1:, :2], old[1:, :2], adv[1:], mask[1:, :2])]
+    explicit = sum(float(cegppo.policy_loss(*p, cfg, agg, num_seqs=2, norm_length=6)) for p in parts)
+    default = sum(float(cegppo.policy_loss(*p, cfg, agg, num_seqs=2)) for p in parts)
+    assert explicit == pytest.approx(full, rel=1e-14)
+    assert default != pytest.approx(full, rel=1e-3)  # row 1 divided by 2 instead of 6

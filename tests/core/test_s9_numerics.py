@@ -194,6 +194,13 @@ M = np.ones((2, 3), bool)
         ({"num_tokens": -1}, ValueError, "num_tokens"),
         ({"num_tokens": math.nan}, ValueError, "num_tokens"),
         ({"num_tokens": True}, TypeError, "num_tokens"),
+        ({"num_tokens": np.float32("nan")}, ValueError, "num_tokens"),
+        ({"num_tokens": np.array(-2.0)}, ValueError, "num_tokens"),
+        ({"num_tokens": np.array([np.nan])}, ValueError, "num_tokens"),
+        ({"num_tokens": 0}, ValueError, "num_tokens is 0 but this batch has 6 valid tokens"),
+        ({"num_tokens": np.int64(0)}, ValueError, "num_tokens is 0"),
+        ({"agg": "seq-mean-token-sum", "num_seqs": 0.0}, ValueError, "num_seqs is 0 but this batch has 2 valid"),
+        ({"agg": "seq-mean-token-mean", "num_seqs": np.float32(-1)}, ValueError, "num_seqs"),
         ({"num_seqs": np.ones(2)}, ValueError, "num_seqs"),
         ({"num_seqs": "4"}, TypeError, "num_seqs"),
         ({"norm_length": 0}, ValueError, "norm_length"),
@@ -278,8 +285,24 @@ def test_S10_metrics_against_direct_formulas(b: Batch) -> None:
     assert float(m["approx_kl_k1"]) == pytest.approx(-logr.mean(), rel=1e-12, abs=1e-15)
     assert float(m["approx_kl_k3"]) == pytest.approx((np.exp(logr) - 1 - logr).mean(), rel=1e-12, abs=1e-15)
     f = cegppo.grad_weight(b.log_prob, b.old_log_prob, b.advantages, b.cfg)
-    assert float(m["grad_weight_abs_mean"]) == pytest.approx(np.abs(f[b.mask]).mean(), rel=1e-13)
+    a = np.broadcast_to(b.advantages[:, None], b.mask.shape) if b.advantages.ndim == 1 else b.advantages
+    moving = b.mask & (a != 0)  # tokens that get a gradient; A = 0 tokens count as 0 (spec S10)
+    assert float(m["grad_weight_abs_mean"]) == pytest.approx(np.abs(f[moving]).sum() / n, rel=1e-13, abs=1e-300)
     assert float(m["approx_kl_k3"]) >= 0.0
+
+
+def test_S10_grad_weight_abs_mean_ignores_A_zero_tokens() -> None:
+    """A flat group (A = 0) far from the old policy has F_t = delta_t ~ 1e130 but gets no gradient:
+    it counts as 0, so the metric is the mean over valid tokens of |F_t| [A_t != 0] (spec S10)."""
+    lp = np.array([[300.0, 0.0, 0.1], [-5.0, 0.0, 0.0]])
+    old = np.zeros((2, 3))
+    adv = np.array([[0.0, 0.0, 1.0], [-2.0, 0.0, 0.0]])
+    mask = np.array([[True, True, True], [True, False, True]])
+    m = cegppo.policy_metrics(lp, old, adv, mask, CFG)
+    # token (0, 2): inside, F = e^0.1; token (1, 0): clip_low, F = 0.5 * 0.8; A = 0 tokens: 0; n = 5
+    assert float(m["grad_weight_abs_mean"]) == pytest.approx((np.exp(0.1) + 0.4) / 5, rel=1e-14)
+    flat = cegppo.policy_metrics(lp, old, np.zeros(2), mask, CFG)
+    assert float(flat["grad_weight_abs_mean"]) == 0.0  # no token gets a gradient
 
 
 def test_S10_metrics_of_an_empty_batch_are_zero() -> None:

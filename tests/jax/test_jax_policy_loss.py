@@ -184,3 +184,77 @@ def test_public_names_match_the_reference_and_torch():
     assert cg.presets is cegppo.presets
     for name in cg.__all__:
         assert hasattr(cg, name), name
+
+
+CFG = cegppo.presets.ce_gppo_official()
+
+
+def test_S4_old_log_prob_and_advantages_are_constants():
+    """Issue 11: old log-probs computed inside the differentiated function must not receive gradient.
+
+    jax.grad(lambda l: policy_loss(l, l, ...)) is the gradient with old_log_prob held constant:
+    -A / n per token at ratio 1 (the reference's), not 0. The same for advantages, for
+    per_token_objective, the metrics and the fused head (spec S4)."""
+    x = jnp.array([[-1.0, -2.0]])
+    mask = jnp.ones((1, 2), bool)
+    g = jax.grad(lambda lp: cg.policy_loss(lp, lp, jnp.array([1.0]), mask, CFG))(x)
+    np.testing.assert_allclose(np.asarray(g), [[-0.5, -0.5]], rtol=1e-15)
+    lp = jnp.array([[-1.0, -0.7, -0.2]])
+    olp, adv = jnp.array([[-1.2, -0.5, -0.2]]), jnp.array([[1.0, -2.0, 0.5]])
+    mask3 = jnp.ones((1, 3), bool)
+    for fn in (lambda o, a: cg.policy_loss(lp, o, a, mask3, CFG),
+               lambda o, a: jnp.sum(cg.per_token_objective(lp, o, a, CFG)),
+               lambda o, a: sum(cg.policy_metrics(lp, o, a, mask3, CFG).values())):
+        g_olp, g_adv = jax.grad(fn, argnums=(0, 1))(olp, adv)
+        assert np.all(np.asarray(g_olp) == 0) and np.all(np.asarray(g_adv) == 0)
+    h, w = jnp.ones((1, 3, 2)) * 0.1, jnp.arange(8.0).reshape(4, 2) / 8
+    ids = jnp.array([[0, 3, 1]])
+
+    def fused(o, a):
+        return cg.fused_linear_policy_loss(h, w, ids, o, a, mask3, CFG, entropy_coef=0.01)[0]
+
+    g_olp, g_adv = jax.grad(fused, argnums=(0, 1))(olp, adv)
+    assert np.all(np.asarray(g_olp) == 0) and np.all(np.asarray(g_adv) == 0)
+
+
+def test_S9_1_infinite_log_ratio_of_a_clipped_token_is_finite():
+    """old_log_prob = -inf (clip_high) and log_prob = -inf (clip_low): the reference's finite loss and gradient."""
+    lp, olp = np.array([[-1.0, -np.inf, -0.3]]), np.array([[-np.inf, -1.0, -0.3]])
+    adv, mask = np.array([[1.0, -2.0, 0.5]]), np.ones((1, 3), bool)
+    val, g = jax.value_and_grad(lambda x: cg.policy_loss(x, olp, adv, mask, CFG))(jnp.asarray(lp))
+    assert float(val) == pytest.approx(float(cegppo.policy_loss(lp, olp, adv, mask, CFG)), rel=1e-14)
+    np.testing.assert_allclose(np.asarray(g), cegppo.policy_loss_grad(lp, olp, adv, mask, CFG), rtol=1e-14)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("bad", ["nan", "negative", "zero", "python_zero"])
+def test_S8_2_bad_normalizer_is_never_replaced_by_one(agg, bad):
+    """NaN, negative or 0-with-valid-tokens: NaN loss (also under jit), ValueError with validate=True (eager)."""
+    name = "num_tokens" if agg == "token-mean" else "num_seqs"
+    value = {"nan": jnp.array(jnp.nan), "negative": jnp.array(-4), "zero": jnp.array(0), "python_zero": 0}[bad]
+    lp, olp = jnp.array([[-1.0, -0.5], [-0.2, -0.3]]), jnp.full((2, 2), -0.6)
+    adv, mask, empty = jnp.array([1.0, -1.0]), jnp.ones((2, 2), bool), jnp.zeros((2, 2), bool)
+    assert np.isnan(float(cg.policy_loss(lp, olp, adv, mask, CFG, agg, **{name: value})))
+    jitted = jax.jit(lambda v: cg.policy_loss(lp, olp, adv, mask, CFG, agg, **{name: v}))
+    if bad != "python_zero":
+        assert np.isnan(float(jitted(value)))
+    with pytest.raises(ValueError, match=name):
+        cg.policy_loss(lp, olp, adv, mask, CFG, agg, validate=True, **{name: value})
+    out = cg.policy_loss(lp, olp, adv, empty, CFG, agg, **{name: value})
+    if bad in ("zero", "python_zero"):
+        assert float(out) == 0.0
+        assert float(cg.policy_loss(lp, olp, adv, empty, CFG, agg, validate=True, **{name: value})) == 0.0
+    else:
+        assert np.isnan(float(out))
+    with pytest.raises(ValueError, match=name):  # a host (NumPy) value is checked always, like the reference
+        cg.policy_loss(lp, olp, adv, mask, CFG, agg, **{name: np.float32("nan")})
+
+
+def test_S10_grad_weight_abs_mean_ignores_A_zero_tokens():
+    """A = 0 tokens (F = delta, here ~1e130) get no gradient and count as 0, as in the reference (spec S10)."""
+    lp = np.array([[300.0, 0.0, 0.1], [-5.0, 0.0, 0.0]])
+    old, adv = np.zeros((2, 3)), np.array([[0.0, 0.0, 1.0], [-2.0, 0.0, 0.0]])
+    mask = np.array([[True, True, True], [True, False, True]])
+    got = float(cg.policy_metrics(lp, old, adv, mask, CFG)["grad_weight_abs_mean"])
+    assert got == pytest.approx((np.exp(0.1) + 0.4) / 5, rel=1e-14)
+    assert got == pytest.approx(float(cegppo.policy_metrics(lp, old, adv, mask, CFG)["grad_weight_abs_mean"]), rel=1e-14)

@@ -354,6 +354,14 @@ BAD_CALLS = {
     "num_tokens_negative": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", -1), {}),
     "num_tokens_nan": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("nan")), {}),
     "num_tokens_inf": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("inf")), {}),
+    "num_tokens_np_float32_nan": lambda lp, olp, adv, m, cfg: (
+        (lp, olp, adv, m, cfg, "token-mean", np.float32("nan")),
+        {},
+    ),
+    "num_seqs_np_array_negative": lambda lp, olp, adv, m, cfg: (
+        (lp, olp, adv, m, cfg, "seq-mean-token-sum", None, np.array(-1.0)),
+        {},
+    ),
     "num_seqs_shape": lambda lp, olp, adv, m, cfg: (
         (lp, olp, adv, m, cfg, "seq-mean-token-sum", None, np.ones(2)),
         {},
@@ -434,3 +442,72 @@ def test_integer_mask_and_per_sequence_advantages():
     np.testing.assert_allclose(
         to_np(got), cegppo.policy_loss(lp, olp, adv, mask, cfg), rtol=1e-12, atol=1e-12
     )
+
+
+CFG = cegppo.presets.ce_gppo_official()
+
+
+def test_S4_old_log_prob_and_advantages_are_constants():
+    """requires_grad old_log_prob / advantages get no gradient from any differentiable function (spec S4)."""
+    lp = torch.tensor([[-1.0, -0.7, -0.2]], dtype=torch.float64, requires_grad=True)
+    olp = torch.tensor([[-1.2, -0.5, -0.2]], dtype=torch.float64, requires_grad=True)
+    adv = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    for out in (cg.policy_loss(lp, olp, adv, mask, CFG), cg.per_token_objective(lp, olp, adv, CFG).sum()):
+        g_lp, g_olp, g_adv = torch.autograd.grad(out, [lp, olp, adv], allow_unused=True)
+        assert g_lp is not None and torch.all(g_lp != 0)
+        assert (g_olp is None or torch.all(g_olp == 0)) and (g_adv is None or torch.all(g_adv == 0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_S9_1_infinite_log_ratio_of_a_clipped_token_is_finite(dtype):
+    """old_log_prob = -inf (logr = +inf, A > 0: clip_high) and log_prob = -inf (logr = -inf, A < 0: clip_low):
+    delta / sg(delta) is exactly 1 with gradient 1, so loss and gradient are the reference's finite values."""
+    lp = np.array([[-1.0, -np.inf, -0.3]])
+    olp = np.array([[-np.inf, -1.0, -0.3]])
+    adv = np.array([[1.0, -2.0, 0.5]])
+    mask = np.ones((1, 3), bool)
+    x = torch.tensor(lp, dtype=dtype, requires_grad=True)
+    loss = cg.policy_loss(x, torch.tensor(olp, dtype=dtype), torch.tensor(adv, dtype=dtype), torch.tensor(mask), CFG)
+    loss.backward()
+    want = cegppo.policy_loss(lp, olp, adv, mask, CFG)
+    want_grad = cegppo.policy_loss_grad(lp, olp, adv, mask, CFG)
+    assert np.isfinite(want) and np.all(np.isfinite(want_grad))
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert loss.item() == pytest.approx(float(want), rel=tol)
+    np.testing.assert_allclose(x.grad.double().numpy(), want_grad, rtol=tol if dtype != torch.bfloat16 else 4e-3)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+@pytest.mark.parametrize("bad", ["nan", "negative", "zero", "python_zero"])
+def test_S8_2_bad_normalizer_is_never_replaced_by_one(agg, bad):
+    """A NaN, negative or 0 (with valid tokens) normalizer: NaN loss without validate (no host sync),
+    ValueError naming it with validate=True; never the silent 1 that turned the mean into a sum."""
+    name = "num_tokens" if agg == "token-mean" else "num_seqs"
+    value = {"nan": torch.tensor(float("nan")), "negative": torch.tensor(-4), "zero": torch.tensor(0),
+             "python_zero": 0}[bad]
+    lp = torch.tensor([[-1.0, -0.5], [-0.2, -0.3]], requires_grad=True)
+    olp, adv, mask = torch.full((2, 2), -0.6), torch.tensor([1.0, -1.0]), torch.ones(2, 2, dtype=torch.bool)
+    loss = cg.policy_loss(lp, olp, adv, mask, CFG, agg, **{name: value})
+    assert torch.isnan(loss)
+    with pytest.raises(ValueError, match=name):
+        cg.policy_loss(lp, olp, adv, mask, CFG, agg, validate=True, **{name: value})
+    # the same normalizer on a micro-batch with no valid token: 0 is right there (bad ones still are not)
+    empty = torch.zeros(2, 2, dtype=torch.bool)
+    out = cg.policy_loss(lp, olp, adv, empty, CFG, agg, **{name: value})
+    if bad in ("zero", "python_zero"):
+        assert out.item() == 0.0
+        assert cg.policy_loss(lp, olp, adv, empty, CFG, agg, validate=True, **{name: value}).item() == 0.0
+    else:
+        assert torch.isnan(out)
+
+
+def test_S10_grad_weight_abs_mean_ignores_A_zero_tokens():
+    """A = 0 tokens (F = delta, here ~1e130) get no gradient and count as 0, as in the reference (spec S10)."""
+    lp = np.array([[300.0, 0.0, 0.1], [-5.0, 0.0, 0.0]])
+    old, adv = np.zeros((2, 3)), np.array([[0.0, 0.0, 1.0], [-2.0, 0.0, 0.0]])
+    mask = np.array([[True, True, True], [True, False, True]])
+    got = cg.policy_metrics(*(torch.tensor(x) for x in (lp, old, adv, mask)), CFG)["grad_weight_abs_mean"]
+    assert got.item() == pytest.approx((np.exp(0.1) + 0.4) / 5, rel=1e-14)
+    assert got.item() == pytest.approx(float(cegppo.policy_metrics(lp, old, adv, mask, CFG)["grad_weight_abs_mean"]),
+                                       rel=1e-14)

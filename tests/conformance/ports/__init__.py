@@ -27,6 +27,7 @@ TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "dual_clip_on_log_ratio": ("dual-clip slip", "S7"),
     "per_sequence_broadcast": ("broadcasting", "S3"),
     "wrong_loss_sign": ("sign of the loss", "S3"),
+    "constants_not_detached": ("gradient into constants", "S4 old_log_prob and advantages are constants"),
 }
 """torch_ports.py: every broken port, its bug class, and the property (id prefix) expected to catch it."""
 
@@ -35,6 +36,7 @@ JAX_BROKEN: dict[str, tuple[str, str]] = {
     "unsafe_exp_where": ("unsafe exponential", "S9.1"),
     "mean_over_padding": ("normalization", "S8.3"),
     "dual_clip_any_sign": ("dual-clip slip", "S7"),
+    "constants_not_stopped": ("gradient into constants", "S4 old_log_prob and advantages are constants"),
 }
 """jax_ports.py: the same for JAX ports."""
 

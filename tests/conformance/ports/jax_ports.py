@@ -12,8 +12,21 @@ import jax
 import jax.numpy as jnp
 
 
-def _prep(log_prob, old_log_prob, advantages, response_mask):
+@jax.custom_jvp
+def _one(x):
+    """exp(x - sg(x)) evaluated exactly: 1 with derivative 1, also at x = +-inf (x - sg(x) is NaN there)."""
+    return jnp.ones_like(x)
+
+
+@_one.defjvp
+def _one_jvp(primals, tangents):
+    return _one(primals[0]), tangents[0]
+
+
+def _prep(log_prob, old_log_prob, advantages, response_mask, sg_inputs=True):
     dt = jnp.float64 if log_prob.dtype == jnp.float64 else jnp.float32  # bf16/fp16 computed in fp32
+    if sg_inputs:  # old_log_prob and advantages are constants of the loss (spec S4)
+        old_log_prob, advantages = jax.lax.stop_gradient(old_log_prob), jax.lax.stop_gradient(advantages)
     m = response_mask.astype(bool)
     lp = jnp.where(m, log_prob.astype(dt), 0)
     olp = jnp.where(m, old_log_prob.astype(dt), 0)
@@ -35,18 +48,18 @@ def _regions(logr, adv, eps_low, eps_high, c, any_sign_dual=False):
 
 
 def _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high, c, *,
-          sg=True, exp_first=False, any_sign_dual=False, padding_mean=False):
-    lp, olp, adv, m = _prep(log_prob, old_log_prob, advantages, response_mask)
+          sg=True, exp_first=False, any_sign_dual=False, padding_mean=False, sg_inputs=True):
+    lp, olp, adv, m = _prep(log_prob, old_log_prob, advantages, response_mask, sg_inputs)
     logr = lp - olp
     clip_low, clip_high, dual = _regions(logr, adv, eps_low, eps_high, c, any_sign_dual)
     inside = ~(clip_low | clip_high | dual)
     clipped = clip_low | clip_high
-    one_arg = logr - jax.lax.stop_gradient(logr) if sg else jnp.zeros_like(logr)
+    one = _one(jnp.where(clipped, logr, 0.0)) if sg else jnp.ones_like(logr)
     if exp_first:  # exponentiate every token, select afterwards
         delta = jnp.exp(logr)
-        factor = jnp.where(inside, delta, jnp.where(clipped, jnp.exp(one_arg), 1.0))
+        factor = jnp.where(inside, delta, jnp.where(clipped, one, 1.0))
     else:
-        factor = jnp.exp(jnp.where(inside & (adv != 0), logr, jnp.where(clipped, one_arg, 0.0)))
+        factor = jnp.where(clipped, one, jnp.exp(jnp.where(inside & (adv != 0), logr, 0.0)))
     scale = jnp.where(clip_low, beta_low * (1 - eps_low),
                       jnp.where(clip_high, beta_high * (1 + eps_high), jnp.where(dual, c or 0.0, 1.0)))
     j = jnp.where(m, scale.astype(logr.dtype) * factor * adv, 0)
@@ -87,3 +100,10 @@ def dual_clip_any_sign(log_prob, old_log_prob, advantages, response_mask, *, eps
     """BUG: dual clip applied whatever the sign of A (A > 0 tokens above c lose their gradient)."""
     return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
                  clip_ratio_c, any_sign_dual=True)
+
+
+def constants_not_stopped(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                          beta_high, clip_ratio_c):
+    """BUG: no lax.stop_gradient on old_log_prob and advantages: a caller tracing them gets gradients in them."""
+    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                 clip_ratio_c, sg_inputs=False)

@@ -12,10 +12,12 @@ import math
 import torch
 
 
-def _prep(log_prob, old_log_prob, advantages, response_mask, dt=None):
+def _prep(log_prob, old_log_prob, advantages, response_mask, dt=None, detach=True):
     if dt is None:
         dt = torch.float64 if log_prob.dtype == torch.float64 else torch.float32
     m = response_mask.bool()
+    if detach:  # old_log_prob and advantages are constants of the loss (spec S4)
+        old_log_prob, advantages = old_log_prob.detach(), advantages.detach()
     lp = torch.where(m, log_prob.to(dt), torch.zeros((), dtype=dt))
     olp = torch.where(m, old_log_prob.to(dt), torch.zeros((), dtype=dt))
     adv = advantages.to(dt)
@@ -29,24 +31,51 @@ def _k(x, like):
     return torch.full((), x, dtype=like.dtype)
 
 
-def correct(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
-            clip_ratio_c):
-    """CE-GPPO token-mean, written independently of cegppo.torch; regions compared in ratio space."""
-    lp, olp, adv, m = _prep(log_prob, old_log_prob, advantages, response_mask)
-    logr = lp - olp.detach()
+class _One(torch.autograd.Function):
+    """exp(x - sg(x)) evaluated exactly: 1 with derivative 1, also at x = +-inf (x - x.detach() is NaN there)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.ones_like(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def _correct(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+             clip_ratio_c, detach=True):
+    lp, olp, adv, m = _prep(log_prob, old_log_prob, advantages, response_mask, detach=detach)
+    logr = lp - olp
     ratio = torch.exp(logr.detach())  # for the region tests only; never differentiated
     clip_low = (adv < 0) & (ratio < 1 - eps_low)
     clip_high = (adv > 0) & (ratio > 1 + eps_high)
     dual = (adv < 0) & (ratio > clip_ratio_c) if clip_ratio_c is not None else torch.zeros_like(m)
     inside = ~(clip_low | clip_high | dual)
+    clipped = clip_low | clip_high
     zero = _k(0.0, logr)
-    arg = torch.where(inside & (adv != 0), logr, torch.where(clip_low | clip_high, logr - logr.detach(), zero))
+    delta = torch.exp(torch.where(inside & (adv != 0), logr, zero))
+    factor = torch.where(clipped, _One.apply(torch.where(clipped, logr, zero)), delta)
     scale = torch.where(clip_low, _k(beta_low * (1 - eps_low), logr),
                         torch.where(clip_high, _k(beta_high * (1 + eps_high), logr),
                                     torch.where(dual, _k(clip_ratio_c or 0.0, logr), _k(1.0, logr))))
-    j = scale * torch.exp(arg) * adv
+    j = scale * factor * adv
     n = m.sum().clamp(min=1)
     return -torch.where(m, j, zero).sum() / n
+
+
+def correct(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
+            clip_ratio_c):
+    """CE-GPPO token-mean, written independently of cegppo.torch; regions compared in ratio space."""
+    return _correct(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                    clip_ratio_c)
+
+
+def constants_not_detached(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                           beta_high, clip_ratio_c):
+    """BUG: old_log_prob and advantages are not detached: a caller passing requires_grad values gets gradients in them."""
+    return _correct(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                    clip_ratio_c, detach=False)
 
 
 def wrong_region_sign(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
