@@ -34,7 +34,7 @@ METRICS: dict[str, str] = {
     "ratio_mean": "mean ratio pi / pi_old over update tokens",
     "ratio_max": "max ratio over update tokens",
     "approx_kl": "k3 estimate of KL(pi_old || pi) over update tokens (how far the updates moved)",
-    "grad_weight_abs_mean": "mean |F_t| over update tokens (spec S4)",
+    "grad_weight_abs_mean": "mean |F_t| over update tokens, A = 0 tokens counting 0 (spec S10)",
     "dH_clip_low": "first-order entropy change from clip_low tokens, summed over updates (see docs)",
     "dH_clip_high": "same, clip_high tokens",
     "dH_dual_clip": "same, dual_clip tokens (always 0: F = 0)",
