@@ -1,7 +1,7 @@
 """Hypothesis strategies and an independent float64 CE-GPPO for the reference self-checks.
 
-Nothing here calls the reference's internals: `independent_loss_and_grad` is DESIGN.md section 1
-(docs/spec.md S2-S4, S7, S8.1) re-written with Python floats, loops, ratio-space region tests and
+Nothing here calls the reference's internals: `independent_loss_and_grad` is
+docs/spec.md S2-S4, S7 and S8.1 re-written with Python floats, loops, ratio-space region tests and
 forward-mode dual numbers for the gradient, so that it shares no code path with `cegppo`.
 """
 
@@ -122,7 +122,7 @@ def logits_arrays(max_lead: int = 3, max_v: int = 6, scale: float = 3.0) -> st.S
 
 
 # --------------------------------------------------------------------------------------------
-# Independent float64 implementation of DESIGN.md section 1 (S2-S4, S7) and S8.1
+# Independent float64 implementation of docs/spec.md S2-S4, S7 and S8.1
 # --------------------------------------------------------------------------------------------
 
 

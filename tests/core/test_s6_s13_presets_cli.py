@@ -1,4 +1,4 @@
-"""Presets (docs/spec.md S6, S7, S13), the `python -m cegppo` demo and import isolation (S9.5 / DESIGN 5)."""
+"""Presets (docs/spec.md S6, S7, S13), the `python -m cegppo` demo and import isolation (S9.5, docs/design.md "Layout")."""
 
 from __future__ import annotations
 
