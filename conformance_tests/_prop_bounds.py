@@ -30,7 +30,7 @@ __all__: list[str] = []
 
 
 def _bound_check(ad: Adapter, data: Any, region: str) -> None:
-    case = draw_region_case(data, region, dtypes=common_dtypes(ad))
+    case = draw_region_case(data, region, dtypes=common_dtypes(ad), adv_forms=ad.forms)
     got = ad.run(case)
     check_bounds(case, got.grad, region)
 
