@@ -52,6 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not device.startswith("cuda"):
         raise pytest.UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"--device {device}: CUDA is not available to torch {torch.__version__} here")
+        torch.set_default_device(device)
     if importlib.util.find_spec("jax") is not None:
         if "jax" not in sys.modules:
             os.environ["JAX_PLATFORMS"] = "cuda"  # read once, when jax is first imported
@@ -59,12 +65,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
         try:
             jax.devices("gpu")
-        except RuntimeError as exc:
+        except Exception as exc:  # RuntimeError, or an assertion of a backend that failed to start
             raise pytest.UsageError(f"--device {device}: JAX {jax.__version__} has no GPU backend here "
-                                    f"({str(exc).splitlines()[0]})") from None
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise pytest.UsageError(f"--device {device}: CUDA is not available to torch {torch.__version__} here")
-        torch.set_default_device(device)
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

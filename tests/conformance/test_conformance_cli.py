@@ -389,3 +389,18 @@ def test_torch_device_that_is_not_there_is_a_clean_error(capsys: pytest.CaptureF
         cc.check(torch_ports.correct, "torch", device="cuda:x")
     report = cc.check(torch_ports.correct, "torch", device="cpu", max_examples=3, only=["S3 value equals", "S4"])
     assert report.ok and report.device == "cpu"
+
+
+def test_gpu_session_is_opt_in() -> None:
+    """`nox -s gpu` exists (CUDA: backends, conformance, benchmarks) and is not a default session (CI has no GPU)."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parents[2] / "noxfile.py").read_text())
+    sessions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert "gpu" in sessions
+    source = ast.unparse(sessions["gpu"])
+    for needle in ("tests/{backend}", "--device=cuda", "tests/conformance", "bench_policy_loss.py", "nvidia-smi"):
+        assert needle in source, needle
+    defaults = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                    and ast.unparse(n.targets[0]) == "nox.options.sessions")
+    assert "gpu" not in ast.literal_eval(defaults)
