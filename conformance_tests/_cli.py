@@ -205,9 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    progress=None if args.quiet else _progress(len(select(args.only, FUSED_PROPERTIES if args.fused
                                                                          else PROPERTIES))),
                    fail_fast=args.fail_fast, shrink=not args.no_shrink, timeout=timeout)
-    print(report.format(verbose=args.verbose))
-    if args.json is not None:
+    if args.json is not None:  # first: a closed stdout (`| head`) must not cost the CI its results
         args.json.write_text(report.to_json() + "\n", encoding="utf-8")
+    print(report.format(verbose=args.verbose))
     return 0 if report.ok else 1
 
 

@@ -234,14 +234,14 @@ TOKEN_ONLY = "ports.numpy_ports:token_advantages_only"
 
 
 def test_token_only_port_conforms_when_declared(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "check", TOKEN_ONLY, "--framework", "numpy", "--max-examples", "5",
+    code, out, _ = run(capsys, "check", TOKEN_ONLY, "--framework", "numpy", "--max-examples", "3",
                        "--advantages", "token", "--device", "cpu")
     assert code == 0, out
     assert out.startswith(f"cegppo conformance: {TOKEN_ONLY} (port, framework numpy, device cpu, advantages token)")
 
 
 def test_token_only_port_undeclared_is_told_what_to_declare(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "check", TOKEN_ONLY, "--framework", "numpy", "--max-examples", "5")
+    code, out, _ = run(capsys, "check", TOKEN_ONLY, "--framework", "numpy", "--max-examples", "3")
     assert code == 1, out
     fails = [ln for ln in out.splitlines() if ln.startswith("FAIL")]
     assert len(fails) == 1, out  # one line, not a column of "the implementation raised"
@@ -318,8 +318,12 @@ def test_a_port_hanging_in_a_property_stops_the_run() -> None:
 
 def test_numpy_port_mutating_the_mask_after_its_loss_is_reported_as_mutating() -> None:
     """The kit keeps its own copy of the inputs: only S1 fails, and its reproducer shows the mutation."""
-    report = cc.check(numpy_ports.mutates_mask_after_loss, "numpy", max_examples=10)
+    # The properties a mask written to after the loss used to break (the loss and the reference of
+    # later calls were computed from the written mask); the scale ones would add seconds, not cover.
+    only = ["S1", "S3 value equals", "S7", "S8", "S9"]
+    report = cc.check(numpy_ports.mutates_mask_after_loss, "numpy", max_examples=10, only=only)
     assert [r.id for r in report.failed] == ["S1 inputs are not modified"], report.format()
+    assert sum(r.status == "PASS" for r in report.results) >= 9
     failure = report.failed[0]
     assert failure.message == "the call modified response_mask in place"
     out = io.StringIO()
@@ -332,19 +336,19 @@ def test_numpy_port_mutating_the_mask_after_its_loss_is_reported_as_mutating() -
 USER_MODULE = """\
 import cegppo.conformance as cc
 from ports.numpy_ports import {port}
-test_port = cc.pytest_suite({port}, framework="numpy", max_examples=5{extra})
+test_port = cc.pytest_suite({port}, framework="numpy", max_examples={n}{extra})
 """
 
 
-def _user_pytest(tmp_path: Path, port: str, *args: str, extra: str = "") -> subprocess.CompletedProcess[str]:
-    (tmp_path / "test_user.py").write_text(USER_MODULE.format(port=port, extra=extra))
+def _user_pytest(tmp_path: Path, port: str, *args: str, n: int = 5, extra: str = "") -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_user.py").write_text(USER_MODULE.format(port=port, n=n, extra=extra))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "pytest", "test_user.py", "-p", "no:cacheprovider", "-rA", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_pytest_suite_collects_one_test_per_property(tmp_path: Path) -> None:
-    proc = _user_pytest(tmp_path, "correct", "--junitxml", "junit.xml")
+    proc = _user_pytest(tmp_path, "correct", "--junitxml", "junit.xml", n=1)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import xml.etree.ElementTree as ET
 
