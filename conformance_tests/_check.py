@@ -118,8 +118,11 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
         return res
     n = p.examples(max_examples)
     count = [0]
+    abandoned = threading.Event()
 
     def body(data: Any) -> None:
+        if abandoned.is_set():  # timed out earlier: once the hung call returns, end without another call
+            raise _Abandoned
         count[0] += 1
         adapter.last_case = None
         p(adapter, data)
@@ -160,6 +163,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     res.examples = count[0]
     res.hypothesis_output = "\n".join(captured)
     if not outcome:  # still running: the implementation hangs (or is slower than the limit)
+        abandoned.set()
         res.status, res.timed_out = "FAIL", True
         res.message = (f"timed out: no result after {timeout:g}s (example {count[0]}); the implementation hangs or "
                        "is slower than the time limit (raise it with timeout= / --timeout)")
@@ -170,6 +174,10 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     if exc is not None:
         _record_failure(res, exc, adapter)
     return res
+
+
+class _Abandoned(BaseException):
+    """Ends a timed-out property's Hypothesis run (a BaseException: Hypothesis neither shrinks nor reports it)."""
 
 
 def _record_failure(res: PropertyResult, exc: BaseException, adapter: Adapter) -> None:
