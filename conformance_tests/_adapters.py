@@ -18,6 +18,7 @@ what the reference and the reproducer see is always what the kit drew.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,17 @@ class Adapter:
         self.jit_by_default = False
         self.notes: list[str] = []
         self.last_case: Case | None = None
+        # JAX's x64 flag is thread-local (jax.enable_x64 in the caller's thread): the state seen
+        # here is re-entered by `thread_context` in the worker threads of time-limited runs.
+        self._x64 = bool(importlib.import_module("jax").config.jax_enable_x64) if framework == "jax" else False
+
+    def thread_context(self) -> contextlib.AbstractContextManager[Any]:
+        """The framework state of the thread that built the adapter, for calls from another thread."""
+        if self.framework != "jax":
+            return contextlib.nullcontext()
+        import jax
+
+        return jax.enable_x64(self._x64)
 
     # -- the call -----------------------------------------------------------------------------
     def _call(self, lp: Any, olp: Any, adv: Any, mask: Any, case: Case) -> Any:

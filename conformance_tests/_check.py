@@ -146,7 +146,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
 
     def execute() -> None:
         try:
-            with reporting.with_reporter(captured.append):
+            with adapter.thread_context(), reporting.with_reporter(captured.append):
                 test()
             outcome.append(None)
         except BaseException as exc:  # handed to the calling thread
@@ -321,7 +321,8 @@ def _within(timeout: float | None, fn: Callable[[Adapter], list[str]], adapter: 
 
     def target() -> None:
         try:
-            box.append((True, fn(adapter)))
+            with adapter.thread_context():
+                box.append((True, fn(adapter)))
         except BaseException as exc:
             box.append((False, exc))
 
