@@ -1,13 +1,14 @@
 """Sessions for tests, conformance, lint, types, docs and benchmarks.
 
 `nox` with no arguments runs the default sessions below: this is the README's test command and
-what `.ci/run` calls. Every session installs the project from this checkout with the pins in
+what `.ci/run` calls. `bench` and `gpu` (everything on CUDA) run only when named. Every session installs the project from this checkout with the pins in
 constraints.txt (torch 2.13.0, the local CPU build), so nothing installed by hand is relied on.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -96,3 +97,42 @@ def bench(session: nox.Session) -> None:
     which = session.posargs or ["policy_loss"]
     for name in which:
         session.run("python", f"benchmarks/bench_{name}.py")
+
+
+# Run in the gpu session after the install: a clear message instead of a wall of failing tests.
+_CHECK_CUDA = """
+import sys, torch, jax
+problems = []
+if not torch.cuda.is_available():
+    problems.append(f"torch {torch.__version__} sees no CUDA device (a CPU build?)")
+try:
+    jax.devices("gpu")
+except RuntimeError as exc:
+    problems.append(f"jax {jax.__version__} has no GPU backend ({str(exc).splitlines()[0]})")
+if problems:
+    sys.exit("nox -s gpu: " + "; ".join(problems))
+print("CUDA:", torch.cuda.get_device_name(0), "| jax:", jax.devices("gpu"))
+"""
+
+
+@nox.session(python=PYTHON)
+def gpu(session: nox.Session) -> None:
+    """Everything on CUDA, one command (not in CI: needs an NVIDIA GPU): backends, conformance, benchmarks.
+
+    Installs CUDA builds of torch and jax instead of the CPU pin of constraints.txt
+    (CEGPPO_GPU_TORCH / CEGPPO_GPU_JAX override the requirements), then runs tests/torch,
+    tests/jax and the conformance suite of both backends with ``--device cuda``, and the policy-loss
+    benchmark on CUDA. Extra arguments go to pytest (e.g. ``nox -s gpu -- -x``).
+    """
+    if shutil.which("nvidia-smi") is None:
+        session.error("nox -s gpu needs an NVIDIA GPU and its driver (nvidia-smi is not on PATH)")
+    session.install("--upgrade", "pip")
+    session.install(os.environ.get("CEGPPO_GPU_TORCH", "torch>=2.4"),
+                    os.environ.get("CEGPPO_GPU_JAX", "jax[cuda12]>=0.4.30"))
+    session.install(".[test]")
+    session.run("python", "-c", _CHECK_CUDA)
+    env = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"}
+    for backend in ("torch", "jax"):
+        session.run("pytest", f"tests/{backend}", "--device=cuda", *session.posargs, env=env)
+        session.run("pytest", "tests/conformance", f"--backend={backend}", "--device=cuda", *session.posargs, env=env)
+    session.run("python", "benchmarks/bench_policy_loss.py", "--device", "cuda")

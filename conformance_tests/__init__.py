@@ -9,6 +9,8 @@ project's tests) and any port (with `check` or the ``cegppo-conformance`` CLI):
     print(report)            # PASS/FAIL per property; minimal reproducer for each failure
     assert report.ok
 
+    test_my_loss = cc.pytest_suite(my_loss, framework="torch")   # in a test module: one test per property
+
 A port has the signature ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low,
 eps_high, beta_low, beta_high, clip_ratio_c)`` and returns the token-mean loss as a scalar of its
 framework (clip_ratio_c=None: no dual clip). Importing this package imports no framework; an
@@ -21,13 +23,15 @@ from . import (  # registers
     _prop_aggregation,
     _prop_bounds,
     _prop_fused,
+    _prop_inputs,
     _prop_numerics,
     _prop_objective,
+    _prop_scale,
     _prop_special,
 )
-from ._adapters import Adapter, Result, backend_adapter, port_adapter
+from ._adapters import ADVANTAGE_FORMS, Adapter, Result, backend_adapter, port_adapter
 from ._cases import DTYPES, GRAD_TOL, MARGIN, VALUE_TOL, Case, Expected, Mismatch, expected
-from ._check import check, run_property, select
+from ._check import DEFAULT_TIMEOUT, check, run_property, select
 from ._cli import load_port
 from ._fused import (
     FusedAdapter,
@@ -38,20 +42,38 @@ from ._fused import (
     fused_adapter,
     head_expected,
 )
+from ._pytest import pytest_suite
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
-from ._strategies import REGIONS, draw_case, draw_config, draw_mask, draw_region_case
+from ._strategies import (
+    BLOCK_B,
+    BLOCK_T,
+    LARGE_SHAPES,
+    REGIONS,
+    draw_case,
+    draw_config,
+    draw_mask,
+    draw_region_case,
+    draw_scale_case,
+    scale_case,
+)
 from ._verl import port_from_verl_loss
 
-del _prop_aggregation, _prop_bounds, _prop_fused, _prop_numerics, _prop_objective, _prop_special
+del _prop_aggregation, _prop_bounds, _prop_fused, _prop_inputs, _prop_numerics, _prop_objective, _prop_scale
+del _prop_special
 
 # Spec order (S9 without a sub-clause last in its chapter); sort is stable.
 PROPERTIES.sort(key=lambda p: [int(x) for x in (p.clause[1:] + (".99" if "." not in p.clause else "")).split(".")])
 
 __all__ = [
+    "ADVANTAGE_FORMS",
+    "BLOCK_B",
+    "BLOCK_T",
+    "DEFAULT_TIMEOUT",
     "DTYPES",
     "FUSED_PROPERTIES",
     "GRAD_TOL",
+    "LARGE_SHAPES",
     "MARGIN",
     "PROPERTIES",
     "REGIONS",
@@ -75,13 +97,16 @@ __all__ = [
     "draw_head_case",
     "draw_mask",
     "draw_region_case",
+    "draw_scale_case",
     "expected",
     "fused_adapter",
     "head_expected",
     "load_port",
     "port_adapter",
     "port_from_verl_loss",
+    "pytest_suite",
     "reproducer",
     "run_property",
+    "scale_case",
     "select",
 ]

@@ -10,11 +10,15 @@ The properties are written once against this interface; an adapter wraps
   response_mask, *, eps_low, eps_high, beta_low, beta_high, clip_ratio_c)`` returning the
   token-mean loss; gradients by the framework's autodiff (none for NumPy ports).
 
-Frameworks are imported only when an adapter for them is built.
+Frameworks are imported only when an adapter for them is built. Each call hands the implementation
+fresh copies of the case's arrays, created on the adapter's device (torch and JAX), and checks
+afterwards whether it modified them in place (`Result.mutated`); the case itself is read-only, so
+what the reference and the reproducer see is always what the kit drew.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,18 +29,27 @@ from cegppo import AGG_MODES
 
 from ._cases import Case, Mismatch
 
-__all__ = ["Adapter", "Result", "backend_adapter", "port_adapter"]
+__all__ = ["ADVANTAGE_FORMS", "Adapter", "Result", "backend_adapter", "port_adapter"]
 
 FRAMEWORKS: tuple[str, ...] = ("numpy", "torch", "jax")
+ADVANTAGE_FORMS: dict[str, tuple[str, ...]] = {
+    "both": ("token", "sequence"),
+    "token": ("token",),
+    "sequence": ("sequence",),
+}
+"""What ``advantages=`` declares: per-token (B, T) advantages (verl, OpenRLHF), per-sequence (B,), or both."""
+SHAPE_OF_FORM: dict[str, str] = {"token": "(B, T) per-token", "sequence": "(B,) per-sequence"}
 
 
 @dataclass(frozen=True)
 class Result:
-    """What one call returned: the loss as a float, d loss / d log_prob (float64, or None) and the loss's dtype."""
+    """What one call returned: the loss as a float, d loss / d log_prob (float64, or None), the loss's dtype,
+    and the names of the inputs the call modified in place (empty for a well-behaved implementation)."""
 
     value: float
     grad: np.ndarray | None
     out_dtype: str
+    mutated: tuple[str, ...] = ()
 
 
 class PortError(Mismatch):
@@ -56,26 +69,50 @@ class Adapter:
         compile_skip: None when `run(case, compiled=True)` is available, else the reason why not.
         mask_dtype: ``bool`` (default) or ``float``: how the mask is handed to a port.
         target: ``loss`` (a policy loss) or ``fused`` (a fused LM head, `FusedAdapter`).
+        device: where inputs are created (``cpu``, ``cuda``, ``cuda:1`` ...), or None for the
+            framework's default; results come back to the CPU, where the reference runs in float64.
+        advantages: the declared advantage shapes, ``token``, ``sequence`` or ``both``.
+        declared_forms: the forms `advantages` declares; `forms` are those the strategies draw
+            (`check` narrows them to the ones a port accepts, and says so in the report).
     """
 
     target = "loss"
 
     def __init__(self, fn: Callable[..., Any], *, name: str, framework: str, kind: str,
-                 mask_dtype: str = "bool") -> None:
+                 mask_dtype: str = "bool", device: str | None = None, advantages: str = "both") -> None:
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
         if kind not in ("backend", "port"):
             raise ValueError(f"kind must be 'backend' or 'port', got {kind!r}")
         if mask_dtype not in ("bool", "float"):
             raise ValueError(f"mask_dtype must be 'bool' or 'float', got {mask_dtype!r}")
+        if device is not None and (not isinstance(device, str) or not device.strip()):
+            raise TypeError(f"device must be a device name such as 'cpu' or 'cuda', or None, got {device!r}")
+        if advantages not in ADVANTAGE_FORMS:
+            raise ValueError(f"advantages must be one of {tuple(ADVANTAGE_FORMS)}, got {advantages!r}")
         self.fn, self.name, self.framework, self.kind, self.mask_dtype = fn, name, framework, kind, mask_dtype
-        self.dtypes: tuple[str, ...] = ("float64", "float32", "bfloat16")
+        self.device = device
+        self.advantages = advantages
+        self.declared_forms: tuple[str, ...] = ADVANTAGE_FORMS[advantages]
+        self.forms: tuple[str, ...] = self.declared_forms
+        self.dtypes: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
         self.aggs: tuple[str, ...] = AGG_MODES if kind == "backend" else ("token-mean",)
         self.has_grad = True
         self.compile_skip: str | None = None
         self.jit_by_default = False
         self.notes: list[str] = []
         self.last_case: Case | None = None
+        # JAX's x64 flag is thread-local (jax.enable_x64 in the caller's thread): the state seen
+        # here is re-entered by `thread_context` in the worker threads of time-limited runs.
+        self._x64 = bool(importlib.import_module("jax").config.jax_enable_x64) if framework == "jax" else False
+
+    def thread_context(self) -> contextlib.AbstractContextManager[Any]:
+        """The framework state of the thread that built the adapter, for calls from another thread."""
+        if self.framework != "jax":
+            return contextlib.nullcontext()
+        import jax
+
+        return jax.enable_x64(self._x64)
 
     # -- the call -----------------------------------------------------------------------------
     def _call(self, lp: Any, olp: Any, adv: Any, mask: Any, case: Case) -> Any:
@@ -133,13 +170,39 @@ class Adapter:
     def _constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _mask_of(self, case: Case, dt: Any) -> np.ndarray:
+        """The mask as handed to the implementation: bool, or 0/1 in the log-prob dtype (verl)."""
+        return case.mask.copy() if self.mask_dtype == "bool" else case.mask.astype(dt)
+
+    @staticmethod
+    def _mutated(case: Case, handed: dict[str, np.ndarray]) -> tuple[str, ...]:
+        """The names of handed inputs whose values (read back after the call) differ from the case's."""
+        out = []
+        for name, after in handed.items():
+            before = case.mask if name == "response_mask" else getattr(case, name)
+            if not _same_values(np.asarray(before), np.asarray(after)):
+                out.append(name)
+        return tuple(out)
+
+
+def _same_values(before: np.ndarray, after: np.ndarray) -> bool:
+    """Equal shape and values, NaN equal to NaN (a float mask compares as 0/1)."""
+    if before.shape != after.shape:
+        return False
+    if before.dtype == np.bool_ or after.dtype == np.bool_:
+        return bool(np.array_equal(before.astype(np.float64), after.astype(np.float64)))
+    a, b = before.astype(np.float64), after.astype(np.float64)
+    return bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
 
 class NumpyAdapter(Adapter):
     """The NumPy reference (analytic gradient) or a NumPy port (value only: NumPy has no autodiff)."""
 
     def __init__(self, fn: Callable[..., Any], **kw: Any) -> None:
         super().__init__(fn, framework="numpy", **kw)
-        self.dtypes = ("float64", "float32")
+        if self.device not in (None, "cpu"):
+            raise ValueError(f"device must be 'cpu' (or None) for framework='numpy', got {self.device!r}")
+        self.dtypes = ("float64", "float32", "float16")
         self.has_grad = self.kind == "backend"
         self.compile_skip = "NumPy has nothing to compile"
         self.constants_skip = "NumPy has no autodiff: no gradient can flow into old_log_prob or advantages"
@@ -148,11 +211,14 @@ class NumpyAdapter(Adapter):
 
     def _run(self, case: Case, compiled: bool) -> Result:
         dt = np.dtype(case.dtype)
+        # astype copies: the port gets arrays of its own, compared with the case's after the call.
         lp, olp = case.log_prob.astype(dt), case.old_log_prob.astype(dt)
         adv = case.advantages.astype(dt)
-        mask = case.mask if self.mask_dtype == "bool" else case.mask.astype(dt)
+        mask = self._mask_of(case, dt)
         with np.errstate(all="ignore"):
             out = self._call(lp, olp, adv, mask, case)
+            mutated = self._mutated(case, {"log_prob": lp, "old_log_prob": olp, "advantages": adv,
+                                           "response_mask": mask})
             arr = np.asarray(out)
             if arr.size != 1:
                 raise PortError("the loss must be a scalar", case, "shape ()", f"shape {arr.shape}")
@@ -162,7 +228,7 @@ class NumpyAdapter(Adapter):
 
                 grad = np.asarray(cegppo.policy_loss_grad(lp, olp, adv, mask, case.cfg, case.agg, case.num_tokens,
                                                           case.num_seqs), dtype=np.float64)
-        return Result(float(arr.reshape(())), grad, str(arr.dtype))
+        return Result(float(arr.reshape(())), grad, str(arr.dtype), mutated)
 
 
 class TorchAdapter(Adapter):
@@ -173,17 +239,19 @@ class TorchAdapter(Adapter):
         import torch
 
         self.torch = torch
+        self.torch_device = torch_device(self.device)
         if self.kind == "port" and not compile_ports:
             self.compile_skip = "torch.compile costs seconds per shape; pass compile=True (--compile) to check it"
         self._compiled: dict[Any, Any] = {}
 
     def _run(self, case: Case, compiled: bool) -> Result:
         torch = self.torch
-        dt = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}[case.dtype]
-        lp = torch.tensor(case.log_prob, dtype=dt).requires_grad_(True)
-        olp = torch.tensor(case.old_log_prob, dtype=dt)
-        adv = torch.tensor(case.advantages, dtype=dt)
-        mask = torch.tensor(case.mask)
+        dt = getattr(torch, case.dtype)
+        dev = self.torch_device
+        lp = torch.tensor(case.log_prob, dtype=dt, device=dev).requires_grad_(True)
+        olp = torch.tensor(case.old_log_prob, dtype=dt, device=dev)
+        adv = torch.tensor(case.advantages, dtype=dt, device=dev)
+        mask = torch.tensor(case.mask, device=dev)
         if self.mask_dtype == "float":
             mask = mask.to(dt)
         call = self._call
@@ -201,18 +269,20 @@ class TorchAdapter(Adapter):
             raise PortError("the loss must be a scalar torch.Tensor", case, "a 0-d tensor", got)
         if out.requires_grad:
             (g,) = torch.autograd.grad(out.reshape(()), lp, allow_unused=True)
-            grad = np.zeros(case.shape) if g is None else g.detach().to(torch.float64).numpy()
+            grad = np.zeros(case.shape) if g is None else _to_numpy(g)
         else:
             grad = np.zeros(case.shape)
-        return Result(float(out.detach().to(torch.float64).reshape(())), grad, str(out.dtype).replace("torch.", ""))
+        handed = {"log_prob": lp, "old_log_prob": olp, "advantages": adv, "response_mask": mask}
+        mutated = self._mutated(case, {k: _to_numpy(v) for k, v in handed.items()})
+        return Result(float(_to_numpy(out).reshape(())), grad, str(out.dtype).replace("torch.", ""), mutated)
 
     def _constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:
         torch = self.torch
-        dt = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}[case.dtype]
-        lp = torch.tensor(case.log_prob, dtype=dt).requires_grad_(True)
-        consts = {"old_log_prob": torch.tensor(case.old_log_prob, dtype=dt).requires_grad_(True),
-                  "advantages": torch.tensor(case.advantages, dtype=dt).requires_grad_(True)}
-        mask = torch.tensor(case.mask)
+        dt, dev = getattr(torch, case.dtype), self.torch_device
+        lp = torch.tensor(case.log_prob, dtype=dt, device=dev).requires_grad_(True)
+        consts = {"old_log_prob": torch.tensor(case.old_log_prob, dtype=dt, device=dev).requires_grad_(True),
+                  "advantages": torch.tensor(case.advantages, dtype=dt, device=dev).requires_grad_(True)}
+        mask = torch.tensor(case.mask, device=dev)
         if self.mask_dtype == "float":
             mask = mask.to(dt)
         out = self._call(lp, consts["old_log_prob"], consts["advantages"], mask, case)
@@ -221,8 +291,39 @@ class TorchAdapter(Adapter):
         if not out.requires_grad:
             return dict.fromkeys(consts)
         grads = torch.autograd.grad(out.reshape(()), list(consts.values()), allow_unused=True)
-        return {k: None if g is None else g.detach().to(torch.float64).numpy() for k, g in zip(consts, grads,
-                                                                                                 strict=True)}
+        return {k: None if g is None else _to_numpy(g) for k, g in zip(consts, grads, strict=True)}
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    """A torch tensor on any device as a NumPy array on the CPU (floats as float64, exactly)."""
+    import torch
+
+    t = t.detach()
+    return t.to("cpu", torch.float64 if t.dtype.is_floating_point else t.dtype).numpy()
+
+
+def torch_device(device: str | None) -> Any:
+    """`device` as a torch.device; ValueError naming it when it is malformed or not available here."""
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r} ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: CUDA is not available to torch {torch.__version__} on this machine "
+                             "(torch.cuda.is_available() is False); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        try:  # mps, xpu, ...: a tensor there must be creatable
+            torch.zeros((), device=dev)
+        except Exception as exc:
+            raise ValueError(f"device={device!r} is not available to torch {torch.__version__}: {exc}") from None
+    return dev
 
 
 class JaxAdapter(Adapter):
@@ -240,6 +341,7 @@ class JaxAdapter(Adapter):
         import jax.numpy as jnp
 
         self.jax, self.jnp = jax, jnp
+        self.jax_device = jax_device(self.device)
         if not isinstance(jit, bool):
             raise TypeError(f"jit must be a bool, got {type(jit).__name__} {jit!r}")
         self.jit_by_default = jit
@@ -249,17 +351,29 @@ class JaxAdapter(Adapter):
             self.dtypes = ("float32", "bfloat16")
             self.notes.append("jax_enable_x64 is off: float64 inputs not checked")
 
+    def _put(self, x: np.ndarray, dt: Any) -> Any:
+        """A case array on the adapter's device, floats in `dt` (bool masks stay bool)."""
+        if self.jax_device is None:
+            return self.jnp.asarray(x, dtype=None if x.dtype == np.bool_ else dt)
+        # straight from host memory to the device (jnp.asarray would go through the default device)
+        return self.jax.device_put(x if x.dtype == np.bool_ else x.astype(np.dtype(dt)), self.jax_device)
+
     def _run(self, case: Case, compiled: bool) -> Result:
         jax, jnp = self.jax, self.jnp
-        dt = {"float64": jnp.float64, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[case.dtype]
-        olp = jnp.asarray(case.old_log_prob, dtype=dt)
-        adv = jnp.asarray(case.advantages, dtype=dt)
-        mask = jnp.asarray(case.mask)
+        dt = getattr(jnp, case.dtype)
+
+        def put(x: np.ndarray) -> Any:
+            return self._put(x, dt)
+
+        olp, adv = put(case.old_log_prob), put(case.advantages)
+        mask = put(case.mask)
         if self.mask_dtype == "float":
             mask = mask.astype(dt)
         holder: dict[str, Any] = {}
 
-        def f(lp: Any) -> Any:
+        # The arrays are arguments, not constants closed over: under jit XLA would constant-fold
+        # through them, which takes seconds at 10^6 tokens.
+        def f(lp: Any, olp: Any, adv: Any, mask: Any) -> Any:
             out = self._call(lp, olp, adv, mask, case)
             if not hasattr(out, "shape") or int(np.prod(out.shape)) != 1:
                 holder["bad"] = f"{type(out).__name__} of shape {getattr(out, 'shape', None)}"
@@ -269,36 +383,62 @@ class JaxAdapter(Adapter):
         vg = jax.value_and_grad(f)
         if compiled:
             vg = jax.jit(vg)
-        val, g = vg(jnp.asarray(case.log_prob, dtype=dt))
+        val, g = vg(put(case.log_prob), olp, adv, mask)
         if "bad" in holder:
             raise PortError("the loss must be a scalar jax.Array", case, "a 0-d array", holder["bad"])
         return Result(float(np.asarray(val, dtype=np.float64)), np.asarray(g, dtype=np.float64), str(val.dtype))
 
     def _constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:
         jax, jnp = self.jax, self.jnp
-        dt = {"float64": jnp.float64, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[case.dtype]
-        mask = jnp.asarray(case.mask)
+        dt = getattr(jnp, case.dtype)
+        mask = self._put(case.mask, dt)
         if self.mask_dtype == "float":
             mask = mask.astype(dt)
 
-        def f(lp: Any, olp: Any, adv: Any) -> Any:
+        def f(lp: Any, olp: Any, adv: Any, mask: Any) -> Any:
             out = self._call(lp, olp, adv, mask, case)
             return jnp.reshape(out, ()) if hasattr(out, "shape") and int(np.prod(out.shape)) == 1 else out
 
         grad = jax.grad(f, argnums=(1, 2))
         if self.jit_by_default:
             grad = jax.jit(grad)
-        g_olp, g_adv = grad(*(jnp.asarray(x, dtype=dt) for x in (case.log_prob, case.old_log_prob, case.advantages)))
+        lp, olp, adv = (self._put(x, dt) for x in (case.log_prob, case.old_log_prob, case.advantages))
+        g_olp, g_adv = grad(lp, olp, adv, mask)
         return {"old_log_prob": np.asarray(g_olp, dtype=np.float64), "advantages": np.asarray(g_adv, dtype=np.float64)}
+
+
+def jax_device(device: str | None) -> Any:
+    """`device` as a jax.Device (None: JAX's default); ValueError naming it when it is not available here.
+
+    ``cuda`` and ``gpu`` name JAX's GPU platform; ``cuda:1`` picks its second device.
+    """
+    if device is None:
+        return None
+    import jax
+
+    platform, _, index = device.partition(":")
+    platform = "gpu" if platform == "cuda" else platform
+    if not index.isdigit() and index:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'gpu' or 'tpu', got {device!r}")
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError as exc:
+        raise ValueError(f"device={device!r}: JAX {jax.__version__} has no {platform} backend on this machine "
+                         f"({str(exc).splitlines()[0]}); use device='cpu'") from None
+    k = int(index or 0)
+    if k >= len(devices):
+        raise ValueError(f"device={device!r}: JAX sees only {len(devices)} {platform} device(s)")
+    return devices[k]
 
 
 _ADAPTERS = {"numpy": NumpyAdapter, "torch": TorchAdapter, "jax": JaxAdapter}
 
 
-def backend_adapter(backend: str, *, jit: bool = False) -> Adapter:
+def backend_adapter(backend: str, *, jit: bool = False, device: str | None = None) -> Adapter:
     """An adapter for a project backend: ``numpy`` (the reference, cegppo), ``torch`` or ``jax``.
 
-    ``jit=True`` (jax only) runs every call under jax.jit (see `JaxAdapter`).
+    ``jit=True`` (jax only) runs every call under jax.jit (see `JaxAdapter`). ``device`` (torch,
+    jax): where the inputs are created, e.g. ``"cuda"``; ValueError when it is not available.
     """
     if backend not in FRAMEWORKS:
         raise ValueError(f"backend must be one of {FRAMEWORKS}, got {backend!r}")
@@ -307,15 +447,19 @@ def backend_adapter(backend: str, *, jit: bool = False) -> Adapter:
     module = importlib.import_module("cegppo" if backend == "numpy" else f"cegppo.{backend}")
     name = "cegppo (NumPy reference)" if backend == "numpy" else f"cegppo.{backend}"
     kw: dict[str, Any] = {"jit": jit} if backend == "jax" else {}
-    return _ADAPTERS[backend](module.policy_loss, name=name, kind="backend", **kw)
+    return _ADAPTERS[backend](module.policy_loss, name=name, kind="backend", device=device, **kw)
 
 
 def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = None, mask_dtype: str = "bool",
-                 compile: bool = False, jit: bool = False) -> Adapter:
-    """An adapter for a port with the standard signature (DESIGN.md section 6).
+                 compile: bool = False, jit: bool = False, device: str | None = None,
+                 advantages: str = "both") -> Adapter:
+    """An adapter for a port with the standard signature (docs/conformance.md).
 
     ``compile=True`` (torch): also check torch.compile against eager. ``jit=True`` (jax): run every
-    call under jax.jit, several times faster for jittable ports (see `JaxAdapter`).
+    call under jax.jit, several times faster for jittable ports (see `JaxAdapter`). ``device``
+    (torch, jax): where the inputs are created (``"cuda"``, ``"cuda:1"``, ``"cpu"``); ValueError
+    when it is not available. ``advantages``: the advantage shapes the port takes, ``"token"``
+    ((B, T), as verl and OpenRLHF pass them), ``"sequence"`` ((B,)) or ``"both"`` (default).
     """
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
@@ -324,7 +468,8 @@ def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = N
     if not callable(fn):
         raise TypeError(f"port must be callable, got {type(fn).__name__}")
     label = name or f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-    kw: dict[str, Any] = {"name": label, "kind": "port", "mask_dtype": mask_dtype}
+    kw: dict[str, Any] = {"name": label, "kind": "port", "mask_dtype": mask_dtype, "device": device,
+                          "advantages": advantages}
     if framework == "torch":
         kw["compile_ports"] = compile
     if framework == "jax":

@@ -1,8 +1,10 @@
 """One conformance input (`Case`), its expected values from the NumPy reference, and tolerances.
 
 A `Case` holds the inputs as float64 NumPy arrays whose values are already exactly representable
-in the case's dtype (``float64``, ``float32`` or ``bfloat16``), so the reference (computed in
-float64 on the very same numbers) and the implementation under test see identical inputs.
+in the case's dtype (``float64``, ``float32``, ``bfloat16`` or ``float16``), so the reference
+(computed in float64 on the very same numbers) and the implementation under test see identical
+inputs. The arrays are read-only: they are the kit's own copy of the inputs, which no port (and no
+property) can change, so a reproducer always rebuilds what was checked.
 """
 
 from __future__ import annotations
@@ -29,18 +31,19 @@ __all__ = [
     "round_to",
 ]
 
-DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
-"""Input dtypes the suite draws; bfloat16 stands for every low-precision float (spec S9.5)."""
+DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
+"""Input dtypes the suite draws: every dtype spec S9.5 names (half inputs are computed in float32)."""
 
 # Per-dtype tolerances, separate for values and gradients (the style of jax's test utilities).
 # Keys are the *input* dtype. bfloat16 inputs must be computed in float32 (spec S9.5), so their
-# tolerances are float32's. A value passes when |got - want| <= atol + rtol * scale, with scale the
+# tolerances are float32's, and so are float16's. A value passes when |got - want| <= atol + rtol * scale, with scale the
 # sum of |per-token terms| (so cancellation in the sum cannot make the check impossibly tight); a
 # gradient element passes when |got - want| <= atol * max|want| + rtol * |want|.
 VALUE_TOL: dict[str, tuple[float, float]] = {  # (rtol, atol)
     "float64": (1e-10, 1e-300),
     "float32": (2e-5, 1e-30),
     "bfloat16": (2e-5, 1e-30),
+    "float16": (2e-5, 1e-30),
 }
 GRAD_TOL: dict[str, tuple[float, float]] = {  # (rtol, atol relative to max |want|)
     "float64": (1e-10, 1e-13),
@@ -48,11 +51,17 @@ GRAD_TOL: dict[str, tuple[float, float]] = {  # (rtol, atol relative to max |wan
     "bfloat16": (2e-5, 1e-6),
     # The gradient with respect to a bfloat16 log_prob is itself bfloat16: one rounding, 2^-9 relative.
     "bfloat16-grad": (5e-3, 1e-6),
+    "float16": (2e-5, 1e-6),
+    # ... and with respect to a float16 log_prob it is float16: one rounding, 2^-11 relative.
+    "float16-grad": (1e-3, 1e-6),
 }
 # Below the smallest normal number of the compute dtype a gradient is not representable faithfully.
+# float16's normal range ends at 6.1e-5, where a float16 gradient becomes subnormal: there its
+# rounding error is absolute, at most half the subnormal spacing 2^-24.
 _TINY: dict[str, float] = {"float64": float(np.finfo(np.float64).tiny), "float32": float(np.finfo(np.float32).tiny),
-                           "bfloat16": float(np.finfo(np.float32).tiny), "bfloat16-grad": float(np.finfo(np.float32).tiny)}
-MARGIN: dict[str, float] = {"float64": 1e-7, "float32": 1e-3, "bfloat16": 1e-3}
+                           "bfloat16": float(np.finfo(np.float32).tiny), "bfloat16-grad": float(np.finfo(np.float32).tiny),
+                           "float16": float(np.finfo(np.float32).tiny), "float16-grad": 2.0**-24}
+MARGIN: dict[str, float] = {"float64": 1e-7, "float32": 1e-3, "bfloat16": 1e-3, "float16": 1e-3}
 """Least distance of a log-ratio from a clip boundary when values or gradients are compared.
 
 The objective jumps at the boundaries (unless beta = 1), so a token within rounding error of one
@@ -67,6 +76,9 @@ def round_to(x: Any, dtype: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if dtype == "float64":
         return a.copy()
+    if dtype == "float16":
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond 65504 is inf, as in any float16
+            return a.astype(np.float16).astype(np.float64)
     f = a.astype(np.float32)
     if dtype == "float32":
         return f.astype(np.float64)
@@ -80,12 +92,19 @@ def round_to(x: Any, dtype: str) -> np.ndarray:
     return out.astype(np.float64)
 
 
+_ARRAYS: tuple[str, ...] = ("log_prob", "old_log_prob", "advantages", "mask")
+
+
 @dataclass(frozen=True, eq=False)
 class Case:
     """Inputs of one call of a policy loss.
 
     Shapes: log_prob, old_log_prob, mask (B, T); advantages (B, T) or (B,). Arrays are float64
-    holding values representable in `dtype`; `mask` is bool.
+    holding values representable in `dtype`; `mask` is bool. They are made read-only copies.
+
+    `recipe` is a Python expression that rebuilds the arrays (``cc.scale_case(...)`` for the large
+    cases of the scale properties, whose arrays are too big to print in a reproducer); a copy
+    made with `with_` that changes an array drops it.
     """
 
     log_prob: np.ndarray
@@ -98,14 +117,28 @@ class Case:
     num_tokens: float | None = None
     num_seqs: float | None = None
     note: str = field(default="", compare=False)
+    recipe: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for name in _ARRAYS:
+            arr = np.array(getattr(self, name), copy=True)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
 
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.log_prob.shape[0]), int(self.log_prob.shape[1]))
 
     def with_(self, **changes: Any) -> Case:
-        """A copy with some fields replaced."""
+        """A copy with some fields replaced (an array changed drops the `recipe`)."""
+        if any(name in changes for name in _ARRAYS) and "recipe" not in changes:
+            changes["recipe"] = ""
         return replace(self, **changes)
+
+    @property
+    def adv_form(self) -> str:
+        """``token`` for (B, T) advantages, ``sequence`` for (B,)."""
+        return "sequence" if self.advantages.ndim == 1 else "token"
 
     def adv_2d(self) -> np.ndarray:
         """Advantages as (B, T)."""
@@ -174,15 +207,18 @@ def compare_value(what: str, case: Case, got: float, want: float, scale: float, 
 
 
 def compare_grad(what: str, case: Case, got: np.ndarray, want: np.ndarray, *, dtype: str | None = None) -> None:
-    """Raise Mismatch unless every element is within GRAD_TOL of the reference gradient."""
+    """Raise Mismatch unless every element is within GRAD_TOL of the reference gradient (an infinite
+    reference element must come back as the same infinity)."""
     rtol, atol = GRAD_TOL[dtype or case.dtype]
     got = np.asarray(got, dtype=np.float64)
     if got.shape != want.shape:
         raise Mismatch(what, case, want, got, f"gradient shape {got.shape} != {want.shape}")
-    gmax = float(np.max(np.abs(want))) if want.size else 0.0
+    finite = want[np.isfinite(want)]
+    gmax = float(np.max(np.abs(finite))) if finite.size else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(got - want)
         ok = np.isfinite(got) & (err <= atol * gmax + rtol * np.abs(want) + _TINY[dtype or case.dtype])
+        ok |= np.isinf(want) & (got == want)  # a gradient that overflows its dtype (float16), as expected
     if not np.all(ok):
         bad = tuple(int(i) for i in np.argwhere(~ok)[0])
         raise Mismatch(what, case, want, got, f"first bad element {bad}: expected {want[bad]!r}, got {got[bad]!r}")

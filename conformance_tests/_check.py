@@ -2,12 +2,14 @@
 
 Each property runs as a Hypothesis test built programmatically (``given(data=st.data())`` under
 ``settings``): derandomized by default, or seeded with ``seed``; a failure is shrunk to a minimal
-example, whose failing call becomes the report's reproducer.
+example, whose failing call becomes the report's reproducer. With a time limit (``timeout``) the
+test runs in a daemon thread, so that a port that hangs is reported instead of waited for.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -17,12 +19,20 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, reporting, settings
 from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
-from ._adapters import Adapter, PortError, port_adapter
+from ._adapters import SHAPE_OF_FORM, Adapter, PortError, port_adapter
 from ._cases import Mismatch, _short
+from ._prop_inputs import InputsModified, advantage_form_message, probe_advantage_forms
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
 
-__all__ = ["check", "run_property", "select"]
+__all__ = ["DEFAULT_TIMEOUT", "check", "prepare", "run_property", "select"]
+
+DEFAULT_TIMEOUT = 600.0
+"""Seconds one property may run in `check`, the CLI and `pytest_suite` before the port is reported as hanging.
+
+Ten minutes is several times what 100 examples of the slowest property (a million tokens, eager
+JAX) take on a laptop CPU; raise it for ``thorough`` runs of slow ports, None (``--timeout 0``)
+removes it."""
 
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 _PHASES_NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
@@ -68,41 +78,51 @@ def _port_traceback(exc: BaseException) -> str:
     return "".join(lines).rstrip()
 
 
-def _check_run_args(max_examples: Any, seed: Any, shrink: Any) -> None:
+def _check_run_args(max_examples: Any, seed: Any, shrink: Any, timeout: Any = None) -> None:
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
     if not isinstance(shrink, bool):
         raise TypeError(f"shrink must be a bool, got {type(shrink).__name__} {shrink!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__} {timeout!r}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds (None for no limit), got {timeout!r}")
 
 
 def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed: int | None = None,
-                 shrink: bool = True) -> PropertyResult:
+                 shrink: bool = True, timeout: float | None = None) -> PropertyResult:
     """Run one property on `adapter` with Hypothesis and return its result (never raises for a failing port).
 
     Args:
         p: the property (an element of `PROPERTIES`).
         adapter: the implementation (`backend_adapter` or `port_adapter`).
-        max_examples: Hypothesis examples (a costly property's own cap may be lower).
+        max_examples: Hypothesis examples (a costly property runs its share, see `Property.examples`).
         seed: a Hypothesis seed; None runs derandomized.
         shrink: shrink a failing example to a minimal one (default). False reports the first
             failing example as found: much faster on a broken port, but the reproducer is larger.
+        timeout: seconds after which the property is reported as FAIL with ``timed_out`` set
+            (its reproducer is the call that did not return); None (default) waits for it.
+            The hung call is left running in a daemon thread: run nothing else on this adapter.
     """
     if not isinstance(p, Property):
         raise TypeError(f"p must be a Property, got {type(p).__name__}")
     if not isinstance(adapter, Adapter):
         raise TypeError(f"adapter must be an Adapter (backend_adapter/port_adapter), got {type(adapter).__name__}")
-    _check_run_args(max_examples, seed, shrink)
+    _check_run_args(max_examples, seed, shrink, timeout)
     res = PropertyResult(p.id, p.clause, p.name, p.doc, "PASS")
     reason = p.skip_reason(adapter)
     if reason:
         res.status, res.reason = "SKIP", reason
         return res
-    n = max_examples if p.max_examples is None else min(max_examples, p.max_examples)
+    n = p.examples(max_examples)
     count = [0]
+    abandoned = threading.Event()
 
     def body(data: Any) -> None:
+        if abandoned.is_set():  # timed out earlier: once the hung call returns, end without another call
+            raise _Abandoned
         count[0] += 1
         adapter.last_case = None
         p(adapter, data)
@@ -122,33 +142,84 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     if seed is not None:
         test = hyp_seed(seed)(test)
     captured: list[str] = []
+    outcome: list[BaseException | None] = []
+
+    def execute() -> None:
+        try:
+            with adapter.thread_context(), reporting.with_reporter(captured.append):
+                test()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the calling thread
+            outcome.append(exc)
+
     t0 = time.perf_counter()
-    try:
-        with reporting.with_reporter(captured.append):
-            test()
-    except Mismatch as exc:
-        res.status = "FAIL"
+    if timeout is None:
+        execute()
+    else:
+        worker = threading.Thread(target=execute, name=f"cegppo-conformance {p.id}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+    res.seconds = time.perf_counter() - t0
+    res.examples = count[0]
+    res.hypothesis_output = "\n".join(captured)
+    if not outcome:  # still running: the implementation hangs (or is slower than the limit)
+        abandoned.set()
+        res.status, res.timed_out = "FAIL", True
+        res.message = (f"timed out: no result after {timeout:g}s (example {count[0]}); the implementation hangs or "
+                       "is slower than the time limit (raise it with timeout= / --timeout)")
+        if adapter.last_case is not None:
+            res.reproducer = reproducer(adapter.last_case, adapter)
+        return res
+    exc = outcome[0]
+    if exc is not None:
+        _record_failure(res, exc, adapter)
+    return res
+
+
+class _Abandoned(BaseException):
+    """Ends a timed-out property's Hypothesis run (a BaseException: Hypothesis neither shrinks nor reports it)."""
+
+
+def _record_failure(res: PropertyResult, exc: BaseException, adapter: Adapter) -> None:
+    """Fill `res` from the exception a property's Hypothesis test ended with."""
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not the port's verdict
+        raise exc
+    res.status = "FAIL"
+    if isinstance(exc, Mismatch):
         case = exc.case or adapter.last_case
         res.message = exc.what + (f" ({exc.detail})" if exc.detail and not isinstance(exc, PortError) else "")
         if isinstance(exc, PortError):
             res.exception = str(exc.got)
-            cause = exc.__cause__
-            if cause is not None:
-                res.exception = _port_traceback(cause)
         else:
             res.expected, res.got = _short(exc.want), _short(exc.got)
+        if exc.__cause__ is not None:  # the implementation's own exception, without the kit's frames
+            res.exception = _port_traceback(exc.__cause__)
         if case is not None:
-            res.reproducer = reproducer(case, adapter)
-    except Exception as exc:  # the implementation misbehaved outside a comparison (e.g. Flaky)
-        res.status = "FAIL"
-        res.message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        res.exception = "".join(traceback.format_exception(exc)[-8:]).rstrip()
-        if adapter.last_case is not None:
-            res.reproducer = reproducer(adapter.last_case, adapter)
-    res.seconds = time.perf_counter() - t0
-    res.examples = count[0]
-    res.hypothesis_output = "\n".join(captured)
-    return res
+            res.reproducer = reproducer(case, adapter, show_mutation=isinstance(exc, InputsModified))
+        return
+    # the implementation misbehaved outside a comparison (e.g. Flaky)
+    res.message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    res.exception = "".join(traceback.format_exception(exc)[-8:]).rstrip()
+    if adapter.last_case is not None:
+        res.reproducer = reproducer(adapter.last_case, adapter)
+
+
+def prepare(adapter: Adapter) -> list[str]:
+    """Try each advantage form the adapter declares once; narrow `adapter.forms` to those it accepts.
+
+    Returns notes for the report: when a port rejects one of two declared forms, the properties
+    draw the other only (S1 ``declared advantage shapes are accepted`` still fails, in one line);
+    when it rejects every form, nothing is narrowed and the properties show its exception.
+    """
+    if adapter.target != "loss" or adapter.kind == "backend":
+        return []
+    rejected = probe_advantage_forms(adapter)
+    accepted = tuple(f for f in adapter.declared_forms if f not in rejected)
+    if not rejected or not accepted:
+        return []
+    adapter.forms = accepted
+    line = advantage_form_message(adapter.declared_forms, tuple(rejected))
+    return [f"the port {line}; the other properties draw {SHAPE_OF_FORM[accepted[0]]} advantages only"]
 
 
 def check(
@@ -165,6 +236,9 @@ def check(
     progress: Callable[[PropertyResult], None] | None = None,
     fail_fast: bool = False,
     shrink: bool = True,
+    device: str | None = None,
+    advantages: str = "both",
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Report:
     """Check a CE-GPPO port against every conformance property (docs/conformance.md).
 
@@ -190,24 +264,42 @@ def check(
             telling a broken port from a good one quickly; the default runs every property.
         shrink: shrink each failure to a minimal example (default). ``shrink=False`` reports the
             first failing example as drawn, which is much faster on a broken port.
+        device: torch and JAX ports: the device the inputs are created on (``"cuda"``,
+            ``"cuda:1"``, ``"cpu"``; None: the framework's default). ValueError when it is not
+            available. The reference always runs in float64 NumPy on the CPU.
+        advantages: the advantage shapes the port takes: ``"token"`` ((B, T), as verl and
+            OpenRLHF pass them), ``"sequence"`` ((B,)) or ``"both"`` (default).
+        timeout: seconds one property may run before the port is reported as hanging (the
+            remaining properties are then not run); None waits forever.
 
     Returns:
         A `Report`; ``report.ok`` is True when every property passed (skips allowed).
     """
-    _check_run_args(max_examples, seed, shrink)
+    _check_run_args(max_examples, seed, shrink, timeout)
     if not isinstance(fail_fast, bool):
         raise TypeError(f"fail_fast must be a bool, got {type(fail_fast).__name__} {fail_fast!r}")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
     adapter = port if isinstance(port, Adapter) else port_adapter(
-        port, framework, name=name, mask_dtype=mask_dtype, compile=compile, jit=jit)
+        port, framework, name=name, mask_dtype=mask_dtype, compile=compile, jit=jit, device=device,
+        advantages=advantages)
     props = select(only, FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
-    report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes))
-    if adapter.mask_dtype == "float":
-        report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")
+    report = new_report(adapter, max_examples, seed)
     t0 = time.perf_counter()
+    hung = ""
+    done, notes = _within(timeout, prepare, adapter)
+    if done:
+        report.notes += notes
+    else:
+        report.results.append(_probe_timed_out(adapter, timeout))
+        hung = "the advantage-shape probe"
     for p in props:
-        r = run_property(p, adapter, max_examples=max_examples, seed=seed, shrink=shrink)
+        if hung:
+            r = PropertyResult(p.id, p.clause, p.name, p.doc, "SKIP",
+                               reason=f"not run: the implementation hung in {hung!r}")
+        else:
+            r = run_property(p, adapter, max_examples=max_examples, seed=seed, shrink=shrink, timeout=timeout)
+            hung = p.id if r.timed_out else ""
         report.results.append(r)
         if progress is not None:
             progress(r)
@@ -215,4 +307,51 @@ def check(
             report.stopped_early = True
             break
     report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _within(timeout: float | None, fn: Callable[[Adapter], list[str]], adapter: Adapter) -> tuple[bool, list[str]]:
+    """fn(adapter) in a daemon thread: (True, its result), or (False, []) when it is still running after `timeout`.
+
+    An exception of fn is raised here (the probe turns the port's own exceptions into results).
+    """
+    if timeout is None:
+        return True, fn(adapter)
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            with adapter.thread_context():
+                box.append((True, fn(adapter)))
+        except BaseException as exc:
+            box.append((False, exc))
+
+    worker = threading.Thread(target=target, name="cegppo-conformance probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not box:
+        return False, []
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return True, value
+
+
+def _probe_timed_out(adapter: Adapter, timeout: float | None) -> PropertyResult:
+    """The result reported when the first call of the implementation (the advantage-shape probe) never returns."""
+    p = next(q for q in PROPERTIES if q.id == "S1 declared advantage shapes are accepted")
+    res = PropertyResult(p.id, p.clause, p.name, p.doc, "FAIL", timed_out=True)
+    res.message = (f"timed out: the first call of the implementation returned nothing after {timeout:g}s; "
+                   "it hangs or is slower than the time limit (raise it with timeout= / --timeout)")
+    if adapter.last_case is not None:
+        res.reproducer = reproducer(adapter.last_case, adapter)
+    return res
+
+
+def new_report(adapter: Adapter, max_examples: int, seed: int | None) -> Report:
+    """An empty `Report` for `adapter`, with its notes (float mask, device, declared advantages)."""
+    report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes),
+                    device=adapter.device, advantages=adapter.advantages)
+    if adapter.mask_dtype == "float":
+        report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")
     return report

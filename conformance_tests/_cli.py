@@ -2,6 +2,8 @@
 
     cegppo-conformance check MODULE:FUNCTION --framework torch [--max-examples N] [--seed S]
                        [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [--jit] [-v]
+                       [--device cuda] [--advantages token|sequence|both] [--json FILE]
+                       [--timeout SECONDS] [--quiet]
     cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
     cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
@@ -10,8 +12,11 @@ With --fused the function is a fused LM-head loss with the signature of
 `cegppo.torch.fused_linear_policy_loss` (hidden states in, (loss, metrics) out) and the S11.1
 properties run instead of the policy-loss ones.
 
-Exit status: 0 when every property holds, 1 when any fails, 2 on bad arguments or when the port
-(or its framework) cannot be loaded.
+Progress (one line per property) goes to stderr, on a terminal or not (CI logs), unless --quiet;
+the report goes to stdout, and with --json FILE as JSON to FILE too.
+
+Exit status: 0 when every property holds, 1 when any fails (a property that runs past --timeout
+fails), 2 on bad arguments, or when the port, its framework or the device cannot be loaded.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["load_port", "main"]
@@ -103,8 +109,23 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--fused", action="store_true",
                    help="the function is a fused LM-head loss (signature of cegppo.torch.fused_linear_policy_loss): "
                         "run the S11.1 properties")
+    c.add_argument("--device", default=None, metavar="DEVICE",
+                   help="torch/jax: create the inputs on DEVICE (cpu, cuda, cuda:1, ...); the reference stays on "
+                        "the CPU in float64 (default: the framework's default device)")
+    c.add_argument("--advantages", choices=["both", "token", "sequence"], default="both",
+                   help="advantage shapes the port takes: token = (B, T) as verl/OpenRLHF pass them, "
+                        "sequence = (B,), both (default)")
+    c.add_argument("--json", default=None, metavar="FILE", type=Path,
+                   help="also write the report as JSON to FILE (machine-readable results for CI)")
+    c.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"time limit per property: a port still running then is reported as hanging "
+                        f"(default {DEFAULT_TIMEOUT:g}; 0 = no limit)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sub.add_parser("list", help="list the properties and their spec clauses")
     return ap
+
+
+DEFAULT_TIMEOUT = 600.0  # cegppo.conformance.DEFAULT_TIMEOUT (not imported here: the parser imports nothing)
 
 
 def _error(msg: str) -> int:
@@ -120,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    from . import FUSED_PROPERTIES, PROPERTIES, check, fused_adapter, select
+    from . import FUSED_PROPERTIES, PROPERTIES, check, select
 
     if args.command == "list":
         for p in PROPERTIES:
@@ -143,10 +164,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("--fused checks a fused LM-head loss, not a verl policy loss (--verl-loss)")
             if args.framework == "numpy":
                 parser.error("--fused: fused heads are checked in torch or jax, got --framework numpy")
-            if args.mask_dtype != "bool" or args.compile:
-                parser.error("--fused: --mask-dtype and --compile apply to policy-loss ports only")
+            if args.mask_dtype != "bool" or args.compile or args.advantages != "both" or args.device is not None:
+                parser.error("--fused: --mask-dtype, --compile, --advantages and --device apply to policy-loss "
+                             "ports only")
     if args.max_examples < 1:
         return _error(f"--max-examples must be >= 1, got {args.max_examples}")
+    if args.timeout is not None and not args.timeout >= 0:
+        return _error(f"--timeout must be >= 0 seconds (0: no limit), got {args.timeout:g}")
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout or None)
+    if args.device is not None and args.framework == "numpy" and args.device != "cpu":
+        return _error(f"--device {args.device}: NumPy ports run on the CPU (--device cpu or none)")
+    if args.json is not None and not args.json.parent.is_dir():
+        return _error(f"--json {args.json}: folder {args.json.parent} does not exist")
     try:
         select(args.only, FUSED_PROPERTIES if args.fused else PROPERTIES)
     except ValueError as exc:
@@ -168,16 +197,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"cannot load {what}: {type(exc).__name__}: {exc}")
     name = args.port if args.verl_loss is None else _verl_port_name(args.verl_loss)
 
-    def progress(r: Any) -> None:
-        if sys.stderr.isatty():
-            print(f"  {r.status} {r.id}", file=sys.stderr)
-
-    target: Any = fused_adapter(port, args.framework, name=name, jit=args.jit) if args.fused else port
+    try:
+        target = _adapter(port, args, name)
+    except ValueError as exc:  # a device that is not there, an option the adapter refuses
+        return _error(str(exc))
     report = check(target, args.framework, max_examples=args.max_examples, seed=args.seed, only=args.only,
-                   mask_dtype=args.mask_dtype, compile=args.compile, jit=args.jit, name=name, progress=progress,
-                   fail_fast=args.fail_fast, shrink=not args.no_shrink)
+                   progress=None if args.quiet else _progress(len(select(args.only, FUSED_PROPERTIES if args.fused
+                                                                         else PROPERTIES))),
+                   fail_fast=args.fail_fast, shrink=not args.no_shrink, timeout=timeout)
+    if args.json is not None:  # first: a closed stdout (`| head`) must not cost the CI its results
+        args.json.write_text(report.to_json() + "\n", encoding="utf-8")
     print(report.format(verbose=args.verbose))
     return 0 if report.ok else 1
+
+
+def _adapter(port: Any, args: argparse.Namespace, name: str) -> Any:
+    """The adapter `check` runs: a fused head's or a port's, with the options of the command line."""
+    from . import fused_adapter, port_adapter
+
+    if args.fused:
+        return fused_adapter(port, args.framework, name=name, jit=args.jit)
+    return port_adapter(port, args.framework, name=name, mask_dtype=args.mask_dtype, compile=args.compile,
+                        jit=args.jit, device=args.device, advantages=args.advantages)
+
+
+def _progress(total: int) -> Any:
+    """A progress callback printing ``[i/n] STATUS id (examples, seconds)`` to stderr, flushed (CI logs too)."""
+    done = [0]
+
+    def show(r: Any) -> None:
+        done[0] += 1
+        tail = f"{r.examples} examples, {r.seconds:.1f}s" if r.status != "SKIP" else r.reason
+        print(f"[{done[0]}/{total}] {r.status} {r.id} ({tail})", file=sys.stderr, flush=True)
+
+    return show
 
 
 if __name__ == "__main__":  # pragma: no cover

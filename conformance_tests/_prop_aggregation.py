@@ -18,7 +18,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ._adapters import Adapter
-from ._cases import Mismatch, compare_grad, compare_value, expected
+from ._cases import Case, Mismatch, compare_grad, compare_value, expected
 from ._prop_objective import common_dtypes
 from ._registry import prop
 from ._strategies import draw_case
@@ -29,9 +29,12 @@ __all__: list[str] = []
 @prop("S8.1", "token permutation invariance", "aggregation")
 def permutation_invariance(ad: Adapter, data: Any) -> None:
     """Permuting tokens (across the batch for token modes, within rows for seq modes) permutes the gradient and keeps the loss."""
-    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend")
-    case = case.with_(advantages=case.adv_2d())
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+                     adv_forms=ad.forms)
     b, t = case.shape
+    if "token" not in ad.forms:  # one advantage per row: permute the rows, then the tokens within each row
+        return _permute_rows_then_tokens(ad, data, case)
+    case = case.with_(advantages=case.adv_2d())
     if case.agg.startswith("token"):
         perm = np.array(data.draw(st.permutations(range(b * t)), label="token permutation"))
         idx = np.unravel_index(perm, (b, t))
@@ -53,10 +56,27 @@ def permutation_invariance(ad: Adapter, data: Any) -> None:
         compare_grad("gradient of the permuted batch vs the permuted gradient", moved, r1.grad, apply(r0.grad))
 
 
+def _permute_rows_then_tokens(ad: Adapter, data: Any, case: Case) -> None:
+    """S8.1 for a port that takes (B,) advantages only: rows and tokens within rows are permuted."""
+    b, t = case.shape
+    rows = np.array(data.draw(st.permutations(range(b)), label="row permutation"))
+    perms = [np.array(data.draw(st.permutations(range(t)), label=f"row {i} permutation")) for i in range(b)]
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        return np.stack([x[rows[i], p] for i, p in enumerate(perms)])
+
+    moved = case.with_(log_prob=apply(case.log_prob), old_log_prob=apply(case.old_log_prob),
+                       advantages=case.advantages[rows], mask=apply(case.mask))
+    r0, r1 = ad.run(case), ad.run(moved)
+    compare_value("loss of the permuted batch vs the original", moved, r1.value, r0.value, expected(case).scale)
+    if ad.has_grad:
+        compare_grad("gradient of the permuted batch vs the permuted gradient", moved, r1.grad, apply(r0.grad))
+
+
 @prop("S8.3", "micro-batch additivity", "aggregation")
 def micro_batch_additivity(ad: Adapter, data: Any) -> None:
     """Splitting the rows into micro-batches and combining them (global normalizers / token-count weights) gives the full batch."""
-    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, max_b=6)
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, max_b=6, adv_forms=ad.forms)
     b, _ = case.shape
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(b - 1, 1)), max_size=3), label="micro-batch cuts")))
     edges = [0, *[c for c in cuts if 0 < c < b], b]
@@ -91,7 +111,8 @@ def micro_batch_additivity(ad: Adapter, data: Any) -> None:
 @prop("S8.4", "all-masked batch gives zero loss and zero gradient", "aggregation")
 def empty_batch(ad: Adapter, data: Any) -> None:
     """With no valid token the loss is exactly 0 and the gradient exactly 0 (not NaN)."""
-    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.kind == "backend")
+    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+                     adv_forms=ad.forms)
     case = case.with_(mask=np.zeros(case.shape, dtype=bool))
     if case.num_tokens is not None:
         case = case.with_(num_tokens=0.0, num_seqs=0.0)

@@ -1,7 +1,7 @@
 """Chapter S5: the gradient bound of every region (spec S5 Bounds).
 
 With token-mean over N valid tokens, d loss / d log_prob_t = -F_t A_t / N, so F_t is read back
-from the gradient and checked against its region's bound (DESIGN.md section 1):
+from the gradient and checked against its region's bound (docs/spec.md S5):
 
     clip_low   |F| <= beta_low (1 - eps_low)
     clip_high  |F| <= beta_high (1 + eps_high)
@@ -30,7 +30,7 @@ __all__: list[str] = []
 
 
 def _bound_check(ad: Adapter, data: Any, region: str) -> None:
-    case = draw_region_case(data, region, dtypes=common_dtypes(ad))
+    case = draw_region_case(data, region, dtypes=common_dtypes(ad), adv_forms=ad.forms)
     got = ad.run(case)
     check_bounds(case, got.grad, region)
 

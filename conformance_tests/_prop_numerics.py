@@ -36,7 +36,8 @@ def extreme_log_ratios(ad: Adapter, data: Any) -> None:
 @prop("S9.3", "masked garbage changes nothing", "numerics")
 def masked_garbage(ad: Adapter, data: Any) -> None:
     """NaN, +-inf or huge values at masked positions change neither the loss nor any gradient."""
-    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.kind == "backend")
+    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+                     adv_forms=ad.forms)
     holes = ~case.mask
     junk = st.sampled_from(GARBAGE)
     n = int(holes.sum())
@@ -63,7 +64,8 @@ def masked_garbage(ad: Adapter, data: Any) -> None:
       skip=lambda ad: None if "float64" in ad.dtypes else "float64 not available")
 def float64_kept(ad: Adapter, data: Any) -> None:
     """float64 inputs give a float64 loss equal to the reference to float64 precision (no float32 slip)."""
-    case = draw_case(data, dtypes=("float64",), aggs=ad.aggs, global_normalizers=ad.kind == "backend")
+    case = draw_case(data, dtypes=("float64",), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+                     adv_forms=ad.forms)
     got = ad.run(case)
     want = expected(case)
     if got.out_dtype != "float64":
@@ -77,13 +79,31 @@ def float64_kept(ad: Adapter, data: Any) -> None:
       skip=lambda ad: None if "bfloat16" in ad.dtypes else "bfloat16 not available")
 def bf16_in_float32(ad: Adapter, data: Any) -> None:
     """bfloat16 inputs give the loss of float32 arithmetic on the same numbers (the gradient is bfloat16-rounded)."""
-    case = draw_case(data, dtypes=("bfloat16",), aggs=ad.aggs, global_normalizers=ad.kind == "backend")
+    case = draw_case(data, dtypes=("bfloat16",), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+                     adv_forms=ad.forms)
     got = ad.run(case)
     want = expected(case)
     compare_value("loss (bfloat16 inputs, float32 arithmetic)", case, got.value, want.value, want.scale)
     if ad.has_grad:
         # d loss / d log_prob is returned in log_prob's dtype: one bfloat16 rounding (2^-8 relative).
         compare_grad("d loss / d log_prob (bfloat16 inputs)", case, got.grad, want.grad, dtype="bfloat16-grad")
+
+
+@prop("S9.5", "float16 inputs are computed in float32", "numerics",
+      skip=lambda ad: None if "float16" in ad.dtypes else "float16 not available")
+def fp16_in_float32(ad: Adapter, data: Any) -> None:
+    """float16 inputs give the loss of float32 arithmetic on the same numbers (the gradient is float16-rounded)."""
+    case = draw_case(data, dtypes=("float16",), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+                     adv_forms=ad.forms)
+    got = ad.run(case)
+    want = expected(case)
+    compare_value("loss (float16 inputs, float32 arithmetic)", case, got.value, want.value, want.scale)
+    if ad.has_grad:
+        # d loss / d log_prob comes back in float16: one rounding (2^-11 relative, absolute below 6.1e-5),
+        # which makes an element beyond float16's largest number (65504) an infinity of its sign.
+        rounded = round_to(want.grad, "float16")
+        grad = np.where(np.isinf(rounded), rounded, want.grad)
+        compare_grad("d loss / d log_prob (float16 inputs)", case, got.grad, grad, dtype="float16-grad")
 
 
 @prop("S9", "compiled agrees with eager", "numerics", skip=lambda ad: ad.compile_skip, max_examples=6)

@@ -26,7 +26,8 @@ def common_dtypes(ad: Adapter, wanted: tuple[str, ...] = ("float64", "float32"))
 
 def draw_general(ad: Adapter, data: Any, **kw: Any):
     """A general case for `ad`: its aggregation modes, global normalizers for backends."""
-    return draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend", **kw)
+    return draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+                     adv_forms=ad.forms, **kw)
 
 
 @prop("S3", "value equals the reference", "objective")

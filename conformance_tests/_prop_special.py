@@ -58,7 +58,7 @@ def textbook(case: Case) -> dict[str, Any]:
 
 def _case(ad: Adapter, data: Any, beta: tuple[float, float]) -> Case:
     cfg = draw_config(data, beta=beta)
-    return draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, cfg=cfg)
+    return draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, cfg=cfg, adv_forms=ad.forms)
 
 
 @prop("S6.1", "beta = 0 gives PPO's gradient", "special", needs_grad=True)
@@ -92,11 +92,11 @@ def dual_clip_only_where_it_should(ad: Adapter, data: Any) -> None:
     if data.draw(st.booleans(), label="every token above log c"):
         # Mixed batches rarely reach the places where dual-clip ports slip (A < 0 with
         # log c < logr < c, A > 0 above log c), so half the examples hold each of them.
-        case = draw_dual_clip_case(data, dtypes=common_dtypes(ad))
+        case = draw_dual_clip_case(data, dtypes=common_dtypes(ad), adv_forms=ad.forms)
         cfg = case.cfg
     else:
         cfg = draw_config(data, dual=True)
-        case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, cfg=cfg)
+        case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, cfg=cfg, adv_forms=ad.forms)
     off = case.with_(cfg=cfg.replace(dual_clip=None))
     on_r, off_r = ad.run(case), ad.run(off)
     e_on, e_off = expected(case), expected(off)

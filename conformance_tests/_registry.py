@@ -33,6 +33,9 @@ class Property:
         skip: ``skip(adapter)`` returns a reason not to run, or None.
         max_examples: a cap on examples for costly properties (compiled runs), or None.
         target: ``loss`` (policy losses: backends and ports) or ``fused`` (fused LM heads).
+        share: the fraction of a run's max_examples this property runs (at least 1): the scale
+            properties cost up to 10^6 tokens per example, so they run a share of the budget that
+            grows with it (a ``ci`` run checks a few shapes, a ``thorough`` run many).
     """
 
     clause: str
@@ -44,10 +47,16 @@ class Property:
     skip: Callable[[Adapter], str | None] | None = None
     max_examples: int | None = None
     target: str = "loss"
+    share: float = 1.0
 
     @property
     def id(self) -> str:
         return f"{self.clause} {self.name}"
+
+    def examples(self, max_examples: int) -> int:
+        """How many examples this property runs in a run of `max_examples` per property."""
+        n = max(1, int(max_examples * self.share))
+        return n if self.max_examples is None else min(n, self.max_examples)
 
     def skip_reason(self, adapter: Adapter) -> str | None:
         """Why this property does not run on `adapter`, or None when it does."""
@@ -70,14 +79,16 @@ FUSED_PROPERTIES: list[Property] = []
 def prop(clause: str, name: str, chapter: str, *, needs_grad: bool = False,
          skip: Callable[[Adapter], str | None] | None = None,
          max_examples: int | None = None,
-         target: str = "loss") -> Callable[[Callable[[Adapter, Any], None]], Property]:
+         target: str = "loss", share: float = 1.0) -> Callable[[Callable[[Adapter, Any], None]], Property]:
     """Decorator: register `body` as a property (its docstring's first line is the description)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must lie in (0, 1], got {share!r}")
 
     def deco(body: Callable[[Adapter, Any], None]) -> Property:
         doc = (body.__doc__ or "").strip().splitlines()[0] if body.__doc__ else ""
-        p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples, target)
+        p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples, target, share)
         (FUSED_PROPERTIES if target == "fused" else PROPERTIES).append(p)
         return p
 

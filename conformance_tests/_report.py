@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +20,8 @@ class PropertyResult:
 
     status is ``PASS``, ``FAIL`` or ``SKIP``. For a failure, `message` says what was compared and
     `expected`/`got` hold the two sides; `reproducer` is a Python snippet that recomputes the
-    failing call; `exception` holds the implementation's exception when it raised.
+    failing call; `exception` holds the implementation's exception when it raised; `timed_out`
+    is True when the property was stopped by the time limit (the reproducer is the call that hung).
     """
 
     id: str
@@ -35,10 +38,24 @@ class PropertyResult:
     reproducer: str = ""
     exception: str = ""
     hypothesis_output: str = ""
+    timed_out: bool = False
 
     @property
     def passed(self) -> bool:
         return self.status != "FAIL"
+
+    def format(self, verbose: bool = False) -> list[str]:
+        """The details of a failure as lines: what failed, expected vs got, the exception, the reproducer."""
+        lines = [f"=== FAIL {self.id} ===", f"property: {self.doc}", f"what failed: {self.message}"]
+        if self.exception:
+            lines += ["exception raised by the implementation:", _indent(self.exception)]
+        if self.expected or self.got:
+            lines += [f"expected: {self.expected}", f"got:      {self.got}"]
+        if self.reproducer:
+            lines += ["minimal reproducer (paste into Python):", _indent(self.reproducer)]
+        if verbose and self.hypothesis_output:
+            lines += ["hypothesis:", _indent(self.hypothesis_output)]
+        return lines
 
 
 @dataclass
@@ -55,6 +72,10 @@ class Report:
     seconds: float = 0.0
     stopped_early: bool = False
     """True when `check(fail_fast=True)` stopped at the first failing property."""
+    device: str | None = None
+    """The device the inputs were created on (None: the framework's default)."""
+    advantages: str = "both"
+    """The advantage shapes the implementation declared (``token``, ``sequence`` or ``both``)."""
 
     @property
     def ok(self) -> bool:
@@ -77,7 +98,9 @@ class Report:
 
     def header(self) -> str:
         seed = "derandomized" if self.seed is None else f"seed {self.seed}"
-        return (f"cegppo conformance: {self.implementation} ({self.kind}, framework {self.framework}); "
+        where = f", device {self.device}" if self.device is not None else ""
+        forms = f", advantages {self.advantages}" if self.advantages != "both" else ""
+        return (f"cegppo conformance: {self.implementation} ({self.kind}, framework {self.framework}{where}{forms}); "
                 f"up to {self.max_examples} examples per property, {seed}")
 
     def summary(self) -> str:
@@ -98,20 +121,28 @@ class Report:
                 tail = f"  -> {r.message.splitlines()[0] if r.message else ''}"
             lines.append(f"{r.status}  {r.clause:<{width}}  {r.name}{tail}")
         for r in self.failed:
-            lines += ["", f"=== FAIL {r.id} ===", f"property: {r.doc}", f"what failed: {r.message}"]
-            if r.exception:
-                lines += ["exception raised by the implementation:", _indent(r.exception)]
-            if r.expected or r.got:
-                lines += [f"expected: {r.expected}", f"got:      {r.got}"]
-            if r.reproducer:
-                lines += ["minimal reproducer (paste into Python):", _indent(r.reproducer)]
-            if verbose and r.hypothesis_output:
-                lines += ["hypothesis:", _indent(r.hypothesis_output)]
+            lines += ["", *r.format(verbose)]
         lines += ["", self.summary()]
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (what ``cegppo-conformance check --json FILE`` writes)."""
+        counts = {s.lower(): sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
+        return {
+            "implementation": self.implementation, "framework": self.framework, "kind": self.kind,
+            "device": self.device, "advantages": self.advantages, "max_examples": self.max_examples,
+            "seed": self.seed, "ok": self.ok, "summary": self.summary(), "counts": counts,
+            "seconds": round(self.seconds, 3), "stopped_early": self.stopped_early, "notes": list(self.notes),
+            "results": [{k: (round(v, 3) if k == "seconds" else v) for k, v in asdict(r).items()}
+                        for r in self.results],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent)
 
 
 def _indent(text: str) -> str:
@@ -130,19 +161,46 @@ _NOT_IMPORTABLE = ("__main__", "builtins", "None", "?", "")
 _IMPORTS = {"numpy": "", "torch": "import torch\n", "jax": "import jax\nimport jax.numpy as jnp\n"}
 
 
-def _tensor(framework: str, name: str, x: np.ndarray, dtype: str, grad: bool = False) -> str:
+def _tensor(framework: str, name: str, src: str, is_bool: bool, dtype: str, grad: bool = False,
+            device: str | None = None) -> str:
+    """One input line of a reproducer: `src` (a NumPy expression) as an array of the framework on `device`."""
     if framework == "numpy":
-        return f"{name} = {_arr(x)}" + ("" if x.dtype == np.bool_ else f".astype(np.{dtype})")
+        return f"{name} = {src}" + ("" if is_bool else f".astype(np.{dtype})")
     if framework == "torch":
-        dt = "" if x.dtype == np.bool_ else f", dtype=torch.{dtype}"
+        dt = "" if is_bool else f", dtype=torch.{dtype}"
+        dev = f", device={device!r}" if device is not None else ""
         rg = ", requires_grad=True" if grad else ""
-        return f"{name} = torch.tensor({_arr(x)}{dt}{rg})"
-    dt = "" if x.dtype == np.bool_ else f", dtype=jnp.{dtype}"
-    return f"{name} = jnp.asarray({_arr(x)}{dt})"
+        return f"{name} = torch.tensor({src}{dt}{dev}{rg})"
+    dt = "" if is_bool else f", dtype=jnp.{dtype}"
+    arr = f"jnp.asarray({src}{dt})"
+    if device is not None:
+        platform, _, index = device.partition(":")
+        platform = "gpu" if platform == "cuda" else platform
+        arr = f"jax.device_put({arr}, jax.devices({platform!r})[{int(index or 0)}])"
+    return f"{name} = {arr}"
 
 
-def reproducer(case: Case, adapter: Adapter) -> str:
-    """A Python snippet that recomputes `case` with `adapter`'s implementation and prints loss and gradient."""
+_INPUTS = ("log_prob", "old_log_prob", "advantages", "response_mask")
+# Printed after the call by a reproducer of `S1 inputs are not modified`: which inputs changed.
+_MUTATION_CHECK = {
+    "numpy": "print('modified in place:', [n for n, b, a in zip(names, before, inputs) "
+             "if not np.array_equal(b, a, equal_nan=b.dtype != bool)])",
+    "torch": "print('modified in place:', [n for n, b, a in zip(names, before, inputs) "
+             "if not np.array_equal(b, a.detach().cpu().double().numpy(), equal_nan=True)])",
+}
+_BEFORE = {
+    "numpy": "before = [x.copy() for x in inputs]",
+    "torch": "before = [x.detach().cpu().double().numpy().copy() for x in inputs]",
+}
+
+
+def reproducer(case: Case, adapter: Adapter, *, show_mutation: bool = False) -> str:
+    """A Python snippet that recomputes `case` with `adapter`'s implementation and prints loss and gradient.
+
+    ``show_mutation`` (NumPy and torch): the snippet copies the inputs before the call and prints
+    which ones the call changed, as `S1 inputs are not modified` reports. A case with a `recipe`
+    (the million-token cases) is rebuilt by it instead of being printed.
+    """
     if not isinstance(case, Case):  # a fused-head case writes its own (conformance_tests/_fused.py)
         return str(case.reproducer(adapter))
     fw = adapter.framework
@@ -159,14 +217,22 @@ def reproducer(case: Case, adapter: Adapter) -> str:
     else:
         lines.append(f"port = ...  # {adapter.name}")
     lines.append('nan, inf = float("nan"), float("inf")')
-    mask = case.mask if adapter.mask_dtype == "bool" else case.mask.astype(np.float64)
-    mask_dtype = case.dtype if adapter.mask_dtype == "float" else "bool"
-    lines += [
-        _tensor(fw, "log_prob", case.log_prob, case.dtype, grad=True),
-        _tensor(fw, "old_log_prob", case.old_log_prob, case.dtype),
-        _tensor(fw, "advantages", case.advantages, case.dtype),
-        _tensor(fw, "response_mask", mask, mask_dtype) if mask_dtype != "bool" else _tensor(fw, "response_mask", mask, ""),
-    ]
+    float_mask = adapter.mask_dtype == "float"
+    if case.recipe:
+        lines += ["import cegppo", "import cegppo.conformance as cc", f"case = {case.recipe}"]
+        src = {"log_prob": "case.log_prob", "old_log_prob": "case.old_log_prob", "advantages": "case.advantages",
+               "response_mask": "case.mask" + (".astype(np.float64)" if float_mask else "")}
+    else:
+        mask = case.mask.astype(np.float64) if float_mask else case.mask
+        src = {"log_prob": _arr(case.log_prob), "old_log_prob": _arr(case.old_log_prob),
+               "advantages": _arr(case.advantages), "response_mask": _arr(mask)}
+    dev = adapter.device
+    lines += [_tensor(fw, name, src[name], name == "response_mask" and not float_mask, case.dtype,
+                      grad=name == "log_prob", device=dev) for name in _INPUTS]
+    mutation = show_mutation and fw in _MUTATION_CHECK
+    if mutation:
+        lines += [f"names, inputs = {list(_INPUTS)!r}, [log_prob, old_log_prob, advantages, response_mask]",
+                  _BEFORE[fw]]
     c = case.cfg
     if adapter.kind == "backend":
         cfg = (f"cegppo.CEGPPOConfig(eps_low={c.eps_low!r}, eps_high={c.eps_high!r}, beta_low={c.beta_low!r}, "
@@ -189,6 +255,8 @@ def reproducer(case: Case, adapter: Adapter) -> str:
                   "print(loss, grad)"]
     else:
         lines += [f"loss = {call.format(lp='log_prob')}", "print(loss)"]
+    if mutation:
+        lines.append(_MUTATION_CHECK[fw])
     try:
         with np.errstate(all="ignore"):
             e = expected(case)

@@ -13,11 +13,17 @@ failing example in pytest reads as a list of named inputs. What is reached:
   not sample, logr = +inf; log_prob = -inf: a token the current policy cannot sample, logr = -inf);
 - asymmetric eps (eps_low in (0, 0.9), eps_high in (0, 2)), beta in [0, 2] (0 and 1 exactly too),
   dual clip off or c in (1.05, 50);
-- float64, float32 and bfloat16 inputs.
+- float64, float32, bfloat16 and float16 inputs;
+- advantages per token (B, T) and per sequence (B,), or only the form a port declares;
+- for the scale properties (`draw_scale_case`, `scale_case`): T across kernel block sizes
+  (`BLOCK_T`), B up to 64, ragged masks, and batches of about a million tokens (`LARGE_SHAPES`),
+  whose token values come from a seeded NumPy generator (Hypothesis draws the shape, the
+  hyperparameters, the mask style and the seed), so that a case of 10^6 tokens costs milliseconds.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +34,8 @@ from hypothesis import strategies as st
 
 from ._cases import MARGIN, Case, round_to
 
-__all__ = ["DUAL_CLIP_KINDS", "REGIONS", "draw_case", "draw_config", "draw_dual_clip_case", "draw_mask",
-           "draw_region_case"]
+__all__ = ["BLOCK_B", "BLOCK_T", "DUAL_CLIP_KINDS", "LARGE_SHAPES", "MASK_STYLES", "REGIONS", "draw_case",
+           "draw_config", "draw_dual_clip_case", "draw_mask", "draw_region_case", "draw_scale_case", "scale_case"]
 
 REGIONS: tuple[str, ...] = ("clip_low", "clip_high", "dual_clip", "inside")
 #: The three places where dual-clip ports go wrong (spec S7): A < 0 with log c < logr < c (a port
@@ -131,9 +137,12 @@ def _logr_strategy(kind: str, cfg: CEGPPOConfig) -> st.SearchStrategy[float]:
 
 
 def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:
-    sp = np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
     if dtype == "float64":
         return np.spacing(np.abs(x))
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return np.spacing(np.abs(x).astype(np.float16)).astype(np.float64)
+    sp = np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
     return sp * (2.0**16 if dtype == "bfloat16" else 1.0)
 
 
@@ -188,8 +197,11 @@ def draw_case(
     global_normalizers: bool = False,
     max_b: int = 5,
     max_t: int = 7,
+    adv_forms: Sequence[str] = ("token", "sequence"),
 ) -> Case:
     """A random batch reaching every region (see the module docstring), as a `Case`.
+
+    `adv_forms` are the advantage shapes to draw from: ``token`` (B, T), ``sequence`` (B,).
 
     With ``extremes``, some log-ratios are extreme (|logr| in [50, 1e4]) or infinite (a -inf
     log_prob or old_log_prob, spec S9.1) where the true loss is still representable: A < 0 above
@@ -203,7 +215,7 @@ def draw_case(
     if cfg is None:
         cfg = draw_config(data)
     kinds = list(_KINDS) + (list(_EXTREME_KINDS) if extremes else [])
-    per_seq = data.draw(st.booleans(), label="per-sequence advantages")
+    per_seq = _draw_per_seq(data, adv_forms)
     # |A| below 1e-6 becomes 0: c_t F_t A_t, and the intermediate products of any backward pass
     # (1/N times A), would be float32 subnormals, which XLA and most GPU kernels flush to 0 depending
     # on the order of operations; such an advantage says nothing about the port (as for beta).
@@ -237,12 +249,26 @@ def draw_case(
     return Case(lp, olp, adv, mask, cfg, dtype, agg, num_tokens, num_seqs)
 
 
+def _draw_per_seq(data: Any, adv_forms: Sequence[str]) -> bool:
+    """Whether the advantages are per sequence (B,): drawn when both forms are allowed."""
+    forms = tuple(adv_forms)
+    if not forms or any(f not in ("token", "sequence") for f in forms):
+        raise ValueError(f"adv_forms must be a non-empty subset of ('token', 'sequence'), got {adv_forms!r}")
+    if len(set(forms)) == 2:
+        return bool(data.draw(st.booleans(), label="per-sequence advantages"))
+    return forms[0] == "sequence"
+
+
+_SUBCASES_BY_SIGN = {1.0: ["below+", "within"], -1.0: ["within", "above-"]}
+
+
 def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float64", "float32"),
-                     extremes: bool = True) -> Case:
+                     extremes: bool = True, adv_forms: Sequence[str] = ("token", "sequence")) -> Case:
     """A batch whose valid tokens all lie in one region of spec S2 (for the gradient bounds of S5).
 
     ``inside`` mixes its three sub-cases: A > 0 below the interval, within the interval, and A < 0
-    above it (below c when dual clip is on).
+    above it (below c when dual clip is on). Advantages are (B, T) unless ``token`` is not in
+    `adv_forms`: then one advantage per row, whose sign picks the row's sub-cases.
     """
     if region not in REGIONS:
         raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
@@ -253,8 +279,11 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
     cfg = draw_config(data, dual=True if region == "dual_clip" else None)
     far = 1e4 if extremes else 20.0
     lo, hi, c = cfg.log_lower, cfg.log_upper, cfg.log_dual_clip
-    mags = st.floats(0.0, 5.0)
-    adv_mag = np.array(data.draw(st.lists(st.floats(0.01, 5.0), min_size=n, max_size=n), label="|advantages|"))
+    per_seq = _draw_per_seq(data, ("token",) if "token" in adv_forms else adv_forms)
+    adv_mag = np.array(data.draw(st.lists(st.floats(0.01, 5.0), min_size=b if per_seq else n,
+                                          max_size=b if per_seq else n), label="|advantages|"))
+    row_sign = np.array(data.draw(st.lists(st.sampled_from([1.0, -1.0]), min_size=b, max_size=b),
+                                  label="sign of each row's advantage")) if per_seq and region == "inside" else None
     if region == "clip_low":
         logr = [data.draw(st.floats(-far, lo - 1e-2), label=f"log-ratio {i}") for i in range(n)]
         sign = -np.ones(n)
@@ -266,8 +295,12 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
         logr = [data.draw(st.floats(c + 1e-2, max(far, c + 1.0)), label=f"log-ratio {i}") for i in range(n)]
         sign = -np.ones(n)
     else:
-        subs = data.draw(st.lists(st.sampled_from(["below+", "within", "above-"]), min_size=n, max_size=n),
-                         label="inside sub-cases")
+        if row_sign is None:
+            subs = data.draw(st.lists(st.sampled_from(["below+", "within", "above-"]), min_size=n, max_size=n),
+                             label="inside sub-cases")
+        else:  # one advantage per row: its sign decides which sub-cases the row's tokens can be in
+            subs = [data.draw(st.sampled_from(_SUBCASES_BY_SIGN[float(row_sign[i // t])]), label=f"sub-case {i}")
+                    for i in range(n)]
         logr, sign = [], []
         for i, s in enumerate(subs):
             if s == "below+":
@@ -275,7 +308,8 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
                 sign.append(1.0)
             elif s == "within":
                 logr.append(data.draw(st.floats(lo + 1e-2, hi - 1e-2), label=f"log-ratio {i}"))
-                sign.append(data.draw(st.sampled_from([-1.0, 1.0]), label=f"sign of A {i}"))
+                sign.append(data.draw(st.sampled_from([-1.0, 1.0]), label=f"sign of A {i}") if row_sign is None
+                            else float(row_sign[i // t]))
             else:
                 top = (c - 1e-2) if c is not None else hi + 20.0
                 if top <= hi + 1e-2:
@@ -284,9 +318,13 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
                     logr.append(data.draw(st.floats(hi + 1e-2, top), label=f"log-ratio {i}"))
                 sign.append(-1.0)
         sign = np.array(sign)
-        del mags
     logr_a = np.array(logr, dtype=np.float64).reshape(b, t)
-    adv = round_to((np.asarray(sign) * adv_mag).reshape(b, t), dtype)
+    signs = np.asarray(sign, dtype=np.float64).reshape(b, t)
+    if per_seq:  # one advantage per row: every token of a row has the row's sign
+        assert np.all(signs == signs[:, :1])
+        adv = round_to(signs[:, 0] * adv_mag, dtype)
+    else:
+        adv = round_to(signs * adv_mag.reshape(b, t), dtype)
     anchor = np.array(data.draw(st.lists(st.floats(-20.0, 0.0), min_size=n, max_size=n), label="log-prob anchors"))
     lp, olp = _place(anchor.reshape(b, t), logr_a, dtype)
     lp = push_away(lp, olp, cfg, dtype)
@@ -294,36 +332,160 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
     return Case(lp, olp, adv, mask, cfg, dtype)
 
 
-def draw_dual_clip_case(data: Any, *, dtypes: Sequence[str] = ("float64", "float32")) -> Case:
+def draw_dual_clip_case(data: Any, *, dtypes: Sequence[str] = ("float64", "float32"),
+                        adv_forms: Sequence[str] = ("token", "sequence")) -> Case:
     """A batch with dual clip on and every token above log c (spec S7), for the dual-clip property.
 
     Tokens are of the three `DUAL_CLIP_KINDS`; the first three tokens of row 0 are one of each and
     always valid, the rest are drawn freely (kind, mask). So every example separates a correct port
     from one that slips on any of the three, whatever examples a Hypothesis version happens to
-    generate: mixed batches reach these places too rarely to rely on.
+    generate: mixed batches reach these places too rarely to rely on. With one advantage per row
+    (``token`` not in `adv_forms`) row 0 (A < 0) holds the first two kinds and row 1 (A > 0) the third.
     """
     cfg = draw_config(data, dual=True)
     assert cfg.dual_clip is not None and cfg.log_dual_clip is not None
-    b = data.draw(st.integers(1, 3), label="B")
+    per_seq = "token" not in adv_forms
+    _draw_per_seq(data, adv_forms)  # validates adv_forms
+    b = data.draw(st.integers(2 if per_seq else 1, 3), label="B")
     t = data.draw(st.integers(3, 6), label="T")
     n = b * t
     dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
     c, log_c = cfg.dual_clip, cfg.log_dual_clip
-    free = data.draw(st.lists(st.sampled_from(DUAL_CLIP_KINDS), min_size=n - 3, max_size=n - 3),
-                     label="token kinds after the first three")
-    kinds = list(DUAL_CLIP_KINDS) + free
+    if per_seq:
+        row_sign = [-1.0, 1.0, *data.draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=b - 2, max_size=b - 2),
+                                           label="sign of the advantage of rows 2+")]
+        first = {0: list(DUAL_CLIP_KINDS[:2]), t: [DUAL_CLIP_KINDS[2]]}  # flat index -> forced kinds
+        kinds = []
+        for i in range(n):
+            forced = [k for start, ks in first.items() for j, k in enumerate(ks) if start + j == i]
+            allowed = list(DUAL_CLIP_KINDS[:2]) if row_sign[i // t] < 0 else [DUAL_CLIP_KINDS[2]]
+            kinds.append(forced[0] if forced else data.draw(st.sampled_from(allowed), label=f"token kind {i}"))
+    else:
+        free = data.draw(st.lists(st.sampled_from(DUAL_CLIP_KINDS), min_size=n - 3, max_size=n - 3),
+                         label="token kinds after the first three")
+        kinds = list(DUAL_CLIP_KINDS) + free
     ranges = {  # c - log c >= 1 for every c > 1, so the band is never empty
         DUAL_CLIP_KINDS[0]: (log_c + 1e-2, c - 1e-2),
         DUAL_CLIP_KINDS[1]: (c + 1e-2, c + 20.0),
         DUAL_CLIP_KINDS[2]: (log_c + 1e-2, c + 20.0),
     }
     logr = np.array([data.draw(st.floats(*ranges[k]), label=f"log-ratio {i} ({k})") for i, k in enumerate(kinds)])
-    sign = np.array([1.0 if k.startswith("A>0") else -1.0 for k in kinds])
-    adv_mag = np.array(data.draw(st.lists(st.floats(0.01, 5.0), min_size=n, max_size=n), label="|advantages|"))
-    adv = round_to((sign * adv_mag).reshape(b, t), dtype)
+    sign = np.array([1.0 if k.startswith("A>0") else -1.0 for k in kinds]).reshape(b, t)
+    adv_mag = np.array(data.draw(st.lists(st.floats(0.01, 5.0), min_size=b if per_seq else n,
+                                          max_size=b if per_seq else n), label="|advantages|"))
+    adv = round_to(sign[:, 0] * adv_mag if per_seq else sign * adv_mag.reshape(b, t), dtype)
     anchor = np.array(data.draw(st.lists(st.floats(-20.0, 0.0), min_size=n, max_size=n), label="log-prob anchors"))
     lp, olp = _place(anchor.reshape(b, t), logr.reshape(b, t), dtype)
     lp = push_away(lp, olp, cfg, dtype)
     mask = draw_mask(data, b, t, allow_empty=True)
-    mask[0, :3] = True
+    if per_seq:
+        mask[0, :2] = True
+        mask[1, 0] = True
+    else:
+        mask[0, :3] = True
     return Case(lp, olp, adv, mask, cfg, dtype)
+
+
+# -- kernel-scale shapes ------------------------------------------------------------------------------
+BLOCK_T: tuple[int, ...] = (1, 63, 64, 65, 127, 128, 129, 1000, 4097)
+"""Sequence lengths on both sides of the usual kernel block sizes (64, 128, 1024, 4096), smallest first."""
+BLOCK_B: tuple[int, ...] = (1, 2, 7, 8, 9, 31, 32, 33, 63, 64)
+"""Batch sizes on both sides of the usual warp and block counts; B is drawn from these or any of 1..64."""
+LARGE_SHAPES: tuple[tuple[int, int], ...] = ((256, 4097), (1024, 1024), (64, 16385), (2048, 513))
+"""About 2^20 tokens each: where size-dependent fast paths (chunked reductions, split kernels) start."""
+MASK_STYLES: tuple[str, ...] = ("ragged", "holes", "mixed", "all")
+"""Masks of the scale cases: ragged right-padded rows, random holes, a mix of every row kind, all valid.
+
+The million-token cases are never all valid: real batches of that size are padded, and a chunked
+reduction that averages per-chunk means is right exactly when every chunk holds as many tokens."""
+
+
+def _scale_logr(rng: np.random.Generator, cfg: CEGPPOConfig, shape: tuple[int, int]) -> np.ndarray:
+    """Log-ratios of every kind of `_KINDS`, uniformly mixed (the vectorised twin of `_logr_strategy`)."""
+    kind = rng.integers(0, len(_KINDS), size=shape)
+    c = cfg.log_dual_clip if cfg.log_dual_clip is not None else cfg.log_upper
+    centre = np.select([kind == 0, kind == 1, kind == 2], [cfg.log_lower, cfg.log_upper, c], 0.0)
+    near = centre + rng.uniform(-0.5, 0.5, size=shape)
+    far = np.where(kind == 4, rng.uniform(-20.0, -1.0, size=shape), rng.uniform(1.0, 20.0, size=shape))
+    return np.where(kind <= 2, near, np.where(kind == 3, rng.uniform(-0.3, 0.3, size=shape), far))
+
+
+def _scale_mask(rng: np.random.Generator, style: str, b: int, t: int) -> np.ndarray:
+    """A (B, T) mask of `style`; one row always reaches the last token and every block edge below T."""
+    cols = np.arange(t)
+    lengths = rng.integers(1, t + 1, size=b)
+    if style == "all":
+        return np.ones((b, t), dtype=bool)
+    if style == "ragged":
+        m = cols[None, :] < lengths[:, None]
+    elif style == "holes":
+        m = rng.random((b, t)) < rng.uniform(0.2, 0.9)
+    else:  # mixed: every row kind of `draw_mask`, per row
+        kind = rng.integers(0, 5, size=b)[:, None]
+        single = cols[None, :] == rng.integers(0, t, size=b)[:, None]
+        m = np.select([kind == 0, kind == 1, kind == 2, kind == 3],
+                      [np.ones((b, t), dtype=bool), cols[None, :] < lengths[:, None], single,
+                       rng.random((b, t)) < 0.5], False)
+    row = int(rng.integers(0, b))  # a port that drops the tail or a block edge must be seen doing it
+    edges = [e + d for e in (64, 128, 1024, 4096) for d in (-1, 0, 1) if 0 <= e + d < t]
+    m[row, [*edges, t - 1]] = True
+    return m
+
+
+def scale_case(*, b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: str = "ragged",
+               advantages: str = "token") -> Case:
+    """A (b, t) case of the scale properties, built from `seed` by NumPy alone (no Hypothesis).
+
+    Log-ratios reach every region as in `draw_case`, advantages are 0, +-1 or in [-5, 5], per
+    token (``advantages="token"``) or per sequence (``"sequence"``); `mask` is one of
+    `MASK_STYLES`. The same arguments give the same case on any machine, which is how a
+    reproducer of a million-token failure stays one line (``cc.scale_case(...)``).
+    """
+    if mask not in MASK_STYLES:
+        raise ValueError(f"mask must be one of {MASK_STYLES}, got {mask!r}")
+    if advantages not in ("token", "sequence"):
+        raise ValueError(f"advantages must be 'token' or 'sequence', got {advantages!r}")
+    if b < 1 or t < 1:
+        raise ValueError(f"b and t must be >= 1, got b={b}, t={t}")
+    return _scale_case(b, t, seed, dtype, cfg, mask, advantages)
+
+
+# A derandomized run draws the same cases for every implementation it checks (the project checks
+# dozens of ports): a case is immutable, so the last few are kept instead of rebuilt (~1 s at 2^20).
+@functools.lru_cache(maxsize=4)
+def _scale_case(b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: str, advantages: str) -> Case:
+    rng = np.random.default_rng(seed)
+    shape = (b, t)
+    logr = _scale_logr(rng, cfg, shape)
+    anchor = rng.uniform(-20.0, 0.0, size=shape)
+    adv_shape = shape if advantages == "token" else (b,)
+    pick = rng.random(adv_shape)
+    adv = np.where(pick < 0.1, 0.0, np.where(pick < 0.3, rng.choice([-1.0, 1.0], size=adv_shape),
+                                             rng.uniform(-5.0, 5.0, size=adv_shape)))
+    adv = round_to(adv, dtype)
+    lp, olp = _place(anchor, logr, dtype)
+    lp = push_away(lp, olp, cfg, dtype)
+    m = _scale_mask(rng, mask, b, t)
+    recipe = (f"cc.scale_case(b={b}, t={t}, seed={seed}, dtype={dtype!r}, cfg=cegppo.{cfg!r}, mask={mask!r}, "
+              f"advantages={advantages!r})")
+    return Case(lp, olp, adv, m, cfg, dtype, recipe=recipe)
+
+
+def draw_scale_case(data: Any, *, large: bool = False, dtypes: Sequence[str] = ("float64", "float32"),
+                    adv_forms: Sequence[str] = ("token", "sequence")) -> Case:
+    """A case at kernel scale: T in `BLOCK_T` and B up to 64, or (``large``) one of `LARGE_SHAPES`.
+
+    Hypothesis draws the shape, dtype, hyperparameters, mask style, advantage form and a seed;
+    `scale_case` builds the arrays from them.
+    """
+    if large:
+        b, t = data.draw(st.sampled_from(LARGE_SHAPES), label="(B, T) of about 2^20 tokens")
+    else:
+        t = data.draw(st.sampled_from(BLOCK_T), label="T")
+        b = data.draw(st.one_of(st.sampled_from(BLOCK_B), st.integers(1, 64)), label="B")
+    dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
+    cfg = draw_config(data)
+    mask = data.draw(st.sampled_from(MASK_STYLES[:-1] if large else MASK_STYLES), label="mask style")
+    form = "sequence" if _draw_per_seq(data, adv_forms) else "token"
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed of the token values")
+    return scale_case(b=b, t=t, seed=seed, dtype=dtype, cfg=cfg, mask=mask, advantages=form)

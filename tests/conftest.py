@@ -4,13 +4,20 @@ Profiles (pick one with HYPOTHESIS_PROFILE): `dev` (default), `ci` (derandomized
 nox and CI use) and `thorough` (many more examples, for release checks).
 
 Under nox (CEGPPO_STRICT=1) a missing framework is an error, never a silent skip.
+
+``--device DEVICE`` (default cpu) runs the suites on an accelerator: the conformance suite creates
+its inputs there (the reference stays on the CPU); for the backend suites torch's default device is
+set to it (every tensor factory allocates there) and JAX is limited to that platform. A device that
+is not available is a usage error, before any test runs. `nox -s gpu` passes ``--device cuda``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -32,3 +39,32 @@ if not os.environ.get("CEGPPO_STRICT"):
     for folder, module in _FRAMEWORK_OF_FOLDER.items():
         if importlib.util.find_spec(module) is None:
             collect_ignore_glob.append(f"{folder}/*")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", metavar="DEVICE",
+                     help="device for torch and JAX tensors: cpu (default), cuda, cuda:1 ...")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device = str(config.getoption("--device"))
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise pytest.UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"--device {device}: CUDA is not available to torch {torch.__version__} here")
+        torch.set_default_device(device)
+    if importlib.util.find_spec("jax") is not None:
+        if "jax" not in sys.modules:
+            os.environ["JAX_PLATFORMS"] = "cuda"  # read once, when jax is first imported
+        import jax
+
+        try:
+            jax.devices("gpu")
+        except Exception as exc:  # RuntimeError, or an assertion of a backend that failed to start
+            raise pytest.UsageError(f"--device {device}: JAX {jax.__version__} has no GPU backend here "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

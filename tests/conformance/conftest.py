@@ -6,7 +6,8 @@ each nox venv needs nothing beyond its own framework. The numbers of examples co
 Hypothesis profile (HYPOTHESIS_PROFILE=ci|dev|thorough). JAX compiles for every new shape, so
 the JAX backend runs under jax.jit (one compilation per call instead of one per op; eager vs jit
 is still compared) and its share is cut by ``JAX_EXAMPLE_FRACTION`` (never its tolerances);
-``--conformance-max-examples=N`` overrides all of this.
+``--conformance-max-examples=N`` overrides all of this. ``--device`` (tests/conftest.py) is where
+the backend's and the ports' inputs are created.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def max_examples(request: pytest.FixtureRequest, backend: str) -> int:
 
 
 @pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The device picked with --device (default cpu; tests/conftest.py checks that it is available)."""
+    return str(request.config.getoption("--device", default="cpu"))
+
+
+@pytest.fixture(scope="session")
 def jax_x64(backend: str) -> Iterator[None]:
     """With --backend=jax, float64 on (as a user of the CLI gets it); a no-op otherwise."""
     if backend != "jax":
@@ -61,13 +68,13 @@ def jax_x64(backend: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def adapter(backend: str, jax_x64: None) -> Any:
-    """The conformance adapter of the selected backend (its framework must import: no skip)."""
+def adapter(backend: str, jax_x64: None, device: str) -> Any:
+    """The conformance adapter of the selected backend on --device (its framework must import: no skip)."""
     import cegppo.conformance as cc
 
     # cegppo.jax under jax.jit: eager JAX compiles every op per shape (~5x slower); the S9 compiled
     # property still compares jit with a truly eager call.
-    return cc.backend_adapter(backend, jit=backend == "jax")
+    return cc.backend_adapter(backend, jit=backend == "jax", device=None if backend == "numpy" else device)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,10 @@ The CLI tests use NumPy ports so that they run in every venv; a torch CLI run is
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +61,9 @@ def test_only_and_fail_fast(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check", BROKEN, "--framework", "numpy", "--max-examples", "10", "--fail-fast",
                        "--no-shrink")
     assert code == 1
-    assert [ln[:4] for ln in out.splitlines() if ln.startswith(("PASS", "FAIL"))] == ["FAIL"]
+    # the two S1 properties pass, and the run stops at the first failure, S3
+    assert [ln[:8] for ln in out.splitlines() if ln.startswith(("PASS", "FAIL"))] == ["PASS  S1", "PASS  S1",
+                                                                                     "FAIL  S3"]
     assert "stopped at the first failure" in out
 
 
@@ -116,6 +122,9 @@ def test_module_runs_as_a_script() -> None:
         (["check", GOOD, "--framework", "numpy", "--only", "S99"], "--only: no property matches ['S99']"),
         (["check", GOOD, "--framework", "numpy", "--max-examples", "0"], "--max-examples must be >= 1, got 0"),
         (["check", GOOD, "--framework", "numpy", "--jit"], "--jit is for --framework jax"),
+        (["check", GOOD, "--framework", "numpy", "--device", "cuda"], "--device cuda: NumPy ports run on the CPU"),
+        (["check", GOOD, "--framework", "numpy", "--timeout", "-1"], "--timeout must be >= 0 seconds"),
+        (["check", GOOD, "--framework", "numpy", "--json", "/no/such/folder/r.json"], "does not exist"),
     ],
 )
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
@@ -142,6 +151,7 @@ def test_missing_framework_exits_2(capsys: pytest.CaptureFixture[str], monkeypat
         (["check", GOOD, "--framework", "numpy", "--fused"], "--fused: fused heads are checked in torch or jax"),
         (["check", "--verl-loss", "ce_gppo", "--fused"], "--fused checks a fused LM-head loss"),
         (["check", GOOD, "--framework", "torch", "--fused", "--mask-dtype", "float"], "policy-loss ports only"),
+        (["check", GOOD, "--framework", "numpy", "--advantages", "rows"], "invalid choice: 'rows'"),
     ],
 )
 def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
@@ -178,6 +188,11 @@ def test_torch_port_from_the_cli(capsys: pytest.CaptureFixture[str], torch_ports
         ({"shrink": 0}, TypeError, "shrink must be a bool, got int"),
         ({"progress": 3}, TypeError, "progress must be callable or None, got int"),
         ({"jit": True}, ValueError, "jit=True is for framework='jax' only, got framework='numpy'"),
+        ({"device": "cuda"}, ValueError, "device must be 'cpu' (or None) for framework='numpy', got 'cuda'"),
+        ({"device": 3}, TypeError, "device must be a device name"),
+        ({"advantages": "row"}, ValueError, "advantages must be one of ('both', 'token', 'sequence'), got 'row'"),
+        ({"timeout": 0}, ValueError, "timeout must be > 0 seconds (None for no limit), got 0"),
+        ({"timeout": "1"}, TypeError, "timeout must be a number of seconds or None, got str"),
     ],
 )
 def test_check_rejects_bad_arguments(kwargs: dict[str, Any], exc: type[Exception], needle: str) -> None:
@@ -203,7 +218,7 @@ def test_run_property_rejects_bad_arguments() -> None:
 
 
 def test_a_single_string_selects_one_prefix() -> None:
-    assert [p.clause for p in cc.select("S9.5")] == ["S9.5", "S9.5"]
+    assert [p.clause for p in cc.select("S9.5")] == ["S9.5", "S9.5", "S9.5"]
     assert {p.clause for p in cc.select("S9")} == {"S9", "S9.1", "S9.3", "S9.5"}
     assert [p.id for p in cc.select("S5 gradient bound clip_")] == ["S5 gradient bound clip_low",
                                                                     "S5 gradient bound clip_high"]
@@ -212,3 +227,184 @@ def test_a_single_string_selects_one_prefix() -> None:
 def test_shrink_false_is_faster_and_still_fails() -> None:
     report = cc.check(numpy_ports.mean_over_padding, "numpy", max_examples=20, shrink=False, fail_fast=True)
     assert not report.ok and report.stopped_early
+
+
+# -- capabilities, devices, JSON, time limits, progress ---------------------------------------------------
+TOKEN_ONLY = "ports.numpy_ports:token_advantages_only"
+
+
+def test_token_only_port_conforms_when_declared(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", TOKEN_ONLY, "--framework", "numpy", "--max-examples", "3",
+                       "--advantages", "token", "--device", "cpu")
+    assert code == 0, out
+    assert out.startswith(f"cegppo conformance: {TOKEN_ONLY} (port, framework numpy, device cpu, advantages token)")
+
+
+def test_token_only_port_undeclared_is_told_what_to_declare(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", TOKEN_ONLY, "--framework", "numpy", "--max-examples", "3")
+    assert code == 1, out
+    fails = [ln for ln in out.splitlines() if ln.startswith("FAIL")]
+    assert len(fails) == 1, out  # one line, not a column of "the implementation raised"
+    assert fails[0].startswith("FAIL  S1    declared advantage shapes are accepted  -> rejects (B,) per-sequence")
+    assert "declare advantages='token' (--advantages token)" in fails[0]
+    assert "the implementation raised" not in out
+    assert "DOES NOT CONFORM: 14 passed, 1 failed" in out
+
+
+def test_json_results(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    code, out, _ = run(capsys, "check", BROKEN, "--framework", "numpy", "--max-examples", "5", "--no-shrink",
+                       "--only", "S3 value equals", "--only", "S8.4", "--json", str(path))
+    assert code == 1
+    data = json.loads(path.read_text())
+    assert data["ok"] is False and data["framework"] == "numpy" and data["counts"] == {"pass": 1, "fail": 1, "skip": 0}
+    by_id = {r["id"]: r for r in data["results"]}
+    assert set(by_id) == {"S3 value equals the reference", "S8.4 all-masked batch gives zero loss and zero gradient"}
+    failure = by_id["S3 value equals the reference"]
+    assert failure["status"] == "FAIL" and failure["clause"] == "S3" and failure["examples"] >= 1
+    assert "import mean_over_padding as port" in failure["reproducer"] and failure["expected"] and failure["got"]
+    assert data["summary"] in out
+
+
+def test_progress_lines_go_to_stderr_without_a_tty(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check", GOOD, "--framework", "numpy", "--max-examples", "3", "--only", "S3",
+                         "--only", "S4")
+    assert code == 0
+    lines = err.splitlines()
+    assert lines[0].startswith("[1/4] PASS S3 value equals the reference (") and "examples" in lines[0]
+    assert lines[3] == "[4/4] SKIP S4 gradient equals the reference (no gradients (NumPy port))"
+    assert "[1/4]" not in out
+    code, out, err = run(capsys, "check", GOOD, "--framework", "numpy", "--max-examples", "3", "--only", "S3",
+                         "--quiet")
+    assert code == 0 and err == ""
+
+
+def test_a_hanging_port_is_reported_not_waited_for(capsys: pytest.CaptureFixture[str]) -> None:
+    numpy_ports.RELEASE_HANG.clear()
+    try:
+        code, out, _ = run(capsys, "check", "ports.numpy_ports:hangs", "--framework", "numpy", "--timeout", "1",
+                             "--only", "S3")
+    finally:
+        numpy_ports.RELEASE_HANG.set()  # lets the hung call (a daemon thread) return
+    assert code == 1, out
+    fails = [ln for ln in out.splitlines() if ln.startswith("FAIL")]
+    assert len(fails) == 1 and fails[0].startswith("FAIL  S1  declared advantage shapes are accepted  -> "), out
+    assert fails[0].endswith("-> timed out: the first call of the implementation returned nothing after 1s; it "
+                             "hangs or is slower than the time limit (raise it with timeout= / --timeout)"), out
+    assert "not run: the implementation hung in 'the advantage-shape probe'" in out
+    assert "from ports.numpy_ports import hangs as port" in out  # the call that hung
+
+
+def test_a_port_hanging_in_a_property_stops_the_run() -> None:
+    calls = [0]
+
+    def slow_after_ten(*args: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        if calls[0] > 10:
+            numpy_ports.RELEASE_HANG.wait(600)
+        return numpy_ports.correct(*args, **kw)
+
+    numpy_ports.RELEASE_HANG.clear()
+    try:
+        report = cc.check(slow_after_ten, "numpy", max_examples=40, timeout=1.0, only=["S3", "S8"])
+    finally:
+        numpy_ports.RELEASE_HANG.set()
+    status = [(r.id.split()[0], r.status, r.timed_out) for r in report.results]
+    assert status[0] == ("S3", "FAIL", True), report.format()
+    assert all(s == "SKIP" for _, s, _ in status[1:]) and len(status) == 6
+    assert report.results[0].message.startswith("timed out: no result after 1s")
+    assert report.results[0].reproducer
+
+
+def test_numpy_port_mutating_the_mask_after_its_loss_is_reported_as_mutating() -> None:
+    """The kit keeps its own copy of the inputs: only S1 fails, and its reproducer shows the mutation."""
+    # The properties a mask written to after the loss used to break (the loss and the reference of
+    # later calls were computed from the written mask); the scale ones would add seconds, not cover.
+    only = ["S1", "S3 value equals", "S7", "S8", "S9"]
+    report = cc.check(numpy_ports.mutates_mask_after_loss, "numpy", max_examples=10, only=only)
+    assert [r.id for r in report.failed] == ["S1 inputs are not modified"], report.format()
+    assert sum(r.status == "PASS" for r in report.results) >= 9
+    failure = report.failed[0]
+    assert failure.message == "the call modified response_mask in place"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(failure.reproducer, {})
+    assert out.getvalue().splitlines()[-1] == "modified in place: ['response_mask']"
+
+
+# -- the pytest route: cc.pytest_suite in a user's test module -------------------------------------------
+USER_MODULE = """\
+import cegppo.conformance as cc
+from ports.numpy_ports import {port}
+test_port = cc.pytest_suite({port}, framework="numpy", max_examples={n}{extra})
+"""
+
+
+def _user_pytest(tmp_path: Path, port: str, *args: str, n: int = 5, extra: str = "") -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_user.py").write_text(USER_MODULE.format(port=port, n=n, extra=extra))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "pytest", "test_user.py", "-p", "no:cacheprovider", "-rA", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_pytest_suite_collects_one_test_per_property(tmp_path: Path) -> None:
+    proc = _user_pytest(tmp_path, "correct", "--junitxml", "junit.xml", n=1)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import xml.etree.ElementTree as ET
+
+    cases = ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    names = [c.get("name") for c in cases]
+    assert names == [f"test_port[{p.id}]" for p in cc.PROPERTIES]
+    assert f"PASSED test_user.py::test_port[{cc.PROPERTIES[0].id}]" in proc.stdout
+    assert "SKIPPED" in proc.stdout and "no gradients (NumPy port)" in proc.stdout
+
+
+def test_pytest_suite_fails_a_broken_port_with_the_reproducer(tmp_path: Path) -> None:
+    proc = _user_pytest(tmp_path, "mean_over_padding", "-k", "S8 or reference", extra=", shrink=False")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED test_user.py::test_port[S3 value equals the reference]" in proc.stdout
+    assert "from ports.numpy_ports import mean_over_padding as port" in proc.stdout  # the reproducer
+    assert "=== FAIL S3 value equals the reference ===" in proc.stdout
+    ran = [ln for ln in proc.stdout.splitlines() if ln.startswith(("PASSED", "FAILED", "SKIPPED"))]
+    assert len(ran) == 5, ran  # -k: S3 value equals the reference, S4 ... reference, S8.1, S8.3, S8.4
+
+
+def test_pytest_suite_rejects_bad_options() -> None:
+    with pytest.raises(TypeError, match="does not take \\['fail_fast'\\]"):
+        cc.pytest_suite(numpy_ports.correct, framework="numpy", fail_fast=True)
+    with pytest.raises(TypeError, match="unknown options \\['max_example'\\]"):
+        cc.pytest_suite(numpy_ports.correct, framework="numpy", max_example=3)
+    with pytest.raises(ValueError, match="device must be 'cpu'"):
+        cc.pytest_suite(numpy_ports.correct, framework="numpy", device="cuda")
+    with pytest.raises(ValueError, match="max_examples must be an int >= 1"):
+        cc.pytest_suite(numpy_ports.correct, framework="numpy", max_examples=0)
+
+
+def test_torch_device_that_is_not_there_is_a_clean_error(capsys: pytest.CaptureFixture[str],
+                                                         torch_ports: Any) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error path is not reachable")
+    code, out, err = run(capsys, "check", "ports.torch_ports:correct", "--framework", "torch", "--device", "cuda")
+    assert code == 2 and out == ""
+    assert err.startswith("cegppo-conformance: error: device='cuda': CUDA is not available to torch"), err
+    with pytest.raises(ValueError, match="device must be a torch device"):
+        cc.check(torch_ports.correct, "torch", device="cuda:x")
+    report = cc.check(torch_ports.correct, "torch", device="cpu", max_examples=3, only=["S3 value equals", "S4"])
+    assert report.ok and report.device == "cpu"
+
+
+def test_gpu_session_is_opt_in() -> None:
+    """`nox -s gpu` exists (CUDA: backends, conformance, benchmarks) and is not a default session (CI has no GPU)."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parents[2] / "noxfile.py").read_text())
+    sessions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert "gpu" in sessions
+    source = ast.unparse(sessions["gpu"])
+    for needle in ("tests/{backend}", "--device=cuda", "tests/conformance", "bench_policy_loss.py", "nvidia-smi"):
+        assert needle in source, needle
+    defaults = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                    and ast.unparse(n.targets[0]) == "nox.options.sessions")
+    assert "gpu" not in ast.literal_eval(defaults)

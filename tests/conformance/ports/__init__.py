@@ -7,7 +7,14 @@ plain data (no framework import), so tests can be parametrized over them in any 
 
 from __future__ import annotations
 
-__all__ = ["FUSED_TORCH_BROKEN", "JAX_BROKEN", "TORCH_BROKEN"]
+__all__ = ["CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN", "TORCH_BROKEN"]
+
+CORRECT: dict[str, str] = {
+    "correct": "both",
+    "token_advantages_only": "token",
+    "sequence_advantages_only": "sequence",
+}
+"""Correct ports of torch_ports.py (and numpy_ports.py), with the advantage shapes each declares."""
 
 TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "wrong_region_sign": ("wrong region condition", "S3"),
@@ -28,6 +35,10 @@ TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "per_sequence_broadcast": ("broadcasting", "S3"),
     "wrong_loss_sign": ("sign of the loss", "S3"),
     "constants_not_detached": ("gradient into constants", "S4 old_log_prob and advantages are constants"),
+    "block_tail_dropped": ("kernel block tail", "S3 value and gradient across kernel block sizes"),
+    "large_batch_fast_path": ("size-dependent fast path", "S3 value and gradient at a million tokens"),
+    "fp16_arithmetic": ("dtype slip", "S9.5 float16"),
+    "zeroes_padding_in_place": ("input mutation", "S1 inputs are not modified"),
 }
 """torch_ports.py: every broken port, its bug class, and the property (id prefix) expected to catch it."""
 
@@ -37,8 +48,15 @@ JAX_BROKEN: dict[str, tuple[str, str]] = {
     "mean_over_padding": ("normalization", "S8.3"),
     "dual_clip_any_sign": ("dual-clip slip", "S7"),
     "constants_not_stopped": ("gradient into constants", "S4 old_log_prob and advantages are constants"),
+    "block_tail_dropped": ("kernel block tail", "S3 value and gradient across kernel block sizes"),
 }
 """jax_ports.py: the same for JAX ports."""
+
+NUMPY_BROKEN: dict[str, tuple[str, str]] = {
+    "mean_over_padding": ("normalization", "S3"),
+    "mutates_mask_after_loss": ("input mutation", "S1 inputs are not modified"),
+}
+"""numpy_ports.py: broken NumPy ports (values only), each with the property that must catch it."""
 
 FUSED_TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "temperature_ignored": ("temperature", "S11.1 fused value"),

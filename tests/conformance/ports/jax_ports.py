@@ -107,3 +107,20 @@ def constants_not_stopped(log_prob, old_log_prob, advantages, response_mask, *, 
     """BUG: no lax.stop_gradient on old_log_prob and advantages: a caller tracing them gets gradients in them."""
     return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
                  clip_ratio_c, sg_inputs=False)
+
+
+def block_tail_dropped(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                       beta_high, clip_ratio_c):
+    """BUG: a kernel grid of T // 64 blocks when T > 64: tokens past the last full block are lost."""
+    t = log_prob.shape[-1]
+    if t > 64:
+        response_mask = response_mask.astype(bool) & (jnp.arange(t) < (t // 64) * 64)[None, :]
+    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                 clip_ratio_c)
+
+
+def token_advantages_only(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """Correct, but takes per-token (B, T) advantages only, as verl's losses do: declare advantages="token"."""
+    if advantages.shape != log_prob.shape:
+        raise ValueError(f"advantages must have the shape of log_prob {log_prob.shape}, got {advantages.shape}")
+    return correct(log_prob, old_log_prob, advantages, response_mask, **kw)

@@ -5,7 +5,12 @@ Used by the CLI tests, which must run in every venv (the numpy one has neither t
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+
+RELEASE_HANG = threading.Event()
+"""Set by a test to let `hangs` return (the kit leaves a hung call running in a daemon thread)."""
 
 
 def correct(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
@@ -40,3 +45,23 @@ def mean_over_padding(log_prob, old_log_prob, advantages, response_mask, **kw):
 def raises(log_prob, old_log_prob, advantages, response_mask, **kw):
     """BUG: raises on every input (the kit reports the exception as a failure)."""
     raise RuntimeError("this port is not implemented")
+
+
+def mutates_mask_after_loss(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """BUG: computes the loss right, then reuses the caller's mask as a scratch buffer (writes into it)."""
+    loss = correct(log_prob, old_log_prob, advantages, response_mask, **kw)
+    np.logical_and(response_mask, False, out=response_mask)
+    return loss
+
+
+def token_advantages_only(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """Correct, but takes per-token (B, T) advantages only, as verl's losses do: declare advantages="token"."""
+    if np.shape(advantages) != np.shape(log_prob):
+        raise ValueError(f"advantages must have the shape of log_prob {np.shape(log_prob)}, got {np.shape(advantages)}")
+    return correct(log_prob, old_log_prob, advantages, response_mask, **kw)
+
+
+def hangs(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """BUG: never returns (a deadlock); waits for `RELEASE_HANG` so that a test can end it afterwards."""
+    RELEASE_HANG.wait(600)
+    return correct(log_prob, old_log_prob, advantages, response_mask, **kw)

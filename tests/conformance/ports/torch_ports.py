@@ -91,6 +91,13 @@ def wrong_region_sign(log_prob, old_log_prob, advantages, response_mask, *, eps_
 
 def _finish(logr, adv, m, clip_low, clip_high, dual, eps_low, eps_high, beta_low, beta_high, c,
             w_low=None, w_high=None):
+    terms = _terms(logr, adv, m, clip_low, clip_high, dual, eps_low, eps_high, beta_low, beta_high, c, w_low, w_high)
+    return terms.sum() / m.sum().clamp(min=1)
+
+
+def _terms(logr, adv, m, clip_low, clip_high, dual, eps_low, eps_high, beta_low, beta_high, c,
+           w_low=None, w_high=None):
+    """Per-token losses -J_t, 0 at masked positions."""
     inside = ~(clip_low | clip_high | dual)
     zero = _k(0.0, logr)
     arg = torch.where(inside & (adv != 0), logr, torch.where(clip_low | clip_high, logr - logr.detach(), zero))
@@ -99,7 +106,7 @@ def _finish(logr, adv, m, clip_low, clip_high, dual, eps_low, eps_high, beta_low
     scale = torch.where(clip_low, _k(w_low, logr), torch.where(clip_high, _k(w_high, logr),
                         torch.where(dual, _k(c or 0.0, logr), _k(1.0, logr))))
     j = scale * torch.exp(arg) * adv
-    return -torch.where(m, j, zero).sum() / m.sum().clamp(min=1)
+    return -torch.where(m, j, zero)
 
 
 def _regions(logr, adv, m, eps_low, eps_high, c):
@@ -307,3 +314,70 @@ def wrong_loss_sign(log_prob, old_log_prob, advantages, response_mask, **kw):
     """BUG: returns the objective J instead of the loss -J (gradient ascent on the loss)."""
     return -correct(log_prob, old_log_prob, advantages, response_mask, **kw)
 
+
+
+# -- bugs that show only at kernel scale, in float16, or on the caller's tensors ------------------------
+BLOCK = 64
+FAST_PATH_TOKENS = 1 << 19
+CHUNK = 1 << 16
+
+
+def block_tail_dropped(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """BUG: a kernel grid of T // 64 blocks (floor, not ceil) when T > 64: tokens past the last full block are lost."""
+    t = log_prob.shape[-1]
+    if t <= BLOCK:  # one block covers the row: the short sequences every unit test uses are right
+        return correct(log_prob, old_log_prob, advantages, response_mask, **kw)
+    keep = (t // BLOCK) * BLOCK
+    m = response_mask.bool().clone()
+    m[:, keep:] = False
+    return correct(log_prob, old_log_prob, advantages, m, **kw)
+
+
+def large_batch_fast_path(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                          beta_high, clip_ratio_c):
+    """BUG: above 2^19 tokens a chunked path averages per-chunk token means (wrong when chunks differ in valid tokens)."""
+    kw = dict(eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high, clip_ratio_c=clip_ratio_c)
+    if log_prob.numel() <= FAST_PATH_TOKENS:
+        return correct(log_prob, old_log_prob, advantages, response_mask, **kw)
+    lp, olp, adv, m = _prep(log_prob, old_log_prob, advantages, response_mask)
+    logr = lp - olp
+    r = _regions(logr, adv, m, eps_low, eps_high, clip_ratio_c)
+    terms = _terms(logr, adv, m, *r, eps_low, eps_high, beta_low, beta_high, clip_ratio_c).reshape(-1)
+    pad = (-terms.numel()) % CHUNK
+    sums = torch.nn.functional.pad(terms, (0, pad)).view(-1, CHUNK).sum(1)
+    counts = torch.nn.functional.pad(m.reshape(-1).to(terms.dtype), (0, pad)).view(-1, CHUNK).sum(1)
+    return (sums / counts.clamp(min=1)).mean()
+
+
+def token_advantages_only(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """Correct, but takes per-token (B, T) advantages only, as verl's losses do: declare advantages="token"."""
+    if advantages.shape != log_prob.shape:
+        raise ValueError(f"advantages must have the shape of log_prob {tuple(log_prob.shape)}, "
+                         f"got {tuple(advantages.shape)}")
+    return correct(log_prob, old_log_prob, advantages, response_mask, **kw)
+
+
+def sequence_advantages_only(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """Correct, but takes per-sequence (B,) advantages only (GRPO-style): declare advantages="sequence"."""
+    if advantages.dim() != 1:
+        raise ValueError(f"advantages must be (B,), got shape {tuple(advantages.shape)}")
+    return correct(log_prob, old_log_prob, advantages, response_mask, **kw)
+
+
+def fp16_arithmetic(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                    beta_high, clip_ratio_c):
+    """BUG: upcasts bfloat16 but not float16: float16 inputs are computed in float16."""
+    dt = torch.float16 if log_prob.dtype == torch.float16 else None
+    lp, olp, adv, m = _prep(log_prob, old_log_prob, advantages, response_mask, dt=dt)
+    logr = lp - olp
+    r = _regions(logr, adv, m, eps_low, eps_high, clip_ratio_c)
+    return _finish(logr, adv, m, *r, eps_low, eps_high, beta_low, beta_high, clip_ratio_c)
+
+
+def zeroes_padding_in_place(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """BUG: cleans the padding of the caller's old_log_prob and advantages in place (masked_fill_)."""
+    pad = ~response_mask.bool()
+    old_log_prob.masked_fill_(pad, 0.0)
+    if advantages.dim() == 2:
+        advantages.masked_fill_(pad, 0.0)
+    return correct(log_prob, old_log_prob, advantages, response_mask, **kw)
