@@ -124,7 +124,10 @@ def test_million_token_reproducer_rebuilds_the_case(ports: Any) -> None:
 
 
 def test_mutation_reproducer_shows_the_modified_inputs(ports: Any) -> None:
-    report = cc.check(ports.zeroes_padding_in_place, "torch", max_examples=10, only=["S1", "S3 value equals", "S4"])
+    # "S4 gradient" and not all of S4: the constants property hands old_log_prob with requires_grad, on which
+    # this port's in-place write raises (a second, fair failure that is not what this test is about).
+    report = cc.check(ports.zeroes_padding_in_place, "torch", max_examples=10,
+                      only=["S1", "S3 value equals", "S4 gradient"])
     assert [r.id for r in report.failed] == ["S1 inputs are not modified"], report.format()
     failure = report.failed[0]
     out = io.StringIO()
