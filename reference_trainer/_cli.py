@@ -10,33 +10,47 @@ Ctrl-C exits with status 130, leaving only complete checkpoints and complete met
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
-from .config import TrainConfig, add_arguments
+import tyro
+
+from .config import TrainConfig
+from .sweep import DEFAULT_GRID
 
 __all__ = ["main"]
 
 
+@dataclasses.dataclass
+class SweepArgs:
+    """`cegppo-train sweep`: every grid point on every seed, then one figure and a summary table."""
+
+    config: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
+    """The settings of every run, as for `cegppo-train` (same flag names: --lr, not --config.lr)."""
+    grid: str = DEFAULT_GRID
+    """'beta_low,beta_high' pairs and preset names, ';'-separated."""
+    seeds: str = "1"
+    """Comma-separated seeds, each run for every grid point."""
+
+
 def _sweep(command: str, argv: list[str]) -> int:
     """`sweep`: every grid point on every seed; `compare`: PPO against --preset on --seed, on one figure."""
-    from .sweep import DEFAULT_GRID, compare_grid, parse_grid, run_sweep
+    from .config import parse_args
+    from .sweep import compare_grid, parse_grid, run_sweep
 
-    parser = argparse.ArgumentParser(prog=f"cegppo-train {command}", description=run_sweep.__doc__)
+    base = TrainConfig(out=f"runs/{command}", save_every=0, plots=False)
     if command == "sweep":
-        parser.add_argument("--grid", default=DEFAULT_GRID, help=f"'beta_low,beta_high' pairs and preset names, ';'-separated (default: {DEFAULT_GRID})")
-        parser.add_argument("--seeds", default="1", help="comma-separated seeds, each run for every grid point (default: 1)")
-    add_arguments(parser, TrainConfig(out=f"runs/{command}", save_every=0, plots=False))
-    ns = vars(parser.parse_args(argv))
-    if command == "sweep":
-        grid, seeds = parse_grid(ns.pop("grid")), _seeds(ns.pop("seeds"))
+        args = tyro.cli(SweepArgs, args=argv, default=SweepArgs(config=base), prog="cegppo-train sweep", description=run_sweep.__doc__)
+        cfg, grid, seeds = args.config, parse_grid(args.grid), _seeds(args.seeds)
     else:
-        grid, seeds = compare_grid(ns["preset"]), [ns["seed"]]
-    run_sweep(TrainConfig(**ns), grid, seeds)
-    print(f"{command} done: {ns['out']}/sweep.png (entropy, accuracy, clip fractions), sweep_dH.png, summary.md")
+        cfg = parse_args(argv, defaults=base, prog="cegppo-train compare")
+        grid, seeds = compare_grid(cfg.preset), [cfg.seed]
+    run_sweep(cfg, grid, seeds)
+    print(f"{command} done: {cfg.out}/sweep.png (entropy, accuracy, clip fractions), sweep_dH.png, summary.md")
     return 0
 
 

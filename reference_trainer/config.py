@@ -1,26 +1,23 @@
 """The trainer's configuration: one dataclass, every field documented in one line (docs/trainer.md).
 
-The docstring under each field is also its `--help` text: `cegppo-train --help` lists them all.
+The docstring under each field is also its `--help` text: the command line is built from this dataclass by tyro,
+and `cegppo-train --help` lists every field.
 `TrainConfig.check()` rejects impossible settings before anything is loaded or written.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
-import inspect
-import itertools
 import math
 import os
 import tempfile
-import textwrap
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cegppo
+import docstring_parser
+import tyro
 from cegppo import presets
 
 __all__ = ["TrainConfig", "cegppo_config", "field_docs", "parse_args"]
@@ -272,42 +269,27 @@ def cegppo_config(cfg: TrainConfig) -> cegppo.CEGPPOConfig:
 
 
 def field_docs(cls: type = TrainConfig) -> dict[str, str]:
-    """The one-line docstring under each dataclass field (read from the source)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in itertools.pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                docs[node.target.id] = nxt.value.value.strip()
-    return docs
+    """The docstring under each dataclass field, by field name: the same text `--help` shows.
+
+    Read by docstring_parser, the library tyro itself uses to turn these docstrings into help.
+    """
+    return {
+        p.arg_name: (p.description or "").strip()
+        for p in docstring_parser.parse_from_object(cls).params
+        if p.args[:1] == ["attribute"]
+    }
 
 
-def _parser_type(tp: Any) -> Any:
-    """The argparse converter of a field annotation (str | None -> str, etc.)."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
-    return {"int": int, "float": float, "str": str, int: int, float: float, str: str}.get(base, str)
+def parse_args(argv: list[str] | None = None, defaults: TrainConfig | None = None, prog: str = "cegppo-train") -> TrainConfig:
+    """Build a TrainConfig from command-line arguments: one `--flag` per field, help = the field's docstring.
 
-
-def add_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None) -> None:
-    """One `--flag` per TrainConfig field, help = the field's docstring; bools get --x / --no-x."""
-    docs = field_docs()
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = defaults or TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = f"{docs.get(f.name, '')} (default: {default})"
-        if hints[f.name] is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=_parser_type(hints[f.name]), default=default, help=help_text)
-
-
-def parse_args(argv: list[str] | None = None, defaults: TrainConfig | None = None) -> TrainConfig:
-    """Build a TrainConfig from command-line arguments."""
-    parser = argparse.ArgumentParser(prog="cegppo-train", description=TrainConfig.__doc__)
-    add_arguments(parser, defaults)
-    ns = parser.parse_args(argv)
-    return TrainConfig(**vars(ns))
+    The parser is tyro's, built from the dataclass: bools get `--x` / `--no-x`, `--dual-clip none`
+    switches the dual clip off, and a bad value exits with status 2 naming the flag (as argparse does).
+    """
+    return tyro.cli(
+        TrainConfig,
+        args=argv,
+        default=defaults or TrainConfig(),
+        prog=prog,
+        description=TrainConfig.__doc__,
+    )

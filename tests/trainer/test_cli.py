@@ -154,3 +154,24 @@ def test_metrics_table_documents_every_key() -> None:
     assert all(isinstance(v, str) and v for v in METRICS.values())
     assert {"reward", "accuracy", "entropy", "clip_low_frac", "clip_high_frac", "approx_kl", "grad_norm"} <= set(METRICS)
     assert {"response_length", "tokens_per_s", "dH_clip_low", "dH_clip_high"} <= set(METRICS)
+
+
+def test_sweep_and_compare_take_their_own_flags_beside_every_training_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cegppo.trainer import sweep
+
+    calls: list[tuple[TrainConfig, list[object], list[int]]] = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda cfg, grid, seeds: calls.append((cfg, grid, seeds)) or {})
+    assert main(["sweep", "--grid", "0,1;ppo", "--seeds", "2,3", "--lr", "1e-3", "--no-progress"]) == 0
+    assert main(["compare", "--preset", "gppo", "--seed", "5", "--dual-clip", "none"]) == 0
+    (cfg, grid, seeds), (cmp_cfg, cmp_grid, cmp_seeds) = calls
+    assert (seeds, len(grid), cfg.lr, cfg.progress) == ([2, 3], 2, 1e-3, False)
+    assert (cfg.out, cfg.save_every, cfg.plots) == ("runs/sweep", 0, False)  # the sweep's own defaults
+    assert (cmp_seeds, len(cmp_grid), cmp_cfg.out, cmp_cfg.dual_clip) == ([5], 2, "runs/compare", "none")
+    assert main(["sweep", "--seeds", "x"]) == 2  # a bad --seeds is named, not a traceback
+
+
+def test_a_bad_flag_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--lr", "fast"])
+    assert exc.value.code == 2
+    assert "--lr" in capsys.readouterr().err
