@@ -66,5 +66,6 @@ FUSED_TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "entropy_mean_over_padding": ("metric normalization", "S11.1 fused metrics"),
     "entropy_change_unweighted": ("entropy-change weight", "S11.1 fused metrics"),
     "mask_by_multiplication": ("masking", "S11.1 fused masked garbage"),
+    "log_ratio_precomputed": ("gradient into constants", "S11.1 fused old_log_prob and advantages are constants"),
 }
 """fused_torch_ports.py: every broken fused head, its bug class, and the S11.1 property expected to catch it."""

@@ -38,7 +38,10 @@ def _head(hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, o
     agg_kw = {"num_tokens": num_tokens, "num_seqs": num_seqs, "norm_length": norm_length}
     lp = cg.token_log_probs(z, ids)
     ent = cg.entropy(z.detach() if bug == "entropy_detached" else z)
-    loss = cg.policy_loss(lp, old_log_prob, advantages, m, cfg, agg, **agg_kw)
+    if bug != "log_ratio_precomputed":
+        loss = cg.policy_loss(lp, old_log_prob, advantages, m, cfg, agg, **agg_kw)
+    else:  # BUG: hands the library log r = lp - old as log_prob (old = 0): same value, gradient flows into old
+        loss = cg.policy_loss(torch.where(m, lp - old_log_prob, 0.0), torch.zeros_like(lp), advantages, m, cfg, agg, **agg_kw)
     if entropy_coef:
         sign = -1.0 if bug == "entropy_bonus_sign" else 1.0
         loss = loss - sign * entropy_coef * cg.aggregate_loss(ent, m, agg, **agg_kw)
@@ -98,3 +101,9 @@ def entropy_change_unweighted(*args: Any, **kw: Any) -> tuple[torch.Tensor, dict
 def mask_by_multiplication(*args: Any, **kw: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """BUG: masked rows are multiplied by 0 (NaN stays NaN) and masked token ids used as they are."""
     return _head(*args, **kw, bug="mask_by_multiplication")
+
+
+def log_ratio_precomputed(*args: Any, **kw: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BUG: the head computes log r = log_prob - old_log_prob itself and passes it with old = 0: the value is right,
+    but a caller's old_log_prob that requires grad receives the negated gradient."""
+    return _head(*args, **kw, bug="log_ratio_precomputed")
