@@ -286,7 +286,9 @@ def skyrl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
             advantages = advantages[:, None].expand(log_prob.shape)
         mask = response_mask.to(log_prob.dtype) if response_mask.dtype == torch.bool else response_mask
         # SkyRL's token_mean reduction: advantages / number of valid tokens (at least 1), then a masked sum.
-        scaled = advantages / mask.sum().clamp(min=1)
+        # Scaled in at least float32, as SkyRL's advantages are: a float16 division would round them.
+        wide = torch.promote_types(advantages.dtype, torch.float32)
+        scaled = advantages.to(wide) / mask.to(wide).sum().clamp(min=1)
         loss, _ = fn(log_prob, old_log_prob, scaled, config=config, loss_mask=mask)
         return loss
 

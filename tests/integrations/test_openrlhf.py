@@ -28,9 +28,7 @@ openrlhf = need_framework("openrlhf", "openrlhf")
 
 import cegppo.torch as cg  # noqa: E402
 from cegppo.integrations import openrlhf as co  # noqa: E402
-
 from cegppo.integrations._loading import import_loss_module  # noqa: E402
-
 from openrlhf.models.loss import PolicyLoss  # noqa: E402  (the real class, through cegppo's loader)
 
 # OpenRLHF's own batch info (dp_size, batch_num_tokens, global_batch_size); `openrlhf.utils` imports its

@@ -27,7 +27,6 @@ need_framework("skyrl", "skyrl")
 
 import cegppo.torch as cg  # noqa: E402
 from cegppo.integrations import skyrl as cs  # noqa: E402
-
 from skyrl.backends.skyrl_train.utils import ppo_utils  # noqa: E402  (the real module, through cegppo's loader)
 from skyrl.train.config import AlgorithmConfig, OffPolicyCorrectionConfig  # noqa: E402
 
