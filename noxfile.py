@@ -83,6 +83,7 @@ SKYRL_LOSS_LAYER = (  # ppo_utils (Ray registry actor, jaxtyping, loguru) and sk
     "pandas==3.1.1", "func_timeout==4.3.5", "requests==2.34.2", "fsspec==2026.9.0", "pydantic==2.14.4",
     "aiohttp==3.14.5",
 )
+# CEGPPO_REQUIRE: in that session a missing framework fails its tests (elsewhere, e.g. `integrations`, they skip).
 INTEGRATION_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -95,7 +96,7 @@ def openrlhf(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "--no-build-isolation", *OPENRLHF_LOSS_LAYER)
     session.install(*CONSTRAINTS, "--no-deps", OPENRLHF)
     session.run("pytest", "tests/integrations/test_openrlhf.py", "tests/integrations/test_openrlhf_conformance.py",
-                *session.posargs, env=INTEGRATION_ENV)
+                *session.posargs, env={**INTEGRATION_ENV, "CEGPPO_REQUIRE": "openrlhf"})
 
 
 @nox.session(python=PYTHON)
@@ -105,7 +106,7 @@ def skyrl(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, *SKYRL_LOSS_LAYER)
     session.install(*CONSTRAINTS, "--no-deps", *SKYRL)
     session.run("pytest", "tests/integrations/test_skyrl.py", "tests/integrations/test_skyrl_conformance.py",
-                *session.posargs, env=INTEGRATION_ENV)
+                *session.posargs, env={**INTEGRATION_ENV, "CEGPPO_REQUIRE": "skyrl"})
 
 
 @nox.session(python=PYTHON)
