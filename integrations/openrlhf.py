@@ -30,13 +30,16 @@ Aggregation, kept exactly as OpenRLHF's ``aggregate_loss`` does it: ``token-mean
 masked sum by the global token count ``batch_num_tokens`` and multiplies by ``dp_size`` (OpenRLHF
 pre-compensates DeepSpeed's gradient averaging), or is the local masked mean when
 ``batch_num_tokens`` is None; ``seq-mean-token-mean`` likewise with ``global_batch_size``,
-empty sequences excluded. Refused with a ValueError: ``policy_loss_type="gspo"`` (a
-sequence-level ratio; CE-GPPO is token-level) and OpenRLHF's train/rollout importance-sampling
-correction (``--algo.advantage.is_correction_level`` other than ``off``), which this class does
-not implement.
+empty sequences excluded. OpenRLHF's train/rollout importance-sampling correction
+(``--algo.advantage.is_correction_*``: token or sequence level, ratio / binary-KL / TV gating, mask
+or clip) is computed as OpenRLHF computes it and its per-token coefficient (>= 0, a constant)
+applied to the advantage, which for CE-GPPO equals OpenRLHF's scaling of the token's loss (J_t is
+positively homogeneous in A_t, its region depends on the sign of A_t only). Refused with a
+ValueError: ``policy_loss_type="gspo"`` (a sequence-level ratio; CE-GPPO is token-level).
 
 Metrics: ``clip_ratio`` is `cegppo` ``clip_frac`` (clip_low + clip_high, the tokens OpenRLHF's
-own ``surr2 < surr1`` counts), ``ppo_kl`` is ``approx_kl_k1``; both 0-d tensors, as OpenRLHF's.
+own ``surr2 < surr1`` counts), ``ppo_kl`` is ``approx_kl_k1``; ``vllm_kl`` and
+``is_filter_ratio`` are OpenRLHF's (None without correction); all 0-d tensors, as OpenRLHF's.
 Every key of `cegppo.METRIC_KEYS` of the last call is kept in ``last_metrics``.
 
 Pinned and tested against openrlhf 0.11.2 (the ``openrlhf`` extra), on CPU, with the loss layer
@@ -56,6 +59,7 @@ from ._loading import import_loss_module
 
 _loss_module = import_loss_module("openrlhf.models.loss", ("openrlhf.models",))
 PolicyLoss = _loss_module.PolicyLoss
+_masked_mean = _loss_module.masked_mean  # OpenRLHF's own (openrlhf.models.utils), for its statistics
 
 __all__ = ["AGG_OF_TOKEN_LEVEL", "CEGPPOPolicyLoss", "PolicyLoss", "openrlhf_port"]
 
@@ -79,8 +83,8 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
     class's, i.e. 0.5 and 1.0 unless made by `with_betas`).
 
     Raises:
-        ValueError: ``policy_loss_type`` other than ``ppo``, an importance-sampling correction,
-            or hyperparameters out of range (named as `cegppo.CEGPPOConfig` names them).
+        ValueError: ``policy_loss_type`` other than ``ppo``, or hyperparameters out of range (named
+            as `cegppo.CEGPPOConfig` names them, or by OpenRLHF's own checks).
     """
 
     default_beta_low: ClassVar[float] = _DEFAULT.beta_low
@@ -104,11 +108,6 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
         if policy_loss_type != "ppo":
             raise ValueError(
                 f"policy_loss_type must be 'ppo' for CE-GPPO (a token-level objective), got {policy_loss_type!r}"
-            )
-        if is_correction_level != "off":
-            raise ValueError(
-                f"is_correction_level must be 'off' with CEGPPOPolicyLoss (OpenRLHF's train/rollout "
-                f"importance-sampling correction is not implemented here), got {is_correction_level!r}"
             )
         config = cegppo.CEGPPOConfig(  # checked before OpenRLHF's assert on dual_clip
             eps_low=float(clip_eps_low),
@@ -170,26 +169,76 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
             old_log_probs: (B, T) log-probs at rollout.
             advantages: (B, T) advantages.
             action_mask: (B, T) bool or 0/1 mask of response tokens; None: every token.
-            rollout_log_probs: vLLM's log-probs; used by OpenRLHF only for its importance-sampling
-                correction, which this class refuses, so ignored.
+            rollout_log_probs: vLLM's log-probs, for the importance-sampling correction (required
+                when ``is_correction_level`` is not ``off``; ignored otherwise, as by OpenRLHF).
             dp_size, batch_num_tokens, global_batch_size: OpenRLHF's ``get_loss_batch_info``.
 
         Returns:
-            ``(loss, clip_ratio, ppo_kl, None, None)`` like ``PolicyLoss`` without correction.
+            ``(loss, clip_ratio, ppo_kl, vllm_kl, is_filter_ratio)`` like ``PolicyLoss``; the last two
+            are None without correction.
         """
         valid = _valid_mask(action_mask, log_probs)
         cfg = self.cegppo_config
+        vllm_kl = is_filter_ratio = None
+        adv = advantages
+        if self.is_correction_level != "off":
+            if rollout_log_probs is None:
+                raise ValueError(f"rollout_log_probs is required with is_correction_level={self.is_correction_level!r}")
+            coef, vllm_kl, is_filter_ratio = self._is_correction(old_log_probs, rollout_log_probs, action_mask)
+            adv = advantages.detach() * coef
         if self.agg == "token-mean":
             norm: dict[str, Any] = {"num_tokens": batch_num_tokens}
             scale = dp_size if batch_num_tokens is not None else 1
         else:
             norm = {"num_seqs": global_batch_size}
             scale = dp_size if global_batch_size is not None else 1
-        loss = cg.policy_loss(log_probs, old_log_probs, advantages, valid, cfg, agg=self.agg, **norm)
+        loss = cg.policy_loss(log_probs, old_log_probs, adv, valid, cfg, agg=self.agg, **norm)
         if scale != 1:
             loss = loss * scale
         self.last_metrics = cg.policy_metrics(log_probs, old_log_probs, advantages, valid, cfg)
-        return loss, self.last_metrics["clip_frac"], self.last_metrics["approx_kl_k1"], None, None
+        return loss, self.last_metrics["clip_frac"], self.last_metrics["approx_kl_k1"], vllm_kl, is_filter_ratio
+
+    def _is_correction(
+        self, old_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, action_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """OpenRLHF's train/rollout importance-sampling correction (``PolicyLoss.forward``, openrlhf 0.11.2).
+
+        The statistic per unit (a token, or a sequence's mean): the ratio pi_train / pi_rollout
+        (``ratio`` gating), or the binary KL / total variation between the rollout's and the
+        trainer's probability of the sampled token. ``mask`` mode keeps units inside
+        [low, high] with their per-token ratio as weight (0 elsewhere); ``clip`` mode weights by the
+        clamped statistic. Returns (coefficient >= 0 per token, vllm_kl, is_filter_ratio).
+        """
+        low, high = self.is_correction_threshold
+        seq_level = self.is_correction_level == "seq"
+        is_log_ratio = (old_log_probs - rollout_log_probs).detach()  # log(pi_train / pi_rollout)
+        token_is = is_log_ratio.exp()
+        if self.is_correction_gating == "ratio":
+            stat = _masked_mean(is_log_ratio, action_mask, dim=-1).unsqueeze(-1) if seq_level else is_log_ratio
+            stat = stat.exp()
+        else:
+            p = rollout_log_probs.detach().exp().clamp(1e-6, 1 - 1e-6)
+            q = old_log_probs.detach().exp().clamp(1e-6, 1 - 1e-6)
+            if self.is_correction_gating == "binary_kl":
+                stat = p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()
+            else:  # tv
+                stat = (p - q).abs()
+            if seq_level:
+                stat = _masked_mean(stat, action_mask, dim=-1).unsqueeze(-1)
+        if self.is_correction_mode == "clip":
+            coef = stat.clamp(min=low, max=high)
+            filtered = (stat < low) | (stat > high)
+        else:
+            keep = (stat >= low) & (stat <= high)
+            coef = torch.where(keep, token_is, torch.zeros((), dtype=token_is.dtype, device=token_is.device))
+            filtered = ~keep
+        coef = coef.expand(old_log_probs.shape)
+        if seq_level:
+            is_filter_ratio = filtered.float().mean()
+        else:
+            is_filter_ratio = _masked_mean(filtered.float(), action_mask, dim=None)
+        vllm_kl = _masked_mean(rollout_log_probs - old_log_probs, action_mask, dim=None)
+        return coef, vllm_kl, is_filter_ratio
 
 
 def openrlhf_port(loss_cls: type[Any] | None = None) -> Any:

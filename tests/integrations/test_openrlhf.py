@@ -9,7 +9,10 @@
 - under the PPO preset (beta 0/0) its gradient equals OpenRLHF's own ``PolicyLoss`` (with and
   without dual clip), its value differs by the constant of spec S6.1, and its metrics equal
   OpenRLHF's ``clip_ratio`` and ``ppo_kl``;
-- what it refuses: GSPO, the importance-sampling correction, out-of-range hyperparameters.
+- OpenRLHF's train/rollout importance-sampling correction (every level, gating and mode): with
+  beta 0 the gradient, with beta 1 the value (spec S6.2) equal OpenRLHF's, and ``vllm_kl`` and
+  ``is_filter_ratio`` are OpenRLHF's;
+- what it refuses: GSPO, out-of-range hyperparameters.
 """
 
 from __future__ import annotations
@@ -183,8 +186,9 @@ def test_float_and_missing_masks() -> None:
 def test_refusals() -> None:
     with pytest.raises(ValueError, match="policy_loss_type"):
         co.CEGPPOPolicyLoss(policy_loss_type="gspo")
-    with pytest.raises(ValueError, match="is_correction_level"):
-        co.CEGPPOPolicyLoss(is_correction_level="token")
+    with pytest.raises(ValueError, match="rollout_log_probs"):
+        lp, old, adv, mask = batch(torch, 3)
+        co.CEGPPOPolicyLoss(is_correction_level="token")(lp, old, adv, action_mask=mask)
     with pytest.raises(ValueError, match="beta_low"):
         co.CEGPPOPolicyLoss(beta_low=-1.0)
     with pytest.raises(ValueError, match="dual_clip"):
@@ -204,3 +208,40 @@ def test_port_matches_token_mean() -> None:
     torch.testing.assert_close(got, cg.policy_loss(lp, old, adv, mask, cfg), rtol=1e-13, atol=0)
     vanilla = co.openrlhf_port(PolicyLoss)(lp, old, adv, mask, **kw)  # betas not taken: OpenRLHF's PPO
     torch.testing.assert_close(vanilla, PolicyLoss(cfg.eps_low, cfg.eps_high, cfg.dual_clip)(lp, old, adv, mask)[0])
+
+
+IS_CORRECTIONS = [  # (level, mode, gating, threshold): bands that filter some units of the batch below
+    ("token", "mask", "ratio", [0.8, 1.25]),
+    ("token", "clip", "ratio", [0.8, 1.25]),
+    ("seq", "mask", "ratio", [0.9, 1.1]),
+    ("token", "mask", "binary_kl", [0.0, 0.02]),
+    ("seq", "mask", "tv", [0.0, 0.05]),
+]
+
+
+@pytest.mark.parametrize(("level", "mode", "gating", "threshold"), IS_CORRECTIONS)
+def test_importance_sampling_correction_like_openrlhf(level, mode, gating, threshold) -> None:
+    """OpenRLHF's IS correction: beta 0 gives its gradient, beta 1 its value (S6.2); vllm_kl, is_filter_ratio equal."""
+    lp, old, adv, mask = batch(torch, 11, spread=1.6)
+    g = torch.Generator().manual_seed(5)
+    rollout = old + (torch.rand(old.shape, generator=g, dtype=old.dtype) - 0.5) * 0.8
+    is_kw = {"is_correction_level": level, "is_correction_mode": mode, "is_correction_gating": gating,
+             "is_correction_threshold": threshold}
+    info = get_loss_batch_info(None, mask)
+    theirs = PolicyLoss(0.2, 0.28, 3.0, True, **is_kw)(lp, old, adv, action_mask=mask, rollout_log_probs=rollout,
+                                                       **info)
+    assert 0.0 < float(theirs[4]) < 1.0  # the band filters some units, not all
+    g_theirs = grad_of(torch, theirs[0], lp)
+    for beta, what in ((0.0, "gradient"), (1.0, "value")):
+        ours = co.CEGPPOPolicyLoss(0.2, 0.28, 3.0, True, **is_kw, beta_low=beta, beta_high=beta)(
+            lp, old, adv, action_mask=mask, rollout_log_probs=rollout, **info
+        )
+        if what == "gradient":
+            torch.testing.assert_close(grad_of(torch, ours[0], lp), g_theirs, rtol=1e-12, atol=1e-15)
+        else:
+            torch.testing.assert_close(ours[0], theirs[0], rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(ours[3], theirs[3])  # vllm_kl
+        torch.testing.assert_close(ours[4], theirs[4])  # is_filter_ratio
+    plain = co.CEGPPOPolicyLoss(0.2, 0.28, 3.0, True, beta_low=0.0, beta_high=0.0)(lp, old, adv, action_mask=mask,
+                                                                                   **info)
+    assert not torch.allclose(grad_of(torch, plain[0], lp), g_theirs)  # the correction acts
