@@ -15,7 +15,9 @@ import nox
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "trainer", "integrations", "docs"]
+nox.options.sessions = [
+    "lint", "typecheck", "tests", "conformance", "trainer", "integrations", "openrlhf", "skyrl", "docs",
+]
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
