@@ -15,7 +15,9 @@ import nox
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "trainer", "integrations", "docs"]
+nox.options.sessions = [
+    "lint", "typecheck", "tests", "conformance", "trainer", "integrations", "openrlhf", "skyrl", "docs",
+]
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
@@ -66,6 +68,47 @@ def integrations(session: nox.Session) -> None:
     _install(session, "integrations,trainer,test")
     # This venv has torch, jax, optax, verl and trl: it also runs every python block of the docs.
     session.run("pytest", "tests/integrations", "tests/docs", *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+
+
+# OpenRLHF and SkyRL declare GPU-only dependencies (flash-attn, vLLM, NIXL) that cannot be installed on a
+# CPU machine, so their sessions install the pinned framework with --no-deps plus what its loss layer
+# imports, pinned here (docs/integrations.md says which modules run). A user's `.[openrlhf]` / `.[skyrl]`
+# installs the framework whole.
+OPENRLHF = "openrlhf==0.11.2"
+OPENRLHF_LOSS_LAYER = (  # openrlhf.models.loss -> openrlhf.models.utils -> deepspeed (an sdist: built here)
+    "deepspeed==0.19.6", "einops==0.8.2", "hjson==3.1.0", "msgpack==1.2.4", "ninja==1.13.2", "psutil==7.2.2",
+    "py-cpuinfo==9.0.0", "pydantic==2.14.4", "tqdm==4.70.1",
+)
+SKYRL = ("skyrl==0.3.0", "skyrl-gym==0.4.0")
+SKYRL_LOSS_LAYER = (  # ppo_utils (Ray registry actor, jaxtyping, loguru) and skyrl.train.config (OmegaConf, gym envs)
+    "ray==2.56.0", "cloudpickle==3.1.3", "jaxtyping==0.3.11", "loguru==0.7.3", "omegaconf==2.4.0", "PyYAML==6.0.4",
+    "pandas==3.1.1", "func_timeout==4.3.5", "requests==2.34.2", "fsspec==2026.9.0", "pydantic==2.14.4",
+    "aiohttp==3.14.5",
+)
+# CEGPPO_REQUIRE: in that session a missing framework fails its tests (elsewhere, e.g. `integrations`, they skip).
+INTEGRATION_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@nox.session(python=PYTHON)
+def openrlhf(session: nox.Session) -> None:
+    """OpenRLHF: the PolicyLoss drop-in and `--framework-loss openrlhf` against openrlhf 0.11.2's loss layer."""
+    _install(session, "torch,test")
+    session.install(*CONSTRAINTS, "setuptools", "wheel")
+    # DeepSpeed is an sdist; without build isolation it builds against the pinned CPU torch (no CUDA wheels).
+    session.install(*CONSTRAINTS, "--no-build-isolation", *OPENRLHF_LOSS_LAYER)
+    session.install(*CONSTRAINTS, "--no-deps", OPENRLHF)
+    session.run("pytest", "tests/integrations/test_openrlhf.py", "tests/integrations/test_openrlhf_conformance.py",
+                *session.posargs, env={**INTEGRATION_ENV, "CEGPPO_REQUIRE": "openrlhf"})
+
+
+@nox.session(python=PYTHON)
+def skyrl(session: nox.Session) -> None:
+    """SkyRL: `ce_gppo` in SkyRL's policy-loss registry and `--framework-loss skyrl` against skyrl 0.3.0's loss layer."""
+    _install(session, "torch,test")
+    session.install(*CONSTRAINTS, *SKYRL_LOSS_LAYER)
+    session.install(*CONSTRAINTS, "--no-deps", *SKYRL)
+    session.run("pytest", "tests/integrations/test_skyrl.py", "tests/integrations/test_skyrl_conformance.py",
+                *session.posargs, env={**INTEGRATION_ENV, "CEGPPO_REQUIRE": "skyrl"})
 
 
 @nox.session(python=PYTHON)

@@ -42,9 +42,11 @@ from ._fused import (
     fused_adapter,
     head_expected,
 )
+from ._openrlhf import port_from_openrlhf
 from ._pytest import pytest_suite
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
+from ._skyrl import port_from_skyrl
 from ._strategies import (
     BLOCK_B,
     BLOCK_T,
@@ -103,6 +105,8 @@ __all__ = [
     "head_expected",
     "load_port",
     "port_adapter",
+    "port_from_openrlhf",
+    "port_from_skyrl",
     "port_from_verl_loss",
     "pytest_suite",
     "reproducer",

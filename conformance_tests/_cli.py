@@ -5,6 +5,7 @@
                        [--device cuda] [--advantages token|sequence|both] [--json FILE]
                        [--timeout SECONDS] [--quiet]
     cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
+    cegppo-conformance check --framework-loss openrlhf|skyrl [--loss [MODULE:]NAME] [options as above]
     cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
 
@@ -30,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_port", "main"]
+__all__ = ["FRAMEWORK_LOSSES", "load_port", "main"]
 
 
 def load_port(target: str) -> Callable[..., Any]:
@@ -80,6 +81,32 @@ def _verl_port_name(target: str) -> str:
     return f"<verl policy loss {loss_name!r}: {first}port = cegppo.integrations.verl.verl_port({loss_name!r})>"
 
 
+FRAMEWORK_LOSSES: dict[str, tuple[str, str, str]] = {
+    "openrlhf": ("cegppo.conformance._openrlhf:port_from_openrlhf", "torch",
+                 "a PolicyLoss class: CEGPPOPolicyLoss (default), PolicyLoss (OpenRLHF's own) or MODULE:CLASS"),
+    "skyrl": ("cegppo.conformance._skyrl:port_from_skyrl", "torch",
+              "a name in SkyRL's PolicyLossRegistry: ce_gppo (default), regular, dual_clip, ... or MODULE:NAME"),
+}
+"""--framework-loss NAME -> (the ``module:function`` building the port from --loss, the port's framework,
+what --loss names). The function takes the --loss value (None: the framework's CE-GPPO integration)."""
+
+
+def _load_framework_port(framework_loss: str, loss: str | None) -> Callable[..., Any]:
+    """The kit port for --framework-loss FRAMEWORK [--loss [MODULE:]NAME] (imports the framework)."""
+    loader, _, _ = FRAMEWORK_LOSSES[framework_loss]
+    module_name, _, attr = loader.partition(":")
+    return getattr(importlib.import_module(module_name), attr)(loss)
+
+
+def _framework_port_name(framework_loss: str, loss: str | None) -> str:
+    """The report's name for a --framework-loss port: says how to rebuild it (pasted into reproducers)."""
+    function = FRAMEWORK_LOSSES[framework_loss][0].rpartition(":")[2]
+    module_name, _, name = (loss or "").rpartition(":")
+    first = f"import {module_name}; " if module_name else ""
+    arg, label = ("", "(cegppo's integration)") if loss is None else (repr(loss), repr(name))
+    return f"<{framework_loss} policy loss {label}: {first}port = cegppo.conformance.{function}({arg})>"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cegppo-conformance", description="CE-GPPO conformance kit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -106,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of a port: the policy loss registered in verl as NAME, called through verl's "
                         "signature (cegppo.integrations.verl.verl_port); MODULE is imported first so that it can "
                         "register NAME, e.g. --verl-loss ce_gppo or --verl-loss my_pkg.losses:my_loss")
+    c.add_argument("--framework-loss", default=None, choices=sorted(FRAMEWORK_LOSSES), metavar="FRAMEWORK",
+                   help="instead of a port: a policy loss of FRAMEWORK (" + ", ".join(sorted(FRAMEWORK_LOSSES))
+                        + "), called through that framework's own signature; --loss names which one "
+                        "(default: cegppo's integration)")
+    c.add_argument("--loss", default=None, metavar="[MODULE:]NAME",
+                   help="with --framework-loss: which loss; "
+                        + "; ".join(f"{k}: {v[2]}" for k, v in sorted(FRAMEWORK_LOSSES.items())))
     c.add_argument("--fused", action="store_true",
                    help="the function is a fused LM-head loss (signature of cegppo.torch.fused_linear_policy_loss): "
                         "run the S11.1 properties")
@@ -151,17 +185,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{p.clause:<5} {p.name:<48} {p.doc}")
         return 0
     if args.command == "check":  # argparse's usage errors (SystemExit 2)
-        if (args.port is None) == (args.verl_loss is None):
-            parser.error("check: give either a port MODULE:FUNCTION or --verl-loss NAME (exactly one)")
+        given = [x is not None for x in (args.port, args.verl_loss, args.framework_loss)]
+        if sum(given) != 1:
+            parser.error("check: give either a port MODULE:FUNCTION, --verl-loss NAME or --framework-loss "
+                         "FRAMEWORK (exactly one)")
+        if args.loss is not None and args.framework_loss is None:
+            parser.error("--loss names a loss of --framework-loss FRAMEWORK; give --framework-loss too")
         if args.verl_loss is not None:
             if args.framework not in (None, "torch"):
                 parser.error(f"--verl-loss: verl losses are torch functions, got --framework {args.framework}")
             args.framework = "torch"
+        elif args.framework_loss is not None:
+            wanted = FRAMEWORK_LOSSES[args.framework_loss][1]
+            if args.framework not in (None, wanted):
+                parser.error(f"--framework-loss {args.framework_loss}: its losses are {wanted} functions, "
+                             f"got --framework {args.framework}")
+            args.framework = wanted
         elif args.framework is None:
             parser.error("the following arguments are required: --framework (with a port MODULE:FUNCTION)")
         if args.fused:
-            if args.verl_loss is not None:
-                parser.error("--fused checks a fused LM-head loss, not a verl policy loss (--verl-loss)")
+            if args.verl_loss is not None or args.framework_loss is not None:
+                parser.error("--fused checks a fused LM-head loss, not a framework's policy loss "
+                             "(--verl-loss, --framework-loss)")
             if args.framework == "numpy":
                 parser.error("--fused: fused heads are checked in torch or jax, got --framework numpy")
             if args.mask_dtype != "bool" or args.compile or args.advantages != "both" or args.device is not None:
@@ -191,11 +236,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", True)
     try:
-        port = _load_verl_port(args.verl_loss) if args.verl_loss is not None else load_port(args.port)
+        if args.verl_loss is not None:
+            port = _load_verl_port(args.verl_loss)
+        elif args.framework_loss is not None:
+            port = _load_framework_port(args.framework_loss, args.loss)
+        else:
+            port = load_port(args.port)
     except Exception as exc:
-        what = f"--verl-loss {args.verl_loss}" if args.verl_loss is not None else args.port
+        if args.verl_loss is not None:
+            what = f"--verl-loss {args.verl_loss}"
+        elif args.framework_loss is not None:
+            what = f"--framework-loss {args.framework_loss}" + ("" if args.loss is None else f" --loss {args.loss}")
+        else:
+            what = args.port
         return _error(f"cannot load {what}: {type(exc).__name__}: {exc}")
-    name = args.port if args.verl_loss is None else _verl_port_name(args.verl_loss)
+    if args.verl_loss is not None:
+        name = _verl_port_name(args.verl_loss)
+    elif args.framework_loss is not None:
+        name = _framework_port_name(args.framework_loss, args.loss)
+    else:
+        name = args.port
 
     try:
         target = _adapter(port, args, name)

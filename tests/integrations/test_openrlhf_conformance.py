@@ -1,0 +1,107 @@
+"""`cegppo-conformance check --framework-loss openrlhf [--loss [MODULE:]CLASS]`: the kit against OpenRLHF losses.
+
+- ours (`CEGPPOPolicyLoss`, the default) conforms: exit 0;
+- a user's class (``--loss MODULE:CLASS``, MODULE imported first): a correct one conforms, one with
+  the betas swapped fails the value and gradient properties, with a reproducer that rebuilds it;
+- OpenRLHF's own ``PolicyLoss`` (PPO clip, with dual clip) fails where CE-GPPO differs from PPO:
+  the value (S3), the gradient (S4) and GPPO's gradient at beta = 1 (S6.2), while the gradient
+  bounds of S5, which PPO's zero gradient also meets, pass;
+- bad uses exit 2 with a message.
+"""
+
+from __future__ import annotations
+
+import pytest
+from framework_helpers import need_framework
+
+need_framework("torch", "openrlhf")
+need_framework("openrlhf", "openrlhf")
+
+import cegppo.conformance as cc  # noqa: E402
+from cegppo.conformance._cli import main  # noqa: E402
+
+FAST = ["--max-examples", "5", "--no-shrink", "-q"]
+# Where PPO-clip (the betas ignored) and CE-GPPO differ; and what PPO's zero clipped gradient still satisfies.
+PPO_FAILS = ("FAIL  S3    value equals the reference", "FAIL  S4    gradient equals the reference",
+             "FAIL  S6.2  beta = 1 gives GPPO's gradient")
+PPO_PASSES = ("PASS  S5    gradient bound clip_low", "PASS  S5    gradient bound clip_high",
+              "PASS  S5    gradient bound dual_clip")
+PPO_ONLY = ["--only", "S3", "--only", "S4", "--only", "S5", "--only", "S6.2"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ours_conforms(capsys) -> None:
+    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", *FAST)
+    assert code == 0, out
+    assert "<openrlhf policy loss (cegppo's integration): port = cegppo.conformance.port_from_openrlhf()>" in out
+    assert "CONFORMS" in out and "FAIL" not in out
+
+
+def test_openrlhf_policy_loss_fails_where_ppo_differs(capsys) -> None:
+    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", "--loss", "PolicyLoss", *FAST, *PPO_ONLY)
+    assert code == 1, out
+    assert "DOES NOT CONFORM" in out
+    for line in PPO_FAILS + PPO_PASSES:
+        assert line in out, out
+
+
+def test_user_classes(capsys) -> None:
+    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", "--loss", "openrlhf_user_losses:UserPolicyLoss",
+                       *FAST, "--only", "S3", "--only", "S4")
+    assert code == 0, out
+    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", "--loss",
+                       "openrlhf_user_losses:SwappedBetasPolicyLoss", *FAST, "--only", "S3", "--only", "S4",
+                       "--only", "S8.4")
+    assert code == 1, out
+    assert "FAIL  S3    value equals the reference" in out and "FAIL  S4    gradient equals the reference" in out
+    assert "PASS  S8.4" in out  # what the buggy port gets right still passes
+    assert ("import openrlhf_user_losses; port = cegppo.conformance.port_from_openrlhf("
+            "'openrlhf_user_losses:SwappedBetasPolicyLoss')") in out
+
+
+def test_python_api() -> None:
+    """`cegppo.conformance.port_from_openrlhf` (the Python face of --framework-loss openrlhf)."""
+    from cegppo.integrations.openrlhf import PolicyLoss
+
+    ours = cc.check(cc.port_from_openrlhf(), "torch", max_examples=5, only=["S3", "S4"], shrink=False)
+    assert ours.ok, str(ours)
+    theirs = cc.check(cc.port_from_openrlhf(PolicyLoss), "torch", max_examples=10, only=["S4"], shrink=False)
+    assert not theirs.ok
+    with pytest.raises(ValueError, match="NoSuchLoss"):
+        cc.port_from_openrlhf("NoSuchLoss")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "--framework-loss", "openrlhf", "--loss", "NoSuchLoss"], "no OpenRLHF policy loss class 'NoSuchLoss'"),
+        (["check", "--framework-loss", "openrlhf", "--loss", "no_such_module_xyz:X"], "No module named 'no_such_module_xyz'"),
+    ],
+)
+def test_bad_names_exit_2(capsys, argv, needle) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert needle in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "--framework-loss", "openrlhf", "--framework", "jax"], "its losses are torch functions"),
+        (["check", "mod:fn", "--framework-loss", "openrlhf"], "exactly one"),
+        (["check", "--verl-loss", "ce_gppo", "--framework-loss", "openrlhf"], "exactly one"),
+        (["check", "mod:fn", "--framework", "torch", "--loss", "X"], "give --framework-loss too"),
+        (["check", "--framework-loss", "openrlhf", "--fused"], "not a framework's policy loss"),
+        (["check", "--framework-loss", "no_such_framework"], "invalid choice"),
+    ],
+)
+def test_usage_errors(capsys, argv, needle) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
