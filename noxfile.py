@@ -43,12 +43,12 @@ def _conformance(session: nox.Session, backend: str) -> None:
 @nox.session(python=PYTHON)
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
-    """One implementation, in one venv: its unit tests (the NumPy reference `numpy`, `cegppo.torch`
-    or `cegppo.jax`), then the conformance suite against it.
+    """Unit tests of one implementation (`numpy`: the reference, `torch`, `jax`), then the conformance suite on it.
 
-    The two share a venv (one install instead of two: installs are a third of CI's time); each is
-    a pytest run of its own, so both always run and a failure names its suite. `nox -s conformance`
-    runs the conformance suite alone.
+    The two share one venv (one install instead of two, 20-60 s saved per backend); each
+    is a pytest run of its own, so both always run and a failure names its suite. tests/torch and
+    tests/jax hold only what is framework-specific: the clauses every backend must meet are the
+    conformance suite's. `nox -s conformance` runs the conformance suite alone.
     """
     _install(session, EXTRAS[backend])
     failures = []
