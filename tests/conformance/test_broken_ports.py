@@ -53,20 +53,30 @@ def test_every_broken_port_is_listed(ports: Any) -> None:
 
 @pytest.mark.parametrize("name", sorted(TORCH_BROKEN))
 def test_broken_port_is_caught(ports: Any, name: str, max_examples: int, device: str) -> None:
+    """The property that pins the bug class down fails the port (so the suite, which holds it, fails it too:
+    each property draws the same derandomized examples alone as within the suite)."""
     port = getattr(ports, name)
     max_examples = max(max_examples, BROKEN_MIN_EXAMPLES)
-    # The verdict of the whole suite, in spec order, as a user gets it with --fail-fast --no-shrink.
-    report = cc.check(port, "torch", max_examples=max_examples, fail_fast=True, shrink=False, device=device)
-    assert not report.ok, f"{name} passed the kit:\n{report.format()}"
-    first = report.failed[0]
-    assert first.message and first.reproducer, first
-    assert report.stopped_early and report.results[-1] is first
-    # The property that pins the bug class down.
     bug, prefix = TORCH_BROKEN[name]
     targeted = cc.check(port, "torch", max_examples=max_examples, only=[prefix], fail_fast=True, shrink=False,
                         device=device)
     assert not targeted.ok, f"{name} ({bug}) not caught by {prefix}:\n{targeted.format()}"
-    assert targeted.failed[0].id.startswith(prefix)
+    first = targeted.failed[0]
+    assert first.id.startswith(prefix)
+    assert first.message and first.reproducer, first
+
+
+def test_fail_fast_reports_the_first_failure_in_spec_order(ports: Any, device: str) -> None:
+    """The whole suite with --fail-fast --no-shrink, as a user runs it: a port that breaks S3 stops there,
+    with the message and reproducer of that first failure (each broken port above is checked by its
+    own property only: the whole suite would re-run every earlier property per port)."""
+    report = cc.check(ports.wrong_loss_sign, "torch", max_examples=BROKEN_MIN_EXAMPLES, fail_fast=True,
+                      shrink=False, device=device)
+    assert not report.ok and report.stopped_early
+    first = report.failed[0]
+    assert report.results[-1] is first and first.id == "S3 value equals the reference", report.format()
+    assert first.message and first.reproducer, first
+    assert all(r.status in ("PASS", "SKIP") for r in report.results[:-1]), report.format()
 
 
 def test_shrunk_reproducer_recomputes_the_failure(ports: Any) -> None:

@@ -1,6 +1,7 @@
 """The ``cegppo-conformance`` CLI (run in-process through `main(argv)`) and bad input to `check`.
 
-The CLI tests use NumPy ports so that they run in every venv; a torch CLI run is added with
+The CLI tests use NumPy ports and check the kit, not a backend: they run once, with
+--backend=numpy (in every venv they would repeat the same run); the torch CLI runs are added with
 --backend=torch.
 """
 
@@ -24,6 +25,13 @@ from ports import numpy_ports
 PORTS_DIR = Path(__file__).parent / "ports"
 GOOD = "ports.numpy_ports:correct"
 BROKEN = "ports.numpy_ports:mean_over_padding"
+
+
+@pytest.fixture(autouse=True)
+def _once_not_per_backend(request: pytest.FixtureRequest, backend: str) -> None:
+    """A test of the kit on NumPy ports runs with --backend=numpy only; one on torch ports with --backend=torch."""
+    if backend != "numpy" and "torch_ports" not in request.fixturenames:
+        pytest.skip("checks the kit on NumPy ports: runs with --backend=numpy")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -19,9 +19,12 @@ def ports(jax_ports: Any) -> Any:
 
 
 def test_correct_jax_port_passes_every_property(ports: Any, max_examples: int, device: str) -> None:
-    # Under jax.jit (eager JAX compiles every op for each new shape; S9 compares with eager), and at
-    # half the backend's examples: test_properties.py runs the full count through the same JaxAdapter.
-    report = cc.check(ports.correct, "jax", max_examples=max(3, max_examples // 2), jit=True, device=device)
+    # Under jax.jit (eager JAX compiles every op for each new shape; S9 compares with eager), and at a
+    # fifth of the backend's examples (2 in ci, 100 in thorough): test_properties.py runs the full count
+    # through the same JaxAdapter and the same jit path, and every example here is a new XLA compilation
+    # (the drawn hyperparameters are constants of the program), so more would re-check that path, not
+    # the port convention this test is about (the broken ports below are what the kit must catch).
+    report = cc.check(ports.correct, "jax", max_examples=max(2, max_examples // 5), jit=True, device=device)
     assert report.ok, report.format()
     # x64 on: float64 and jit checked too; only mutation is moot (JAX arrays are immutable)
     assert [r.id for r in report.results if r.status == "SKIP"] == ["S1 inputs are not modified"]

@@ -1,4 +1,5 @@
-"""Shared strategies, tolerances and helpers for the cegppo.jax tests (not collected: no test_ prefix).
+"""Tolerances and helpers for the cegppo.jax tests (not collected: no test_ prefix); the
+framework-neutral strategies come from tests/common/backend_cases.py.
 
 Shapes are fixed (a few (B, T) per strategy) and the variety comes from the mask and the values:
 JAX compiles every primitive (and every jitted function) once per shape, so drawing shapes would
@@ -17,8 +18,9 @@ from typing import Any
 import cegppo
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+from backend_cases import CONFIGS, away_from_kinks
+from backend_cases import isclose_or_same_nonfinite as shared_isclose
+from backend_cases import policy_batches as shared_batches
 
 # (rtol, atol) per dtype name: values and gradients (the reference runs in the same compute dtype).
 TOL: dict[str, dict[str, tuple[float, float]]] = {
@@ -34,17 +36,6 @@ TOL: dict[str, dict[str, tuple[float, float]]] = {
 # The reference's compute dtype for inputs rounded to each JAX dtype.
 NP_COMPUTE = {"float64": np.float64, "float32": np.float32, "bfloat16": np.float32, "float16": np.float32}
 
-CONFIGS = [
-    cegppo.CEGPPOConfig(),
-    cegppo.presets.ce_gppo_7b(),
-    cegppo.presets.ce_gppo_official(),
-    cegppo.presets.ppo(),
-    cegppo.presets.dual_clip_ppo(),
-    cegppo.presets.dapo(),
-    cegppo.presets.gppo(),
-    cegppo.CEGPPOConfig(eps_low=0.3, eps_high=0.5, beta_low=0.75, beta_high=2.0, dual_clip=1.5),
-]
-
 SHAPE = (5, 7)
 """The (B, T) of every Hypothesis-drawn batch."""
 
@@ -55,45 +46,9 @@ def to_np(x: Any) -> np.ndarray:
     return a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) or a.dtype.name == "bfloat16" else a
 
 
-def away_from_kinks(logr: np.ndarray, cfg: cegppo.CEGPPOConfig, gap: float = 1e-3) -> np.ndarray:
-    """Move log-ratios within `gap` of a region boundary (clip bounds, dual clip) out of that band."""
-    out = np.array(logr, dtype=np.float64)
-    bounds = [cfg.log_lower, cfg.log_upper] + ([] if cfg.log_dual_clip is None else [cfg.log_dual_clip])
-    for b in bounds:
-        near = np.abs(out - b) < gap
-        out = np.where(near, b + np.where(out >= b, 2 * gap, -2 * gap), out)
-    return out
-
-
-@st.composite
-def policy_batches(draw: Any, *, logr_scale: float = 1.0, per_sequence: bool | None = None) -> dict[str, Any]:
-    """Float64 NumPy inputs of policy_loss with shape SHAPE: log_prob, logr, advantages, mask (labelled).
-
-    The mask is drawn row by row from full / empty / random rows, so batches with empty rows,
-    empty batches and full batches all occur.
-    """
-    b, t = SHAPE
-    finite = {"allow_nan": False, "allow_infinity": False}
-    lp = draw(hnp.arrays(np.float64, (b, t), elements=st.floats(-8, 0, **finite)), label="log_prob")
-    logr = draw(
-        hnp.arrays(np.float64, (b, t), elements=st.floats(-2 * logr_scale, 2 * logr_scale, **finite)),
-        label="logr",
-    )
-    seq = draw(st.booleans(), label="per_sequence") if per_sequence is None else per_sequence
-    # XLA on CPU treats subnormal floats as 0 (denormals-are-zero), in comparisons too, so a
-    # subnormal advantage falls in the A = 0 region there while NumPy sees its sign
-    # (docs/backends.md, "Subnormal numbers"). Advantages below float32's smallest normal number
-    # (subnormal once cast to float32/bf16) are drawn as 0 instead.
-    tiny = float(np.finfo(np.float32).tiny)
-    adv_el = st.floats(-3, 3, **finite).map(lambda a: 0.0 if abs(a) < tiny else a)
-    adv = draw(
-        hnp.arrays(np.float64, (b,) if seq else (b, t), elements=st.one_of(st.just(0.0), adv_el)),
-        label="advantages",
-    )
-    kind = draw(st.lists(st.sampled_from(["full", "empty", "random"]), min_size=b, max_size=b), label="row_kinds")
-    rand = draw(hnp.arrays(np.bool_, (b, t)), label="mask_bits")
-    mask = np.stack([np.ones(t, bool) if k == "full" else np.zeros(t, bool) if k == "empty" else r for k, r in zip(kind, rand, strict=True)])
-    return {"log_prob": lp, "logr": logr, "advantages": adv, "mask": mask}
+def policy_batches(*, logr_scale: float = 1.0, per_sequence: bool | None = None) -> Any:
+    """`backend_cases.policy_batches` at the fixed SHAPE, subnormal advantages drawn as 0 (XLA flushes them)."""
+    return shared_batches(logr_scale=logr_scale, per_sequence=per_sequence, shape=SHAPE, no_subnormal_advantages=True)
 
 
 def make_inputs(case: dict, dtype: str, cfg: cegppo.CEGPPOConfig, *, kinks: bool = False):
@@ -117,13 +72,8 @@ def loss_scale(rlp, rolp, radv, rmask, cfg, agg, **norms) -> float:
 
 
 def isclose_or_same_nonfinite(a: Any, b: Any, rtol: float, atol: float) -> bool:
-    """Finite entries close, non-finite entries identical (same inf sign, NaN where NaN)."""
-    a, b = to_np(a).astype(np.float64), np.asarray(b, np.float64)
-    same_nonfinite = np.array_equal(np.isfinite(a), np.isfinite(b)) and np.array_equal(
-        a[~np.isfinite(a)], b[~np.isfinite(b)], equal_nan=True
-    )
-    fin = np.isfinite(a) & np.isfinite(b)
-    return bool(same_nonfinite and np.allclose(a[fin], b[fin], rtol=rtol, atol=atol))
+    """Finite entries close, non-finite entries identical (`a` may be a JAX array)."""
+    return shared_isclose(to_np(a), b, rtol, atol)
 
 
 __all__ = [

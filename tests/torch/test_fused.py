@@ -1,15 +1,13 @@
-"""cegppo.torch.fused_linear_policy_loss (issue 5): the fused LM head equals the unfused path.
+"""cegppo.torch.fused_linear_policy_loss (issue 5) beyond the conformance suite's S11.1 properties.
 
-The unfused path is `logits = (hidden @ weight.T + bias) / temperature` -> `token_log_probs` /
-`entropy` -> `policy_loss` - entropy_coef * `aggregate_loss(H)` (spec S3, S8, S11). Every test
-compares the fused loss, its metrics (spec S10, S11) and its gradients w.r.t. hidden, weight and
-bias with (a) the NumPy reference evaluated in float64 on the same (dtype-rounded) inputs, its
-gradients assembled from the reference's analytic `policy_loss_grad`, `token_log_probs_grad` and
-`entropy_grad` by the chain rule, and (b) the same backend's unfused path under autograd. Draws
-cover every aggregation mode (S8.1), global normalizers (S8.3), chunk sizes that do and do not
-divide the number of valid tokens, masked rows holding garbage (S9.3), empty batches (S8.4,
-S9.4), dual clip (S7), temperature, bias and the entropy bonus; log-ratios are drawn in every
-region (S2) and moved away from the region boundaries (kinks) for gradient comparisons.
+The fused loss, metrics and gradients against the float64 unfused path, chunk sizes, masked
+garbage and all-masked batches of B, T >= 1 are S11.1 properties of the conformance suite
+(`pytest tests/conformance --backend=torch`, tests/conformance/test_fused_conformance.py). Here:
+central differences of the fused loss itself, empty shapes (B = 0, T = 0), dual-clip tokens,
+bf16/fp16 inputs (which the fused adapter does not draw), micro-batch additivity, the (N, V)
+allocation bound, the custom autograd function's contract (second backward, upstream gradient,
+requires_grad) and argument checks. The reference (`reference`) is the float64 NumPy chain rule
+through the full logits.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import cegppo.torch as cg
 import numpy as np
 import pytest
 import torch
-from cegppo.torch._fused import FUSED_METRIC_KEYS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -183,38 +180,6 @@ def run_fused(
     return loss, metrics, grads
 
 
-def run_unfused(case: dict[str, Any], t: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], dict]:
-    """The same backend's path through full (B, T, V) logits, differentiated by autograd."""
-    kw = _kw(case)
-    agg_kw = {k: kw[k] for k in ("num_tokens", "num_seqs", "norm_length")}
-    m = t["mask"]
-    z = t["hidden"] @ t["weight"].T
-    if t["bias"] is not None:
-        z = z + t["bias"]
-    z = z / kw["temperature"]
-    lp = cg.token_log_probs(z, t["token_ids"])
-    ent = cg.entropy(z)
-    cfg = case["cfg"]
-    loss = cg.policy_loss(lp, t["old_log_prob"], t["advantages"], m, cfg, kw["agg"], **agg_kw)
-    if kw["entropy_coef"]:
-        loss = loss - kw["entropy_coef"] * cg.aggregate_loss(ent, m, kw["agg"], **agg_kw)
-    leaves = {k: t[k] for k in ("hidden", "weight", "bias") if t[k] is not None}
-    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
-    with torch.no_grad():
-        metrics: dict[str, Any] = dict(cg.policy_metrics(lp, t["old_log_prob"], t["advantages"], m, cfg))
-        metrics["entropy_mean"] = torch.where(m, ent, 0).sum() / max(int(m.sum()), 1)
-        c = cg.aggregation_weights(m, kw["agg"], dtype=lp.dtype, **agg_kw)
-        adv = t["advantages"]
-        adv_bt = adv if adv.dim() == 2 else adv[:, None].expand_as(lp)
-        f = cg.grad_weight(lp, t["old_log_prob"], adv, cfg)
-        fa = torch.where(adv_bt == 0, 0.0, f * adv_bt)  # w_t = c_t F_t A_t
-        dent = cg.entropy_change_first_order(z, t["token_ids"], c * fa)
-        regions = cg.token_regions(lp, t["old_log_prob"], t["advantages"], cfg)
-        for name in REGIONS:
-            metrics[f"entropy_change_{name}"] = torch.where(getattr(regions, name) & m, dent, 0).sum()
-    return loss, metrics, grads
-
-
 def rounded(case: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
     """The case with its floating inputs rounded to `dtype` (what the backend actually sees)."""
     out = dict(case)
@@ -229,39 +194,9 @@ def assert_close(name: str, got: Any, want: Any, tol: tuple[float, float]) -> No
     np.testing.assert_allclose(got_np, want_np, rtol=tol[0], atol=tol[1], err_msg=name)
 
 
-def assert_matches(
-    got: tuple[torch.Tensor, dict[str, Any], dict], want: tuple[Any, dict[str, Any], dict], dtype: torch.dtype
-) -> None:
-    loss, metrics, grads = got
-    w_loss, w_metrics, w_grads = want
-    assert_close("loss", loss, w_loss, TOL[dtype]["value"])
-    assert set(metrics) == set(FUSED_METRIC_KEYS)
-    for key, value in w_metrics.items():
-        assert_close(f"metric {key}", metrics[key], value, TOL[dtype]["value"])
-    for key, g in w_grads.items():
-        if g is None:
-            continue
-        assert grads[key].dtype == dtype, key
-        assert_close(f"grad {key}", grads[key], g, TOL[dtype]["grad"])
-
-
 # --------------------------------------------------------------------------------------------
 # equality with the reference and the unfused path
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-@settings(max_examples=25)
-@given(case=fused_cases())
-def test_matches_numpy_reference_and_unfused_path(dtype: torch.dtype, case: dict[str, Any]) -> None:
-    """S3, S4, S8, S10, S11, issue 5: loss, metrics and d/d(hidden, weight, bias) equal (a) the
-    float64 NumPy reference on the same rounded inputs and (b) this backend's full-logits path."""
-    got = run_fused(case, tensors(case, dtype))
-    assert got[0].dtype == dtype
-    assert_matches(got, reference(rounded(case, dtype)), dtype)
-    loss, metrics, grads = run_unfused(case, tensors(case, dtype))
-    want = (to_np(loss), {k: to_np(v) for k, v in metrics.items()}, {k: to_np(g) for k, g in grads.items()})
-    assert_matches(got, want, dtype)
 
 
 @settings(max_examples=8)
@@ -271,8 +206,19 @@ def test_central_differences_float64(case: dict[str, Any]) -> None:
 
     (torch.autograd.gradcheck proper runs backward twice on one graph, which this function refuses
     by design: its gradients are computed in forward and scaled in place.) The step 1e-6 moves a
-    log-ratio far less than the 1e-3 gap kept from the region boundaries.
+    log-ratio far less than the 1e-2 gap kept from the region boundaries.
+
+    Every valid log-ratio is moved inside the trust interval: in the clipped regions the value is
+    constant while the gradient is beta (1 +- eps) A by design (spec S3, S4), so there the gradient
+    is not the value's derivative; S11.1's gradient property checks those regions against the
+    analytic reference. Here the chain rule through the head (hidden, weight, bias, temperature,
+    entropy bonus, chunks) is checked against the loss itself.
     """
+    cfg = case["cfg"]
+    z = _gemm_logits(case["hidden"], case["weight"], case["bias"], None) / case["temperature"]
+    lp = cegppo.token_log_probs(z, case["token_ids"])
+    inside = np.clip(lp - case["old_log_prob"], cfg.log_lower + 1e-2, cfg.log_upper - 1e-2)
+    case = dict(case, old_log_prob=lp - inside)
     t = tensors(case, torch.float64)
     _, _, grads = run_fused(case, t)
     t = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in t.items()}
@@ -295,45 +241,9 @@ def test_central_differences_float64(case: dict[str, Any]) -> None:
         np.testing.assert_allclose(to_np(g).reshape(-1), to_np(fd), rtol=1e-6, atol=1e-8, err_msg=name)
 
 
-@settings(max_examples=15)
-@given(case=fused_cases(max_b=3, max_t=6), data=st.data())
-def test_chunk_size_does_not_change_the_result(case: dict[str, Any], data: st.DataObject) -> None:
-    """Chunks of 1, of a size that does not divide the valid-token count, and of all tokens agree."""
-    base = run_fused(case, tensors(case, torch.float64), chunk_size=10_000)
-    chunk = data.draw(st.integers(1, 4), label="chunk_size")
-    other = run_fused(case, tensors(case, torch.float64), chunk_size=chunk)
-    tol = TOL[torch.float64]["value"]
-    assert_close("loss", other[0], to_np(base[0]), tol)
-    for k in base[1]:
-        assert_close(k, other[1][k], to_np(base[1][k]), tol)
-    for k in base[2]:
-        assert_close(k, other[2][k], to_np(base[2][k]), tol)
-
-
 # --------------------------------------------------------------------------------------------
 # masks, empty batches, dual clip, bf16
 # --------------------------------------------------------------------------------------------
-
-
-@settings(max_examples=15)
-@given(case=fused_cases())
-def test_masked_garbage_changes_nothing(case: dict[str, Any]) -> None:
-    """S9.3: NaN/inf hidden rows, -100 token ids and NaN old log-probs at masked positions are inert."""
-    t_clean = tensors(case, torch.float64)
-    clean = run_fused(case, t_clean)
-    dirty_case = dict(case)
-    m = case["mask"]
-    dirty_case["hidden"] = np.where(m[..., None], case["hidden"], np.nan)
-    dirty_case["hidden"][..., 0] = np.where(m, case["hidden"][..., 0], np.inf)
-    dirty_case["token_ids"] = np.where(m, case["token_ids"], -100)
-    dirty_case["old_log_prob"] = np.where(m, case["old_log_prob"], np.nan)
-    dirty = run_fused(dirty_case, tensors(dirty_case, torch.float64))
-    assert torch.equal(dirty[0], clean[0])
-    for k in clean[1]:
-        assert torch.equal(dirty[1][k], clean[1][k]), k
-    for k in clean[2]:
-        assert torch.equal(dirty[2][k], clean[2][k]), k
-    assert not bool(dirty[2]["hidden"][torch.tensor(~m)].any())  # masked rows get exactly 0
 
 
 @pytest.mark.parametrize("agg", cegppo.AGG_MODES)
@@ -451,33 +361,6 @@ def _small_case(seed: int = 0, **over: Any) -> dict[str, Any]:
     }  # fmt: skip
     case.update(over)
     return case
-
-
-@pytest.mark.parametrize(
-    "change",
-    ["weight", "hidden", "bias", "temperature", "entropy_coef", "token_ids", "mask"],
-)
-def test_the_comparison_detects_a_changed_input(change: str) -> None:
-    """Guard against a vacuous comparison: perturbing one input moves the loss or a gradient
-    beyond the float64 tolerance, so a fused implementation that ignored it would fail."""
-    case = _small_case()
-    base = run_fused(case, tensors(case, torch.float64))
-    other = dict(case)
-    if change in ("weight", "hidden", "bias"):
-        other[change] = case[change] + 1e-3 * np.sign(case[change] + 0.5)
-    elif change == "temperature":
-        other["temperature"] = 1.01
-    elif change == "entropy_coef":
-        other["entropy_coef"] = 0.06
-    elif change == "token_ids":
-        other["token_ids"] = (case["token_ids"] + 1) % case["weight"].shape[0]
-    else:
-        other["mask"] = case["mask"].copy()
-        other["mask"][0, 2] = True
-    got = run_fused(other, tensors(other, torch.float64))
-    with pytest.raises(AssertionError):
-        assert_matches(got, (to_np(base[0]), {k: to_np(v) for k, v in base[1].items()},
-                             {k: to_np(g) for k, g in base[2].items()}), torch.float64)  # fmt: skip
 
 
 def test_micro_batches_sum_to_the_full_batch() -> None:

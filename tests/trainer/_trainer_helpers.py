@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import torch
-from cegppo.trainer import TrainConfig
+from cegppo.trainer import TrainConfig, train
 from cegppo.trainer.train import TIMING_METRICS
 
 TINY = dict(
@@ -72,3 +74,29 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert sorted(a) == sorted(b)
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"tensors differ: {differ}"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a gloo rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ddp_rank(rank: int, world: int, port: int, fields: dict[str, Any]) -> None:
+    """One torchrun-like rank: the environment torchrun would set, then the ordinary train().
+
+    Here, not in test_ddp.py: torch.multiprocessing's spawn pickles it by module name, which must be
+    importable in the child (this folder is on pytest's `pythonpath`, a test module is not importable).
+    """
+    import torch.distributed as dist
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    try:
+        train(TrainConfig(**fields))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -9,15 +9,12 @@ were not summed (DDP averages), which is why it is compared too (Adam alone is n
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from _trainer_helpers import latest_weights, read_rows, tiny_config
+from _trainer_helpers import ddp_rank, free_port, latest_weights, read_rows, tiny_config
 from cegppo.trainer import TrainConfig, train
 
 COMPARED = (
@@ -27,29 +24,11 @@ COMPARED = (
 )  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker(rank: int, world: int, port: int, fields: dict[str, Any]) -> None:
-    """One torchrun-like rank: the environment torchrun would set, then the ordinary train()."""
-    import torch.distributed as dist
-
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
-    )
-    torch.set_num_threads(1)
-    try:
-        train(TrainConfig(**fields))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def _run_ddp(cfg: TrainConfig, world: int) -> None:
-    mp.start_processes(_worker, args=(world, _free_port(), dataclasses.asdict(cfg)), nprocs=world, start_method="spawn")
+    # The rank function lives in _trainer_helpers: spawn pickles it by module name, and a test module's
+    # name under --import-mode=importlib is not importable in the child.
+    mp.start_processes(ddp_rank, args=(world, free_port(), dataclasses.asdict(cfg)), nprocs=world,
+                       start_method="spawn")
 
 
 @pytest.mark.slow

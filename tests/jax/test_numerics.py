@@ -1,4 +1,9 @@
-"""cegppo.jax numerics (spec S9): extreme log-ratios, masked garbage, empty batch, dtype rules, errors, validate."""
+"""cegppo.jax numerics (spec S9) beyond the conformance suite: A = 0 at an overflowing ratio, empty
+shapes, dtype rules with and without x64, errors at trace time, validate, subnormal advantages.
+
+Extreme and infinite log-ratios (S9.1) and masked garbage (S9.3) are clauses of the conformance
+suite (`pytest tests/conformance --backend=jax`), which owns them for every backend.
+"""
 
 from __future__ import annotations
 
@@ -8,74 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from jax_cases import CONFIGS, TOL, isclose_or_same_nonfinite, make_inputs, policy_batches, to_np
-
-EXTREME_LOGR = np.array(
-    [-1e4, -3e3, -200.0, -104.0, -90.0, -20.0, -0.5, 0.0, 0.5, 20.0, 89.0, 90.0, 200.0, 710.0, 1e4]
-)
+from jax_cases import to_np
 
 
 def _value_and_grad(lp, *rest, **kwargs):
     return jax.value_and_grad(lambda x: cg.policy_loss(x, *rest, **kwargs))(lp)
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[3], CONFIGS[7]], ids=repr)
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum"])
-def test_S9_1_S9_2_extreme_log_ratios(agg, cfg, dtype):
-    """|logr| up to 1e4: finite wherever the reference is, exactly the reference's gradient (inf where it is inf), no NaN."""
-    rng = np.random.default_rng(7)
-    logr = np.repeat(EXTREME_LOGR, 3)
-    adv = np.tile([-1.5, 0.0, 2.0], EXTREME_LOGR.size)
-    lp = rng.uniform(-5, 0, logr.shape)
-    npdt = np.dtype(dtype)
-    # The whole batch as one row, then each token alone in a batch of the same shape (the other
-    # tokens masked), so that one token's inf cannot hide another's value.
-    rows = [np.ones(logr.size, bool)] + [np.arange(logr.size) == i for i in range(logr.size)]
-    mask = np.stack(rows)
-    rlp = np.broadcast_to(lp, mask.shape).astype(npdt)
-    rolp = np.broadcast_to(lp - logr, mask.shape).astype(npdt)
-    radv = np.broadcast_to(adv, mask.shape).astype(npdt)
-    fn = jax.jit(
-        jax.vmap(
-            jax.value_and_grad(
-                lambda x, o, a, m: cg.policy_loss(x[None], o[None], a[None], m[None], cfg, agg)
-            )
-        )
-    )
-    losses, grads = fn(jnp.asarray(rlp), jnp.asarray(rolp), jnp.asarray(radv), jnp.asarray(mask))
-    rtol_v, atol_v = TOL[dtype]["value"]
-    rtol_g, atol_g = TOL[dtype]["grad"]
-    for i in range(mask.shape[0]):
-        args = (rlp[i : i + 1], rolp[i : i + 1], radv[i : i + 1], mask[i : i + 1], cfg, agg)
-        want, want_grad = cegppo.policy_loss(*args), cegppo.policy_loss_grad(*args)
-        assert isclose_or_same_nonfinite(losses[i], want, rtol_v, atol_v), (i, losses[i], want)
-        assert not np.isnan(to_np(grads[i])).any(), i
-        assert isclose_or_same_nonfinite(grads[i], want_grad[0], rtol_g, atol_g), (i, grads[i], want_grad)
-        if cfg.dual_clip is not None:  # every token bounded: loss and gradient finite (spec S5, S7)
-            assert np.isfinite(to_np(losses[i])) and np.isfinite(to_np(grads[i])).all()
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_S9_1_infinite_log_ratio_at_valid_positions_matches_reference(dtype):
-    """old_log_prob = -inf or log_prob = -inf at a valid token: the reference's region, value and gradient (no NaN)."""
-    cfg = cegppo.presets.ce_gppo_official()
-    npdt = np.dtype(dtype)
-    lp = np.array([[0.0, 0.0, -np.inf, -np.inf, -1.0]], npdt)
-    olp = np.array([[-np.inf, -np.inf, 0.0, 0.0, -np.inf]], npdt)
-    adv = np.array(
-        [[2.0, 0.0, -1.0, 1.0, -1.0]], npdt
-    )  # clip_high, A=0, clip_low, inside (delta=0), dual_clip
-    mask = np.ones_like(lp, bool)
-    for agg in cegppo.AGG_MODES:
-        loss, grad = _value_and_grad(jnp.asarray(lp), olp, adv, mask, cfg, agg)
-        want = cegppo.policy_loss(lp, olp, adv, mask, cfg, agg)
-        want_grad = cegppo.policy_loss_grad(lp, olp, adv, mask, cfg, agg)
-        assert np.isfinite(want) and np.isfinite(want_grad).all()
-        np.testing.assert_allclose(to_np(loss), want, rtol=1e-6)
-        np.testing.assert_allclose(to_np(grad), want_grad, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -89,31 +31,6 @@ def test_S9_2_zero_advantage_with_overflowing_ratio_is_exactly_zero(dtype):
     loss, grad = _value_and_grad(lp, olp, adv, mask, cfg, "token-sum")
     assert float(loss) == 0.0 and np.array_equal(to_np(grad), np.zeros((1, 2)))
     assert np.array_equal(to_np(cg.per_token_objective(lp, olp, adv, cfg)), np.zeros((1, 2)))
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
-@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
-@given(
-    case=policy_batches(per_sequence=False),
-    cfg=st.sampled_from(CONFIGS),
-    garbage=st.sampled_from([np.nan, np.inf, -np.inf, 1e30]),
-)
-def test_S9_3_masked_garbage_changes_nothing(agg, dtype, case, cfg, garbage):
-    """NaN/±inf/huge values at masked positions change neither the loss nor any gradient (bitwise)."""
-    (lp, olp, adv, mask), _ = make_inputs(case, dtype, cfg, kinks=True)
-    g = jnp.asarray(garbage, lp.dtype)
-    dirty = [jnp.where(mask, t, g) for t in (lp, olp, adv)]
-
-    def vg(a, b, c):
-        return jax.value_and_grad(lambda x, y, z: cg.policy_loss(x, y, z, mask, cfg, agg), argnums=(0, 1, 2))(
-            a, b, c
-        )
-
-    (loss0, grads0), (loss1, grads1) = vg(lp, olp, adv), vg(*dirty)
-    assert np.array_equal(to_np(loss0), to_np(loss1))
-    for g0, g1 in zip(grads0, grads1, strict=True):
-        assert np.array_equal(to_np(g0), to_np(g1))
-        assert np.all(to_np(g1)[~case["mask"]] == 0)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])

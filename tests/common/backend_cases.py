@@ -1,0 +1,98 @@
+"""Strategies and helpers shared by the cegppo.torch and cegppo.jax tests (tests/torch, tests/jax).
+
+Framework-neutral (NumPy only); each backend folder adds its own tolerances and conversions
+(torch_cases.py, jax_cases.py). The conformance suite has its own, public, strategies
+(cegppo.conformance: draw_case, draw_config ...) for the clauses it owns; these serve the
+backend-only tests (per-token functions, aggregation helpers, metrics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cegppo
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+__all__ = ["CONFIGS", "away_from_kinks", "isclose_or_same_nonfinite", "policy_batches"]
+
+CONFIGS = [
+    cegppo.CEGPPOConfig(),
+    cegppo.presets.ce_gppo_7b(),
+    cegppo.presets.ce_gppo_official(),
+    cegppo.presets.ppo(),
+    cegppo.presets.dual_clip_ppo(),
+    cegppo.presets.dapo(),
+    cegppo.presets.gppo(),
+    cegppo.CEGPPOConfig(eps_low=0.3, eps_high=0.5, beta_low=0.75, beta_high=2.0, dual_clip=1.5),
+]
+"""The presets and one asymmetric dual-clip config: every region of spec S2 with paper values."""
+
+
+def away_from_kinks(logr: np.ndarray, cfg: cegppo.CEGPPOConfig, gap: float = 1e-3) -> np.ndarray:
+    """Move log-ratios within `gap` of a region boundary (clip bounds, dual clip) out of that band."""
+    out = np.array(logr, dtype=np.float64)
+    bounds = [cfg.log_lower, cfg.log_upper] + ([] if cfg.log_dual_clip is None else [cfg.log_dual_clip])
+    for b in bounds:
+        near = np.abs(out - b) < gap
+        out = np.where(near, b + np.where(out >= b, 2 * gap, -2 * gap), out)
+    return out
+
+
+def isclose_or_same_nonfinite(a: Any, b: Any, rtol: float, atol: float) -> bool:
+    """Finite entries close, non-finite entries identical (same inf sign, NaN where NaN).
+
+    `a` and `b` are anything np.asarray reads as float64 (callers convert tensors with `to_np`).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    same_nonfinite = np.array_equal(np.isfinite(a), np.isfinite(b)) and np.array_equal(
+        a[~np.isfinite(a)], b[~np.isfinite(b)], equal_nan=True
+    )
+    fin = np.isfinite(a) & np.isfinite(b)
+    return bool(same_nonfinite and np.allclose(a[fin], b[fin], rtol=rtol, atol=atol))
+
+
+@st.composite
+def policy_batches(
+    draw: Any,
+    *,
+    logr_scale: float = 1.0,
+    per_sequence: bool | None = None,
+    shape: tuple[int, int] | None = None,
+    max_b: int = 6,
+    max_t: int = 9,
+    no_subnormal_advantages: bool = False,
+) -> dict[str, Any]:
+    """Float64 NumPy inputs of policy_loss: log_prob, logr, advantages, mask (all draws labelled).
+
+    `shape` fixes (B, T) (JAX compiles every primitive once per shape, so its tests draw values,
+    not shapes); otherwise B in 1..max_b and T in 1..max_t. The mask is drawn row by row from
+    full, empty and random rows, so batches with empty rows, empty batches and full batches all
+    occur. With `no_subnormal_advantages` (JAX), advantages below float32's smallest normal number
+    are drawn as 0: XLA on CPU flushes subnormals to zero, in comparisons too (docs/backends.md,
+    "Subnormal numbers"), so such an advantage would be read as A = 0 there while NumPy sees its sign.
+    """
+    if shape is None:
+        b = draw(st.integers(1, max_b), label="B")
+        t = draw(st.integers(1, max_t), label="T")
+    else:
+        b, t = shape
+    finite = {"allow_nan": False, "allow_infinity": False}
+    lp = draw(hnp.arrays(np.float64, (b, t), elements=st.floats(-8, 0, **finite)), label="log_prob")
+    logr = draw(
+        hnp.arrays(np.float64, (b, t), elements=st.floats(-2 * logr_scale, 2 * logr_scale, **finite)),
+        label="logr",
+    )
+    seq = draw(st.booleans(), label="per_sequence") if per_sequence is None else per_sequence
+    tiny = float(np.finfo(np.float32).tiny) if no_subnormal_advantages else 0.0
+    adv_el = st.floats(-3, 3, **finite).map(lambda a: 0.0 if abs(a) < tiny else a)
+    adv = draw(
+        hnp.arrays(np.float64, (b,) if seq else (b, t), elements=st.one_of(st.just(0.0), adv_el)),
+        label="advantages",
+    )
+    kind = draw(st.lists(st.sampled_from(["full", "empty", "random"]), min_size=b, max_size=b), label="row_kinds")
+    rand = draw(hnp.arrays(np.bool_, (b, t)), label="mask_bits")
+    mask = np.stack([np.ones(t, bool) if k == "full" else np.zeros(t, bool) if k == "empty" else r
+                     for k, r in zip(kind, rand, strict=True)])
+    return {"log_prob": lp, "logr": logr, "advantages": adv, "mask": mask}
