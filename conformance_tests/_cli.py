@@ -5,8 +5,13 @@
                        [--device cuda] [--advantages token|sequence|both] [--json FILE]
                        [--timeout SECONDS] [--quiet]
     cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
+    cegppo-conformance check --framework-loss tunix [[MODULE:]NAME] [options as above]
     cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
+
+With --framework-loss FRAMEWORK the positional argument names a policy loss registered in that
+framework (default ``ce_gppo``; MODULE is imported first so that it can register NAME), called
+through the framework's own signature by its kit adapter (`FRAMEWORK_LOSSES`).
 
 With --fused the function is a fused LM-head loss with the signature of
 `cegppo.torch.fused_linear_policy_loss` (hidden states in, (loss, metrics) out) and the S11.1
@@ -30,7 +35,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_port", "main"]
+__all__ = ["FRAMEWORK_LOSSES", "load_port", "main"]
+
+FRAMEWORK_LOSSES: dict[str, tuple[str, str, str]] = {
+    "tunix": ("cegppo.conformance._tunix", "port_from_tunix", "jax"),
+}
+"""--framework-loss choices: framework -> (module, port factory taking a registered name, array framework)."""
 
 
 def load_port(target: str) -> Callable[..., Any]:
@@ -80,6 +90,26 @@ def _verl_port_name(target: str) -> str:
     return f"<verl policy loss {loss_name!r}: {first}port = cegppo.integrations.verl.verl_port({loss_name!r})>"
 
 
+def _load_framework_port(framework: str, target: str) -> Callable[..., Any]:
+    """The kit port calling `framework`'s registered policy loss ``[MODULE:]NAME`` (imports MODULE first)."""
+    module_name, _, loss_name = target.rpartition(":")
+    if module_name:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        importlib.import_module(module_name)  # may register `loss_name` with the framework
+    factory_module, factory, _ = FRAMEWORK_LOSSES[framework]
+    port: Callable[..., Any] = getattr(importlib.import_module(factory_module), factory)(loss_name)
+    return port
+
+
+def _framework_port_name(framework: str, target: str) -> str:
+    """The report's name for a --framework-loss port: says how to rebuild it (pasted into reproducers)."""
+    module_name, _, loss_name = target.rpartition(":")
+    first = f"import {module_name}; " if module_name else ""
+    factory = FRAMEWORK_LOSSES[framework][1]
+    return f"<{framework} policy loss {loss_name!r}: {first}port = cegppo.conformance.{factory}({loss_name!r})>"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cegppo-conformance", description="CE-GPPO conformance kit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -106,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of a port: the policy loss registered in verl as NAME, called through verl's "
                         "signature (cegppo.integrations.verl.verl_port); MODULE is imported first so that it can "
                         "register NAME, e.g. --verl-loss ce_gppo or --verl-loss my_pkg.losses:my_loss")
+    c.add_argument("--framework-loss", default=None, choices=sorted(FRAMEWORK_LOSSES), metavar="FRAMEWORK",
+                   help="instead of a port: the positional argument is [MODULE:]NAME, a policy loss registered in "
+                        f"FRAMEWORK ({', '.join(sorted(FRAMEWORK_LOSSES))}; default NAME: ce_gppo), called through "
+                        "the framework's own signature, e.g. --framework-loss tunix grpo")
     c.add_argument("--fused", action="store_true",
                    help="the function is a fused LM-head loss (signature of cegppo.torch.fused_linear_policy_loss): "
                         "run the S11.1 properties")
@@ -151,7 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{p.clause:<5} {p.name:<48} {p.doc}")
         return 0
     if args.command == "check":  # argparse's usage errors (SystemExit 2)
-        if (args.port is None) == (args.verl_loss is None):
+        if args.framework_loss is not None:
+            if args.verl_loss is not None:
+                parser.error("check: give either --verl-loss NAME or --framework-loss FRAMEWORK [NAME], not both")
+            wanted = FRAMEWORK_LOSSES[args.framework_loss][2]
+            if args.framework not in (None, wanted):
+                parser.error(f"--framework-loss {args.framework_loss}: its losses are {wanted} functions, got "
+                             f"--framework {args.framework}")
+            if args.fused:
+                parser.error("--fused checks a fused LM-head loss, not a framework's policy loss (--framework-loss)")
+            args.framework = wanted
+            args.port = args.port or "ce_gppo"
+        elif (args.port is None) == (args.verl_loss is None):
             parser.error("check: give either a port MODULE:FUNCTION or --verl-loss NAME (exactly one)")
         if args.verl_loss is not None:
             if args.framework not in (None, "torch"):
@@ -191,11 +236,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", True)
     try:
-        port = _load_verl_port(args.verl_loss) if args.verl_loss is not None else load_port(args.port)
+        if args.framework_loss is not None:
+            port = _load_framework_port(args.framework_loss, args.port)
+        else:
+            port = _load_verl_port(args.verl_loss) if args.verl_loss is not None else load_port(args.port)
     except Exception as exc:
-        what = f"--verl-loss {args.verl_loss}" if args.verl_loss is not None else args.port
+        what = (f"--verl-loss {args.verl_loss}" if args.verl_loss is not None
+                else f"--framework-loss {args.framework_loss} {args.port}" if args.framework_loss is not None
+                else args.port)
         return _error(f"cannot load {what}: {type(exc).__name__}: {exc}")
-    name = args.port if args.verl_loss is None else _verl_port_name(args.verl_loss)
+    if args.framework_loss is not None:
+        name = _framework_port_name(args.framework_loss, args.port)
+    else:
+        name = args.port if args.verl_loss is None else _verl_port_name(args.verl_loss)
 
     try:
         target = _adapter(port, args, name)
