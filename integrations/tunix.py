@@ -58,8 +58,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tunix.rl import common, function_registry
 from tunix.rl import algo_core as _algo_core  # noqa: F401  registers tunix's own losses (grpo, ppo) first
+from tunix.rl import common, function_registry
 from tunix.rl.grpo import grpo_learner
 from tunix.rl.ppo import ppo_learner
 
