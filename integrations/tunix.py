@@ -332,11 +332,12 @@ class CEGPPOLearner(grpo_learner.GRPOLearner):
     default), else a ValueError: the metrics it logs exist only in this loss's aux.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.algo_config.policy_loss_fn != LOSS_NAME:
+    def __init__(self, rl_cluster: Any, algo_config: Any, reward_fns: Any, *args: Any, **kwargs: Any) -> None:
+        if getattr(algo_config, "policy_loss_fn", None) != LOSS_NAME:  # before tunix wires the loss in
             raise ValueError(f"algo_config.policy_loss_fn must be {LOSS_NAME!r} for CEGPPOLearner, got "
-                             f"{self.algo_config.policy_loss_fn!r} (use CEGPPOConfig, or tunix's GRPOLearner)")
+                             f"{getattr(algo_config, 'policy_loss_fn', None)!r} (use CEGPPOConfig, or tunix's "
+                             "GRPOLearner)")
+        super().__init__(rl_cluster, algo_config, reward_fns, *args, **kwargs)
         log_cegppo_metrics(self)
 
 

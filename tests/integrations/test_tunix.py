@@ -252,6 +252,27 @@ def test_ppo_preset_gradient_equals_tunix_losses(run: Run, batch: str) -> None:
         assert _max_rel_diff(tunix_grpo, ce) > 1e-3
 
 
+def test_kl_term_and_sampler_weights_as_tunix(run: Run) -> None:
+    """With the PPO preset, tunix's KL term (beta > 0, reference log-probs) and its truncated importance
+    weights give our gradient equal to tunix's grpo loss, under a sequence-level aggregation."""
+    with jax.enable_x64(False):
+        model = nnx.merge(*nnx.split(run.model))
+        nnx.update(model, run.recorder.params[1])
+        lp = log_probs(run, run.recorder.params[1], run.examples[0])
+        rng = np.random.default_rng(2)
+        example = _moved_batch(run.examples[0], lp).replace(
+            ref_per_token_logps=lp + jnp.asarray(rng.normal(0.0, 0.3, lp.shape), lp.dtype),
+            sampler_is_weights=jnp.asarray(rng.uniform(0.2, 1.5, lp.shape), lp.dtype))
+        cfg = ct.CEGPPOConfig(num_generations=2, beta=0.04, loss_agg_mode="sequence-mean-token-mean", **COMMON, **PPO)
+        cfg.temperature = 1.0
+        ours = _grads(ct.ce_gppo_policy_loss_fn, model, example, cfg, run.pad_id, run.eos_id)
+        theirs = _grads(function_registry.get_policy_loss_fn("grpo"), model, example, cfg, run.pad_id, run.eos_id)
+        assert _max_rel_diff(theirs, ours) < 1e-5
+        without = _grads(ct.ce_gppo_policy_loss_fn, model, example.replace(sampler_is_weights=None), cfg,
+                         run.pad_id, run.eos_id)
+        assert _max_rel_diff(theirs, without) > 1e-3  # the weights matter, so the equality above is about them
+
+
 @pytest.mark.parametrize("mode", sorted(ct.TUNIX_AGG_MODES))
 def test_every_tunix_aggregation_maps_to_ours(mode: str) -> None:
     rng = np.random.default_rng(1)
