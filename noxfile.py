@@ -83,7 +83,9 @@ def tunix(session: nox.Session) -> None:
     (`--framework-loss tunix`), and the tunix python blocks of the docs. Not in the default sessions
     (the install is ~80 packages and the tests take about two minutes): `nox -s tunix`.
     """
-    _install(session, "tunix,test")
+    # torch too, though tunix does not need it: without it, `import torch` in tunix's dependencies (tensorboardX)
+    # would find the folder tests/torch (pytest puts tests/ on sys.path) and fail on torch.Tensor.
+    _install(session, "tunix,torch,test")
     session.run("pytest", *_OWN_SESSION_TESTS["tunix"], "tests/docs/test_code_blocks.py", "-k", "tunix",
                 *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
 
