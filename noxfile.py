@@ -1,7 +1,7 @@
 """Sessions for tests, conformance, lint, types, docs and benchmarks.
 
 `nox` with no arguments runs the default sessions below: this is the README's test command and
-what `.ci/run` calls. `bench` and `gpu` (everything on CUDA) run only when named. Every session installs the project from this checkout with the pins in
+what `.ci/run` calls. `bench`, `gpu` (everything on CUDA) and `tunix` (the tunix integration, its own venv) run only when named. Every session installs the project from this checkout with the pins in
 constraints.txt (torch 2.13.0, the local CPU build), so nothing installed by hand is relied on.
 """
 
