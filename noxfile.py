@@ -1,7 +1,7 @@
 """Sessions for tests, conformance, lint, types, docs and benchmarks.
 
 `nox` with no arguments runs the default sessions below: this is the README's test command and
-what `.ci/run` calls. `bench` and `gpu` (everything on CUDA) run only when named. Every session installs the project from this checkout with the pins in
+what `.ci/run` calls. `bench`, `gpu` (everything on CUDA) and `tunix` (the tunix integration, its own venv) run only when named. Every session installs the project from this checkout with the pins in
 constraints.txt (torch 2.13.0, the local CPU build), so nothing installed by hand is relied on.
 """
 
@@ -81,8 +81,30 @@ def trainer(session: nox.Session) -> None:
 def integrations(session: nox.Session) -> None:
     """verl, TRL and optax integrations against the real packages (pinned in the `integrations` extra)."""
     _install(session, "integrations,trainer,test")
-    # This venv has torch, jax, optax, verl and trl: it also runs every python block of the docs.
-    session.run("pytest", "tests/integrations", "tests/docs", *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+    # This venv has torch, jax, optax, verl and trl: it also runs every python block of the docs, except
+    # those of the frameworks with a session of their own (tunix: `nox -s tunix`).
+    session.run("pytest", "tests/integrations", "tests/docs", *_OWN_SESSION_IGNORES, "-k", "not own_session",
+                *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+
+
+# Frameworks tested in a session and venv of their own (not the `integrations` one): their test files.
+_OWN_SESSION_TESTS = {"tunix": ("tests/integrations/test_tunix.py", "tests/integrations/test_tunix_conformance.py")}
+_OWN_SESSION_IGNORES = tuple(f"--ignore={f}" for files in _OWN_SESSION_TESTS.values() for f in files)
+
+
+@nox.session(python=PYTHON)
+def tunix(session: nox.Session) -> None:
+    """tunix (google-tunix, JAX) against the real package, pinned in the `tunix` extra, on CPU.
+
+    tunix's own GRPO learner with the `ce_gppo` loss (two steps of a toy model), the kit adapter
+    (`--framework-loss tunix`), and the tunix python blocks of the docs. Not in the default sessions
+    (the install is ~80 packages and the tests take about two minutes): `nox -s tunix`.
+    """
+    # torch too, though tunix does not need it: without it, `import torch` in tunix's dependencies (tensorboardX)
+    # would find the folder tests/torch (pytest puts tests/ on sys.path) and fail on torch.Tensor.
+    _install(session, "tunix,torch,test")
+    session.run("pytest", *_OWN_SESSION_TESTS["tunix"], "tests/docs/test_code_blocks.py", "-k", "tunix",
+                *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
 
 
 # OpenRLHF and SkyRL declare GPU-only dependencies (flash-attn, vLLM, NIXL) that cannot be installed on a

@@ -59,6 +59,7 @@ from ._strategies import (
     draw_scale_case,
     scale_case,
 )
+from ._tunix import port_from_tunix
 from ._verl import port_from_verl_loss
 
 del _prop_aggregation, _prop_bounds, _prop_fused, _prop_inputs, _prop_numerics, _prop_objective, _prop_scale
@@ -107,6 +108,7 @@ __all__ = [
     "port_adapter",
     "port_from_openrlhf",
     "port_from_skyrl",
+    "port_from_tunix",
     "port_from_verl_loss",
     "pytest_suite",
     "reproducer",

@@ -5,7 +5,7 @@
                        [--device cuda] [--advantages token|sequence|both] [--json FILE]
                        [--timeout SECONDS] [--quiet]
     cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
-    cegppo-conformance check --framework-loss openrlhf|skyrl [--loss [MODULE:]NAME] [options as above]
+    cegppo-conformance check --framework-loss openrlhf|skyrl|tunix [--loss [MODULE:]NAME] [options as above]
     cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
 
@@ -30,6 +30,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ._targets import import_target
 
 __all__ = ["FRAMEWORK_LOSSES", "load_port", "main"]
 
@@ -64,11 +66,7 @@ def load_port(target: str) -> Callable[..., Any]:
 
 def _load_verl_port(target: str) -> Callable[..., Any]:
     """The kit port calling verl's registered policy loss ``[MODULE:]NAME`` (imports MODULE first)."""
-    module_name, _, loss_name = target.rpartition(":")
-    if module_name:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        importlib.import_module(module_name)  # may register `loss_name` with verl
+    _, loss_name = import_target(target)  # MODULE may register `loss_name` with verl
     from cegppo.integrations.verl import verl_port  # imports verl (and registers ce_gppo)
 
     return verl_port(loss_name)
@@ -86,6 +84,8 @@ FRAMEWORK_LOSSES: dict[str, tuple[str, str, str]] = {
                  "a PolicyLoss class: CEGPPOPolicyLoss (default), PolicyLoss (OpenRLHF's own) or MODULE:CLASS"),
     "skyrl": ("cegppo.conformance._skyrl:port_from_skyrl", "torch",
               "a name in SkyRL's PolicyLossRegistry: ce_gppo (default), regular, dual_clip, ... or MODULE:NAME"),
+    "tunix": ("cegppo.conformance._tunix:port_from_tunix", "jax",
+              "a name in tunix's policy-loss registry: ce_gppo (default), grpo, ppo, ... or MODULE:NAME"),
 }
 """--framework-loss NAME -> (the ``module:function`` building the port from --loss, the port's framework,
 what --loss names). The function takes the --loss value (None: the framework's CE-GPPO integration)."""

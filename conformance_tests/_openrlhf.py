@@ -9,10 +9,9 @@ Importing this module imports neither OpenRLHF nor torch; calling `port_from_ope
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Any
+
+from ._targets import import_target
 
 __all__ = ["port_from_openrlhf"]
 
@@ -38,15 +37,9 @@ def port_from_openrlhf(loss: str | type[Any] | None = None) -> Any:
 
     if loss is None or isinstance(loss, type):
         return integration.openrlhf_port(loss)
-    module_name, _, name = loss.rpartition(":")
-    if module_name:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        module: Any = importlib.import_module(module_name)
-    else:
-        module = integration
-    cls = getattr(module, name, None)
+    module, name = import_target(loss)
+    cls = getattr(module or integration, name, None)
     if cls is None:
-        where = module_name or "cegppo.integrations.openrlhf (CEGPPOPolicyLoss, PolicyLoss)"
+        where = loss.rpartition(":")[0] or "cegppo.integrations.openrlhf (CEGPPOPolicyLoss, PolicyLoss)"
         raise ValueError(f"no OpenRLHF policy loss class {name!r} in {where}")
     return integration.openrlhf_port(cls)

@@ -9,11 +9,10 @@ skyrl`` does. Importing this module imports neither SkyRL nor torch; calling `po
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
+
+from ._targets import import_target
 
 __all__ = ["port_from_skyrl"]
 
@@ -39,9 +38,5 @@ def port_from_skyrl(loss: str | Callable[..., Any] | None = None) -> Callable[..
         return skyrl_port(LOSS_NAME)
     if callable(loss):
         return skyrl_port(loss)
-    module_name, _, name = loss.rpartition(":")
-    if module_name:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        importlib.import_module(module_name)  # may register `name` with SkyRL
+    _, name = import_target(loss)  # MODULE may register `name` with SkyRL
     return skyrl_port(name)

@@ -6,6 +6,11 @@ A page whose blocks import a framework that is not installed (torch, jax, optax,
 skipped with the reason, unless CEGPPO_STRICT is set (as under nox): then it fails, because the
 session that runs this file is meant to have every framework. A failing block is reported with its
 page, block number and line, and the block's source.
+
+Frameworks tested in a nox session of their own (`OWN_SESSION`: tunix) are not in the `integrations`
+venv: their blocks are left out of the page's run and run by `test_own_session_blocks_run[<framework>]`
+instead (in page order, one namespace per page), which their session selects (`nox -s tunix`) and the
+`integrations` session deselects.
 """
 
 from __future__ import annotations
@@ -41,9 +46,12 @@ _NEEDS = (
     ("cegppo.trainer", "torch"),
     ("cegppo.integrations.verl", "verl"),
     ("cegppo.integrations.trl", "trl"),
+    ("cegppo.integrations.tunix", "tunix"),
 )
 _THIRD_PARTY = {"torch", "jax", "jaxlib", "optax", "flax", "verl", "trl", "transformers", "datasets", "tokenizers",
-                "accelerate", "matplotlib", "safetensors"}
+                "accelerate", "matplotlib", "safetensors", "tunix", "grain"}
+OWN_SESSION = {"tunix": "nox -s tunix"}
+"""Frameworks whose blocks run only in their own nox session (framework -> the command)."""
 
 
 @dataclass(frozen=True)
@@ -134,12 +142,15 @@ def _restore_framework_state(state: dict[str, object]) -> None:
 PAGES_WITH_CODE = [p for p in PAGES if p.exists() and python_blocks(p)]
 
 
-@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[p.name for p in PAGES_WITH_CODE])
-def test_page_code_blocks_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = python_blocks(page)
+def own_session_of(block: Block) -> str | None:
+    """The `OWN_SESSION` framework a block imports, if any."""
+    return next((fw for fw in needed_modules([block]) if fw in OWN_SESSION), None)
+
+
+def _run_page_blocks(page: Path, blocks: list[Block], install: str, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = [m for m in needed_modules(blocks) if importlib.util.find_spec(m) is None]
     if missing:
-        msg = f"{page.name} needs {', '.join(missing)}, not installed (pip install -e '.[integrations,test]')"
+        msg = f"{page.name} needs {', '.join(missing)}, not installed ({install})"
         if os.environ.get("CEGPPO_STRICT"):
             pytest.fail(f"CEGPPO_STRICT is set: {msg}")
         pytest.skip(msg)
@@ -148,6 +159,22 @@ def test_page_code_blocks_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> No
     module_name = "docs_" + re.sub(r"\W", "_", page.stem)
     seconds = run_blocks(blocks, module_name)
     print(f"{page.name}: {len(blocks)} python blocks in {seconds:.1f}s")
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[p.name for p in PAGES_WITH_CODE])
+def test_page_code_blocks_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = [b for b in python_blocks(page) if own_session_of(b) is None]
+    _run_page_blocks(page, blocks, "pip install -e '.[integrations,test]'", monkeypatch)
+
+
+@pytest.mark.parametrize("framework", sorted(OWN_SESSION))
+def test_own_session_blocks_run(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = [(p, [b for b in python_blocks(p) if own_session_of(b) == framework]) for p in PAGES_WITH_CODE]
+    pages = [(p, blocks) for p, blocks in pages if blocks]
+    assert pages, f"no docs page has a python block importing {framework}"
+    for page, blocks in pages:
+        _run_page_blocks(page, blocks, f"pip install -e '.[{framework},test]' or {OWN_SESSION[framework]}",
+                         monkeypatch)
 
 
 def test_docs_have_python_blocks() -> None:
@@ -178,6 +205,13 @@ def test_runner_reports_a_failing_block(tmp_path: Path) -> None:
     page.write_text("```python\na = 1\n```\n\ntext\n\n```python\nassert a == 2, 'a is 1'\n```\n", encoding="utf-8")
     with pytest.raises(AssertionError, match=r"bad.md, python block 2 \(line 8\) raised AssertionError: a is 1"):
         run_blocks(python_blocks(page), "docs_runner_selftest")
+
+
+def test_blocks_split_by_session() -> None:
+    """A block importing an OWN_SESSION framework leaves its page's run; the others stay."""
+    blocks = [Block("p", 1, 1, "import jax\n"), Block("p", 2, 5, "from cegppo.integrations.tunix import CEGPPOConfig\n"),
+              Block("p", 3, 9, "import tunix.rl\n")]
+    assert [own_session_of(b) for b in blocks] == [None, "tunix", "tunix"]
 
 
 def test_needed_modules() -> None:
