@@ -23,6 +23,9 @@ BACKENDS = ("numpy", "torch", "jax")
 EXTRAS = {"numpy": "test", "torch": "torch,test", "jax": "jax,test"}
 # The Hypothesis profile: `ci` (derandomized, bounded) unless the caller picks another.
 HYPOTHESIS_ENV = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"), "PYTHONHASHSEED": "0"}
+# Frameworks with a session of their own (openrlhf, skyrl, tunix) set CEGPPO_REQUIRE=<extra>: there a missing
+# framework fails its tests; elsewhere (`integrations` also collects tests/integrations) they skip.
+INTEGRATION_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _install(session: nox.Session, extras: str) -> None:
@@ -83,13 +86,10 @@ def integrations(session: nox.Session) -> None:
     _install(session, "integrations,trainer,test")
     # This venv has torch, jax, optax, verl and trl: it also runs every python block of the docs, except
     # those of the frameworks with a session of their own (tunix: `nox -s tunix`).
-    session.run("pytest", "tests/integrations", "tests/docs", *_OWN_SESSION_IGNORES, "-k", "not own_session",
+    session.run("pytest", "tests/integrations", "tests/docs", "-k", "not own_session",
                 *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
 
 
-# Frameworks tested in a session and venv of their own (not the `integrations` one): their test files.
-_OWN_SESSION_TESTS = {"tunix": ("tests/integrations/test_tunix.py", "tests/integrations/test_tunix_conformance.py")}
-_OWN_SESSION_IGNORES = tuple(f"--ignore={f}" for files in _OWN_SESSION_TESTS.values() for f in files)
 
 
 @nox.session(python=PYTHON)
@@ -103,8 +103,9 @@ def tunix(session: nox.Session) -> None:
     # torch too, though tunix does not need it: without it, `import torch` in tunix's dependencies (tensorboardX)
     # would find the folder tests/torch (pytest puts tests/ on sys.path) and fail on torch.Tensor.
     _install(session, "tunix,torch,test")
-    session.run("pytest", *_OWN_SESSION_TESTS["tunix"], "tests/docs/test_code_blocks.py", "-k", "tunix",
-                *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+    session.run("pytest", "tests/integrations/test_tunix.py", "tests/integrations/test_tunix_conformance.py",
+                "tests/docs/test_code_blocks.py", "-k", "tunix", *session.posargs,
+                env={**INTEGRATION_ENV, "CEGPPO_REQUIRE": "tunix"})
 
 
 # OpenRLHF and SkyRL declare GPU-only dependencies (flash-attn, vLLM, NIXL) that cannot be installed on a
@@ -122,8 +123,6 @@ SKYRL_LOSS_LAYER = (  # ppo_utils (Ray registry actor, jaxtyping, loguru) and sk
     "pandas==3.1.1", "func_timeout==4.3.5", "requests==2.34.2", "fsspec==2026.9.0", "pydantic==2.14.4",
     "aiohttp==3.14.5",
 )
-# CEGPPO_REQUIRE: in that session a missing framework fails its tests (elsewhere, e.g. `integrations`, they skip).
-INTEGRATION_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @nox.session(python=PYTHON)

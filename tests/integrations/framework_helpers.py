@@ -1,36 +1,14 @@
 """Shared set-up of the OpenRLHF and SkyRL tests: each framework has its own extra and nox session.
 
-`need_framework(module, extra)` imports a framework's top-level package or skips with how to install
-it. The session of that framework (``nox -s openrlhf``, ``nox -s skyrl``) sets
-``CEGPPO_REQUIRE=<extra>`` with CEGPPO_STRICT=1: there a missing package is an error, as in
-`integration_helpers.need`. Every other session (``integrations`` also collects this folder) skips
-these tests with the reason, because their frameworks are installed only by their own sessions.
 `batch` draws log-probs whose ratios fall in every region, and `ppo_offset` is the value difference
 between a framework's PPO loss and ours with beta = 0 (spec S6.1), as the verl tests use them.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-from types import ModuleType
-
 import cegppo
 import numpy as np
-import pytest
-
-
-def need_framework(module: str, extra: str) -> ModuleType:
-    """Import `module`, or skip the calling test module with how to install it (an error in `extra`'s session)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        required = {x.strip() for x in os.environ.get("CEGPPO_REQUIRE", "").split(",")}
-        if os.environ.get("CEGPPO_STRICT") and extra in required:
-            raise
-        hint = f"nox -s {extra} (it installs the pinned loss layer; see docs/integrations.md)"
-        pytest.skip(f"{module} is not installed ({exc}); install it with: {hint}", allow_module_level=True)
-        raise  # unreachable: pytest.skip raises
+from integration_helpers import need_framework  # noqa: F401  (re-exported for the framework tests)
 
 
 def batch(torch, seed: int, b: int = 6, t: int = 9, *, spread: float = 1.2, dtype=None):

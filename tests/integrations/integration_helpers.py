@@ -3,6 +3,11 @@
 `need(module)` imports a third-party package or skips with the reason it is missing and how to
 get it (the pinned `integrations` extra). Under nox (CEGPPO_STRICT=1) a missing package is an
 error, never a skip: the `integrations` session installs every one of them.
+
+`need_framework(module, extra)` is the same for a framework with an extra and a nox session of its own
+(OpenRLHF, SkyRL, tunix): that session sets ``CEGPPO_REQUIRE=<extra>`` with CEGPPO_STRICT=1, and there a
+missing package is an error; every other session (``integrations`` also collects this folder) skips
+those tests with the reason, because only their own session installs them.
 """
 
 from __future__ import annotations
@@ -24,4 +29,17 @@ def need(module: str) -> ModuleType:
         if os.environ.get("CEGPPO_STRICT"):
             raise
         pytest.skip(f"{module} is not installed ({exc}); install it with: {INSTALL_HINT}", allow_module_level=True)
+        raise  # unreachable: pytest.skip raises
+
+
+def need_framework(module: str, extra: str) -> ModuleType:
+    """Import `module`, or skip the calling test module with how to install it (an error in `extra`'s session)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        required = {x.strip() for x in os.environ.get("CEGPPO_REQUIRE", "").split(",")}
+        if os.environ.get("CEGPPO_STRICT") and extra in required:
+            raise
+        hint = f"nox -s {extra} (it installs the pinned loss layer; see docs/integrations.md)"
+        pytest.skip(f"{module} is not installed ({exc}); install it with: {hint}", allow_module_level=True)
         raise  # unreachable: pytest.skip raises

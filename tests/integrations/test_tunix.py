@@ -22,10 +22,10 @@ import dataclasses
 import cegppo
 import numpy as np
 import pytest
-from integration_helpers import need
+from integration_helpers import need, need_framework
 
+need_framework("tunix", "tunix")
 jax = need("jax")
-need("tunix")
 
 import cegppo.jax as cg  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

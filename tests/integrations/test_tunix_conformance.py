@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from integration_helpers import need
+from integration_helpers import need, need_framework
 
+need_framework("tunix", "tunix")
 jax = need("jax")
-need("tunix")
 
 from cegppo.conformance._cli import main  # noqa: E402
 
