@@ -40,6 +40,6 @@ def need_framework(module: str, extra: str) -> ModuleType:
         required = {x.strip() for x in os.environ.get("CEGPPO_REQUIRE", "").split(",")}
         if os.environ.get("CEGPPO_STRICT") and extra in required:
             raise
-        hint = f"nox -s {extra} (it installs the pinned loss layer; see docs/integrations.md)"
+        hint = f"nox -s {extra} (it installs the pinned version; see docs/integrations.md)"
         pytest.skip(f"{module} is not installed ({exc}); install it with: {hint}", allow_module_level=True)
         raise  # unreachable: pytest.skip raises
