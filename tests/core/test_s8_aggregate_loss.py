@@ -49,3 +49,38 @@ def test_S9_5_aggregate_loss_computes_in_at_least_float32(loss_dtype: type, expe
 def test_S8_aggregate_loss_names_per_token_loss_on_a_shape_mismatch() -> None:
     with pytest.raises(ValueError, match=r"^per_token_loss must have the shape of mask"):
         cegppo.aggregate_loss(LOSS[:, :3], MASK)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum"])
+def test_S8_2_a_normalizer_below_one_divides(agg: str) -> None:
+    # Normalizers need not be counts: dividing them by the world size W is the documented way to
+    # undo DDP's gradient averaging (cegppo.torch.global_counts), which gives values in (0, 1).
+    key = "num_tokens" if agg == "token-mean" else "num_seqs"
+    c = cegppo.aggregation_weights(MASK, agg, **{key: 0.25})
+    np.testing.assert_allclose(c, MASK / 0.25, rtol=1e-15)
+
+
+def test_S8_aggregation_weights_default_mode_is_token_mean() -> None:
+    np.testing.assert_array_equal(cegppo.aggregation_weights(MASK), MASK / 4.0)
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@pytest.mark.parametrize("kwargs", [{}, {"num_tokens": 6, "num_seqs": 3}, {"num_tokens": 6.0, "num_seqs": 3.0}])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_S8_aggregation_weights_are_in_the_dtype_asked_for(agg: str, kwargs: dict, dtype: type) -> None:
+    c = cegppo.aggregation_weights(MASK, agg, dtype=dtype, **kwargs)
+    assert c.dtype == np.dtype(dtype), (agg, kwargs, c.dtype)
+
+
+@pytest.mark.parametrize(("agg", "name"), [("seq-mean-token-sum", "num_tokens"), ("token-mean", "num_seqs"),
+                                           ("token-sum", "num_tokens"), ("token-sum", "num_seqs")])
+@pytest.mark.parametrize("fn", ["aggregation_weights", "aggregate_loss"])
+def test_S8_2_a_bad_normalizer_is_refused_even_by_a_mode_that_does_not_read_it(agg: str, name: str, fn: str) -> None:
+    args = (MASK,) if fn == "aggregation_weights" else (LOSS, MASK)
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number >= 0"):
+        getattr(cegppo, fn)(*args, agg, **{name: -1.0})
+
+
+def test_S8_aggregation_weights_names_the_mask_of_the_wrong_rank() -> None:
+    with pytest.raises(ValueError, match=r"^mask must have shape \(B, T\), got shape \(4,\)"):
+        cegppo.aggregation_weights(MASK[0])

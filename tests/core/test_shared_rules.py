@@ -32,3 +32,10 @@ def test_S8_2_each_mode_reads_only_its_normalizer(agg: str, expected: tuple) -> 
 def test_S12_grpo_eps_is_named_when_refused(bad: float) -> None:
     with pytest.raises(ValueError, match=r"^eps must be a finite number > 0"):
         cegppo.grpo_advantages(np.array([1.0, 0.0, 1.0, 0.0]), 2, eps=bad)
+
+
+def test_config_as_dict_round_trips() -> None:
+    cfg = cegppo.presets.ce_gppo_1p5b()
+    d = cfg.as_dict()
+    assert type(d) is dict and d["eps_low"] == cfg.eps_low and d["dual_clip"] == cfg.dual_clip
+    assert cegppo.CEGPPOConfig(**d) == cfg
