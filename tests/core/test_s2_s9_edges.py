@@ -1,0 +1,44 @@
+"""Region boundaries and the compute dtype of the per-token functions (docs/spec.md S2, S9.1, S9.5).
+
+Added when mutation testing (`nox -s mutation`, docs/design.md) showed two gaps: `delta > c` could
+become `delta >= c` (the dual-clip boundary was never drawn exactly), and the compute dtype of
+`per_token_objective` / `grad_weight` / `token_regions` ignored `log_prob` or `advantages` unnoticed
+(the dtype tests went through `policy_loss`, which has its own input path).
+"""
+
+from __future__ import annotations
+
+import cegppo
+import numpy as np
+import pytest
+
+CFG = cegppo.CEGPPOConfig(eps_low=0.2, eps_high=0.28, beta_low=0.5, beta_high=1.0, dual_clip=3.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_S2_each_boundary_belongs_to_inside(dtype: type) -> None:
+    """delta = 1 - eps_low, 1 + eps_high and c exactly (as rounded in the compute dtype, S9.1) are inside."""
+    logr = np.array([[CFG.log_lower, CFG.log_upper, CFG.log_dual_clip]], dtype=dtype)
+    adv = np.array([[-1.0, 1.0, -1.0]], dtype=dtype)
+    zero = np.zeros_like(logr)
+    r = cegppo.token_regions(logr, zero, adv, CFG)
+    assert r.inside.all(), r
+    assert not (r.clip_low.any() or r.clip_high.any() or r.dual_clip.any())
+    f = cegppo.grad_weight(logr, zero, adv, CFG)
+    np.testing.assert_allclose(f, np.exp(logr.astype(np.float64)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", ["per_token_objective", "grad_weight"])
+@pytest.mark.parametrize(
+    ("lp", "olp", "adv", "expected"),
+    [
+        (np.float64, np.float32, np.float32, np.float64),
+        (np.float32, np.float64, np.float32, np.float64),
+        (np.float32, np.float32, np.float64, np.float64),
+        (np.float16, np.float16, np.float16, np.float32),
+        (np.float32, np.float32, np.int64, np.float32),
+    ],
+)
+def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: type, olp: type, adv: type, expected: type) -> None:
+    out = getattr(cegppo, fn)(np.full((2, 3), -0.5, lp), np.full((2, 3), -0.4, olp), np.ones((2, 3), adv), CFG)
+    assert out.dtype == np.dtype(expected), (lp, olp, adv, out.dtype)
