@@ -147,7 +147,7 @@ def changed_lines(diff: str) -> tuple[str, str]:
 def is_equivalent(module: str, function: str, diff: str, table: list[dict[str, str]]) -> dict[str, str] | None:
     removed, added = changed_lines(diff)
     for entry in table:
-        if (entry["module"] == module and entry["function"] == function
+        if (entry["module"] == module and entry["function"] in (function, "*")
                 and entry["original"].strip() == removed and entry["mutant"].strip() == added):
             return entry
     return None

@@ -42,3 +42,23 @@ def test_S2_each_boundary_belongs_to_inside(dtype: type) -> None:
 def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: type, olp: type, adv: type, expected: type) -> None:
     out = getattr(cegppo, fn)(np.full((2, 3), -0.5, lp), np.full((2, 3), -0.4, olp), np.ones((2, 3), adv), CFG)
     assert out.dtype == np.dtype(expected), (lp, olp, adv, out.dtype)
+
+
+@pytest.mark.parametrize("fn", ["per_token_objective", "grad_weight", "token_regions"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["log_prob", "old_log_prob", "advantages"])
+def test_S9_6_a_complex_input_is_refused_by_name(fn: str, which: int) -> None:
+    args = [np.full((2, 3), -0.5), np.full((2, 3), -0.4), np.ones((2, 3))]
+    args[which] = args[which].astype(np.complex128)
+    name = ["log_prob", "old_log_prob", "advantages"][which]
+    with pytest.raises(TypeError, match=rf"^{name} must be a real numeric array, got dtype complex128"):
+        getattr(cegppo, fn)(*args, CFG)
+
+
+@pytest.mark.parametrize("fn", ["per_token_objective", "grad_weight", "token_regions"])
+@pytest.mark.parametrize("which", [0, 1], ids=["log_prob", "old_log_prob"])
+def test_S9_6_integer_log_probs_are_refused_by_name(fn: str, which: int) -> None:
+    args = [np.full((2, 3), -0.5), np.full((2, 3), -0.4), np.ones((2, 3))]
+    args[which] = np.zeros((2, 3), dtype=np.int64)
+    name = ["log_prob", "old_log_prob"][which]
+    with pytest.raises(TypeError, match=rf"^{name} must be a floating-point array, got dtype int64"):
+        getattr(cegppo, fn)(*args, CFG)
