@@ -19,6 +19,9 @@ is a gap in the tests. See docs/design.md, "Mutation testing".
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
+import functools
 import json
 import re
 import shutil
@@ -131,10 +134,35 @@ def load_equivalent() -> list[dict[str, str]]:
         return list(tomllib.load(f).get("equivalent", []))
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path) -> tuple[str, dict[str, ast.AST]]:
+    source = path.read_text(encoding="utf-8")
+    defs = {node.name: node for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return source, defs
+
+
 def mutant_diff(where: Path, mutant: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=where,
-                         capture_output=True, text=True, check=False)
-    return out.stdout
+    """The unified diff of one mutant against the original function (what `mutmut show` prints).
+
+    Read from the mutated file, where mutmut keeps `f__mutmut_orig` beside each `f__mutmut_N`:
+    no mutmut process per survivor.
+    """
+    module, _, name = mutant.rpartition(".")
+    func = name.rsplit("__mutmut_", 1)[0]
+    path = where / "mutants" / (module.replace(".", "/") + ".py")
+    if not path.exists():  # a package's __init__
+        path = where / "mutants" / module.replace(".", "/") / "__init__.py"
+    source, defs = _parsed(path)
+
+    def body(key: str) -> list[str]:
+        node = defs.get(key)
+        if node is None:
+            return []
+        lines = (ast.get_source_segment(source, node, padded=True) or "").splitlines()
+        return [ln.replace(key, func, 1) if i == 0 else ln for i, ln in enumerate(lines)]
+
+    return "\n".join(difflib.unified_diff(body(f"{func}__mutmut_orig"), body(name), lineterm="", n=0))
 
 
 def changed_lines(diff: str) -> tuple[str, str]:
@@ -163,8 +191,9 @@ def report(name: str, verbose: bool = True) -> int:
     table = load_equivalent()
     unexplained = 0
     print(f"\nmutation target {name!r}: module / mutants / killed / timeout / equivalent / survived / no tests "
-          "/ score (killed+timeout over non-equivalent)")
+          "/ score (killed+timeout over checked non-equivalent)")
     rows = []
+    survivor_names: list[str] = []
     for repo_path in mutate:
         meta = where / "mutants" / (staged_path(repo_path) + ".meta")
         if not meta.exists():
@@ -186,11 +215,12 @@ def report(name: str, verbose: bool = True) -> int:
                 else:
                     survivors.append((key, verdict, diff))
             counts[verdict] += 1
-        non_eq = sum(counts.values()) - counts["equivalent"]
+        non_eq = sum(counts.values()) - counts["equivalent"] - counts["not checked"]
         caught = counts["killed"] + counts["timeout"]
         score = 100.0 * caught / non_eq if non_eq else 100.0
         rows.append((repo_path, sum(counts.values()), counts, score))
-        unexplained += len(survivors)
+        unexplained += len(survivors) + counts["not checked"]
+        survivor_names.extend(key for key, _, _ in survivors)
         print(f"  {repo_path}: {sum(counts.values())} / {counts['killed']} / {counts['timeout']} / "
               f"{counts['equivalent']} / {counts['survived']} / {counts['no tests']} / {score:.1f}%"
               + (f"  (other: {dict((k, v) for k, v in counts.items() if k not in _SHOWN)})"
@@ -204,10 +234,11 @@ def report(name: str, verbose: bool = True) -> int:
     total = Counter()
     for _, _, c, _ in rows:
         total.update(c)
-    non_eq = sum(total.values()) - total["equivalent"]
+    non_eq = sum(total.values()) - total["equivalent"] - total["not checked"]
     if non_eq:
         print(f"  all of {name!r}: {100.0 * (total['killed'] + total['timeout']) / non_eq:.1f}% of "
               f"{non_eq} non-equivalent mutants killed; {unexplained} unexplained survivor(s)")
+    (where / "survivors.txt").write_text("".join(f"{k}\n" for k in survivor_names))
     summary = where / "summary.json"
     summary.write_text(json.dumps({p: {"mutants": n, **c, "score": s} for p, n, c, s in rows}, indent=2))
     return unexplained
@@ -225,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     parser.add_argument("--isolation", choices=["fork", "forkserver"], default="forkserver")
     parser.add_argument("--max-children", type=int, default=2)
-    parser.add_argument("--mutants", nargs="*", default=[], help="re-run only these mutants (after a run)")
+    parser.add_argument("--mutants", nargs="*", default=[],
+                        help="re-run only these mutants (globs; 'survivors': the last report's unexplained ones)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a survivor is not explained")
     args = parser.parse_args(argv)
     if args.action == "run":
@@ -242,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
             tests = json.loads((where / "target.json").read_text())["tests"]
             copy_tests(where, tests)
             copy_tests(where / "mutants", tests)
+            if args.mutants == ["survivors"]:
+                args.mutants = (where / "survivors.txt").read_text().split()
+                if not args.mutants:
+                    print("tools/mutation.py: no unexplained survivor to re-run")
+                    return 0
         else:
             where = stage(args.name, args.mutate, args.tests, args.pytest_arg, args.isolation)
         cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *args.mutants]
