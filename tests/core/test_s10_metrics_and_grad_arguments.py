@@ -51,3 +51,13 @@ def test_S8_2_every_aggregation_argument_is_checked_whatever_the_mode(agg: str, 
     lp = np.zeros((1, 2))
     with pytest.raises(ValueError, match=rf"^{name} must be a finite number"):
         getattr(cegppo, fn)(lp, lp, np.array([1.0]), np.ones((1, 2), bool), CFG, agg, **kwargs)
+
+
+def test_S8_policy_loss_grad_reads_norm_length() -> None:
+    rng = np.random.default_rng(3)
+    lp, old = rng.normal(size=(2, 4)) * 0.1, rng.normal(size=(2, 4)) * 0.1
+    adv, mask = np.array([1.0, -1.0]), np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+    agg = "seq-mean-token-sum-norm"
+    g_default = cegppo.policy_loss_grad(lp, old, adv, mask, CFG, agg)  # L = T = 4
+    g_two = cegppo.policy_loss_grad(lp, old, adv, mask, CFG, agg, norm_length=2.0)
+    np.testing.assert_allclose(g_two, g_default * 2.0, rtol=1e-14)

@@ -39,3 +39,33 @@ def test_config_as_dict_round_trips() -> None:
     d = cfg.as_dict()
     assert type(d) is dict and d["eps_low"] == cfg.eps_low and d["dual_clip"] == cfg.dual_clip
     assert cegppo.CEGPPOConfig(**d) == cfg
+
+
+def test_S8_2_normalizer_value_rule() -> None:
+    from cegppo._validation import check_normalizer_value
+
+    check_normalizer_value("num_tokens", 1.7976931348623157e308, 1)  # the largest float is finite
+    check_normalizer_value("num_tokens", 0.0, 0)  # 0 for a batch with no valid token
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match=rf"^num_seqs must be a finite number >= 0 .*got {bad!r}$"):
+            check_normalizer_value("num_seqs", bad, 1)
+    with pytest.raises(ValueError, match=r"^num_tokens is 0 but this batch has 1 valid tokens: .* micro-batch "
+                                         r"with no valid token \(pass the global count"):
+        check_normalizer_value("num_tokens", 0.0, 1)
+    with pytest.raises(ValueError, match=r"^num_seqs is 0 but this batch has 2 valid sequences: "):
+        check_normalizer_value("num_seqs", 0.0, 2)
+
+
+def test_S12_group_shape_returns_the_number_of_groups() -> None:
+    from cegppo._validation import check_group_shape
+
+    p = check_group_shape((6,), 3)
+    assert p == 2 and type(p) is int
+
+
+def test_S12_type_errors_name_the_type_received() -> None:
+    r = np.array([1.0, 0.0, 1.0, 0.0])
+    with pytest.raises(TypeError, match=r"^group_size must be an int, got float$"):
+        cegppo.grpo_advantages(r, 2.0)
+    with pytest.raises(TypeError, match=r"^eps must be a number, got str$"):
+        cegppo.grpo_advantages(r, 2, eps="1e-6")
