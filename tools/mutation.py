@@ -23,13 +23,13 @@ import ast
 import difflib
 import functools
 import json
-import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections import Counter
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT_FILE = ROOT / "tools" / "mutation_equivalent.toml"
@@ -134,7 +134,7 @@ def load_equivalent() -> list[dict[str, str]]:
         return list(tomllib.load(f).get("equivalent", []))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed(path: Path) -> tuple[str, dict[str, ast.AST]]:
     source = path.read_text(encoding="utf-8")
     defs = {node.name: node for node in ast.walk(ast.parse(source))

@@ -59,5 +59,5 @@ def test_policy_metrics_reports_non_finite_inputs_instead_of_refusing_them() -> 
     with np.errstate(invalid="ignore"):  # NaN - NaN in the k3 estimator: reported as NaN
         metrics = cegppo.policy_metrics(lp, old, np.array([1.0]), np.ones((1, 2), bool), cfg)
     assert isinstance(metrics, dict) and metrics
-    with pytest.raises(ValueError, match="^log_prob holds non-finite values"):
+    with pytest.raises(ValueError, match=r"^log_prob holds non-finite values"):
         cegppo.policy_loss(lp, old, np.array([1.0]), np.ones((1, 2), bool), cfg, validate=True)
