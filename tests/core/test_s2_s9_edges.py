@@ -62,3 +62,29 @@ def test_S9_6_integer_log_probs_are_refused_by_name(fn: str, which: int) -> None
     name = ["log_prob", "old_log_prob"][which]
     with pytest.raises(TypeError, match=rf"^{name} must be a floating-point array, got dtype int64"):
         getattr(cegppo, fn)(*args, CFG)
+
+
+def _loss_grad(lp, olp, adv, cfg):
+    return cegppo.policy_loss_grad(lp, olp, adv, np.ones(np.shape(lp), bool), cfg)
+
+
+def _loss(lp, olp, adv, cfg):
+    return cegppo.policy_loss(lp, olp, adv, np.ones(np.shape(lp), bool), cfg)
+
+
+@pytest.mark.parametrize("fn", [_loss, _loss_grad], ids=["policy_loss", "policy_loss_grad"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["log_prob", "old_log_prob", "advantages"])
+def test_S9_5_S9_6_policy_loss_inputs_set_the_dtype_and_are_refused_by_name(fn, which: int) -> None:
+    args = [np.full((2, 3), -0.5, np.float32), np.full((2, 3), -0.4, np.float32), np.ones((2, 3), np.float32)]
+    name = ["log_prob", "old_log_prob", "advantages"][which]
+    wide = list(args)
+    wide[which] = wide[which].astype(np.float64)
+    assert fn(*wide, CFG).dtype == np.float64, name
+    bad = list(args)
+    bad[which] = bad[which].astype(np.complex64)
+    with pytest.raises(TypeError, match=rf"^{name} must be a real numeric array, got dtype complex64"):
+        fn(*bad, CFG)
+    if which < 2:
+        bad[which] = np.zeros((2, 3), np.int32)
+        with pytest.raises(TypeError, match=rf"^{name} must be a floating-point array, got dtype int32"):
+            fn(*bad, CFG)
