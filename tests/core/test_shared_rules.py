@@ -69,3 +69,25 @@ def test_S12_type_errors_name_the_type_received() -> None:
         cegppo.grpo_advantages(r, 2.0)
     with pytest.raises(TypeError, match=r"^eps must be a number, got str$"):
         cegppo.grpo_advantages(r, 2, eps="1e-6")
+
+
+def test_S8_2_normalizer_type_and_host_value_rule() -> None:
+    import warnings
+
+    from cegppo._validation import check_normalizer
+
+    big = 1.7976931348623157e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy float32 is compared without a cast warning
+        for ok in (None, 0, 0.0, 0.5, big, np.float32(5.0), np.array(big), np.array([3]), np.array(0.0),
+                   np.array(0.5), np.array(7, dtype=np.int32)):
+            check_normalizer("num_tokens", ok)
+    for bad, shown in ((-1.0, "-1.0"), (float("inf"), "inf"), (np.array(-2.0), "-2.0"), (np.array([np.nan]), "nan")):
+        with pytest.raises(ValueError, match=rf"^num_tokens must be a finite number >= 0 .*got {shown}$"):
+            check_normalizer("num_tokens", bad)
+    with pytest.raises(TypeError, match=r"^num_seqs must be a number or a scalar array, got list$"):
+        check_normalizer("num_seqs", [3])
+    with pytest.raises(TypeError, match=r"^num_seqs must be a real number or a numeric scalar array, got dtype bool$"):
+        check_normalizer("num_seqs", np.array(True))
+    with pytest.raises(TypeError, match=r"^num_seqs must be a real number or a numeric scalar array, got dtype complex128$"):
+        check_normalizer("num_seqs", np.array(1 + 0j))
