@@ -88,3 +88,21 @@ def test_S9_5_S9_6_policy_loss_inputs_set_the_dtype_and_are_refused_by_name(fn, 
         bad[which] = np.zeros((2, 3), np.int32)
         with pytest.raises(TypeError, match=rf"^{name} must be a floating-point array, got dtype int32"):
             fn(*bad, CFG)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2, 3], ids=["log_prob", "old_log_prob", "advantages", "mask"])
+def test_S9_6_a_non_array_is_refused_by_name(which: int) -> None:
+    args = [np.zeros((1, 2)), np.zeros((1, 2)), np.ones(1), np.ones((1, 2), bool)]
+    name = ["log_prob", "old_log_prob", "advantages", "mask"][which]
+    args[which] = args[which].tolist()
+    with pytest.raises(TypeError, match=rf"^{name} must be an array or tensor, got list$"):
+        cegppo.policy_loss(*args, CFG)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["log_prob", "old_log_prob", "advantages"])
+def test_S9_6_validate_names_the_input_holding_a_non_finite_value(which: int) -> None:
+    args = [np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), np.ones((1, 2), bool)]
+    name = ["log_prob", "old_log_prob", "advantages"][which]
+    args[which][0, 1] = np.inf
+    with pytest.raises(ValueError, match=rf"^{name} holds non-finite values at valid"):
+        cegppo.policy_loss(*args, CFG, validate=True)
