@@ -91,3 +91,29 @@ def test_S8_2_normalizer_type_and_host_value_rule() -> None:
         check_normalizer("num_seqs", np.array(True))
     with pytest.raises(TypeError, match=r"^num_seqs must be a real number or a numeric scalar array, got dtype complex128$"):
         check_normalizer("num_seqs", np.array(1 + 0j))
+
+
+def test_S8_2_float32_and_float16_scalar_arrays_are_normalizers() -> None:
+    from cegppo._validation import check_normalizer
+
+    for dtype in (np.float16, np.float32, np.int8, np.uint16):
+        check_normalizer("num_tokens", np.array(3, dtype=dtype))
+
+
+def test_S9_6_ids_shape_error_names_the_leading_shape_of_batched_logits() -> None:
+    z = np.zeros((2, 3, 5))
+    with pytest.raises(ValueError, match=r"^ids must have shape \(2, 3\) \(logits without the vocab axis\), got shape \(2,\)"):
+        cegppo.token_log_probs(z, np.zeros(2, dtype=np.int64))
+
+
+@pytest.mark.parametrize("fn", ["policy_loss", "policy_loss_grad"])
+def test_S9_6_aggregation_arguments_are_checked_before_any_array_value(fn: str) -> None:
+    """The metadata checks come first: a bad normalizer is reported even when validate=True would
+    also refuse a non-finite log-prob (no value is read before the arguments are known good)."""
+    lp = np.array([[np.inf, 0.0]])
+    args = (lp, np.zeros((1, 2)), np.ones(1), np.ones((1, 2), bool), cegppo.presets.ce_gppo_1p5b())
+    for agg, kwargs, name in (("seq-mean-token-sum", {"num_tokens": -1.0}, "num_tokens"),
+                              ("token-mean", {"num_seqs": -1.0}, "num_seqs"),
+                              ("token-mean", {"norm_length": -1.0}, "norm_length")):
+        with pytest.raises(ValueError, match=rf"^{name} must be a finite number"):
+            getattr(cegppo, fn)(*args, agg, validate=True, **kwargs)
