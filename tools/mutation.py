@@ -205,6 +205,8 @@ def report(name: str, verbose: bool = True) -> int:
         survivors = []
         for key, code in sorted(codes.items()):
             verdict = _VERDICT.get(code, "suspicious")
+            if verdict == "not checked":
+                survivor_names.append(key)
             if verdict in ("survived", "no tests"):
                 # key: cegppo._loss.x_policy_loss__mutmut_12 (or xǁClassǁmethod__mutmut_3)
                 func = key.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--isolation", choices=["fork", "forkserver"], default="forkserver")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--mutants", nargs="*", default=[],
-                        help="re-run only these mutants (globs; 'survivors': the last report's unexplained ones)")
+                        help="re-run only these mutants (globs; 'survivors': the last report's survivors and unchecked)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a survivor is not explained")
     args = parser.parse_args(argv)
     if args.action == "run":
