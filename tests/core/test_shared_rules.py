@@ -117,3 +117,15 @@ def test_S9_6_aggregation_arguments_are_checked_before_any_array_value(fn: str) 
                               ("token-mean", {"norm_length": -1.0}, "norm_length")):
         with pytest.raises(ValueError, match=rf"^{name} must be a finite number"):
             getattr(cegppo, fn)(*args, agg, validate=True, **kwargs)
+
+
+def test_S9_6_policy_shape_rules_name_what_they_expect() -> None:
+    from cegppo._validation import check_policy_shapes
+
+    lp = np.zeros((2, 3))
+    assert check_policy_shapes(lp, lp, np.ones(2), None) == (2, 3)
+    with pytest.raises(ValueError, match=r"^advantages must have shape \(2, 3\) \(per token\) or \(2,\) \(per sequence\), "
+                                         r"got shape \(3,\)$"):
+        check_policy_shapes(lp, lp, np.ones(3), None)
+    with pytest.raises(TypeError, match=r"^cfg must be a cegppo.CEGPPOConfig, got dict$"):
+        cegppo.per_token_objective(lp, lp, np.ones(2), {})
