@@ -1,7 +1,8 @@
 """Sessions for tests, conformance, lint, types, docs and benchmarks.
 
 `nox` with no arguments runs the default sessions below: this is the README's test command and
-what `.ci/run` calls. `bench`, `gpu` (everything on CUDA) and `tunix` (the tunix integration, its own venv) run only when named. Every session installs the project from this checkout with the pins in
+what `.ci/run` calls. `bench`, `gpu` (everything on CUDA), `tunix` (the tunix integration, its own venv),
+`conformance` (inside `tests` in CI) and `mutation` run only when named. Every session installs the project from this checkout with the pins in
 constraints.txt (torch 2.13.0, the local CPU build), so nothing installed by hand is relied on.
 """
 
@@ -215,3 +216,59 @@ def gpu(session: nox.Session) -> None:
         session.run("pytest", f"tests/{backend}", "--device=cuda", *session.posargs, env=env)
         session.run("pytest", "tests/conformance", f"--backend={backend}", "--device=cuda", *session.posargs, env=env)
     session.run("python", "benchmarks/bench_policy_loss.py", "--device", "cuda")
+
+
+# Mutation testing (`nox -s mutation`, not in CI): each target names the modules mutated and the test
+# suites that must kill the mutants. This table is the one place to change either; `nox -s mutation
+# -- spec` runs one target. tools/mutation.py stages, runs mutmut and prints the score per module.
+MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
+    "spec": {
+        "mutate": ["spec/_objective.py", "spec/_aggregation.py", "spec/_loss.py", "spec/_logits.py",
+                   "spec/_advantages.py", "spec/_validation.py", "spec/_config.py", "spec/presets.py",
+                   "spec/_arrays.py"],
+        "tests": ["tests/core"],
+        "pytest_args": [],
+    },
+    "torch": {
+        "mutate": ["backends/torch/_objective.py", "backends/torch/_aggregation.py"],
+        # Not test_compile (a torch.compile per mutant) nor test_distributed (its ranks run in
+        # subprocesses, which see no mutant); not test_fused either: its float64 central-difference
+        # test fails in the staged layout (not understood yet; see docs/design.md).
+        "tests": ["tests/conformance/test_properties.py", "tests/torch/test_policy_loss.py"],
+        "pytest_args": ["--backend=torch"],
+    },
+    "jax": {
+        "mutate": ["backends/jax/_objective.py", "backends/jax/_aggregation.py"],
+        # Not test_sharding / test_jax_memory_traffic (compiled-HLO inspection, minutes per mutant),
+        # nor test_jax_fused (as for torch).
+        "tests": ["tests/conformance/test_properties.py", "tests/jax/test_jax_policy_loss.py",
+                  "tests/jax/test_jax_numerics.py"],
+        "pytest_args": ["--backend=jax"],
+    },
+}
+
+
+@nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing with mutmut (not in CI; long): `nox -s mutation [-- spec torch jax]`.
+
+    Mutates the modules of MUTATION_TARGETS and runs the suites that check them (Hypothesis profile
+    `mutation`: few derandomized examples), then prints per module the mutants killed, timed out,
+    shown equivalent (tools/mutation_equivalent.toml) and surviving. Fails if a survivor is not
+    explained. Results stay in build/mutation/NAME (`mutmut show NAME` there shows a mutant).
+    """
+    _install(session, "torch,jax,test")
+    session.install(*CONSTRAINTS, "mutmut==3.8.1")
+    names = session.posargs or list(MUTATION_TARGETS)
+    unknown = sorted(set(names) - set(MUTATION_TARGETS))
+    if unknown:
+        session.error(f"unknown mutation target(s) {unknown}; known: {sorted(MUTATION_TARGETS)}")
+    env = {**HYPOTHESIS_ENV, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "mutation"),
+           "CEGPPO_STRICT": "1", "OMP_NUM_THREADS": "1",
+           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    for name in names:
+        target = MUTATION_TARGETS[name]
+        args = ["python", "tools/mutation.py", "run", name, "--mutate", *target["mutate"], "--tests", *target["tests"]]
+        session.run(*args, *[f"--pytest-arg={a}" for a in target["pytest_args"]], env=env)
+    # All the scores together at the end; fails if a survivor is neither killed nor shown equivalent.
+    session.run("python", "tools/mutation.py", "report", *names, "--strict", env=env)

@@ -1,7 +1,8 @@
 """Shared pytest set-up: Hypothesis profiles, and skipping framework folders that are not installed.
 
 Profiles (pick one with HYPOTHESIS_PROFILE): `dev` (default), `ci` (derandomized, bounded: what
-nox and CI use) and `thorough` (many more examples, for release checks).
+nox and CI use), `thorough` (many more examples, for release checks) and `mutation` (derandomized,
+few examples: `nox -s mutation` runs the suites once per mutant).
 
 Under nox (CEGPPO_STRICT=1) a missing framework is an error, never a silent skip.
 
@@ -30,6 +31,14 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("thorough", max_examples=2000, deadline=None, print_blob=True)
+settings.register_profile(
+    "mutation",
+    max_examples=5,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 _FRAMEWORK_OF_FOLDER = {"torch": "torch", "jax": "jax", "trainer": "transformers", "integrations": "torch"}

@@ -1,0 +1,297 @@
+"""Mutation testing of one target with mutmut 3 (run by `nox -s mutation`; not part of CI).
+
+    python tools/mutation.py run NAME --mutate spec/_objective.py ... --tests tests/core [--pytest-arg=ARG]...
+    python tools/mutation.py report NAME... [--strict]
+
+The repository's folders map onto one package (`spec` -> `cegppo`, `backends/torch` -> `cegppo.torch`,
+...; pyproject.toml, ``package-dir``), which mutmut cannot follow: it copies the source folder into
+``mutants/`` and names each mutant after the module path it sees. So each target is staged in
+``build/mutation/NAME``: the packages laid out as they are installed (``cegppo/``, ``cegppo/torch/``,
+...), the test folders, README.md and docs/ (read by some tests), and a pyproject.toml that holds
+the mutmut configuration. mutmut runs there, and this script reads its results back per module.
+
+Surviving mutants that are equivalent (no test can tell them from the original) are listed in
+``tools/mutation_equivalent.toml`` by module, function and the changed source line, not by mutant
+number (numbers shift when the code changes); the report counts them apart. Every other survivor
+is a gap in the tests. See docs/design.md, "Mutation testing".
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import functools
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENT_FILE = ROOT / "tools" / "mutation_equivalent.toml"
+MUTMUT = "mutmut==3.8.1"
+"""The pinned tool (the noxfile installs this; `run` checks the installed version matches)."""
+
+# Exit codes of a mutant's test run -> verdict (mutmut 3.8.1, mutmut/stats.py).
+_VERDICT = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "killed",
+            None: "not checked"}
+
+# Lines never mutated: the text of an error message (the contract is the exception type and the
+# argument it names, which the tests match; mutmut's "XX" + text + "XX" keeps both) and the
+# `__all__` / docstring bookkeeping. Regular expressions over one source line (mutmut's
+# do_not_mutate_patterns; a statement starting on a matching line is skipped whole).
+DO_NOT_MUTATE_PATTERNS = [r"^\s*__all__\s*="]
+
+
+# Files some tests read as text from the repository root (the README's commands, the docs' clause
+# list, CI, and the source folders under their repository names, which the docs tests scan).
+ALSO_COPY = ["README.md", "docs", ".ci", "pyproject.toml", "spec", "backends", "conformance_tests",
+             "reference_trainer", "integrations"]
+
+
+def package_dirs() -> dict[str, str]:
+    """pyproject.toml's package-dir: import package -> folder of this repository."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return dict(tomllib.load(f)["tool"]["setuptools"]["package-dir"])
+
+
+def staged_path(repo_path: str) -> str:
+    """`backends/torch/_objective.py` -> `cegppo/torch/_objective.py` (the installed layout)."""
+    folder, _, name = repo_path.rpartition("/")
+    for package, pkg_folder in package_dirs().items():
+        if pkg_folder == folder:
+            return package.replace(".", "/") + "/" + name
+    raise SystemExit(f"tools/mutation.py: {repo_path} is not in a package folder of pyproject.toml")
+
+
+def stage(name: str, mutate: list[str], tests: list[str], pytest_args: list[str], isolation: str) -> Path:
+    """Lay out build/mutation/NAME afresh (old mutants and results are dropped)."""
+    where = ROOT / "build" / "mutation" / name
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    for package, folder in package_dirs().items():
+        target = where / package.replace(".", "/")
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted((ROOT / folder).iterdir()):
+            if f.is_file() and (f.suffix == ".py" or f.name == "py.typed"):
+                shutil.copy2(f, target / f.name)
+    copy_tests(where, tests)
+    for extra in ALSO_COPY:
+        if extra == "pyproject.toml":
+            continue  # written below
+        if (ROOT / extra).is_dir():
+            shutil.copytree(ROOT / extra, where / extra, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+        elif (ROOT / extra).exists():
+            shutil.copy2(ROOT / extra, where / extra)
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        pytest_ini = tomllib.load(f)["tool"]["pytest"]["ini_options"]
+    config = {
+        "source_paths": ["cegppo"],
+        "only_mutate": [staged_path(m) for m in mutate],
+        "also_copy": ALSO_COPY,
+        "do_not_mutate_patterns": DO_NOT_MUTATE_PATTERNS,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", *pytest_args],
+        "pytest_add_cli_args_test_selection": tests,
+        "process_isolation": isolation,
+        "use_git_change_detection": False,
+        "timeout_multiplier": 10.0,
+        "timeout_constant": 20.0,
+    }
+    (where / "target.json").write_text(json.dumps({"mutate": mutate, "tests": tests, "pytest_args": pytest_args}))
+    (where / "pyproject.toml").write_text(
+        "# Written by tools/mutation.py: do not edit (edit MUTATION_TARGETS in noxfile.py).\n"
+        + _toml_table("tool.pytest.ini_options", pytest_ini)
+        + _toml_table("tool.mutmut", config)
+    )
+    return where
+
+
+def copy_tests(where: Path, tests: list[str]) -> None:
+    """Copy tests/conftest.py and the folders of `tests` into `where` (again: picks up new tests)."""
+    (where / "tests").mkdir(exist_ok=True)
+    shutil.copy2(ROOT / "tests" / "conftest.py", where / "tests" / "conftest.py")
+    for t in tests:
+        src = ROOT / t.split("::")[0]
+        folder = src if src.is_dir() else src.parent
+        shutil.copytree(folder, where / folder.relative_to(ROOT), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+
+
+def _toml_table(name: str, values: dict) -> str:
+    # json.dumps writes valid TOML for strings, numbers, booleans and lists of strings.
+    lines = [f"[{name}]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def load_equivalent() -> list[dict[str, str]]:
+    with open(EQUIVALENT_FILE, "rb") as f:
+        return list(tomllib.load(f).get("equivalent", []))
+
+
+@functools.cache
+def _parsed(path: Path) -> tuple[str, dict[str, ast.AST]]:
+    source = path.read_text(encoding="utf-8")
+    defs = {node.name: node for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return source, defs
+
+
+def mutant_diff(where: Path, mutant: str) -> str:
+    """The unified diff of one mutant against the original function (what `mutmut show` prints).
+
+    Read from the mutated file, where mutmut keeps `f__mutmut_orig` beside each `f__mutmut_N`:
+    no mutmut process per survivor.
+    """
+    module, _, name = mutant.rpartition(".")
+    func = name.rsplit("__mutmut_", 1)[0]
+    path = where / "mutants" / (module.replace(".", "/") + ".py")
+    if not path.exists():  # a package's __init__
+        path = where / "mutants" / module.replace(".", "/") / "__init__.py"
+    source, defs = _parsed(path)
+
+    def body(key: str) -> list[str]:
+        node = defs.get(key)
+        if node is None:
+            return []
+        lines = (ast.get_source_segment(source, node, padded=True) or "").splitlines()
+        return [ln.replace(key, func, 1) if i == 0 else ln for i, ln in enumerate(lines)]
+
+    return "\n".join(difflib.unified_diff(body(f"{func}__mutmut_orig"), body(name), lineterm="", n=0))
+
+
+def changed_lines(diff: str) -> tuple[str, str]:
+    """(removed, added) source lines of a one-mutant diff, stripped and joined."""
+    minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return " / ".join(minus), " / ".join(plus)
+
+
+def is_equivalent(module: str, function: str, diff: str, table: list[dict[str, str]]) -> dict[str, str] | None:
+    removed, added = changed_lines(diff)
+    for entry in table:
+        if (entry["module"] == module and entry["function"] in (function, "*")
+                and entry["original"].strip() == removed and entry["mutant"].strip() == added):
+            return entry
+    return None
+
+
+def report(name: str, verbose: bool = True) -> int:
+    """Print the verdicts per module; returns the number of unexplained survivors."""
+    where = ROOT / "build" / "mutation" / name
+    if not (where / "target.json").exists():
+        print(f"\nmutation target {name!r}: not run (no {where.relative_to(ROOT)}/target.json)")
+        return 1
+    mutate = json.loads((where / "target.json").read_text())["mutate"]
+    table = load_equivalent()
+    unexplained = 0
+    print(f"\nmutation target {name!r}: module / mutants / killed / timeout / equivalent / survived / no tests "
+          "/ score (killed+timeout over checked non-equivalent)")
+    rows = []
+    survivor_names: list[str] = []
+    for repo_path in mutate:
+        meta = where / "mutants" / (staged_path(repo_path) + ".meta")
+        if not meta.exists():
+            print(f"  {repo_path}: no results (mutmut did not run on it)")
+            unexplained += 1
+            continue
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        counts: Counter[str] = Counter()
+        survivors = []
+        for key, code in sorted(codes.items()):
+            verdict = _VERDICT.get(code, "suspicious")
+            if verdict == "not checked":
+                survivor_names.append(key)
+            if verdict in ("survived", "no tests"):
+                # key: cegppo._loss.x_policy_loss__mutmut_12 (or xǁClassǁmethod__mutmut_3)
+                func = key.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
+                diff = mutant_diff(where, key)
+                entry = is_equivalent(repo_path, func, diff, table)
+                if entry is not None:
+                    verdict = "equivalent"
+                else:
+                    survivors.append((key, verdict, diff))
+            counts[verdict] += 1
+        non_eq = sum(counts.values()) - counts["equivalent"] - counts["not checked"]
+        caught = counts["killed"] + counts["timeout"]
+        score = 100.0 * caught / non_eq if non_eq else 100.0
+        rows.append((repo_path, sum(counts.values()), counts, score))
+        unexplained += len(survivors) + counts["not checked"]
+        survivor_names.extend(key for key, _, _ in survivors)
+        print(f"  {repo_path}: {sum(counts.values())} / {counts['killed']} / {counts['timeout']} / "
+              f"{counts['equivalent']} / {counts['survived']} / {counts['no tests']} / {score:.1f}%"
+              + (f"  (other: {dict((k, v) for k, v in counts.items() if k not in _SHOWN)})"
+                 if set(counts) - _SHOWN else ""))
+        if verbose:
+            for key, verdict, diff in survivors:
+                print(f"    {verdict}: {key}")
+                for ln in diff.splitlines():
+                    if ln.startswith(("-", "+")) and not ln.startswith(("---", "+++")):
+                        print(f"      {ln}")
+    total = Counter()
+    for _, _, c, _ in rows:
+        total.update(c)
+    non_eq = sum(total.values()) - total["equivalent"] - total["not checked"]
+    if non_eq:
+        print(f"  all of {name!r}: {100.0 * (total['killed'] + total['timeout']) / non_eq:.1f}% of "
+              f"{non_eq} non-equivalent mutants killed; {unexplained} unexplained survivor(s)")
+    (where / "survivors.txt").write_text("".join(f"{k}\n" for k in survivor_names))
+    summary = where / "summary.json"
+    summary.write_text(json.dumps({p: {"mutants": n, **c, "score": s} for p, n, c, s in rows}, indent=2))
+    return unexplained
+
+
+_SHOWN = {"killed", "timeout", "equivalent", "survived", "no tests"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("names", nargs="+", help="target name(s) (staging folder build/mutation/NAME); one for run")
+    parser.add_argument("--mutate", nargs="+", default=[], help="repository paths of the modules to mutate")
+    parser.add_argument("--tests", nargs="+", default=[], help="test folders/files that may kill the mutants")
+    parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
+    parser.add_argument("--isolation", choices=["fork", "forkserver"], default="forkserver")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--mutants", nargs="*", default=[],
+                        help="re-run only these mutants (globs; 'survivors': the last report's survivors and unchecked)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a survivor is not explained")
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        import importlib.metadata
+
+        if len(args.names) != 1 or not args.mutate:
+            parser.error("run takes one target name and --mutate")
+        args.name = args.names[0]
+        have = importlib.metadata.version("mutmut")
+        if f"mutmut=={have}" != MUTMUT:
+            raise SystemExit(f"tools/mutation.py needs {MUTMUT}, found mutmut {have}")
+        if args.mutants:  # re-check some mutants of an earlier run, with the current tests
+            where = ROOT / "build" / "mutation" / args.name
+            tests = json.loads((where / "target.json").read_text())["tests"]
+            copy_tests(where, tests)
+            copy_tests(where / "mutants", tests)
+            if args.mutants == ["survivors"]:
+                args.mutants = (where / "survivors.txt").read_text().split()
+                if not args.mutants:
+                    print("tools/mutation.py: no unexplained survivor to re-run")
+                    return 0
+        else:
+            where = stage(args.name, args.mutate, args.tests, args.pytest_arg, args.isolation)
+        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *args.mutants]
+        print(f"tools/mutation.py: {' '.join(cmd)}  (in {where.relative_to(ROOT)})", flush=True)
+        rc = subprocess.run(cmd, cwd=where, check=False).returncode
+        if rc != 0:
+            print(f"tools/mutation.py: mutmut exited with {rc}", file=sys.stderr)
+            return rc
+    unexplained = sum(report(name) for name in args.names)
+    return 1 if (args.strict and unexplained) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
