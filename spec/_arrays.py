@@ -45,3 +45,4 @@ def as_bool_mask(mask: Any) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.integer):
         return arr != 0
     raise TypeError(f"mask must be a bool (or integer 0/1) array, got dtype {arr.dtype}; use mask.astype(bool)")
+
