@@ -235,7 +235,7 @@ def with_garbage(case: HeadCase, data: Any) -> HeadCase:
 # ----------------------------------------------------------------------------------------------
 
 
-class FusedAdapter(Adapter):
+class FusedAdapter(Adapter[HeadCase, HeadResult]):
     """Runs `HeadCase`s through a fused head and returns a `HeadResult` (gradients by autodiff).
 
     ``target == "fused"``: `check` runs the S11.1 properties (`FUSED_PROPERTIES`) on it.
@@ -256,13 +256,13 @@ class FusedAdapter(Adapter):
             self.jit_by_default = jit
             if jit:
                 self.notes.append("every call under jax.jit")
-            if not jax.config.jax_enable_x64:
+            if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]  # a flag the stubs do not list
                 self.dtypes = ("float32",)
                 self.notes.append("jax_enable_x64 is off: float64 inputs not checked")
         elif jit:
             raise ValueError("jit=True is for framework='jax' only")
 
-    def _run(self, case: Any, compiled: bool) -> HeadResult:
+    def _run(self, case: HeadCase, compiled: bool) -> HeadResult:
         return self._run_torch(case) if self.framework == "torch" else self._run_jax(case, compiled)
 
     def _result(self, loss: Any, metrics: Any, grads: dict[str, Any], case: HeadCase) -> HeadResult:
@@ -291,7 +291,7 @@ class FusedAdapter(Adapter):
         grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
         return self._result(loss, metrics, grads, case)
 
-    def _constant_grads(self, case: Any) -> dict[str, np.ndarray | None]:
+    def _constant_grads(self, case: HeadCase) -> dict[str, np.ndarray | None]:
         """d loss / d old_log_prob and d advantages, both passed as differentiable inputs (spec S4)."""
         if self.framework == "torch":
             import torch

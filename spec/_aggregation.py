@@ -7,7 +7,7 @@ the coefficients c_t, so the value (`aggregate_loss`) and the analytic gradient
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def aggregation_weights(
         return c
     if mode.by_length:
         den = den * dtype.type(agg_length(norm_length, m.shape[-1]))
-    return c / den
+    return cast(np.ndarray, c / den)
 
 
 def aggregate_loss(
@@ -107,4 +107,4 @@ def aggregate_loss(
         require_finite("per_token_loss", bool(np.all(np.isfinite(loss[m]))))
     dtype = np.result_type(loss.dtype, np.float32)
     c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=dtype)
-    return np.sum(c * np.where(m, loss, 0).astype(dtype))
+    return cast(np.ndarray, np.sum(c * np.where(m, loss, 0).astype(dtype)))

@@ -6,7 +6,7 @@ and arXiv 2509.20712 Eq. 7. Everything is over the last axis (the vocabulary, si
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -89,14 +89,14 @@ def token_log_probs_grad(logits: Any, ids: Any, grad_output: Any = None) -> np.n
     g = _grad_output(grad_output, z)
     onehot = np.zeros_like(z)
     np.put_along_axis(onehot, a[..., None], 1, axis=-1)
-    return g[..., None] * (onehot - np.exp(_log_softmax(z)))
+    return cast(np.ndarray, g[..., None] * (onehot - np.exp(_log_softmax(z))))
 
 
 def entropy(logits: Any) -> np.ndarray:
     """Shannon entropy of softmax(z) in nats: H = -sum_j pi_j log pi_j. Shape (...)."""
     z = _logits(logits)
     _, plogp = _p_logp(_log_softmax(z))
-    return -np.sum(plogp, axis=-1)
+    return cast(np.ndarray, -np.sum(plogp, axis=-1))
 
 
 def entropy_grad(logits: Any, grad_output: Any = None) -> np.ndarray:
@@ -109,7 +109,7 @@ def entropy_grad(logits: Any, grad_output: Any = None) -> np.ndarray:
     p, plogp = _p_logp(logp)
     h = -np.sum(plogp, axis=-1, keepdims=True)
     g = _grad_output(grad_output, z)
-    return g[..., None] * -(plogp + p * h)
+    return cast(np.ndarray, g[..., None] * -(plogp + p * h))
 
 
 def entropy_change_first_order(logits: Any, ids: Any, weight: Any) -> np.ndarray:
@@ -141,4 +141,4 @@ def entropy_change_first_order(logits: Any, ids: Any, weight: Any) -> np.ndarray
     # s_j = pi_j (log pi_j + H): the entropy gradient is -s (see entropy_grad).
     s = plogp + p * h
     s_a = np.take_along_axis(s, a[..., None], axis=-1)[..., 0]
-    return w * (-s_a + np.sum(p * s, axis=-1))
+    return cast(np.ndarray, w * (-s_a + np.sum(p * s, axis=-1)))

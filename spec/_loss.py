@@ -6,7 +6,7 @@ backend's autodiff gradient with it, and it is itself checked against finite dif
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def policy_loss(
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
     per_token = -per_token_objective(lp, olp, adv, cfg)
     c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=lp.dtype)
-    return np.sum(c * np.where(m, per_token, 0))
+    return cast(np.ndarray, np.sum(c * np.where(m, per_token, 0)))
 
 
 def policy_loss_grad(

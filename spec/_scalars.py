@@ -20,10 +20,10 @@ def check_real(name: str, value: Any) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
+    real = float(value)
+    if not math.isfinite(real):
+        raise ValueError(f"{name} must be finite, got {real!r}")
+    return real
 
 
 def check_positive(name: str, value: Any) -> float:

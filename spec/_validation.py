@@ -314,14 +314,22 @@ def check_fused_shapes(
     advantages: Any,
     mask: Any,
     bias: Any = None,
+    *,
+    array_type: Callable[[str, Any], Any] | None = None,
 ) -> tuple[int, int, int, int]:
     """Shapes and dtypes of the fused head's inputs (spec S11.1); returns (B, T, H, V).
 
     hidden (B, T, H), weight (V, H) with V >= 1 (the `nn.Linear` / `lm_head.weight` layout), bias
     (V,), token_ids, old_log_prob and mask (B, T), advantages (B, T) or (B,); hidden, weight and
-    bias floating-point, token_ids integer. Metadata only: the backends check first that each
-    argument is their own array type.
+    bias floating-point, token_ids integer. Metadata only. `array_type` is a backend's own check
+    that an argument is one of its array types (TypeError otherwise), applied first to each.
     """
+    if array_type is not None:
+        named = (("hidden", hidden), ("weight", weight), ("token_ids", token_ids),
+                 ("old_log_prob", old_log_prob), ("advantages", advantages), ("mask", mask), ("bias", bias))
+        for name, x in named:
+            if not (name == "bias" and x is None):  # bias is optional
+                array_type(name, x)
     for name, x in (("hidden", hidden), ("weight", weight), ("bias", bias)):
         if x is not None and dtype_kind(x.dtype) != "float":
             raise TypeError(f"{name} must be floating-point, got dtype {x.dtype}")

@@ -229,18 +229,6 @@ def _fused_core_bwd(
 _fused_core.defvjp(_fused_core_fwd, _fused_core_bwd)
 
 
-def _check_inputs(
-    hidden: Any, weight: Any, token_ids: Any, old_log_prob: Any, advantages: Any, mask: Any, bias: Any
-) -> tuple[int, int, int, int]:
-    """Metadata checks (no array values read): JAX or NumPy arrays, then the shared rule. Returns (B, T, H, V)."""
-    named = (("hidden", hidden), ("weight", weight), ("token_ids", token_ids),
-             ("old_log_prob", old_log_prob), ("advantages", advantages), ("mask", mask), ("bias", bias))
-    for name, x in named:
-        if not (name == "bias" and x is None):  # bias is optional
-            check_array(name, x)
-    return check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
-
-
 def fused_linear_policy_loss(
     hidden: Any,
     weight: Any,
@@ -315,7 +303,9 @@ def fused_linear_policy_loss(
     tau = check_positive("temperature", temperature)
     ecoef = check_real("entropy_coef", entropy_coef)
     chunk_size = check_chunk_size(chunk_size)
-    b_, t_, h_, v_ = _check_inputs(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
+    b_, t_, h_, v_ = check_fused_shapes(
+        hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=check_array
+    )
     named = [
         ("hidden", hidden),
         ("weight", weight),

@@ -69,7 +69,7 @@ class _Plan(NamedTuple):
     old_log_prob: torch.Tensor  # (Nv,) compute dtype
     advantages: torch.Tensor  # (Nv,) compute dtype
     coef: torch.Tensor  # (Nv,) aggregation coefficients c_t
-    index: torch.Tensor  # (Nv,) flat positions of the valid tokens in (B*T)
+    positions: torch.Tensor  # (Nv,) flat positions of the valid tokens in (B*T)
     cfg: CEGPPOConfig
     inv_temp: float
     entropy_coef: float
@@ -102,7 +102,7 @@ def _chunk_loop(
     need_h: bool,
     need_w: bool,
     need_b: bool,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """One pass over the valid tokens: log-probs, entropies, entropy changes and all gradients.
 
     h: (Nv, H) in the GEMM dtype. Returns (logp, ent, dH, grad_h | None, grad_w | None, grad_b | None),
@@ -215,7 +215,7 @@ class _FusedLinearPolicyLoss(torch.autograd.Function):
             mm_dt = torch.promote_types(mm_dt, bias.dtype)
         if mm_dt not in (torch.bfloat16, torch.float16):
             mm_dt = plan.dt
-        h = hidden.reshape(-1, h_dim).index_select(0, plan.index).to(mm_dt)
+        h = hidden.reshape(-1, h_dim).index_select(0, plan.positions).to(mm_dt)
         w = weight.to(mm_dt)
         b = None if bias is None else bias.to(mm_dt)
         logp, ent, dent, gh, gw, gb = _chunk_loop(h, w, b, plan, need_h, need_w, need_b)
@@ -223,7 +223,7 @@ class _FusedLinearPolicyLoss(torch.autograd.Function):
         loss, full = finish(logp, ent)
         if gh is not None:
             gh_full = torch.zeros(shape[0] * shape[1], h_dim, dtype=plan.dt, device=hidden.device)
-            gh_full.index_copy_(0, plan.index, gh)
+            gh_full.index_copy_(0, plan.positions, gh)
             gh = gh_full.view(*shape, h_dim)
         ctx.grads = [gh, gw, gb]
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -249,18 +249,6 @@ class _FusedLinearPolicyLoss(torch.autograd.Function):
             out.append(g if g.dtype == dtype else g.to(dtype))
         grads.clear()
         return out[0], out[1], out[2], None, None, None
-
-
-def _check_inputs(
-    hidden: Any, weight: Any, token_ids: Any, old_log_prob: Any, advantages: Any, mask: Any, bias: Any
-) -> tuple[int, int, int, int]:
-    """Metadata checks (no tensor values read): torch tensors, then the shared rule. Returns (B, T, H, V)."""
-    named = (("hidden", hidden), ("weight", weight), ("token_ids", token_ids),
-             ("old_log_prob", old_log_prob), ("advantages", advantages), ("mask", mask), ("bias", bias))
-    for name, x in named:
-        if not (name == "bias" and x is None):  # bias is optional
-            check_tensor(name, x)
-    return check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
 
 
 def fused_linear_policy_loss(
@@ -349,7 +337,9 @@ def fused_linear_policy_loss(
     tau = check_positive("temperature", temperature)
     ecoef = check_real("entropy_coef", entropy_coef)
     chunk_size = check_chunk_size(chunk_size)
-    b_, t_, _, v_ = _check_inputs(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
+    b_, t_, _, v_ = check_fused_shapes(
+        hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=check_tensor
+    )
     named = [
         ("hidden", hidden),
         ("weight", weight),
@@ -383,7 +373,7 @@ def fused_linear_policy_loss(
         old_log_prob=olp_v,
         advantages=adv_v,
         coef=coef.reshape(-1).index_select(0, index),
-        index=index,
+        positions=index,
         cfg=cfg,
         inv_temp=1.0 / tau,
         entropy_coef=ecoef,
