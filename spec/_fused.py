@@ -25,16 +25,7 @@ from ._logits import entropy, entropy_change_first_order, entropy_grad, token_lo
 from ._loss import policy_loss, policy_loss_grad, policy_metrics
 from ._metrics import ENTROPY_REGION_KEYS, REGION_NAMES
 from ._objective import token_regions
-from ._validation import (
-    check_aggregation,
-    check_chunk_size,
-    check_config,
-    check_fused_shapes,
-    check_id_range,
-    check_positive,
-    check_real,
-    require_finite,
-)
+from ._validation import check_fused_args, check_id_range, require_finite
 
 __all__ = ["FusedHeadTerms", "fused_head_terms", "fused_linear_policy_loss", "fused_linear_policy_loss_grad"]
 
@@ -89,16 +80,17 @@ def fused_head_terms(
     (the reference reads its data); `validate=True` also checks that old_log_prob and advantages
     are finite there.
     """
-    check_config(cfg)
-    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
-    tau = check_positive("temperature", temperature)
-    k = check_real("entropy_coef", entropy_coef)
-    check_chunk_size(chunk_size)  # the reference has no chunks: any valid size gives the same result
     hidden, weight, token_ids, old_log_prob, advantages, mask = (
         np.asarray(x) for x in (hidden, weight, token_ids, old_log_prob, advantages, mask)
     )
     bias = None if bias is None else np.asarray(bias)
-    b_, t_, _, v_ = check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
+    args = check_fused_args(
+        hidden, weight, token_ids, old_log_prob, advantages, mask, cfg, bias=bias, temperature=temperature,
+        entropy_coef=entropy_coef, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length,
+        chunk_size=chunk_size,
+    )  # the reference has no chunks: any valid chunk_size gives the same result
+    agg, norm_length, tau, k = args.agg, args.norm_length, args.temperature, args.entropy_coef
+    b_, t_, _, v_ = args.shape
     m = as_bool_mask(mask)
     adv_bt = np.broadcast_to(advantages[:, None], (b_, t_)) if advantages.ndim == 1 else advantages
     if m.any():

@@ -21,12 +21,14 @@ __all__ = [
     "AGG_MODES",
     "AGG_TABLE",
     "AggMode",
+    "FusedArgs",
     "agg_length",
     "check_agg",
     "check_aggregation",
     "check_chunk_size",
     "check_config",
     "check_estimator",
+    "check_fused_args",
     "check_fused_shapes",
     "check_group_shape",
     "check_id_range",
@@ -362,3 +364,49 @@ def require_finite(name: str, all_finite: bool) -> None:
     position, as the caller's framework computed it (spec S9.6); ValueError naming it if not."""
     if not all_finite:
         raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+
+
+class FusedArgs(NamedTuple):
+    """The fused head's checked arguments (`check_fused_args`)."""
+
+    agg: str
+    norm_length: float | None
+    temperature: float
+    entropy_coef: float
+    chunk_size: int | None
+    shape: tuple[int, int, int, int]
+    """(B, T, H, V)."""
+
+
+def check_fused_args(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    old_log_prob: Any,
+    advantages: Any,
+    mask: Any,
+    cfg: Any,
+    *,
+    bias: Any,
+    temperature: Any,
+    entropy_coef: Any,
+    agg: Any,
+    num_tokens: Any,
+    num_seqs: Any,
+    norm_length: Any,
+    chunk_size: Any,
+    array_type: Callable[[str, Any], Any] | None = None,
+) -> FusedArgs:
+    """Every metadata check of a fused head's call (spec S9.6, S11.1), in the order the reference and
+    every backend apply them: cfg, the aggregation arguments, temperature > 0, a finite
+    entropy_coef, chunk_size, then the arrays (`check_fused_shapes`)."""
+    check_config(cfg)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=array_type)
+    return FusedArgs(
+        agg,
+        norm_length,
+        check_positive("temperature", temperature),
+        check_real("entropy_coef", entropy_coef),
+        check_chunk_size(chunk_size),
+        check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=array_type),
+    )

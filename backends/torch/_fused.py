@@ -25,16 +25,7 @@ from typing import Any, NamedTuple
 
 from cegppo._config import CEGPPOConfig
 from cegppo._metrics import ENTROPY_REGION_KEYS, FUSED_METRIC_KEYS
-from cegppo._validation import (
-    check_aggregation,
-    check_chunk_size,
-    check_config,
-    check_fused_shapes,
-    check_id_range,
-    check_positive,
-    check_real,
-    require_finite,
-)
+from cegppo._validation import check_fused_args, check_id_range, require_finite
 
 import torch
 
@@ -332,14 +323,13 @@ def fused_linear_policy_loss(
         to first order, of one unit-learning-rate gradient-descent step taken directly on the
         logits of each token of the region. dual_clip tokens have F = 0, so their entry is 0.
     """
-    check_config(cfg)
-    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
-    tau = check_positive("temperature", temperature)
-    ecoef = check_real("entropy_coef", entropy_coef)
-    chunk_size = check_chunk_size(chunk_size)
-    b_, t_, _, v_ = check_fused_shapes(
-        hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=check_tensor
-    )
+    args = check_fused_args(
+        hidden, weight, token_ids, old_log_prob, advantages, mask, cfg, bias=bias, temperature=temperature,
+        entropy_coef=entropy_coef, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length,
+        chunk_size=chunk_size, array_type=check_tensor,
+    )  # fmt: skip
+    agg, norm_length, tau, ecoef, chunk_size = args[:5]
+    b_, t_, _, v_ = args.shape
     named = [
         ("hidden", hidden),
         ("weight", weight),
