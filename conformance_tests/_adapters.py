@@ -22,7 +22,7 @@ import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from cegppo import AGG_MODES
@@ -51,13 +51,31 @@ class Result:
     out_dtype: str
     mutated: tuple[str, ...] = ()
 
+    def grad_or_fail(self, case: Any) -> np.ndarray:
+        """The gradient, for a property that needs one: a PortError when the call returned none."""
+        if self.grad is None:
+            raise PortError("the implementation returned no gradient", case, "d loss / d log_prob", None)
+        return self.grad
+
 
 class PortError(Mismatch):
     """The implementation raised, or returned something that is not a scalar loss."""
 
 
-class Adapter:
+class _HasDtype(Protocol):
+    @property
+    def dtype(self) -> str: ...
+
+
+CaseT = TypeVar("CaseT", bound=_HasDtype)
+ResultT = TypeVar("ResultT")
+
+
+class Adapter(Generic[CaseT, ResultT]):
     """Runs cases through one implementation. Subclasses implement `_run`.
+
+    Generic in the case it takes and the result it returns: `Case` -> `Result` for a policy loss,
+    `HeadCase` -> `HeadResult` for a fused head (`FusedAdapter`).
 
     Attributes:
         name: what is checked (``cegppo.torch``, ``my_module:my_loss``), for the report header.
@@ -101,7 +119,7 @@ class Adapter:
         self.compile_skip: str | None = None
         self.jit_by_default = False
         self.notes: list[str] = []
-        self.last_case: Case | None = None
+        self.last_case: CaseT | None = None
         # JAX's x64 flag is thread-local (jax.enable_x64 in the caller's thread): the state seen
         # here is re-entered by `thread_context` in the worker threads of time-limited runs.
         self._x64 = bool(importlib.import_module("jax").config.jax_enable_x64) if framework == "jax" else False
@@ -124,7 +142,7 @@ class Adapter:
         return self.fn(lp, olp, adv, mask, eps_low=c.eps_low, eps_high=c.eps_high, beta_low=c.beta_low,
                        beta_high=c.beta_high, clip_ratio_c=c.dual_clip)
 
-    def run(self, case: Case, *, compiled: bool = False, eager: bool = False) -> Result:
+    def run(self, case: CaseT, *, compiled: bool = False, eager: bool = False) -> ResultT:
         """The loss and its gradient for `case`; any exception of the implementation becomes a PortError.
 
         ``compiled=True`` runs it under torch.compile / jax.jit; ``eager=True`` runs it eagerly even
@@ -142,13 +160,13 @@ class Adapter:
         except Exception as exc:  # the implementation raised: a failure, shown with its exception
             raise PortError("the implementation raised", case, "a scalar loss", f"{type(exc).__name__}: {exc}") from exc
 
-    def _run(self, case: Case, compiled: bool) -> Result:  # pragma: no cover - abstract
+    def _run(self, case: CaseT, compiled: bool) -> ResultT:  # pragma: no cover - abstract
         raise NotImplementedError
 
     #: Why `constant_grads` is not available (None when it is): NumPy has no autodiff.
     constants_skip: str | None = None
 
-    def constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:
+    def constant_grads(self, case: CaseT) -> dict[str, np.ndarray | None]:
         """d loss / d old_log_prob and d loss / d advantages, with both passed as differentiable inputs.
 
         torch: tensors with ``requires_grad=True``; jax: arguments of the differentiated function
@@ -167,7 +185,7 @@ class Adapter:
         except Exception as exc:
             raise PortError("the implementation raised", case, "a scalar loss", f"{type(exc).__name__}: {exc}") from exc
 
-    def _constant_grads(self, case: Case) -> dict[str, np.ndarray | None]:  # pragma: no cover - abstract
+    def _constant_grads(self, case: CaseT) -> dict[str, np.ndarray | None]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _mask_of(self, case: Case, dt: Any) -> np.ndarray:
@@ -195,7 +213,7 @@ def _same_values(before: np.ndarray, after: np.ndarray) -> bool:
     return bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
 
 
-class NumpyAdapter(Adapter):
+class NumpyAdapter(Adapter[Case, Result]):
     """The NumPy reference (analytic gradient) or a NumPy port (value only: NumPy has no autodiff)."""
 
     def __init__(self, fn: Callable[..., Any], **kw: Any) -> None:
@@ -231,7 +249,7 @@ class NumpyAdapter(Adapter):
         return Result(float(arr.reshape(())), grad, str(arr.dtype), mutated)
 
 
-class TorchAdapter(Adapter):
+class TorchAdapter(Adapter[Case, Result]):
     """PyTorch: gradient by autograd; compiled runs use torch.compile (backend ``aot_eager``)."""
 
     def __init__(self, fn: Callable[..., Any], *, compile_ports: bool = False, **kw: Any) -> None:
@@ -326,7 +344,7 @@ def torch_device(device: str | None) -> Any:
     return dev
 
 
-class JaxAdapter(Adapter):
+class JaxAdapter(Adapter[Case, Result]):
     """JAX: gradient by jax.value_and_grad; compiled runs wrap it in jax.jit.
 
     float64 cases need ``jax_enable_x64``; without it they are not drawn (the report says so).
@@ -347,7 +365,7 @@ class JaxAdapter(Adapter):
         self.jit_by_default = jit
         if jit:
             self.notes.append("every call under jax.jit (eager checked by 'S9 compiled agrees with eager')")
-        if not jax.config.jax_enable_x64:
+        if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]  # a flag the stubs do not list
             self.dtypes = ("float32", "bfloat16")
             self.notes.append("jax_enable_x64 is off: float64 inputs not checked")
 

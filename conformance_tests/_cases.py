@@ -163,9 +163,8 @@ class Expected:
 def expected(case: Case) -> Expected:
     """The NumPy reference (cegppo.policy_loss and cegppo.policy_loss_grad) in float64 on the case's numbers."""
     args = (case.log_prob, case.old_log_prob, case.advantages, case.mask, case.cfg, case.agg)
-    kw = {"num_tokens": case.num_tokens, "num_seqs": case.num_seqs}
-    value = float(cegppo.policy_loss(*args, **kw))
-    grad = np.asarray(cegppo.policy_loss_grad(*args, **kw), dtype=np.float64)
+    value = float(cegppo.policy_loss(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs))
+    grad = np.asarray(cegppo.policy_loss_grad(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs), dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         zero = np.where(case.mask, case.log_prob, 0.0)
         j = cegppo.per_token_objective(zero, np.where(case.mask, case.old_log_prob, 0.0),

@@ -141,7 +141,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     test = given(data=st.data())(cfg(body))
     if seed is not None:
         test = hyp_seed(seed)(test)
-    captured: list[str] = []
+    captured: list[object] = []
     outcome: list[BaseException | None] = []
 
     def execute() -> None:
@@ -161,7 +161,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
         worker.join(timeout)
     res.seconds = time.perf_counter() - t0
     res.examples = count[0]
-    res.hypothesis_output = "\n".join(captured)
+    res.hypothesis_output = "\n".join(map(str, captured))
     if not outcome:  # still running: the implementation hangs (or is slower than the limit)
         abandoned.set()
         res.status, res.timed_out = "FAIL", True

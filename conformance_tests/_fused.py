@@ -11,9 +11,9 @@ and must give the loss, metrics and gradients w.r.t. hidden, weight and bias of 
     z = (hidden W^T + b) / temperature,  l = token_log_probs(z, ids),  H = entropy(z)
     loss = policy_loss(l, old_log_prob, A, mask, cfg, agg, ...) - entropy_coef aggregate_loss(H, ...)
 
-The reference here is that composition in float64 NumPy with the analytic chain rule (spec S4,
-S11): dloss/dz = (token_log_probs_grad(z, a, dloss/dl) + entropy_grad(z, -entropy_coef c)) / tau,
-then dloss/dh = G W, dloss/dW = G^T h, dloss/db = sum G. Tolerances scale with the sum of |terms|
+The reference is that composition in float64 NumPy with the analytic chain rule, in the spec
+(`cegppo.fused_linear_policy_loss` / `_grad`, spec S11.1); `head_expected` adds the scale of each
+value's rounding error. Tolerances scale with the sum of |terms|
 of each reduction (Higham's dot-product bound) times the conditioning of log-softmax (1 + max|z| +
 log V), so cancellation cannot make a check impossibly tight and no bug hides in a loose one.
 """
@@ -29,6 +29,8 @@ from typing import Any
 import cegppo
 import numpy as np
 from cegppo import AGG_MODES, CEGPPOConfig
+from cegppo._fused import fused_head_terms
+from cegppo._metrics import ENTROPY_REGION_KEYS, REGION_NAMES
 from hypothesis import strategies as st
 
 from ._adapters import FRAMEWORKS, Adapter, PortError
@@ -43,8 +45,7 @@ __all__ = [
     "head_expected",
 ]
 
-REGION_NAMES: tuple[str, ...] = ("clip_low", "clip_high", "dual_clip", "inside")
-ENTROPY_KEYS: tuple[str, ...] = tuple(f"entropy_change_{r}" for r in REGION_NAMES)
+ENTROPY_KEYS: tuple[str, ...] = ENTROPY_REGION_KEYS
 COUNT_KEYS: tuple[str, ...] = (*(f"{r}_frac" for r in REGION_NAMES), "clip_frac")
 """Metrics that count tokens: exact, since drawn log-ratios keep away from the region boundaries."""
 
@@ -116,64 +117,40 @@ class HeadExpected:
     grad_scales: dict[str, np.ndarray]
 
 
-def _adv_2d(case: HeadCase) -> np.ndarray:
-    a = case.advantages
-    return np.broadcast_to(a[:, None], case.shape).copy() if a.ndim == 1 else a
-
-
 def head_expected(case: HeadCase) -> HeadExpected:
-    """The unfused path in float64 with analytic gradients (spec S3, S4, S8, S10, S11)."""
-    m = np.asarray(case.mask, bool)
-    hid = np.where(m[..., None], case.hidden, 0.0)  # masked positions never reach the head
-    ids = np.where(m, case.token_ids, 0)
-    olp = np.where(m, case.old_log_prob, 0.0)
-    adv = np.where(m, _adv_2d(case), 0.0)
-    w, tau, k, cfg = case.weight, case.temperature, case.entropy_coef, case.cfg
-    agg_kw = {"num_tokens": case.num_tokens, "num_seqs": case.num_seqs, "norm_length": case.norm_length}
-    z = (hid @ w.T + (0.0 if case.bias is None else case.bias)) / tau
-    lp = cegppo.token_log_probs(z, ids)
-    ent = cegppo.entropy(z)
-    c = cegppo.aggregation_weights(m, case.agg, dtype=np.float64, **agg_kw)
-    value = float(cegppo.policy_loss(lp, olp, adv, m, cfg, case.agg, **agg_kw)
-                  - k * cegppo.aggregate_loss(np.where(m, ent, 0.0), m, case.agg, **agg_kw))
-    g_lp = np.asarray(cegppo.policy_loss_grad(lp, olp, adv, m, cfg, case.agg, **agg_kw))  # -c F A
-    gz = (cegppo.token_log_probs_grad(z, ids, g_lp) + cegppo.entropy_grad(z, -k * c)) / tau
-    grads = {"hidden": gz @ w, "weight": np.einsum("btv,bth->vh", gz, hid)}
-    if case.bias is not None:
-        grads["bias"] = gz.sum((0, 1))
+    """The unfused path in float64 with analytic gradients (spec S3, S4, S8, S10, S11), from the
+    reference (`cegppo.fused_linear_policy_loss`, spec S11.1), with the scale of each rounding error."""
+    t = fused_head_terms(case.hidden, case.weight, case.token_ids, case.old_log_prob, case.advantages, case.mask,
+                         case.cfg, bias=case.bias, **case.options())
+    m, z, ent, c, g_lp, k = t.mask, t.logits, t.entropy, t.coef, t.grad_log_prob, case.entropy_coef
+    w, tau = np.asarray(case.weight, np.float64), case.temperature
     # Sums of |terms|: of dloss/dz (pi_j + [j = a] for pi - e_a; pi |log pi| + pi H for the entropy
     # term), then of each gradient's contraction with |W|, |h|.
     logpi = z - np.log(np.sum(np.exp(z - z.max(-1, keepdims=True)), -1, keepdims=True)) - z.max(-1, keepdims=True)
     pi = np.exp(logpi)
-    onehot = np.eye(w.shape[0])[ids]
+    onehot = np.eye(w.shape[0])[t.token_ids]
     abs_gz = (np.abs(g_lp)[..., None] * (pi + onehot)
               + np.abs(k * c)[..., None] * pi * (np.abs(logpi) + ent[..., None])) / tau
     cond = 1.0 + float(np.abs(z).max(initial=0.0)) + math.log(w.shape[0])  # |d log-softmax| per unit rounding
-    grad_scales = {"hidden": cond * (abs_gz @ np.abs(w)), "weight": cond * np.einsum("btv,bth->vh", abs_gz, np.abs(hid))}
+    grad_scales = {"hidden": cond * (abs_gz @ np.abs(w)), "weight": cond * np.einsum("btv,bth->vh", abs_gz, np.abs(t.hidden))}
     if case.bias is not None:
         grad_scales["bias"] = cond * abs_gz.sum((0, 1))
-    j = cegppo.per_token_objective(lp, olp, adv, cfg)
+    j = cegppo.per_token_objective(t.log_prob, t.old_log_prob, t.advantages, case.cfg)
     value_scale = float(np.sum(np.where(m, np.abs(c * j) + abs(k) * c * ent + cond * (np.abs(g_lp) + abs(k) * c), 0.0)))
-    # metrics: the reference's policy_metrics, the entropy mean, the first-order entropy change per region
-    metrics = {key: float(v) for key, v in cegppo.policy_metrics(lp, olp, adv, m, cfg).items()}
     n_valid = max(int(m.sum()), 1)
-    metrics["entropy_mean"] = float(np.sum(np.where(m, ent, 0.0)) / n_valid)
-    dent = cegppo.entropy_change_first_order(z, ids, -g_lp)  # along w_t = c_t F_t A_t
-    regions = cegppo.token_regions(lp, olp, adv, cfg)
-    per_tok = np.abs(g_lp) * (np.take_along_axis(pi * (np.abs(logpi) + ent[..., None]), ids[..., None], -1)[..., 0]
+    regions = cegppo.token_regions(t.log_prob, t.old_log_prob, t.advantages, case.cfg)
+    per_tok = np.abs(g_lp) * (np.take_along_axis(pi * (np.abs(logpi) + ent[..., None]), t.token_ids[..., None], -1)[..., 0]
                               + np.sum(pi * pi * (np.abs(logpi) + ent[..., None]), -1))
     metric_scales: dict[str, float] = {}
-    for name in REGION_NAMES:
-        sel = getattr(regions, name) & m
-        metrics[f"entropy_change_{name}"] = float(np.sum(np.where(sel, dent, 0.0)))
-        metric_scales[f"entropy_change_{name}"] = cond * float(np.sum(np.where(sel, per_tok, 0.0)))
+    for name, key in zip(REGION_NAMES, ENTROPY_KEYS, strict=True):
+        metric_scales[key] = cond * float(np.sum(np.where(getattr(regions, name) & m, per_tok, 0.0)))
     metric_scales["entropy_mean"] = cond * float(np.sum(np.where(m, ent + 1.0, 0.0)) / n_valid)
     for key in COUNT_KEYS:  # count / n in the compute dtype; one miscounted token moves it by >= 1/15
         metric_scales[key] = 1.0
     for key in ("ratio_mean", "ratio_max", "approx_kl_k1", "approx_kl_k3", "grad_weight_abs_mean"):
         # each is a mean of terms in delta and logr, delta <= ratio_max: rounding is relative to those
-        metric_scales[key] = cond * (1.0 + abs(metrics[key]) + abs(metrics["ratio_max"]))
-    return HeadExpected(value, metrics, grads, value_scale, metric_scales, grad_scales)
+        metric_scales[key] = cond * (1.0 + abs(t.metrics[key]) + abs(t.metrics["ratio_max"]))
+    return HeadExpected(t.value, t.metrics, t.grads, value_scale, metric_scales, grad_scales)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,7 +235,7 @@ def with_garbage(case: HeadCase, data: Any) -> HeadCase:
 # ----------------------------------------------------------------------------------------------
 
 
-class FusedAdapter(Adapter):
+class FusedAdapter(Adapter[HeadCase, HeadResult]):
     """Runs `HeadCase`s through a fused head and returns a `HeadResult` (gradients by autodiff).
 
     ``target == "fused"``: `check` runs the S11.1 properties (`FUSED_PROPERTIES`) on it.
@@ -279,13 +256,13 @@ class FusedAdapter(Adapter):
             self.jit_by_default = jit
             if jit:
                 self.notes.append("every call under jax.jit")
-            if not jax.config.jax_enable_x64:
+            if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]  # a flag the stubs do not list
                 self.dtypes = ("float32",)
                 self.notes.append("jax_enable_x64 is off: float64 inputs not checked")
         elif jit:
             raise ValueError("jit=True is for framework='jax' only")
 
-    def _run(self, case: Any, compiled: bool) -> HeadResult:
+    def _run(self, case: HeadCase, compiled: bool) -> HeadResult:
         return self._run_torch(case) if self.framework == "torch" else self._run_jax(case, compiled)
 
     def _result(self, loss: Any, metrics: Any, grads: dict[str, Any], case: HeadCase) -> HeadResult:
@@ -314,7 +291,7 @@ class FusedAdapter(Adapter):
         grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
         return self._result(loss, metrics, grads, case)
 
-    def _constant_grads(self, case: Any) -> dict[str, np.ndarray | None]:
+    def _constant_grads(self, case: HeadCase) -> dict[str, np.ndarray | None]:
         """d loss / d old_log_prob and d advantages, both passed as differentiable inputs (spec S4)."""
         if self.framework == "torch":
             import torch

@@ -32,7 +32,7 @@ __all__: list[str] = []
 def _bound_check(ad: Adapter, data: Any, region: str) -> None:
     case = draw_region_case(data, region, dtypes=common_dtypes(ad), adv_forms=ad.forms)
     got = ad.run(case)
-    check_bounds(case, got.grad, region)
+    check_bounds(case, got.grad_or_fail(case), region)
 
 
 def check_bounds(case: Case, grad: np.ndarray, region: str) -> None:

@@ -30,7 +30,7 @@ def extreme_log_ratios(ad: Adapter, data: Any) -> None:
         raise Mismatch("loss finite", case, want.value, got.value, "the true loss is representable")
     compare_value("loss", case, got.value, want.value, want.scale)
     if ad.has_grad:
-        compare_grad("d loss / d log_prob", case, got.grad, want.grad)
+        compare_grad("d loss / d log_prob", case, got.grad_or_fail(case), want.grad)
 
 
 @prop("S9.3", "masked garbage changes nothing", "numerics")
@@ -57,7 +57,7 @@ def masked_garbage(ad: Adapter, data: Any) -> None:
     scale = expected(case).scale
     compare_value("loss with garbage at masked positions vs without", dirty, dirty_r.value, clean_r.value, scale)
     if ad.has_grad:
-        compare_grad("gradient with garbage at masked positions vs without", dirty, dirty_r.grad, clean_r.grad)
+        compare_grad("gradient with garbage at masked positions vs without", dirty, dirty_r.grad_or_fail(dirty), clean_r.grad_or_fail(dirty))
 
 
 @prop("S9.5", "float64 inputs are computed in float64", "numerics",
@@ -72,7 +72,7 @@ def float64_kept(ad: Adapter, data: Any) -> None:
         raise Mismatch("dtype of the loss", case, "float64", got.out_dtype)
     compare_value("loss (float64)", case, got.value, want.value, want.scale, dtype="float64")
     if ad.has_grad:
-        compare_grad("d loss / d log_prob (float64)", case, got.grad, want.grad, dtype="float64")
+        compare_grad("d loss / d log_prob (float64)", case, got.grad_or_fail(case), want.grad, dtype="float64")
 
 
 @prop("S9.5", "bfloat16 inputs are computed in float32", "numerics",
@@ -86,7 +86,7 @@ def bf16_in_float32(ad: Adapter, data: Any) -> None:
     compare_value("loss (bfloat16 inputs, float32 arithmetic)", case, got.value, want.value, want.scale)
     if ad.has_grad:
         # d loss / d log_prob is returned in log_prob's dtype: one bfloat16 rounding (2^-8 relative).
-        compare_grad("d loss / d log_prob (bfloat16 inputs)", case, got.grad, want.grad, dtype="bfloat16-grad")
+        compare_grad("d loss / d log_prob (bfloat16 inputs)", case, got.grad_or_fail(case), want.grad, dtype="bfloat16-grad")
 
 
 @prop("S9.5", "float16 inputs are computed in float32", "numerics",
@@ -103,7 +103,7 @@ def fp16_in_float32(ad: Adapter, data: Any) -> None:
         # which makes an element beyond float16's largest number (65504) an infinity of its sign.
         rounded = round_to(want.grad, "float16")
         grad = np.where(np.isinf(rounded), rounded, want.grad)
-        compare_grad("d loss / d log_prob (float16 inputs)", case, got.grad, grad, dtype="float16-grad")
+        compare_grad("d loss / d log_prob (float16 inputs)", case, got.grad_or_fail(case), grad, dtype="float16-grad")
 
 
 @prop("S9", "compiled agrees with eager", "numerics", skip=lambda ad: ad.compile_skip, max_examples=6)
@@ -115,7 +115,7 @@ def compiled_matches_eager(ad: Adapter, data: Any) -> None:
     scale = expected(case).scale
     compare_value("compiled loss vs eager", case, comp.value, eager.value, scale)
     if ad.has_grad:
-        compare_grad("compiled gradient vs eager", case, comp.grad, eager.grad)
+        compare_grad("compiled gradient vs eager", case, comp.grad_or_fail(case), eager.grad_or_fail(case))
 
 
 @prop("S9", "deterministic", "numerics")
@@ -125,5 +125,5 @@ def deterministic(ad: Adapter, data: Any) -> None:
     a, b = ad.run(case), ad.run(case)
     if not (a.value == b.value or (np.isnan(a.value) and np.isnan(b.value))):
         raise Mismatch("loss of a second identical call", case, a.value, b.value)
-    if a.grad is not None and not np.array_equal(a.grad, b.grad, equal_nan=True):
+    if a.grad is not None and not np.array_equal(a.grad, b.grad_or_fail(case), equal_nan=True):
         raise Mismatch("gradient of a second identical call", case, a.grad, b.grad)

@@ -66,7 +66,7 @@ def beta0_is_ppo_gradient(ad: Adapter, data: Any) -> None:
     """With beta_low = beta_high = 0 the gradient equals PPO-clip's (textbook min/clip, dual clip included)."""
     case = _case(ad, data, (0.0, 0.0))
     got = ad.run(case)
-    compare_grad("d loss / d log_prob vs PPO-clip", case, got.grad, textbook(case)["ppo_grad"])
+    compare_grad("d loss / d log_prob vs PPO-clip", case, got.grad_or_fail(case), textbook(case)["ppo_grad"])
 
 
 @prop("S6.2", "beta = 1 gives PPO's value", "special")
@@ -83,7 +83,7 @@ def beta1_is_gppo_gradient(ad: Adapter, data: Any) -> None:
     """With beta_low = beta_high = 1 clipped tokens keep the gradient clip-bound * A (GPPO)."""
     case = _case(ad, data, (1.0, 1.0))
     got = ad.run(case)
-    compare_grad("d loss / d log_prob vs GPPO", case, got.grad, textbook(case)["gppo_grad"])
+    compare_grad("d loss / d log_prob vs GPPO", case, got.grad_or_fail(case), textbook(case)["gppo_grad"])
 
 
 @prop("S7", "dual clip acts only on A < 0 above c", "special")
@@ -106,5 +106,5 @@ def dual_clip_only_where_it_should(ad: Adapter, data: Any) -> None:
         return
     logr = case.log_prob - case.old_log_prob
     dual = case.mask & (case.adv_2d() < 0) & (logr > cfg.log_dual_clip)
-    want = np.where(dual, 0.0, off_r.grad)
-    compare_grad("d loss / d log_prob with dual clip vs without (0 on dual-clip tokens)", case, on_r.grad, want)
+    want = np.where(dual, 0.0, off_r.grad_or_fail(case))
+    compare_grad("d loss / d log_prob with dual clip vs without (0 on dual-clip tokens)", case, on_r.grad_or_fail(case), want)

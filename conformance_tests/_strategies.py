@@ -301,14 +301,14 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
         else:  # one advantage per row: its sign decides which sub-cases the row's tokens can be in
             subs = [data.draw(st.sampled_from(_SUBCASES_BY_SIGN[float(row_sign[i // t])]), label=f"sub-case {i}")
                     for i in range(n)]
-        logr, sign = [], []
+        logr, sign_list = [], []
         for i, s in enumerate(subs):
             if s == "below+":
                 logr.append(data.draw(st.floats(-far, lo - 1e-2), label=f"log-ratio {i}"))
-                sign.append(1.0)
+                sign_list.append(1.0)
             elif s == "within":
                 logr.append(data.draw(st.floats(lo + 1e-2, hi - 1e-2), label=f"log-ratio {i}"))
-                sign.append(data.draw(st.sampled_from([-1.0, 1.0]), label=f"sign of A {i}") if row_sign is None
+                sign_list.append(data.draw(st.sampled_from([-1.0, 1.0]), label=f"sign of A {i}") if row_sign is None
                             else float(row_sign[i // t]))
             else:
                 top = (c - 1e-2) if c is not None else hi + 20.0
@@ -316,8 +316,8 @@ def draw_region_case(data: Any, region: str, *, dtypes: Sequence[str] = ("float6
                     logr.append(data.draw(st.floats(lo + 1e-2, hi - 1e-2), label=f"log-ratio {i}"))
                 else:
                     logr.append(data.draw(st.floats(hi + 1e-2, top), label=f"log-ratio {i}"))
-                sign.append(-1.0)
-        sign = np.array(sign)
+                sign_list.append(-1.0)
+        sign = np.array(sign_list)
     logr_a = np.array(logr, dtype=np.float64).reshape(b, t)
     signs = np.asarray(sign, dtype=np.float64).reshape(b, t)
     if per_seq:  # one advantage per row: every token of a row has the row's sign

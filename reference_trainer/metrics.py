@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import SupportsFloat
 
 __all__ = ["METRICS", "REGIONS", "TIMING_METRICS", "RolloutStats", "UpdateStats", "step_row", "strict_json"]
 
@@ -89,7 +90,7 @@ class UpdateStats:
         self.kl_ref += kl_ref
         self.grad_norm += grad_norm
 
-    def add_token_metrics(self, m: dict[str, float], tokens: float) -> None:
+    def add_token_metrics(self, m: Mapping[str, SupportsFloat], tokens: float) -> None:
         """The per-token diagnostics of one update, as cegppo's policy_metrics / fused head name them
         (`<region>_frac`, `ratio_mean`, `ratio_max`, `approx_kl_k3`, `grad_weight_abs_mean`,
         `entropy_change_<region>`, and `old_prob_sum_<clip region>` where known)."""
@@ -116,11 +117,17 @@ class UpdateStats:
     def with_sums(self, flat: list[float]) -> UpdateStats:
         """A copy holding `flat` (the reduced `sums()`) in place of this rank's sums."""
         it = iter(flat)
-        scalars = {k: next(it) for k in ("tokens", "loss", "pg_loss", "kl_ref", "grad_norm")}
-        scalars.update({k: next(it) for k in ("ratio_sum", "approx_kl_sum", "grad_weight_sum")})
+        # In the order of `sums()`: keyword arguments are evaluated left to right.
         return dataclasses.replace(
             self,
-            **scalars,
+            tokens=next(it),
+            loss=next(it),
+            pg_loss=next(it),
+            kl_ref=next(it),
+            grad_norm=next(it),
+            ratio_sum=next(it),
+            approx_kl_sum=next(it),
+            grad_weight_sum=next(it),
             region_tokens={r: next(it) for r in REGIONS},
             entropy_change={r: next(it) for r in REGIONS},
             old_prob_sum={r: next(it) for r in CLIPPED},

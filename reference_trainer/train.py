@@ -18,9 +18,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 import cegppo
 import cegppo.torch as cg
@@ -260,8 +261,9 @@ def update_minibatch(run: Run, rollout: Rollout, idx: torch.Tensor, step: int, s
     sub = _select(rollout.batch, idx)
     mask, adv, olp = sub.response_mask, rollout.advantages[idx], rollout.old_log_prob[idx]
     num_tokens, num_seqs = cg.global_counts(mask)
-    norm = dict(num_tokens=num_tokens, num_seqs=num_seqs, norm_length=float(run.max_new_tokens))
+    norm: dict[str, Any] = {"num_tokens": num_tokens, "num_seqs": num_seqs, "norm_length": float(run.max_new_tokens)}
     kl = torch.zeros((), device=run.device)
+    token_metrics: Mapping[str, SupportsFloat]
     if cfg.fused_head:
         hidden, weight, bias = run.forward(sub, 1.0, hidden=True)
         pg_loss, token_metrics = cg.fused_linear_policy_loss(

@@ -11,8 +11,10 @@ from . import presets
 from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
 from ._aggregation import aggregate_loss, aggregation_weights, local_counts
 from ._config import CEGPPOConfig
+from ._fused import fused_linear_policy_loss, fused_linear_policy_loss_grad
 from ._logits import entropy, entropy_change_first_order, entropy_grad, token_log_probs, token_log_probs_grad
-from ._loss import METRIC_KEYS, policy_loss, policy_loss_grad, policy_metrics
+from ._loss import policy_loss, policy_loss_grad, policy_metrics
+from ._metrics import FUSED_METRIC_KEYS, METRIC_KEYS
 from ._objective import TokenRegions, grad_weight, per_token_objective, token_regions
 from ._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
 
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
+    "FUSED_METRIC_KEYS",
     "GRPO_EPS",
     "METRIC_KEYS",
     "CEGPPOConfig",
@@ -32,6 +35,8 @@ __all__ = [
     "entropy",
     "entropy_change_first_order",
     "entropy_grad",
+    "fused_linear_policy_loss",
+    "fused_linear_policy_loss_grad",
     "grad_weight",
     "group_advantages",
     "grpo_advantages",

@@ -7,12 +7,12 @@ the coefficients c_t, so the value (`aggregate_loss`) and the analytic gradient
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ._arrays import as_bool_mask
-from ._validation import check_aggregation, check_normalizer_value
+from ._validation import AGG_TABLE, agg_length, check_aggregation, check_normalizer_value, require_finite
 
 __all__ = ["aggregate_loss", "aggregation_weights", "local_counts"]
 
@@ -44,6 +44,7 @@ def aggregation_weights(
     num_seqs: Any = None,
     norm_length: float | None = None,
     dtype: Any = np.float64,
+    validate: bool = False,
 ) -> np.ndarray:
     """The coefficients c (B, T) with loss = sum(c * l) for aggregation mode `agg` (spec S8).
 
@@ -57,27 +58,28 @@ def aggregation_weights(
     least one valid token), n_i = valid tokens of row i, L = norm_length (default T). Pass the
     global N and S of the whole batch (all micro-batches, all ranks) and the per-micro-batch losses
     sum to the full-batch loss (spec S8.3). `num_tokens` is read by token-mean only and `num_seqs`
-    by the seq-mean modes only.
+    by the seq-mean modes only. `validate` is accepted for the backends' signature: the reference
+    has no device to synchronise and checks the normalizers' values (spec S8.2) always.
     """
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     m = as_bool_mask(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must have shape (B, T), got shape {m.shape}")
     dtype = np.dtype(dtype)
-    mf = m.astype(dtype)
-    if agg == "token-sum":
-        return mf
-    if agg == "token-mean":
-        return mf / _denominator("num_tokens", num_tokens, m.sum(), dtype)
-    seqs = _denominator("num_seqs", num_seqs, m.any(axis=-1).sum(), dtype)
-    if agg == "seq-mean-token-sum":
-        return mf / seqs
-    if agg == "seq-mean-token-sum-norm":
-        length = float(m.shape[-1]) if norm_length is None else norm_length
-        return mf / (seqs * dtype.type(length))
-    # seq-mean-token-mean
-    per_row = mf.sum(axis=-1, keepdims=True)
-    return mf / np.where(per_row > 0, per_row, 1) / seqs
+    mode = AGG_TABLE[agg]
+    c = m.astype(dtype)
+    if mode.per_row_mean:
+        per_row = c.sum(axis=-1, keepdims=True)
+        c = c / np.where(per_row > 0, per_row, 1)
+    if mode.normalizer == "num_tokens":
+        den = _denominator("num_tokens", num_tokens, m.sum(), dtype)
+    elif mode.normalizer == "num_seqs":
+        den = _denominator("num_seqs", num_seqs, m.any(axis=-1).sum(), dtype)
+    else:
+        return c
+    if mode.by_length:
+        den = den * dtype.type(agg_length(norm_length, m.shape[-1]))
+    return cast(np.ndarray, c / den)
 
 
 def aggregate_loss(
@@ -88,16 +90,21 @@ def aggregate_loss(
     num_tokens: Any = None,
     num_seqs: Any = None,
     norm_length: float | None = None,
+    validate: bool = False,
 ) -> np.ndarray:
     """Aggregate a (B, T) per-token loss over the valid tokens of `mask` (spec S8).
 
     Masked positions of `per_token_loss` may hold anything, NaN and inf included: they are
-    selected away before any arithmetic (spec S9.3). Returns a 0-d array.
+    selected away before any arithmetic (spec S9.3). `validate=True` also checks that the valid
+    positions hold finite values (as `policy_loss`'s; the normalizers are checked always here).
+    Returns a 0-d array.
     """
     loss = np.asarray(per_token_loss)
     m = as_bool_mask(mask)
     if loss.shape != m.shape:
         raise ValueError(f"per_token_loss must have the shape of mask {m.shape}, got shape {loss.shape}")
+    if validate:
+        require_finite("per_token_loss", bool(np.all(np.isfinite(loss[m]))))
     dtype = np.result_type(loss.dtype, np.float32)
     c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=dtype)
-    return np.sum(c * np.where(m, loss, 0).astype(dtype))
+    return cast(np.ndarray, np.sum(c * np.where(m, loss, 0).astype(dtype)))

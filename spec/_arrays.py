@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,5 +43,6 @@ def as_bool_mask(mask: Any) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr
     if np.issubdtype(arr.dtype, np.integer):
-        return arr != 0
+        return cast(np.ndarray, arr != 0)
     raise TypeError(f"mask must be a bool (or integer 0/1) array, got dtype {arr.dtype}; use mask.astype(bool)")
+

@@ -10,17 +10,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ._scalars import check_real
+
 __all__ = ["CEGPPOConfig"]
-
-
-def _check_real(name: str, value: Any) -> float:
-    # bool is an int subclass; `eps_low=True` is a bug, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -50,10 +42,10 @@ class CEGPPOConfig:
     """Dual-clip constant c > 1, or None for no dual clip."""
 
     def __post_init__(self) -> None:
-        eps_low = _check_real("eps_low", self.eps_low)
-        eps_high = _check_real("eps_high", self.eps_high)
-        beta_low = _check_real("beta_low", self.beta_low)
-        beta_high = _check_real("beta_high", self.beta_high)
+        eps_low = check_real("eps_low", self.eps_low)
+        eps_high = check_real("eps_high", self.eps_high)
+        beta_low = check_real("beta_low", self.beta_low)
+        beta_high = check_real("beta_high", self.beta_high)
         if not 0.0 < eps_low < 1.0:
             raise ValueError(f"eps_low must lie in (0, 1), got {eps_low!r}")
         if not eps_high > 0.0:
@@ -64,7 +56,7 @@ class CEGPPOConfig:
             raise ValueError(f"beta_high must be >= 0, got {beta_high!r}")
         dual_clip = self.dual_clip
         if dual_clip is not None:
-            dual_clip = _check_real("dual_clip", dual_clip)
+            dual_clip = check_real("dual_clip", dual_clip)
             if not dual_clip > 1.0:
                 raise ValueError(f"dual_clip must be None or > 1, got {dual_clip!r}")
         # Normalise ints to floats so that configs compare and hash by value.

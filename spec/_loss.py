@@ -6,17 +6,18 @@ backend's autodiff gradient with it, and it is itself checked against finite dif
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ._aggregation import aggregation_weights
 from ._arrays import as_bool_mask, as_float, compute_dtype
 from ._config import CEGPPOConfig
+from ._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
 from ._objective import _regions, grad_weight, per_token_objective
-from ._validation import check_aggregation, check_config, check_policy_shapes
+from ._validation import check_aggregation, check_config, check_policy_shapes, require_finite
 
-__all__ = ["policy_loss", "policy_loss_grad", "policy_metrics"]
+__all__ = ["METRIC_KEYS", "policy_loss", "policy_loss_grad", "policy_metrics"]
 
 
 def _prepare(
@@ -34,14 +35,9 @@ def _prepare(
         adv = np.broadcast_to(adv[:, None], lp.shape)
     if validate:
         for name, arr in (("log_prob", lp), ("old_log_prob", olp), ("advantages", adv)):
-            if not np.all(np.isfinite(arr[m])):
-                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+            require_finite(name, bool(np.all(np.isfinite(arr[m]))))
     zero = dt.type(0)
     return np.where(m, lp, zero), np.where(m, olp, zero), np.where(m, adv, zero), m
-
-
-def _check_agg_args(agg: str, num_tokens: Any, num_seqs: Any, norm_length: Any) -> None:
-    check_aggregation(agg, num_tokens, num_seqs, norm_length)
 
 
 def policy_loss(
@@ -78,11 +74,11 @@ def policy_loss(
     Returns:
         0-d array in the compute dtype (spec S9.5). An all-masked batch gives exactly 0.
     """
-    _check_agg_args(agg, num_tokens, num_seqs, norm_length)
+    check_aggregation(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
     per_token = -per_token_objective(lp, olp, adv, cfg)
     c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=lp.dtype)
-    return np.sum(c * np.where(m, per_token, 0))
+    return cast(np.ndarray, np.sum(c * np.where(m, per_token, 0)))
 
 
 def policy_loss_grad(
@@ -106,27 +102,12 @@ def policy_loss_grad(
     and at A_t = 0 (where F_t A_t is 0 even if delta overflows). old_log_prob and advantages are
     constants (spec S4): there is no gradient with respect to them.
     """
-    _check_agg_args(agg, num_tokens, num_seqs, norm_length)
+    check_aggregation(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
     f = grad_weight(lp, olp, adv, cfg)
     fa = np.where(adv == 0, 0, f * np.where(adv == 0, 1, adv))
     c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=lp.dtype)
     return np.where(m, -c * fa, 0).astype(lp.dtype, copy=False)
-
-
-METRIC_KEYS: tuple[str, ...] = (
-    "clip_low_frac",
-    "clip_high_frac",
-    "dual_clip_frac",
-    "inside_frac",
-    "clip_frac",
-    "ratio_mean",
-    "ratio_max",
-    "approx_kl_k1",
-    "approx_kl_k3",
-    "grad_weight_abs_mean",
-)
-"""The keys of `policy_metrics`, in order (spec S10)."""
 
 
 def policy_metrics(
@@ -152,25 +133,20 @@ def policy_metrics(
     r = _regions(logr, adv, cfg)
     n = m.sum()
     den = max(int(n), 1)
-
-    def frac(x: np.ndarray) -> np.ndarray:
-        return np.sum(x & m, dtype=lp.dtype) / den
-
     with np.errstate(over="ignore"):  # an overflowing ratio is reported as inf, its true value
         ratio = np.exp(logr)
-        k3 = np.expm1(logr) - logr
-        # |F_t| where the token gets a gradient; A_t = 0 tokens (F_t = delta_t) count as 0 (spec S10)
-        f_abs = np.where(adv != 0, np.abs(grad_weight(lp, olp, adv, cfg)), 0)
-    out = {
-        "clip_low_frac": frac(r.clip_low),
-        "clip_high_frac": frac(r.clip_high),
-        "dual_clip_frac": frac(r.dual_clip),
-        "inside_frac": frac(r.inside),
-        "clip_frac": frac(r.clip_low | r.clip_high),
-        "ratio_mean": np.sum(np.where(m, ratio, 0)) / den,
-        "ratio_max": np.max(np.where(m, ratio, 0)) if n else np.zeros((), lp.dtype),
-        "approx_kl_k1": np.sum(np.where(m, -logr, 0)) / den,
-        "approx_kl_k3": np.sum(np.where(m, k3, 0)) / den,
-        "grad_weight_abs_mean": np.sum(np.where(m, f_abs, 0)) / den,
+        per_token = {
+            **dict(zip(REGION_NAMES, r, strict=True)),
+            "clipped": r.clip_low | r.clip_high,
+            "ratio": ratio,
+            "neg_logr": -logr,
+            "k3": np.expm1(logr) - logr,
+            # |F_t| where the token gets a gradient; A_t = 0 tokens (F_t = delta_t) count as 0 (spec S10)
+            "grad_weight_abs": np.where(adv != 0, np.abs(grad_weight(lp, olp, adv, cfg)), 0),
+        }
+    reductions = {
+        "frac": lambda x: np.sum(x & m, dtype=lp.dtype) / den,
+        "mean": lambda x: np.sum(np.where(m, x, 0)) / den,
+        "max": lambda x: np.max(np.where(m, x, 0)) if n else np.zeros((), lp.dtype),
     }
-    return {k: np.asarray(v, dtype=lp.dtype) for k, v in out.items()}
+    return {k: np.asarray(v, dtype=lp.dtype) for k, v in reduce_metrics(per_token, reductions).items()}

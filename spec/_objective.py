@@ -6,7 +6,7 @@ Every function here is elementwise over (B, T) and does no masking or reduction;
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -30,7 +30,9 @@ class TokenRegions(NamedTuple):
     """Everything else (A = 0 included): the plain importance-weighted term delta A."""
 
 
-def _inputs(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: CEGPPOConfig):
+def _inputs(
+    log_prob: Any, old_log_prob: Any, advantages: Any, cfg: CEGPPOConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     check_config(cfg)
     check_policy_shapes(log_prob, old_log_prob, advantages, None)
     dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
@@ -107,7 +109,7 @@ def per_token_objective(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: 
         [cfg.weight_low, cfg.weight_high, c],
         default=delta_inside,
     ).astype(logr.dtype, copy=False)
-    return scale * adv
+    return cast(np.ndarray, scale * adv)
 
 
 def grad_weight(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: CEGPPOConfig) -> np.ndarray:

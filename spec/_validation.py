@@ -7,38 +7,70 @@ so these checks cost nothing and never synchronise a GPU. Data-dependent checks 
 
 from __future__ import annotations
 
-import math
 import numbers
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._config import CEGPPOConfig
+from ._scalars import check_positive, check_real
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
+    "AGG_TABLE",
+    "AggMode",
+    "FusedArgs",
+    "agg_length",
     "check_agg",
     "check_aggregation",
+    "check_chunk_size",
     "check_config",
     "check_estimator",
+    "check_fused_args",
+    "check_fused_shapes",
     "check_group_shape",
+    "check_id_range",
     "check_logits_shapes",
     "check_normalizer",
     "check_normalizer_value",
     "check_policy_shapes",
     "check_positive",
+    "check_real",
+    "dtype_kind",
     "read_normalizers",
+    "require_finite",
 ]
 
-AGG_MODES: tuple[str, ...] = (
-    "token-mean",
-    "token-sum",
-    "seq-mean-token-mean",
-    "seq-mean-token-sum",
-    "seq-mean-token-sum-norm",
-)
+
+class AggMode(NamedTuple):
+    """How one aggregation mode forms its coefficients (spec S8):
+
+        c_t = m_t / ([n_i if per_row_mean] * [N or S, the normalizer] * [L if by_length])
+
+    Every implementation reads this table and keeps only its own arithmetic: which count a mode
+    divides by is written once, here.
+    """
+
+    normalizer: str | None
+    """The global normalizer the mode divides by: "num_tokens" (N), "num_seqs" (S) or None."""
+    per_row_mean: bool
+    """Divide each row by its own number of valid tokens n_i first (rows with n_i = 0 get 0)."""
+    by_length: bool
+    """Also divide by the constant length L (`norm_length`, default T; Dr.GRPO, arXiv 2503.20783 Eq. 4)."""
+
+
+AGG_TABLE: dict[str, AggMode] = {
+    "token-mean": AggMode("num_tokens", per_row_mean=False, by_length=False),
+    "token-sum": AggMode(None, per_row_mean=False, by_length=False),
+    "seq-mean-token-mean": AggMode("num_seqs", per_row_mean=True, by_length=False),
+    "seq-mean-token-sum": AggMode("num_seqs", per_row_mean=False, by_length=False),
+    "seq-mean-token-sum-norm": AggMode("num_seqs", per_row_mean=False, by_length=True),
+}
+"""The aggregation modes of spec clause S8, named as in verl, and what each divides by."""
+
+AGG_MODES: tuple[str, ...] = tuple(AGG_TABLE)
 """Loss aggregation modes, named as in verl (spec clause S8)."""
 
 ADVANTAGE_ESTIMATORS: tuple[str, ...] = ("grpo", "drgrpo", "rloo")
@@ -54,9 +86,43 @@ def check_config(cfg: Any) -> CEGPPOConfig:
 
 def check_agg(agg: Any) -> str:
     """`agg` must name one of AGG_MODES."""
-    if agg not in AGG_MODES:
+    if not isinstance(agg, str) or agg not in AGG_TABLE:
         raise ValueError(f"agg must be one of {list(AGG_MODES)}, got {agg!r}")
-    return str(agg)
+    return agg
+
+
+def agg_length(norm_length: float | None, width: int) -> float:
+    """L of seq-mean-token-sum-norm (spec S8.2): `norm_length`, default the padded width T.
+
+    A width of 0 (no token at all) gives 1, so an empty batch divides 0 by 1, never by 0.
+    """
+    return float(max(width, 1)) if norm_length is None else float(norm_length)
+
+
+def dtype_kind(dtype: Any) -> str:
+    """"bool", "int", "float", "complex" or "other" for a NumPy, JAX (bfloat16 too) or torch dtype.
+
+    Reads the dtype object only (metadata), without importing any framework.
+    """
+    if hasattr(dtype, "is_floating_point"):  # a torch.dtype
+        if dtype.is_floating_point:
+            return "float"
+        if dtype.is_complex:
+            return "complex"
+        name = str(dtype).rpartition(".")[2]
+        if name == "bool":
+            return "bool"
+        return "int" if name.startswith(("int", "uint")) else "other"
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return "bool"
+    if np.issubdtype(dt, np.integer):
+        return "int"
+    if np.issubdtype(dt, np.floating) or dt.name.startswith(("bfloat", "float")):  # ml_dtypes: kind "V"
+        return "float"
+    if np.issubdtype(dt, np.complexfloating):
+        return "complex"
+    return "other"
 
 
 def _shape(name: str, x: Any) -> tuple[int, ...]:
@@ -116,8 +182,8 @@ def check_normalizer(name: str, value: Any) -> None:
       memory, so their value is checked here, always: it must be finite and >= 0, else
       ValueError naming the argument. Whether a 0 is legitimate depends on the mask (spec S8.2:
       only for a micro-batch with no valid token): see `check_normalizer_value`.
-    - Any other scalar array (a torch tensor, a jax array, a tracer) is checked for its shape
-      only: reading its value would synchronise a device, so that happens in
+    - Any other scalar array (a torch tensor, a jax array, a tracer) is checked for its shape and
+      dtype (integer or floating) only: reading its value would synchronise a device, so that happens in
       `check_normalizer_value`, with ``validate=True`` (spec S9.6).
 
     Written with comparisons only (no `math.isfinite`), so that `torch.compile` can trace it when
@@ -137,9 +203,9 @@ def check_normalizer(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a number or a scalar array, got {type(value).__name__}")
     if tuple(shape) not in ((), (1,)):
         raise ValueError(f"{name} must be a scalar, got shape {tuple(shape)}")
+    if dtype_kind(value.dtype) not in ("int", "float"):  # bool and complex counts are bugs
+        raise TypeError(f"{name} must be a real number or a numeric scalar array, got dtype {value.dtype}")
     if isinstance(value, np.ndarray):  # host memory: reading it synchronises nothing
-        if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
-            raise TypeError(f"{name} must be a real number or a numeric scalar array, got dtype {value.dtype}")
         v = value.reshape(()).item()
         if not (v >= 0 and v <= _FLOAT_MAX):
             raise _bad_normalizer(name, v)
@@ -148,13 +214,13 @@ def check_normalizer(name: str, value: Any) -> None:
 def read_normalizers(agg: str, num_tokens: Any, num_seqs: Any) -> tuple[tuple[str, Any], ...]:
     """The normalizers that aggregation mode `agg` reads, as (name, value) pairs (spec S8.2).
 
-    token-mean reads `num_tokens`, the seq-mean modes read `num_seqs`, token-sum reads neither.
+    token-mean reads `num_tokens`, the seq-mean modes read `num_seqs`, token-sum reads neither
+    (`AGG_TABLE`).
     """
-    if agg == "token-mean":
-        return (("num_tokens", num_tokens),)
-    if agg.startswith("seq-mean"):
-        return (("num_seqs", num_seqs),)
-    return ()
+    name = AGG_TABLE[agg].normalizer
+    if name is None:
+        return ()
+    return ((name, num_tokens if name == "num_tokens" else num_seqs),)
 
 
 def check_normalizer_value(name: str, value: float, local_count: int) -> None:
@@ -177,15 +243,25 @@ def check_normalizer_value(name: str, value: float, local_count: int) -> None:
         )
 
 
-def check_aggregation(agg: Any, num_tokens: Any, num_seqs: Any, norm_length: Any) -> tuple[str, float | None]:
+def check_aggregation(
+    agg: Any,
+    num_tokens: Any,
+    num_seqs: Any,
+    norm_length: Any,
+    *,
+    array_type: Callable[[str, Any], Any] | None = None,
+) -> tuple[str, float | None]:
     """Every metadata check of the aggregation arguments (spec S8.2, S9.6); returns (agg, norm_length).
 
     `agg` one of AGG_MODES; `num_tokens` and `num_seqs` as in `check_normalizer`; `norm_length`
-    None or a finite number > 0.
+    None or a finite number > 0. `array_type` is a backend's own check that an argument is one
+    of its array types (TypeError otherwise), applied first to normalizers that are arrays.
     """
     agg = check_agg(agg)
-    check_normalizer("num_tokens", num_tokens)
-    check_normalizer("num_seqs", num_seqs)
+    for name, value in (("num_tokens", num_tokens), ("num_seqs", num_seqs)):
+        if array_type is not None and hasattr(value, "dtype") and not isinstance(value, np.generic):
+            array_type(name, value)
+        check_normalizer(name, value)
     return agg, (None if norm_length is None else check_positive("norm_length", norm_length))
 
 
@@ -210,10 +286,127 @@ def check_estimator(estimator: Any) -> str:
     return str(estimator)
 
 
-def check_positive(name: str, value: Any) -> float:
-    """A finite number > 0 (eps, norm_length, temperature)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+def check_chunk_size(chunk_size: Any) -> int | None:
+    """Rows per chunk of the chunked softmax head and of the fused head: None or an int >= 1 (spec S11)."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (rows per chunk), got {chunk_size}")
+    return chunk_size
+
+
+def check_id_range(name: str, lo: int, hi: int, v: int, *, valid_only: bool = False) -> None:
+    """Token ids, given their least and greatest value, must lie in [0, V) (spec S11).
+
+    The caller reads `lo` and `hi` (over the valid positions only when `valid_only`): the reference
+    always, a backend for host (NumPy) ids always and for device ids with ``validate=True``.
+    """
+    if lo < 0 or hi >= v:
+        where = " at valid (mask = True) positions" if valid_only else " (the vocabulary)"
+        raise ValueError(f"{name} must lie in [0, {v}){where}, got values in [{lo}, {hi}]")
+
+
+def check_fused_shapes(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    old_log_prob: Any,
+    advantages: Any,
+    mask: Any,
+    bias: Any = None,
+    *,
+    array_type: Callable[[str, Any], Any] | None = None,
+) -> tuple[int, int, int, int]:
+    """Shapes and dtypes of the fused head's inputs (spec S11.1); returns (B, T, H, V).
+
+    hidden (B, T, H), weight (V, H) with V >= 1 (the `nn.Linear` / `lm_head.weight` layout), bias
+    (V,), token_ids, old_log_prob and mask (B, T), advantages (B, T) or (B,); hidden, weight and
+    bias floating-point, token_ids integer. Metadata only. `array_type` is a backend's own check
+    that an argument is one of its array types (TypeError otherwise), applied first to each.
+    """
+    if array_type is not None:
+        named = (("hidden", hidden), ("weight", weight), ("token_ids", token_ids),
+                 ("old_log_prob", old_log_prob), ("advantages", advantages), ("mask", mask), ("bias", bias))
+        for name, x in named:
+            if not (name == "bias" and x is None):  # bias is optional
+                array_type(name, x)
+    for name, x in (("hidden", hidden), ("weight", weight), ("bias", bias)):
+        if x is not None and dtype_kind(x.dtype) != "float":
+            raise TypeError(f"{name} must be floating-point, got dtype {x.dtype}")
+    hs = _shape("hidden", hidden)
+    if len(hs) != 3:
+        raise ValueError(f"hidden must have shape (B, T, H), got shape {hs}")
+    b_, t_, h_ = hs
+    ws = _shape("weight", weight)
+    if len(ws) != 2 or ws[1] != h_ or ws[0] < 1:
+        raise ValueError(f"weight must have shape (V, H) with H = {h_} (like lm_head.weight), got shape {ws}")
+    v_ = ws[0]
+    if bias is not None and _shape("bias", bias) != (v_,):
+        raise ValueError(f"bias must have shape ({v_},), got shape {_shape('bias', bias)}")
+    ids = _shape("token_ids", token_ids)
+    if ids != (b_, t_):
+        raise ValueError(f"token_ids must have shape {(b_, t_)} (B, T), got shape {ids}")
+    if dtype_kind(token_ids.dtype) != "int":
+        raise TypeError(f"token_ids must be integer, got dtype {token_ids.dtype}")
+    for name, x in (("old_log_prob", old_log_prob), ("mask", mask)):
+        if _shape(name, x) != (b_, t_):
+            raise ValueError(f"{name} must have shape {(b_, t_)} (B, T), got shape {_shape(name, x)}")
+    adv = _shape("advantages", advantages)
+    if adv not in ((b_, t_), (b_,)):
+        raise ValueError(f"advantages must have shape {(b_, t_)} (per token) or {(b_,)} (per sequence), got shape {adv}")
+    return b_, t_, h_, v_
+
+
+def require_finite(name: str, all_finite: bool) -> None:
+    """`validate=True`: `all_finite` says whether `name` is finite at every valid (mask = True)
+    position, as the caller's framework computed it (spec S9.6); ValueError naming it if not."""
+    if not all_finite:
+        raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+
+
+class FusedArgs(NamedTuple):
+    """The fused head's checked arguments (`check_fused_args`)."""
+
+    agg: str
+    norm_length: float | None
+    temperature: float
+    entropy_coef: float
+    chunk_size: int | None
+    shape: tuple[int, int, int, int]
+    """(B, T, H, V)."""
+
+
+def check_fused_args(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    old_log_prob: Any,
+    advantages: Any,
+    mask: Any,
+    cfg: Any,
+    *,
+    bias: Any,
+    temperature: Any,
+    entropy_coef: Any,
+    agg: Any,
+    num_tokens: Any,
+    num_seqs: Any,
+    norm_length: Any,
+    chunk_size: Any,
+    array_type: Callable[[str, Any], Any] | None = None,
+) -> FusedArgs:
+    """Every metadata check of a fused head's call (spec S9.6, S11.1), in the order the reference and
+    every backend apply them: cfg, the aggregation arguments, temperature > 0, a finite
+    entropy_coef, chunk_size, then the arrays (`check_fused_shapes`)."""
+    check_config(cfg)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=array_type)
+    return FusedArgs(
+        agg,
+        norm_length,
+        check_positive("temperature", temperature),
+        check_real("entropy_coef", entropy_coef),
+        check_chunk_size(chunk_size),
+        check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=array_type),
+    )

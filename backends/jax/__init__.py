@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from cegppo import presets
 from cegppo._config import CEGPPOConfig
+from cegppo._metrics import FUSED_METRIC_KEYS
 from cegppo._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
 
 from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
@@ -33,6 +34,7 @@ from ._objective import TokenRegions, grad_weight, per_token_objective, token_re
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
+    "FUSED_METRIC_KEYS",
     "GRPO_EPS",
     "METRIC_KEYS",
     "CEGPPOConfig",

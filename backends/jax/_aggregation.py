@@ -11,7 +11,14 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
-from cegppo._validation import check_aggregation, check_normalizer_value, read_normalizers
+from cegppo._validation import (
+    AGG_TABLE,
+    agg_length,
+    check_aggregation,
+    check_normalizer_value,
+    read_normalizers,
+    require_finite,
+)
 
 import jax
 import jax.numpy as jnp
@@ -91,17 +98,23 @@ def _validate_normalizers(agg: str, m: jax.Array, num_tokens: Any, num_seqs: Any
         check_normalizer_value(name, float(np.asarray(value).reshape(())), int(local))
 
 
-def _check_aggregation(agg: Any, num_tokens: Any, num_seqs: Any, norm_length: Any) -> tuple[str, float | None]:
-    """Metadata checks of the aggregation arguments, returning (agg, norm_length): the shared rule
-    (`cegppo._validation.check_aggregation`) plus the dtype of array normalizers."""
-    for name, value in (("num_tokens", num_tokens), ("num_seqs", num_seqs)):
-        if value is not None and hasattr(value, "dtype") and not isinstance(value, np.generic):
-            check_array(name, value)
-            if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
-                raise TypeError(
-                    f"{name} must be a real number or a numeric scalar array, got dtype {value.dtype}"
-                )
-    return check_aggregation(agg, num_tokens, num_seqs, norm_length)
+def _divisor(m: jax.Array, agg: str, num_tokens: Any, num_seqs: Any, norm_length: float | None,
+             dtype: Any) -> jax.Array | None:
+    """N, S or S L: what mode `agg` divides by after any per-row mean (`AGG_TABLE`), None for token-sum."""
+    mode = AGG_TABLE[agg]
+    if mode.normalizer is None:
+        return None
+    if mode.normalizer == "num_tokens":
+        den = _denominator(num_tokens, jnp.sum(m, dtype=dtype), dtype)
+    else:
+        den = _denominator(num_seqs, jnp.sum(jnp.any(m, axis=-1), dtype=dtype), dtype)
+    return den * np.asarray(agg_length(norm_length, m.shape[-1]), dtype) if mode.by_length else den
+
+
+def _row_counts(m: jax.Array, dtype: Any, keepdims: bool = False) -> jax.Array:
+    """n_i, the valid tokens of each row, with 1 for an empty row (whose sum is 0 anyway)."""
+    per_row = jnp.sum(m, axis=-1, dtype=dtype, keepdims=keepdims)
+    return jnp.where(per_row > 0, per_row, jnp.ones((), dtype))
 
 
 def _weights(
@@ -112,20 +125,12 @@ def _weights(
     norm_length: float | None,
     dtype: Any,
 ) -> jax.Array:
-    mf = m.astype(dtype)
-    if agg == "token-sum":
-        return mf
-    if agg == "token-mean":
-        return mf / _denominator(num_tokens, jnp.sum(mf), dtype)
-    seqs = _denominator(num_seqs, jnp.sum(jnp.any(m, axis=-1), dtype=dtype), dtype)
-    if agg == "seq-mean-token-sum":
-        return mf / seqs
-    if agg == "seq-mean-token-sum-norm":
-        length = float(m.shape[-1]) if norm_length is None else norm_length
-        return mf / (seqs * np.asarray(length, dtype))
-    # seq-mean-token-mean
-    per_row = jnp.sum(mf, axis=-1, keepdims=True)
-    return mf / jnp.where(per_row > 0, per_row, jnp.ones((), dtype)) / seqs
+    """The coefficients c (B, T) of mode `agg` (`AGG_TABLE`), no checks."""
+    c = m.astype(dtype)
+    if AGG_TABLE[agg].per_row_mean:
+        c = c / _row_counts(m, dtype, keepdims=True)
+    den = _divisor(m, agg, num_tokens, num_seqs, norm_length, dtype)
+    return c if den is None else c / den
 
 
 def _aggregate(
@@ -142,20 +147,12 @@ def _aggregate(
     sum(c * l) up to rounding, with one (B, T) array less to write and read.
     """
     dt = per_token.dtype
-    if agg == "token-sum":
-        return jnp.sum(per_token)
-    if agg == "token-mean":
-        return jnp.sum(per_token) / _denominator(num_tokens, jnp.sum(m, dtype=dt), dt)
-    seqs = _denominator(num_seqs, jnp.sum(jnp.any(m, axis=-1), dtype=dt), dt)
-    if agg == "seq-mean-token-sum":
-        return jnp.sum(per_token) / seqs
-    if agg == "seq-mean-token-sum-norm":
-        # T = 0 means no token at all: divide 0 by 1, not by 0.
-        length = float(max(m.shape[-1], 1)) if norm_length is None else norm_length
-        return jnp.sum(per_token) / (seqs * np.asarray(length, dt))
-    # seq-mean-token-mean: each row's mean over its valid tokens, averaged over rows
-    per_row = jnp.sum(m, axis=-1, dtype=dt)
-    return jnp.sum(jnp.sum(per_token, axis=-1) / jnp.where(per_row > 0, per_row, jnp.ones((), dt))) / seqs
+    if AGG_TABLE[agg].per_row_mean:  # each row's mean over its valid tokens, summed over rows
+        total = jnp.sum(jnp.sum(per_token, axis=-1) / _row_counts(m, dt))
+    else:
+        total = jnp.sum(per_token)
+    den = _divisor(m, agg, num_tokens, num_seqs, norm_length, dt)
+    return total if den is None else total / den
 
 
 def aggregation_weights(
@@ -166,6 +163,7 @@ def aggregation_weights(
     num_seqs: Any = None,
     norm_length: float | None = None,
     dtype: Any = None,
+    validate: bool = False,
 ) -> jax.Array:
     """The coefficients c (B, T) with loss = sum(c * l) for aggregation mode `agg` (spec S8).
 
@@ -178,12 +176,15 @@ def aggregation_weights(
     N = num_tokens (default: valid tokens in `mask`), S = num_seqs (default: rows of `mask` with at
     least one valid token), n_i = valid tokens of row i, L = norm_length (default T). N and S may
     be traced 0-d arrays (e.g. from `global_counts`). `dtype` defaults to float64 with
-    jax_enable_x64, else float32.
+    jax_enable_x64, else float32. `validate=True` checks the normalizers' values (spec S8.2) as
+    `policy_loss` does (eager only).
     """
-    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=check_array)
     m = as_bool_mask(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    if validate:
+        _validate_normalizers(agg, m, num_tokens, num_seqs)
     dtype = jax.dtypes.canonicalize_dtype(np.float64 if dtype is None else dtype)
     return _weights(m, agg, num_tokens, num_seqs, norm_length, dtype)
 
@@ -196,14 +197,16 @@ def aggregate_loss(
     num_tokens: Any = None,
     num_seqs: Any = None,
     norm_length: float | None = None,
+    validate: bool = False,
 ) -> jax.Array:
     """Aggregate a (B, T) per-token loss over the valid tokens of `mask` (spec S8): sum(c * l).
 
     Masked positions of `per_token_loss` may hold anything, NaN and inf included: they are
     selected away before any arithmetic, in the forward and the backward pass (spec S9.3).
-    bf16/fp16 losses are aggregated in float32. Returns a 0-d array.
+    bf16/fp16 losses are aggregated in float32. Returns a 0-d array. `validate=True` also checks,
+    as `policy_loss` does, that the valid positions are finite and the normalizers (S8.2) (eager only).
     """
-    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=check_array)
     check_array("per_token_loss", per_token_loss)
     m = as_bool_mask(mask)
     if tuple(per_token_loss.shape) != tuple(m.shape):
@@ -217,5 +220,9 @@ def aggregate_loss(
         raise TypeError(f"per_token_loss must be a real numeric array, got dtype {dt}")
     dtype = jnp.result_type(dt, jnp.float32) if jnp.issubdtype(dt, jnp.floating) else np.dtype(np.float32)
     loss = jnp.asarray(per_token_loss).astype(dtype)
+    if validate:
+        require_concrete("validate=True", ("per_token_loss", per_token_loss), ("mask", m))
+        require_finite("per_token_loss", bool(np.all(np.isfinite(np.asarray(loss)[np.asarray(m)]))))
+        _validate_normalizers(agg, m, num_tokens, num_seqs)
     c = _weights(m, agg, num_tokens, num_seqs, norm_length, dtype)
     return jnp.sum(c * jnp.where(m, loss, jnp.zeros((), dtype)))

@@ -13,20 +13,18 @@ at once, so the backward pass only scales the stored gradients. jit-able; all sh
 
 from __future__ import annotations
 
-import math
-import numbers
 from functools import partial
 from typing import Any
 
 import numpy as np
 from cegppo._config import CEGPPOConfig
-from cegppo._loss import METRIC_KEYS
-from cegppo._validation import check_config, check_positive
+from cegppo._metrics import ENTROPY_REGION_KEYS, FUSED_METRIC_KEYS
+from cegppo._validation import check_fused_args, check_id_range, require_finite
 
 import jax
 import jax.numpy as jnp
 
-from ._aggregation import _check_aggregation, _validate_normalizers, _weights, aggregate_loss
+from ._aggregation import _validate_normalizers, _weights, aggregate_loss
 from ._common import as_bool_mask, as_float, check_array, compute_dtype, require_concrete
 from ._loss import policy_loss, policy_metrics
 from ._objective import _grad_weight, _regions
@@ -35,17 +33,6 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "FUSED_METRIC_KEYS", "fused_linear_policy_loss
 
 DEFAULT_CHUNK_BYTES: int = 64 << 20
 """Default chunk: as many token rows as fit (rows x V) logits in 64 MiB of the compute dtype."""
-
-_ENTROPY_REGION_KEYS: tuple[str, ...] = (
-    "entropy_change_clip_low",
-    "entropy_change_clip_high",
-    "entropy_change_dual_clip",
-    "entropy_change_inside",
-)
-
-FUSED_METRIC_KEYS: tuple[str, ...] = (*METRIC_KEYS, "entropy_mean", *_ENTROPY_REGION_KEYS)
-"""Keys of the metrics dict: `policy_metrics`' keys, `entropy_mean`, per-region entropy change."""
-
 
 _WEIGHT_GRAD_BLOCK_BYTES: int = 16 << 20
 """Vocabulary block of the weight-gradient update: (rows of W) x H of about 16 MiB.
@@ -233,60 +220,6 @@ def _fused_core_bwd(
 _fused_core.defvjp(_fused_core_fwd, _fused_core_bwd)
 
 
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
-def _check_inputs(
-    hidden: Any, weight: Any, token_ids: Any, old_log_prob: Any, advantages: Any, mask: Any, bias: Any
-) -> tuple[int, int, int, int]:
-    for name, x in (
-        ("hidden", hidden),
-        ("weight", weight),
-        ("token_ids", token_ids),
-        ("old_log_prob", old_log_prob),
-        ("advantages", advantages),
-        ("mask", mask),
-    ):
-        check_array(name, x)
-    if bias is not None:
-        check_array("bias", bias)
-    for name, x in (("hidden", hidden), ("weight", weight), ("bias", bias)):
-        if x is not None and not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
-    if hidden.ndim != 3:
-        raise ValueError(f"hidden must have shape (B, T, H), got shape {tuple(hidden.shape)}")
-    b_, t_, h_ = (int(s) for s in hidden.shape)
-    if weight.ndim != 2 or int(weight.shape[1]) != h_ or int(weight.shape[0]) < 1:
-        raise ValueError(
-            f"weight must have shape (V, H) with H = {h_} (like lm_head.weight), got shape {tuple(weight.shape)}"
-        )
-    v_ = int(weight.shape[0])
-    if bias is not None and tuple(bias.shape) != (v_,):
-        raise ValueError(f"bias must have shape ({v_},), got shape {tuple(bias.shape)}")
-    if tuple(token_ids.shape) != (b_, t_):
-        raise ValueError(f"token_ids must have shape {(b_, t_)} (B, T), got shape {tuple(token_ids.shape)}")
-    if not jnp.issubdtype(token_ids.dtype, jnp.integer):
-        raise TypeError(f"token_ids must be an integer array, got dtype {token_ids.dtype}")
-    if tuple(old_log_prob.shape) != (b_, t_):
-        raise ValueError(
-            f"old_log_prob must have shape {(b_, t_)} (B, T), got shape {tuple(old_log_prob.shape)}"
-        )
-    if tuple(advantages.shape) not in ((b_, t_), (b_,)):
-        raise ValueError(
-            f"advantages must have shape {(b_, t_)} (per token) or {(b_,)} (per sequence), "
-            f"got shape {tuple(advantages.shape)}"
-        )
-    if tuple(mask.shape) != (b_, t_):
-        raise ValueError(f"mask must have shape {(b_, t_)} (B, T), got shape {tuple(mask.shape)}")
-    return b_, t_, h_, v_
-
-
 def fused_linear_policy_loss(
     hidden: Any,
     weight: Any,
@@ -356,15 +289,13 @@ def fused_linear_policy_loss(
         of a unit-learning-rate gradient step taken on each token's logits. No gradient flows
         through the metrics.
     """
-    check_config(cfg)
-    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
-    tau = check_positive("temperature", temperature)
-    ecoef = _check_real("entropy_coef", entropy_coef)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
-        raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 (token rows per chunk), got {chunk_size}")
-    b_, t_, h_, v_ = _check_inputs(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
+    args = check_fused_args(
+        hidden, weight, token_ids, old_log_prob, advantages, mask, cfg, bias=bias, temperature=temperature,
+        entropy_coef=entropy_coef, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length,
+        chunk_size=chunk_size, array_type=check_array,
+    )  # fmt: skip
+    agg, norm_length, tau, ecoef, chunk_size = args[:5]
+    b_, t_, h_, v_ = args.shape
     named = [
         ("hidden", hidden),
         ("weight", weight),
@@ -385,13 +316,16 @@ def fused_linear_policy_loss(
     if validate:
         _validate_normalizers(agg, m, num_tokens, num_seqs)
         require_concrete("validate=True", ("token_ids", token_ids), ("mask", m), ("old_log_prob", olp))
+    # Host (NumPy) token ids are range-checked always, as `token_log_probs` does (it costs no device
+    # sync); device ids only with validate=True (unchecked, an out-of-range id gives a NaN loss).
+    if validate or isinstance(token_ids, np.ndarray):
         m_host = np.asarray(m)
         ids_host = np.asarray(token_ids)[m_host]
-        if ids_host.size and (ids_host.min() < 0 or ids_host.max() >= v_):
-            raise ValueError(f"token_ids must lie in [0, {v_}) at valid positions")
+        if ids_host.size:
+            check_id_range("token_ids", int(ids_host.min()), int(ids_host.max()), v_, valid_only=True)
+    if validate:
         for name, arr in (("old_log_prob", olp), ("advantages", adv_bt)):
-            if not np.all(np.isfinite(np.asarray(arr)[m_host])):
-                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+            require_finite(name, bool(np.all(np.isfinite(np.asarray(arr)[m_host]))))
     coef = _weights(m, agg, num_tokens, num_seqs, norm_length, dt)
     n = b_ * t_
     itemsize = np.dtype(dt).itemsize
@@ -434,6 +368,6 @@ def fused_linear_policy_loss(
     den = jnp.maximum(jnp.sum(m, dtype=dt), jnp.ones((), dt))
     metrics["entropy_mean"] = jnp.sum(ent_full) / den
     regions = _regions(lp_full - jnp.where(m, olp, zero), jnp.where(m, adv_bt, zero), cfg)
-    for key, region in zip(_ENTROPY_REGION_KEYS, regions, strict=True):
+    for key, region in zip(ENTROPY_REGION_KEYS, regions, strict=True):
         metrics[key] = jnp.sum(jnp.where(region & m, dent_full, zero))
     return loss, metrics

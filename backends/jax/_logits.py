@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from cegppo._validation import check_logits_shapes
+from cegppo._validation import check_chunk_size, check_id_range, check_logits_shapes
 
 import jax
 import jax.numpy as jnp
@@ -37,14 +37,9 @@ DEFAULT_CHUNK_ELEMENTS: int = 1 << 24
 
 
 def _chunk_rows(chunk_size: Any, n: int, v: int) -> int:
-    if chunk_size is None:
+    rows = check_chunk_size(chunk_size)
+    if rows is None:
         rows = max(1, DEFAULT_CHUNK_ELEMENTS // max(v, 1))
-    else:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 (rows per chunk), got {chunk_size}")
-        rows = chunk_size
     return max(1, min(rows, n))
 
 
@@ -69,10 +64,7 @@ def _ids(ids: Any, logits: jax.Array, validate: bool) -> jax.Array:
     # validate=True (one host sync); unchecked, an out-of-range id gives a NaN log-prob, never a
     # silently wrong one.
     if (validate or isinstance(ids, np.ndarray)) and ids.size:
-        v = logits.shape[-1]
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= v:
-            raise ValueError(f"ids must lie in [0, {v}) (the vocabulary), got values in [{lo}, {hi}]")
+        check_id_range("ids", int(ids.min()), int(ids.max()), logits.shape[-1])
     return jnp.asarray(ids)
 
 

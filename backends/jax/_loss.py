@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 from cegppo._config import CEGPPOConfig
-from cegppo._loss import METRIC_KEYS
-from cegppo._validation import check_config, check_policy_shapes
+from cegppo._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
+from cegppo._validation import check_aggregation, check_config, check_policy_shapes, require_finite
 
 import jax
 import jax.numpy as jnp
 
-from ._aggregation import _aggregate, _check_aggregation, _validate_normalizers
-from ._common import as_bool_mask, as_float, compute_dtype, require_concrete
+from ._aggregation import _aggregate, _validate_normalizers
+from ._common import as_bool_mask, as_float, check_array, compute_dtype, require_concrete
 from ._objective import _grad_weight, _objective, _regions
 
 __all__ = ["METRIC_KEYS", "policy_loss", "policy_metrics"]
@@ -51,8 +51,7 @@ def _cast(
         )
         m_host = np.asarray(m)
         for name, arr in (("log_prob", lp), ("old_log_prob", olp), ("advantages", adv)):
-            if not np.all(np.isfinite(np.asarray(arr)[m_host])):
-                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+            require_finite(name, bool(np.all(np.isfinite(np.asarray(arr)[m_host]))))
     return lp, olp, adv, m
 
 
@@ -136,7 +135,7 @@ def policy_loss(
     Raises:
         TypeError / ValueError naming the argument, at trace time, before any computation (S9.6).
     """
-    agg, norm_length = _check_aggregation(agg, num_tokens, num_seqs, norm_length)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=check_array)
     lp, olp, adv, m = _cast(log_prob, old_log_prob, advantages, mask, cfg, validate)
     if validate:
         _validate_normalizers(agg, m, num_tokens, num_seqs)
@@ -181,19 +180,18 @@ def policy_metrics(
     def mean(x: jax.Array) -> jax.Array:
         return jnp.sum(jnp.where(m, x, zero)) / den
 
-    ratio = jnp.exp(logr)
-    out = {
-        "clip_low_frac": frac(r.clip_low),
-        "clip_high_frac": frac(r.clip_high),
-        "dual_clip_frac": frac(r.dual_clip),
-        "inside_frac": frac(r.inside),
-        "clip_frac": frac(r.clip_low | r.clip_high),
-        "ratio_mean": mean(ratio),
-        # delta >= 0, so max(where(m, delta, 0)) is the masked max, and 0 with no valid token.
-        "ratio_max": jnp.max(jnp.where(m, ratio, zero), initial=zero),
-        "approx_kl_k1": mean(-logr),
-        "approx_kl_k3": mean(jnp.expm1(logr) - logr),
+    def maximum(x: jax.Array) -> jax.Array:
+        # x >= 0 (a ratio): max(where(m, x, 0)) is the masked max, and 0 with no valid token
+        return jnp.max(jnp.where(m, x, zero), initial=zero)
+
+    per_token = {
+        **dict(zip(REGION_NAMES, r, strict=True)),
+        "clipped": r.clip_low | r.clip_high,
+        "ratio": jnp.exp(logr),
+        "neg_logr": -logr,
+        "k3": jnp.expm1(logr) - logr,
         # A_t = 0 tokens get no gradient (F_t A_t = 0): they count as 0, not as delta_t (spec S10)
-        "grad_weight_abs_mean": mean(jnp.where(adv != 0, jnp.abs(_grad_weight(logr, r, cfg)), zero)),
+        "grad_weight_abs": jnp.where(adv != 0, jnp.abs(_grad_weight(logr, r, cfg)), zero),
     }
-    return {k: out[k].astype(dt) for k in METRIC_KEYS}
+    out = reduce_metrics(per_token, {"frac": frac, "mean": mean, "max": maximum})
+    return {k: v.astype(dt) for k, v in out.items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from cegppo import presets
 from cegppo._config import CEGPPOConfig
+from cegppo._metrics import FUSED_METRIC_KEYS
 from cegppo._objective import TokenRegions
 from cegppo._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
 
@@ -29,6 +30,7 @@ from ._objective import grad_weight, per_token_objective, token_regions
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
+    "FUSED_METRIC_KEYS",
     "GRPO_EPS",
     "METRIC_KEYS",
     "CEGPPOConfig",

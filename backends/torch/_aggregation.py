@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from cegppo._validation import check_aggregation, check_normalizer_value, read_normalizers
-from cegppo._validation import check_normalizer as _check_normalizer
+from cegppo._validation import (
+    AGG_TABLE,
+    agg_length,
+    check_aggregation,
+    check_normalizer_value,
+    read_normalizers,
+    require_finite,
+)
 
 import torch
 
@@ -105,23 +111,23 @@ def _validate_normalizers(agg: str, m: torch.Tensor, num_tokens: Any, num_seqs: 
         check_normalizer_value(name, v, int(local))
 
 
-def check_normalizer(name: str, value: Any) -> None:
-    """A global normalizer: None, a finite number >= 0, or a 0-d (or (1,)) real tensor (never read: no sync).
+def _divisor(m: torch.Tensor, agg: str, num_tokens: Any, num_seqs: Any, norm_length: float | None,
+             dtype: torch.dtype) -> torch.Tensor | None:
+    """N, S or S L: what mode `agg` divides by after any per-row mean (`AGG_TABLE`), None for token-sum."""
+    mode = AGG_TABLE[agg]
+    if mode.normalizer is None:
+        return None
+    if mode.normalizer == "num_tokens":
+        den = _denominator(num_tokens, m.sum(), dtype)
+    else:
+        den = _denominator(num_seqs, m.any(dim=-1).sum(), dtype)
+    return den * agg_length(norm_length, m.shape[-1]) if mode.by_length else den
 
-    The rule is `cegppo._validation.check_normalizer` (shared by every backend); tensors are
-    additionally refused when complex.
-    """
-    if isinstance(value, torch.Tensor) and value.dtype.is_complex:
-        raise TypeError(f"{name} must be real, got dtype {value.dtype}")
-    if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
-        raise TypeError(f"{name} must be a number or a scalar tensor, got dtype {value.dtype}")
-    _check_normalizer(name, value)
 
-
-def _check(agg: str, num_tokens: Any, num_seqs: Any, norm_length: Any) -> str:
-    check_normalizer("num_tokens", num_tokens)
-    check_normalizer("num_seqs", num_seqs)
-    return check_aggregation(agg, num_tokens, num_seqs, norm_length)[0]
+def _row_counts(m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """n_i, the valid tokens of each row, with 1 for an empty row (whose sum is 0 anyway)."""
+    per_row = m.sum(dim=-1).to(dtype)
+    return torch.where(per_row > 0, per_row, torch.ones_like(per_row))
 
 
 def _aggregate(
@@ -132,23 +138,22 @@ def _aggregate(
     num_seqs: Any,
     norm_length: float | None,
 ) -> torch.Tensor:
-    """sum_t c_t l_t for a loss already zeroed at masked positions (no checks)."""
+    """sum_t c_t l_t for a loss already zeroed at masked positions (no checks): sums first and
+    divides once, the c of `aggregation_weights` never materialised."""
     dt = masked_loss.dtype
-    if agg == "token-sum":
-        return masked_loss.sum()
-    if agg == "token-mean":
-        return masked_loss.sum() / _denominator(num_tokens, m.sum(), dt)
-    seqs = _denominator(num_seqs, m.any(dim=-1).sum(), dt)
-    if agg == "seq-mean-token-sum":
-        return masked_loss.sum() / seqs
-    if agg == "seq-mean-token-sum-norm":
-        # T = 0 means no token at all: divide 0 by 1, not by 0.
-        length = float(max(m.shape[-1], 1)) if norm_length is None else float(norm_length)
-        return masked_loss.sum() / (seqs * length)
-    # seq-mean-token-mean: each row's mean over its valid tokens, averaged over rows.
-    per_row = m.sum(dim=-1).to(dt)
-    per_row = torch.where(per_row > 0, per_row, torch.ones_like(per_row))
-    return (masked_loss.sum(dim=-1) / per_row).sum() / seqs
+    if AGG_TABLE[agg].per_row_mean:  # each row's mean over its valid tokens, summed over rows
+        total = (masked_loss.sum(dim=-1) / _row_counts(m, dt)).sum()
+    else:
+        total = masked_loss.sum()
+    den = _divisor(m, agg, num_tokens, num_seqs, norm_length, dt)
+    return total if den is None else total / den
+
+
+def _validate(agg: str, m: torch.Tensor, num_tokens: Any, num_seqs: Any, named: tuple[tuple[str, torch.Tensor], ...]) -> None:
+    """validate=True (host syncs): the named tensors finite at valid positions, and the normalizers (S8.2)."""
+    for name, x in named:
+        require_finite(name, bool(torch.isfinite(x.detach())[m].all()))
+    _validate_normalizers(agg, m, num_tokens, num_seqs)
 
 
 def aggregation_weights(
@@ -159,6 +164,7 @@ def aggregation_weights(
     num_seqs: Any = None,
     norm_length: float | None = None,
     dtype: torch.dtype = torch.float32,
+    validate: bool = False,
 ) -> torch.Tensor:
     """The coefficients c (B, T) with loss = sum(c * l) for aggregation mode `agg` (spec S8).
 
@@ -171,24 +177,19 @@ def aggregation_weights(
     N = num_tokens (default: valid tokens of `mask`), S = num_seqs (default: rows with a valid
     token), n_i = valid tokens of row i, L = norm_length (default T). Same contract as
     `cegppo.aggregation_weights`; `dtype` defaults to float32 here (the reference's to float64).
+    `validate=True` checks the normalizers' values (spec S8.2) as `policy_loss` does (host syncs).
     """
-    agg = _check(agg, num_tokens, num_seqs, norm_length)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     m = as_bool_mask(mask)
     if m.dim() != 2:
         raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
-    mf = m.to(dtype)
-    if agg == "token-sum":
-        return mf
-    if agg == "token-mean":
-        return mf / _denominator(num_tokens, m.sum(), dtype)
-    seqs = _denominator(num_seqs, m.any(dim=-1).sum(), dtype)
-    if agg == "seq-mean-token-sum":
-        return mf / seqs
-    if agg == "seq-mean-token-sum-norm":
-        length = float(m.shape[-1]) if norm_length is None else float(norm_length)
-        return mf / (seqs * length)
-    per_row = mf.sum(dim=-1, keepdim=True)
-    return mf / torch.where(per_row > 0, per_row, torch.ones_like(per_row)) / seqs
+    if validate:
+        _validate_normalizers(agg, m, num_tokens, num_seqs)
+    c = m.to(dtype)
+    if AGG_TABLE[agg].per_row_mean:
+        c = c / _row_counts(m, dtype)[:, None]
+    den = _divisor(m, agg, num_tokens, num_seqs, norm_length, dtype)
+    return c if den is None else c / den
 
 
 def aggregate_loss(
@@ -199,20 +200,24 @@ def aggregate_loss(
     num_tokens: Any = None,
     num_seqs: Any = None,
     norm_length: float | None = None,
+    validate: bool = False,
 ) -> torch.Tensor:
     """Aggregate a (B, T) per-token loss over the valid tokens of `mask` (spec S8), differentiably.
 
     Masked positions of `per_token_loss` may hold anything, NaN and inf included: they are selected
     away with `torch.where` before any arithmetic, so they reach neither the value nor the gradient
-    (spec S9.3). Computed in at least float32. Returns a 0-d tensor.
+    (spec S9.3). Computed in at least float32. Returns a 0-d tensor. `validate=True` also checks,
+    as `policy_loss` does, that the valid positions are finite and the normalizers (S8.2) (host syncs).
     """
-    agg = _check(agg, num_tokens, num_seqs, norm_length)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     check_tensor("per_token_loss", per_token_loss)
     m = as_bool_mask(mask)
     if tuple(per_token_loss.shape) != tuple(m.shape) or m.dim() != 2:
         raise ValueError(
             f"per_token_loss must have the shape of mask {tuple(m.shape)} (B, T), got shape {tuple(per_token_loss.shape)}"
         )
+    if validate:
+        _validate(agg, m, num_tokens, num_seqs, (("per_token_loss", per_token_loss),))
     dt = torch.promote_types(per_token_loss.dtype, torch.float32)
     loss = per_token_loss.to(dt)
     return _aggregate(

@@ -21,17 +21,15 @@ backward pass only multiplies the stored gradients by the incoming scalar.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, NamedTuple
 
 from cegppo._config import CEGPPOConfig
-from cegppo._loss import METRIC_KEYS
-from cegppo._validation import check_config, check_positive
+from cegppo._metrics import ENTROPY_REGION_KEYS, FUSED_METRIC_KEYS
+from cegppo._validation import check_fused_args, check_id_range, require_finite
 
 import torch
 
-from ._aggregation import _check, _validate_normalizers, aggregate_loss, aggregation_weights
+from ._aggregation import _validate_normalizers, aggregate_loss, aggregation_weights
 from ._common import as_bool_mask, as_float, check_tensor, compute_dtype
 from ._loss import policy_loss, policy_metrics
 from ._objective import _grad_weight, _regions
@@ -55,18 +53,6 @@ the weight twice and the weight gradient once, and the bare chunked GEMMs ran at
 _SUB_ROWS_BYTES: int = 2 << 20
 """Sub-block for the softmax algebra: rows x V of about 2 MiB, so it stays in L2/L3 cache."""
 
-_ENTROPY_REGION_KEYS: tuple[str, ...] = (
-    "entropy_change_clip_low",
-    "entropy_change_clip_high",
-    "entropy_change_dual_clip",
-    "entropy_change_inside",
-)
-
-FUSED_METRIC_KEYS: tuple[str, ...] = (*METRIC_KEYS, "entropy_mean", *_ENTROPY_REGION_KEYS)
-"""Keys of the metrics dict of `fused_linear_policy_loss`: `policy_metrics`' keys, then
-`entropy_mean` and the per-region first-order entropy change (spec S10, S11)."""
-
-
 class _Plan(NamedTuple):
     """Everything the chunk loop needs besides the differentiable tensors (already checked)."""
 
@@ -74,7 +60,7 @@ class _Plan(NamedTuple):
     old_log_prob: torch.Tensor  # (Nv,) compute dtype
     advantages: torch.Tensor  # (Nv,) compute dtype
     coef: torch.Tensor  # (Nv,) aggregation coefficients c_t
-    index: torch.Tensor  # (Nv,) flat positions of the valid tokens in (B*T)
+    positions: torch.Tensor  # (Nv,) flat positions of the valid tokens in (B*T)
     cfg: CEGPPOConfig
     inv_temp: float
     entropy_coef: float
@@ -107,7 +93,7 @@ def _chunk_loop(
     need_h: bool,
     need_w: bool,
     need_b: bool,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """One pass over the valid tokens: log-probs, entropies, entropy changes and all gradients.
 
     h: (Nv, H) in the GEMM dtype. Returns (logp, ent, dH, grad_h | None, grad_w | None, grad_b | None),
@@ -220,7 +206,7 @@ class _FusedLinearPolicyLoss(torch.autograd.Function):
             mm_dt = torch.promote_types(mm_dt, bias.dtype)
         if mm_dt not in (torch.bfloat16, torch.float16):
             mm_dt = plan.dt
-        h = hidden.reshape(-1, h_dim).index_select(0, plan.index).to(mm_dt)
+        h = hidden.reshape(-1, h_dim).index_select(0, plan.positions).to(mm_dt)
         w = weight.to(mm_dt)
         b = None if bias is None else bias.to(mm_dt)
         logp, ent, dent, gh, gw, gb = _chunk_loop(h, w, b, plan, need_h, need_w, need_b)
@@ -228,7 +214,7 @@ class _FusedLinearPolicyLoss(torch.autograd.Function):
         loss, full = finish(logp, ent)
         if gh is not None:
             gh_full = torch.zeros(shape[0] * shape[1], h_dim, dtype=plan.dt, device=hidden.device)
-            gh_full.index_copy_(0, plan.index, gh)
+            gh_full.index_copy_(0, plan.positions, gh)
             gh = gh_full.view(*shape, h_dim)
         ctx.grads = [gh, gw, gb]
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -254,66 +240,6 @@ class _FusedLinearPolicyLoss(torch.autograd.Function):
             out.append(g if g.dtype == dtype else g.to(dtype))
         grads.clear()
         return out[0], out[1], out[2], None, None, None
-
-
-def _check_inputs(
-    hidden: Any,
-    weight: Any,
-    token_ids: Any,
-    old_log_prob: Any,
-    advantages: Any,
-    mask: Any,
-    bias: Any,
-) -> tuple[int, int, int, int]:
-    """Metadata checks (no tensor values read). Returns (B, T, H, V)."""
-    for name, x in (
-        ("hidden", hidden),
-        ("weight", weight),
-        ("token_ids", token_ids),
-        ("old_log_prob", old_log_prob),
-        ("advantages", advantages),
-        ("mask", mask),
-    ):
-        check_tensor(name, x)
-    if bias is not None:
-        check_tensor("bias", bias)
-    for name, x in (("hidden", hidden), ("weight", weight), ("bias", bias)):
-        if x is not None and not x.dtype.is_floating_point:
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if hidden.dim() != 3:
-        raise ValueError(f"hidden must have shape (B, T, H), got shape {tuple(hidden.shape)}")
-    b_, t_, h_ = (int(s) for s in hidden.shape)
-    if weight.dim() != 2 or int(weight.shape[1]) != h_ or int(weight.shape[0]) < 1:
-        raise ValueError(
-            f"weight must have shape (V, H) with H = {h_} (like nn.Linear), got shape {tuple(weight.shape)}"
-        )
-    v_ = int(weight.shape[0])
-    if bias is not None and tuple(bias.shape) != (v_,):
-        raise ValueError(f"bias must have shape ({v_},), got shape {tuple(bias.shape)}")
-    if tuple(token_ids.shape) != (b_, t_):
-        raise ValueError(f"token_ids must have shape {(b_, t_)} (B, T), got shape {tuple(token_ids.shape)}")
-    if token_ids.dtype.is_floating_point or token_ids.dtype.is_complex or token_ids.dtype == torch.bool:
-        raise TypeError(f"token_ids must be an integer tensor, got dtype {token_ids.dtype}")
-    if tuple(old_log_prob.shape) != (b_, t_):
-        raise ValueError(
-            f"old_log_prob must have shape {(b_, t_)} (B, T), got shape {tuple(old_log_prob.shape)}"
-        )
-    if tuple(advantages.shape) not in ((b_, t_), (b_,)):
-        raise ValueError(
-            f"advantages must have shape {(b_, t_)} (per token) or {(b_,)} (per sequence), got shape {tuple(advantages.shape)}"
-        )
-    if tuple(mask.shape) != (b_, t_):
-        raise ValueError(f"mask must have shape {(b_, t_)} (B, T), got shape {tuple(mask.shape)}")
-    return b_, t_, h_, v_
-
-
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
 
 
 def fused_linear_policy_loss(
@@ -397,15 +323,13 @@ def fused_linear_policy_loss(
         to first order, of one unit-learning-rate gradient-descent step taken directly on the
         logits of each token of the region. dual_clip tokens have F = 0, so their entry is 0.
     """
-    check_config(cfg)
-    agg = _check(agg, num_tokens, num_seqs, norm_length)
-    tau = check_positive("temperature", temperature)
-    ecoef = _check_real("entropy_coef", entropy_coef)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
-        raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 (token rows per chunk), got {chunk_size}")
-    b_, t_, _, v_ = _check_inputs(hidden, weight, token_ids, old_log_prob, advantages, mask, bias)
+    args = check_fused_args(
+        hidden, weight, token_ids, old_log_prob, advantages, mask, cfg, bias=bias, temperature=temperature,
+        entropy_coef=entropy_coef, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length,
+        chunk_size=chunk_size, array_type=check_tensor,
+    )  # fmt: skip
+    agg, norm_length, tau, ecoef, chunk_size = args[:5]
+    b_, t_, _, v_ = args.shape
     named = [
         ("hidden", hidden),
         ("weight", weight),
@@ -429,11 +353,9 @@ def fused_linear_policy_loss(
     if validate:
         _validate_normalizers(agg, m, num_tokens, num_seqs)
     if validate and index.numel():
-        if int(ids_v.min()) < 0 or int(ids_v.max()) >= v_:
-            raise ValueError(f"token_ids must lie in [0, {v_}) at valid positions")
+        check_id_range("token_ids", int(ids_v.min()), int(ids_v.max()), v_, valid_only=True)
         for name, arr in (("old_log_prob", olp_v), ("advantages", adv_v)):
-            if not bool(torch.isfinite(arr).all()):
-                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+            require_finite(name, bool(torch.isfinite(arr).all()))
     itemsize = torch.finfo(dt).bits // 8
     rows = chunk_size if chunk_size is not None else max(1, DEFAULT_CHUNK_BYTES // (v_ * itemsize))
     plan = _Plan(
@@ -441,7 +363,7 @@ def fused_linear_policy_loss(
         old_log_prob=olp_v,
         advantages=adv_v,
         coef=coef.reshape(-1).index_select(0, index),
-        index=index,
+        positions=index,
         cfg=cfg,
         inv_temp=1.0 / tau,
         entropy_coef=ecoef,
@@ -470,6 +392,6 @@ def fused_linear_policy_loss(
         den = torch.clamp(index.new_tensor(index.numel()).to(dt), min=1)
         metrics["entropy_mean"] = ent_full.sum() / den
         regions = _regions(lp_full.reshape(-1).index_select(0, index) - olp_v, adv_v, cfg)
-        for key, region in zip(_ENTROPY_REGION_KEYS, regions, strict=True):
+        for key, region in zip(ENTROPY_REGION_KEYS, regions, strict=True):
             metrics[key] = torch.where(region, dent_v, torch.zeros((), dtype=dt, device=dent_v.device)).sum()
     return loss, metrics

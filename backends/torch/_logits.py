@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cegppo._validation import check_logits_shapes
+from cegppo._validation import check_chunk_size, check_id_range, check_logits_shapes
 
 import torch
 
@@ -24,13 +24,8 @@ DEFAULT_CHUNK_ELEMENTS: int = 1 << 24
 
 
 def _chunk_rows(chunk_size: int | None, n: int, v: int) -> int:
-    if chunk_size is None:
-        return max(1, DEFAULT_CHUNK_ELEMENTS // max(v, 1))
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 (rows per chunk), got {chunk_size}")
-    return chunk_size
+    rows = check_chunk_size(chunk_size)
+    return max(1, DEFAULT_CHUNK_ELEMENTS // max(v, 1)) if rows is None else rows
 
 
 def _check_logits(logits: Any) -> torch.dtype:
@@ -47,10 +42,7 @@ def _check_ids(ids: Any, logits: torch.Tensor, validate: bool) -> None:
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise TypeError(f"ids must be an integer tensor, got dtype {ids.dtype}")
     if validate and ids.numel():
-        v = logits.shape[-1]
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= v:
-            raise ValueError(f"ids must lie in [0, {v}) (the vocabulary), got values in [{lo}, {hi}]")
+        check_id_range("ids", int(ids.min()), int(ids.max()), logits.shape[-1])
 
 
 def _p_logp(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

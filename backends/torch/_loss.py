@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from cegppo._config import CEGPPOConfig
-from cegppo._loss import METRIC_KEYS
-from cegppo._validation import check_config, check_policy_shapes
+from cegppo._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
+from cegppo._validation import check_aggregation, check_config, check_policy_shapes, require_finite
 
 import torch
 
-from ._aggregation import _aggregate, _check, _validate_normalizers
+from ._aggregation import _aggregate, _validate_normalizers
 from ._common import as_bool_mask, as_float, compute_dtype
 from ._objective import _grad_weight, _objective, _regions
 
@@ -41,8 +41,7 @@ def _prepare(
         adv = adv[:, None].expand(lp.shape)
     if validate:  # data-dependent: one host sync, only on request
         for name, arr in (("log_prob", lp), ("old_log_prob", olp), ("advantages", adv)):
-            if not bool(torch.isfinite(arr.detach())[m].all()):
-                raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
+            require_finite(name, bool(torch.isfinite(arr.detach())[m].all()))
     zero = torch.zeros((), dtype=dt, device=lp.device)
     return torch.where(m, lp, zero), torch.where(m, olp, zero), torch.where(m, adv, zero), m
 
@@ -96,7 +95,7 @@ def policy_loss(
     Returns:
         0-d tensor in the compute dtype.
     """
-    agg = _check(agg, num_tokens, num_seqs, norm_length)
+    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
     if validate:
         _validate_normalizers(agg, m, num_tokens, num_seqs)
@@ -139,22 +138,17 @@ def policy_metrics(
         def mean(x: torch.Tensor) -> torch.Tensor:
             return torch.where(m, x, zero).sum() / den
 
-        ratio = torch.exp(logr)
-        if ratio.numel():
-            ratio_max = torch.where(m, ratio, zero).amax()  # ratio >= 0: masked zeros never win
-        else:
-            ratio_max = zero
-        out = {
-            "clip_low_frac": frac(r.clip_low),
-            "clip_high_frac": frac(r.clip_high),
-            "dual_clip_frac": frac(r.dual_clip),
-            "inside_frac": frac(r.inside),
-            "clip_frac": frac(r.clip_low | r.clip_high),
-            "ratio_mean": mean(ratio),
-            "ratio_max": ratio_max,
-            "approx_kl_k1": mean(-logr),
-            "approx_kl_k3": mean(torch.expm1(logr) - logr),
+        def maximum(x: torch.Tensor) -> torch.Tensor:
+            # x >= 0 (a ratio): masked zeros never win, and the max of no valid token is 0
+            return torch.where(m, x, zero).amax() if x.numel() else zero
+
+        per_token = {
+            **dict(zip(REGION_NAMES, r, strict=True)),
+            "clipped": r.clip_low | r.clip_high,
+            "ratio": torch.exp(logr),
+            "neg_logr": -logr,
+            "k3": torch.expm1(logr) - logr,
             # A_t = 0 tokens get no gradient (F_t A_t = 0): they count as 0, not as delta_t (spec S10)
-            "grad_weight_abs_mean": mean(torch.where(adv != 0, _grad_weight(logr, adv, cfg).abs(), zero)),
+            "grad_weight_abs": torch.where(adv != 0, _grad_weight(logr, adv, cfg).abs(), zero),
         }
-    return {k: out[k] for k in METRIC_KEYS}
+        return reduce_metrics(per_token, {"frac": frac, "mean": mean, "max": maximum})

@@ -1,131 +1,189 @@
-"""Rules of cegppo._validation that the backends share and the reference itself does not call.
-
-`read_normalizers` decides which normalizer each aggregation mode reads (spec S8.2) for the
-backends' `validate=True` checks; a test through `cegppo.policy_loss` cannot see it. Added when
-mutation testing (`nox -s mutation`, docs/design.md) showed every mutant of it untested.
-"""
+"""The rules written once in spec/ (issue 13): argument checks, the aggregation-mode table, the metric
+keys, and the fused head's float64 reference (docs/spec.md S8, S9.6, S10, S11.1)."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import cegppo
 import numpy as np
 import pytest
-from cegppo._validation import read_normalizers
+from cegppo._metrics import METRIC_TABLE
+from cegppo._validation import AGG_TABLE, check_chunk_size, check_normalizer, dtype_kind, read_normalizers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_mode_table_is_the_one_list_of_modes() -> None:
+    """AGG_MODES is the table's keys; the normalizer a mode reads comes from the table (S8.2)."""
+    assert cegppo.AGG_MODES == tuple(AGG_TABLE)
+    for agg, mode in AGG_TABLE.items():
+        read = [name for name, _ in read_normalizers(agg, 3, 2)]
+        assert read == ([] if mode.normalizer is None else [mode.normalizer]), agg
+
+
+def test_no_backend_branches_on_a_mode_name() -> None:
+    """The backends branch on AGG_TABLE's fields, never on mode names: a mode is defined in one place.
+    (Each used to carry its own if-chain `if agg == "token-sum": ...`, twice.)"""
+    branch = re.compile(r'agg\s*(==|!=|in\b)|agg\.startswith\(|"(' + "|".join(map(re.escape, cegppo.AGG_MODES)) + r')"\s*(==|in\b)')
+    for path in sorted((ROOT / "backends").rglob("*.py")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not branch.search(line), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+    assert branch.search('    if agg == "token-sum":') and branch.search("if agg.startswith('seq-mean'):")
+
+
+def test_metric_table_lists_the_keys_in_order() -> None:
+    assert cegppo.METRIC_KEYS == tuple(k for k, _, _ in METRIC_TABLE)
+    assert cegppo.FUSED_METRIC_KEYS[: len(cegppo.METRIC_KEYS)] == cegppo.METRIC_KEYS
+    assert {how for _, how, _ in METRIC_TABLE} == {"frac", "mean", "max"}
 
 
 @pytest.mark.parametrize(
-    ("agg", "expected"),
-    [
-        ("token-mean", (("num_tokens", 7),)),
-        ("token-sum", ()),
-        ("seq-mean-token-mean", (("num_seqs", 3),)),
-        ("seq-mean-token-sum", (("num_seqs", 3),)),
-        ("seq-mean-token-sum-norm", (("num_seqs", 3),)),
-    ],
+    "dtype,kind",
+    [(np.bool_, "bool"), (np.int8, "int"), (np.uint32, "int"), (np.float16, "float"), (np.float64, "float"),
+     (np.complex64, "complex"), (np.str_, "other")],
 )
-def test_S8_2_each_mode_reads_only_its_normalizer(agg: str, expected: tuple) -> None:
-    assert read_normalizers(agg, 7, 3) == expected
-    assert agg in cegppo.AGG_MODES
+def test_dtype_kind_of_numpy_dtypes(dtype: type, kind: str) -> None:
+    assert dtype_kind(np.dtype(dtype)) == kind
 
 
-@pytest.mark.parametrize("bad", [0.0, -1e-3, float("inf"), float("nan")])
-def test_S12_grpo_eps_is_named_when_refused(bad: float) -> None:
-    with pytest.raises(ValueError, match=r"^eps must be a finite number > 0"):
-        cegppo.grpo_advantages(np.array([1.0, 0.0, 1.0, 0.0]), 2, eps=bad)
+def test_dtype_kind_of_bfloat16() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    assert dtype_kind(np.dtype(ml_dtypes.bfloat16)) == "float"
 
 
-def test_config_as_dict_round_trips() -> None:
-    cfg = cegppo.presets.ce_gppo_1p5b()
-    d = cfg.as_dict()
-    assert type(d) is dict and d["eps_low"] == cfg.eps_low and d["dual_clip"] == cfg.dual_clip
-    assert cegppo.CEGPPOConfig(**d) == cfg
+@pytest.mark.parametrize("value,exc", [(np.array(True), TypeError), (np.array(1 + 0j), TypeError),
+                                       (np.array([1.0, 2.0]), ValueError), (np.array(-1.0), ValueError)])
+def test_array_normalizers_must_be_real_numeric_scalars(value: np.ndarray, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="num_tokens"):
+        check_normalizer("num_tokens", value)
 
 
-def test_S8_2_normalizer_value_rule() -> None:
-    from cegppo._validation import check_normalizer_value
-
-    check_normalizer_value("num_tokens", 1.7976931348623157e308, 1)  # the largest float is finite
-    check_normalizer_value("num_tokens", 0.0, 0)  # 0 for a batch with no valid token
-    for bad in (float("inf"), float("nan"), -1.0):
-        with pytest.raises(ValueError, match=rf"^num_seqs must be a finite number >= 0 .*got {bad!r}$"):
-            check_normalizer_value("num_seqs", bad, 1)
-    with pytest.raises(ValueError, match=r"^num_tokens is 0 but this batch has 1 valid tokens: .* micro-batch "
-                                         r"with no valid token \(pass the global count"):
-        check_normalizer_value("num_tokens", 0.0, 1)
-    with pytest.raises(ValueError, match=r"^num_seqs is 0 but this batch has 2 valid sequences: "):
-        check_normalizer_value("num_seqs", 0.0, 2)
+@pytest.mark.parametrize("value,exc", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError),
+                                       ("4", TypeError)])
+def test_chunk_size_rule(value: object, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="chunk_size"):
+        check_chunk_size(value)
+    assert check_chunk_size(None) is None and check_chunk_size(5) == 5
 
 
-def test_S12_group_shape_returns_the_number_of_groups() -> None:
-    from cegppo._validation import check_group_shape
-
-    p = check_group_shape((6,), 3)
-    assert p == 2 and type(p) is int
+# ---------------------------------------------------------------- aggregate_loss(validate=True)
 
 
-def test_S12_type_errors_name_the_type_received() -> None:
-    r = np.array([1.0, 0.0, 1.0, 0.0])
-    with pytest.raises(TypeError, match=r"^group_size must be an int, got float$"):
-        cegppo.grpo_advantages(r, 2.0)
-    with pytest.raises(TypeError, match=r"^eps must be a number, got str$"):
-        cegppo.grpo_advantages(r, 2, eps="1e-6")
+def test_aggregate_loss_validate_checks_valid_positions_only() -> None:
+    mask = np.array([[True, False], [True, True]])
+    loss = np.array([[1.0, np.nan], [2.0, 3.0]])
+    want = cegppo.aggregate_loss(loss, mask, validate=True)  # NaN at a masked position: fine
+    assert float(want) == pytest.approx(2.0)
+    loss[1, 1] = np.inf
+    with pytest.raises(ValueError, match="per_token_loss"):
+        cegppo.aggregate_loss(loss, mask, validate=True)
+    assert np.isinf(cegppo.aggregate_loss(loss, mask))  # without validate: the value, inf
 
 
-def test_S8_2_normalizer_type_and_host_value_rule() -> None:
-    import warnings
-
-    from cegppo._validation import check_normalizer
-
-    big = 1.7976931348623157e308
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a NumPy float32 is compared without a cast warning
-        for ok in (None, 0, 0.0, 0.5, big, np.float32(5.0), np.array(big), np.array([3]), np.array(0.0),
-                   np.array(0.5), np.array(7, dtype=np.int32)):
-            check_normalizer("num_tokens", ok)
-    for bad, shown in ((-1.0, "-1.0"), (float("inf"), "inf"), (np.array(-2.0), "-2.0"), (np.array([np.nan]), "nan")):
-        with pytest.raises(ValueError, match=rf"^num_tokens must be a finite number >= 0 .*got {shown}$"):
-            check_normalizer("num_tokens", bad)
-    with pytest.raises(TypeError, match=r"^num_seqs must be a number or a scalar array, got list$"):
-        check_normalizer("num_seqs", [3])
-    with pytest.raises(TypeError, match=r"^num_seqs must be a real number or a numeric scalar array, got dtype bool$"):
-        check_normalizer("num_seqs", np.array(True))
-    with pytest.raises(TypeError, match=r"^num_seqs must be a real number or a numeric scalar array, got dtype complex128$"):
-        check_normalizer("num_seqs", np.array(1 + 0j))
+# ---------------------------------------------------------------- S11.1: the fused head's reference
 
 
-def test_S8_2_float32_and_float16_scalar_arrays_are_normalizers() -> None:
-    from cegppo._validation import check_normalizer
-
-    for dtype in (np.float16, np.float32, np.int8, np.uint16):
-        check_normalizer("num_tokens", np.array(3, dtype=dtype))
-
-
-def test_S9_6_ids_shape_error_names_the_leading_shape_of_batched_logits() -> None:
-    z = np.zeros((2, 3, 5))
-    with pytest.raises(ValueError, match=r"^ids must have shape \(2, 3\) \(logits without the vocab axis\), got shape \(2,\)"):
-        cegppo.token_log_probs(z, np.zeros(2, dtype=np.int64))
-
-
-@pytest.mark.parametrize("fn", ["policy_loss", "policy_loss_grad"])
-def test_S9_6_aggregation_arguments_are_checked_before_any_array_value(fn: str) -> None:
-    """The metadata checks come first: a bad normalizer is reported even when validate=True would
-    also refuse a non-finite log-prob (no value is read before the arguments are known good)."""
-    lp = np.array([[np.inf, 0.0]])
-    args = (lp, np.zeros((1, 2)), np.ones(1), np.ones((1, 2), bool), cegppo.presets.ce_gppo_1p5b())
-    for agg, kwargs, name in (("seq-mean-token-sum", {"num_tokens": -1.0}, "num_tokens"),
-                              ("token-mean", {"num_seqs": -1.0}, "num_seqs"),
-                              ("token-mean", {"norm_length": -1.0}, "norm_length")):
-        with pytest.raises(ValueError, match=rf"^{name} must be a finite number"):
-            getattr(cegppo, fn)(*args, agg, validate=True, **kwargs)
+def _head(seed: int, *, inside: bool = True, bias: bool = True) -> dict[str, np.ndarray]:
+    """hidden, weight, bias, ids, old_log_prob (within 0.05 of log pi, so every token is `inside`:
+    the value's derivative is then the gradient, S2), advantages, mask with an empty row."""
+    rng = np.random.default_rng(seed)
+    b, t, h, v = 3, 4, 5, 7
+    hidden = rng.normal(size=(b, t, h))
+    weight = rng.normal(size=(v, h)) * 0.5
+    bias_v = rng.normal(size=v) * 0.3 if bias else None
+    ids = rng.integers(0, v, size=(b, t))
+    mask = rng.random((b, t)) < 0.7
+    mask[2] = False
+    z = (hidden @ weight.T + (0.0 if bias_v is None else bias_v)) / 1.3
+    lp = cegppo.token_log_probs(z, ids)
+    olp = lp + (rng.uniform(-0.05, 0.05, size=(b, t)) if inside else rng.normal(size=(b, t)))
+    return {"hidden": hidden, "weight": weight, "bias": bias_v, "token_ids": ids, "old_log_prob": olp,
+            "advantages": rng.normal(size=b), "mask": mask}
 
 
-def test_S9_6_policy_shape_rules_name_what_they_expect() -> None:
-    from cegppo._validation import check_policy_shapes
+def _call(fn, a: dict[str, np.ndarray], agg: str, **kw):  # type: ignore[no-untyped-def]
+    return fn(a["hidden"], a["weight"], a["token_ids"], a["old_log_prob"], a["advantages"], a["mask"],
+              cegppo.CEGPPOConfig(), bias=a["bias"], temperature=1.3, entropy_coef=0.05, agg=agg, **kw)
 
-    lp = np.zeros((2, 3))
-    assert check_policy_shapes(lp, lp, np.ones(2), None) == (2, 3)
-    with pytest.raises(ValueError, match=r"^advantages must have shape \(2, 3\) \(per token\) or \(2,\) \(per sequence\), "
-                                         r"got shape \(3,\)$"):
-        check_policy_shapes(lp, lp, np.ones(3), None)
-    with pytest.raises(TypeError, match=r"^cfg must be a cegppo.CEGPPOConfig, got dict$"):
-        cegppo.per_token_objective(lp, lp, np.ones(2), {})
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+def test_fused_reference_gradients_are_the_value_s_derivative(agg: str) -> None:
+    """S11.1: the chain-rule gradients equal float64 central differences of the reference's own value."""
+    a = _head(0)
+    grads = _call(cegppo.fused_linear_policy_loss_grad, a, agg)
+    assert sorted(grads) == ["bias", "hidden", "weight"]
+    step = 1e-6
+    for name, g in grads.items():
+        fd = np.zeros(g.size)
+        for i in range(g.size):
+            vals = []
+            for sign in (1.0, -1.0):
+                b = dict(a)
+                x = a[name].astype(np.float64).copy().reshape(-1)
+                x[i] += sign * step
+                b[name] = x.reshape(a[name].shape)
+                vals.append(float(_call(cegppo.fused_linear_policy_loss, b, agg)[0]))
+            fd[i] = (vals[0] - vals[1]) / (2 * step)
+        np.testing.assert_allclose(g.reshape(-1), fd, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_fused_reference_is_the_unfused_composition() -> None:
+    """S11.1: loss = policy_loss(l) - k aggregate_loss(H), metrics keyed by FUSED_METRIC_KEYS."""
+    a = _head(1, inside=False, bias=False)
+    loss, metrics = _call(cegppo.fused_linear_policy_loss, a, "seq-mean-token-mean")
+    z = a["hidden"] @ a["weight"].T / 1.3
+    lp, ent = cegppo.token_log_probs(z, a["token_ids"]), cegppo.entropy(z)
+    cfg = cegppo.CEGPPOConfig()
+    want = (cegppo.policy_loss(lp, a["old_log_prob"], a["advantages"], a["mask"], cfg, "seq-mean-token-mean")
+            - 0.05 * cegppo.aggregate_loss(ent, a["mask"], "seq-mean-token-mean"))
+    assert float(loss) == pytest.approx(float(want), rel=1e-12)
+    assert tuple(metrics) == cegppo.FUSED_METRIC_KEYS
+    pm = cegppo.policy_metrics(lp, a["old_log_prob"], a["advantages"], a["mask"], cfg)
+    for key in cegppo.METRIC_KEYS:
+        assert float(metrics[key]) == pytest.approx(float(pm[key]), rel=1e-12, abs=1e-15), key
+    assert float(metrics["entropy_mean"]) == pytest.approx(float(ent[a["mask"]].mean()), rel=1e-12)
+
+
+def test_fused_reference_ignores_masked_garbage_and_checks_valid_ids() -> None:
+    a = _head(2)
+    clean = _call(cegppo.fused_linear_policy_loss, a, "token-mean")
+    dirty = dict(a)
+    m = a["mask"]
+    dirty["hidden"] = np.where(m[..., None], a["hidden"], np.nan)
+    dirty["token_ids"] = np.where(m, a["token_ids"], -100)
+    dirty["old_log_prob"] = np.where(m, a["old_log_prob"], np.inf)
+    got = _call(cegppo.fused_linear_policy_loss, dirty, "token-mean")
+    assert float(got[0]) == float(clean[0])
+    bad = dict(a)
+    bad["token_ids"] = np.where(m, 7, a["token_ids"])  # V = 7: out of range at valid positions
+    with pytest.raises(ValueError, match="token_ids"):
+        _call(cegppo.fused_linear_policy_loss, bad, "token-mean")
+
+
+@pytest.mark.parametrize("kw,exc,name", [
+    ({"entropy_coef": np.float32(0.1)}, TypeError, "entropy_coef"),  # the config fields' rule
+    ({"entropy_coef": True}, TypeError, "entropy_coef"),
+    ({"temperature": 0.0}, ValueError, "temperature"),
+    ({"chunk_size": 0}, ValueError, "chunk_size"),
+    ({"agg": "mean"}, ValueError, "agg"),
+])
+def test_fused_reference_checks_its_options(kw: dict[str, object], exc: type[Exception], name: str) -> None:
+    a = _head(3)
+    args = (a["hidden"], a["weight"], a["token_ids"], a["old_log_prob"], a["advantages"], a["mask"])
+    with pytest.raises(exc, match=name):
+        cegppo.fused_linear_policy_loss(*args, cegppo.CEGPPOConfig(), **kw)
+
+
+def test_head_expected_is_the_spec_reference() -> None:
+    """The conformance kit's `head_expected` (old import path) reports the spec's numbers."""
+    cc = pytest.importorskip("cegppo.conformance")
+    a = _head(4)
+    case = cc.HeadCase(a["hidden"], a["weight"], a["bias"], a["token_ids"], a["old_log_prob"], a["advantages"],
+                       a["mask"], cegppo.CEGPPOConfig(), dtype="float64", temperature=1.3, entropy_coef=0.05)
+    exp = cc.head_expected(case)
+    loss, metrics = _call(cegppo.fused_linear_policy_loss, a, "token-mean")
+    assert exp.value == float(loss)
+    assert exp.metrics == {k: float(v) for k, v in metrics.items()}
+    assert set(exp.grad_scales) == set(exp.grads) == {"hidden", "weight", "bias"}

@@ -127,7 +127,7 @@ def test_S10_metrics_have_no_gradient_and_report_overflow_as_inf():
 
 def test_public_names_match_the_reference_and_torch():
     """cegppo.jax exposes the reference's public names (minus the analytic *_grad helpers) plus global_counts."""
-    reference_only = {"policy_loss_grad", "token_log_probs_grad", "entropy_grad", "__version__"}
+    reference_only = {"policy_loss_grad", "token_log_probs_grad", "entropy_grad", "fused_linear_policy_loss_grad", "__version__"}
     assert set(cegppo.__all__) - reference_only <= set(cg.__all__)
     assert "global_counts" in cg.__all__
     assert cg.CEGPPOConfig is cegppo.CEGPPOConfig and cg.TokenRegions is cegppo.TokenRegions

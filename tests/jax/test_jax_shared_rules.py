@@ -1,0 +1,52 @@
+"""cegppo.jax with the rules written once in spec/ (issue 13): validate on aggregate_loss and
+aggregation_weights, host token ids range-checked always in the fused head as in token_log_probs
+(spec S8.2, S9.6, S11)."""
+
+from __future__ import annotations
+
+import cegppo
+import cegppo.jax as cj
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+MASK = np.array([[True, False], [True, True]])
+
+
+def test_aggregate_loss_validate_checks_valid_positions_and_normalizers() -> None:
+    loss = jnp.asarray([[1.0, np.nan], [2.0, 3.0]])
+    assert float(cj.aggregate_loss(loss, MASK, validate=True)) == pytest.approx(2.0)  # NaN is masked
+    with pytest.raises(ValueError, match="per_token_loss"):
+        cj.aggregate_loss(loss.at[1, 1].set(np.inf), MASK, validate=True)
+    zero = jnp.asarray(0.0)
+    assert np.isnan(float(cj.aggregate_loss(loss, MASK, num_tokens=zero)))
+    with pytest.raises(ValueError, match="num_tokens"):
+        cj.aggregate_loss(loss, MASK, num_tokens=zero, validate=True)
+
+
+def test_aggregation_weights_validate_checks_the_normalizer_the_mode_reads() -> None:
+    with pytest.raises(ValueError, match="num_seqs"):
+        cj.aggregation_weights(MASK, "seq-mean-token-sum", num_seqs=jnp.asarray(-1.0), validate=True)
+    c = cj.aggregation_weights(MASK, "token-mean", num_seqs=jnp.asarray(-1.0), validate=True)
+    np.testing.assert_allclose(np.asarray(c), cegppo.aggregation_weights(MASK, "token-mean"), rtol=1e-6)
+
+
+def _fused_args(ids: object) -> list[object]:
+    rng = np.random.default_rng(0)
+    return [jnp.asarray(rng.normal(size=(2, 2, 3))), jnp.asarray(rng.normal(size=(5, 3))), ids,
+            jnp.full((2, 2), -1.5), jnp.asarray([1.0, -1.0]), MASK]
+
+
+def test_fused_head_range_checks_host_token_ids_always() -> None:
+    """NumPy ids are host memory: range-checked without validate, as `token_log_probs` does; garbage
+    at masked positions (-100) is allowed. Device ids are checked only with validate=True."""
+    cfg = cegppo.CEGPPOConfig()
+    ok = np.array([[1, -100], [0, 2]])
+    cj.fused_linear_policy_loss(*_fused_args(ok), cfg)
+    bad = np.array([[5, -100], [0, 2]])  # V = 5, (0, 0) is valid
+    with pytest.raises(ValueError, match="token_ids"):
+        cj.fused_linear_policy_loss(*_fused_args(bad), cfg)
+    loss, _ = cj.fused_linear_policy_loss(*_fused_args(jnp.asarray(bad)), cfg)  # device ids, no validate
+    assert not np.isfinite(float(loss))
+    with pytest.raises(ValueError, match="token_ids"):
+        cj.fused_linear_policy_loss(*_fused_args(jnp.asarray(bad)), cfg, validate=True)

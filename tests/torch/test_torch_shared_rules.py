@@ -1,0 +1,56 @@
+"""cegppo.torch with the rules written once in spec/ (issue 13): validate on aggregate_loss and
+aggregation_weights, the one scalar rule for entropy_coef, the one chunk_size rule (spec S8.2, S9.6)."""
+
+from __future__ import annotations
+
+import cegppo
+import cegppo.torch as cg
+import numpy as np
+import pytest
+import torch
+
+MASK = torch.tensor([[True, False], [True, True]])
+
+
+def test_aggregate_loss_validate_checks_valid_positions_and_normalizers() -> None:
+    loss = torch.tensor([[1.0, float("nan")], [2.0, 3.0]])
+    assert float(cg.aggregate_loss(loss, MASK, validate=True)) == pytest.approx(2.0)  # NaN is masked
+    bad = loss.clone()
+    bad[1, 1] = float("inf")
+    with pytest.raises(ValueError, match="per_token_loss"):
+        cg.aggregate_loss(bad, MASK, validate=True)
+    zero = torch.tensor(0.0)  # 0 tokens for a batch with valid tokens: NaN unchecked, ValueError checked
+    assert torch.isnan(cg.aggregate_loss(loss, MASK, num_tokens=zero))
+    with pytest.raises(ValueError, match="num_tokens"):
+        cg.aggregate_loss(loss, MASK, num_tokens=zero, validate=True)
+
+
+def test_aggregation_weights_validate_checks_the_normalizer_the_mode_reads() -> None:
+    with pytest.raises(ValueError, match="num_seqs"):
+        cg.aggregation_weights(MASK, "seq-mean-token-sum", num_seqs=torch.tensor(-1.0), validate=True)
+    # token-mean does not read num_seqs: nothing to check
+    c = cg.aggregation_weights(MASK, "token-mean", num_seqs=torch.tensor(-1.0), validate=True)
+    np.testing.assert_allclose(c.numpy(), cegppo.aggregation_weights(MASK.numpy(), "token-mean"), rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", [torch.tensor(True), torch.tensor(1 + 0j)])
+def test_bool_and_complex_normalizer_tensors_are_refused(value: torch.Tensor) -> None:
+    with pytest.raises(TypeError, match="num_tokens"):
+        cg.aggregate_loss(torch.ones(2, 2), MASK, num_tokens=value)
+
+
+def _fused_args() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(2, 2, 3, generator=g), torch.randn(5, 3, generator=g), torch.tensor([[1, 4], [0, 2]]),
+            torch.full((2, 2), -1.5), torch.tensor([1.0, -1.0]), MASK]
+
+
+@pytest.mark.parametrize("kw,exc", [({"entropy_coef": np.float32(0.1)}, TypeError),
+                                    ({"entropy_coef": float("inf")}, ValueError),
+                                    ({"chunk_size": True}, TypeError)])
+def test_fused_options_follow_the_shared_rules(kw: dict[str, object], exc: type[Exception]) -> None:
+    """entropy_coef follows the config fields' rule (a Python int or float, so not np.float32, which
+    the fused head used to accept while `temperature` refused it)."""
+    with pytest.raises(exc, match=next(iter(kw))):
+        cg.fused_linear_policy_loss(*_fused_args(), cegppo.CEGPPOConfig(), **kw)
+    cg.fused_linear_policy_loss(*_fused_args(), cegppo.CEGPPOConfig(), entropy_coef=0.1, chunk_size=1)
