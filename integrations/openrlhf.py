@@ -154,7 +154,7 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
         dp_size: int = 1,
         batch_num_tokens: Any = None,
         global_batch_size: Any = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The CE-GPPO loss of a micro-batch with OpenRLHF's aggregation (module docstring).
 
             loss = dp_size * sum_t c_t (-J_t)           (global normaliser given)
