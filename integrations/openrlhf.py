@@ -56,6 +56,7 @@ import cegppo.torch as cg
 import torch
 
 from ._loading import import_loss_module
+from ._port import kit_port
 
 _loss_module = import_loss_module("openrlhf.models.loss", ("openrlhf.models",))
 PolicyLoss = _loss_module.PolicyLoss
@@ -263,27 +264,12 @@ def openrlhf_port(loss_cls: type[Any] | None = None) -> Any:
     params = inspect.signature(cls).parameters
     takes_betas = "beta_low" in params and "beta_high" in params
 
-    def port(
-        log_prob: torch.Tensor,
-        old_log_prob: torch.Tensor,
-        advantages: torch.Tensor,
-        response_mask: torch.Tensor,
-        *,
-        eps_low: float,
-        eps_high: float,
-        beta_low: float,
-        beta_high: float,
-        clip_ratio_c: float | None,
-    ) -> torch.Tensor:
-        kwargs: dict[str, Any] = {"beta_low": beta_low, "beta_high": beta_high} if takes_betas else {}
-        loss_fn = cls(clip_eps_low=eps_low, clip_eps_high=eps_high, dual_clip=clip_ratio_c, token_level_loss=True,
-                      **kwargs)
-        if advantages.dim() == 1:  # the kit may hand (B,) advantages; OpenRLHF's are (B, T)
-            advantages = advantages[:, None].expand(log_prob.shape)
-        out = loss_fn(log_prob, old_log_prob, advantages, action_mask=response_mask)
-        return out[0]
+    def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+             response_mask: torch.Tensor, **hyper: Any) -> torch.Tensor:
+        betas = {"beta_low": hyper["beta_low"], "beta_high": hyper["beta_high"]} if takes_betas else {}
+        loss_fn = cls(clip_eps_low=hyper["eps_low"], clip_eps_high=hyper["eps_high"], dual_clip=hyper["clip_ratio_c"],
+                      token_level_loss=True, **betas)
+        return loss_fn(log_prob, old_log_prob, advantages, action_mask=response_mask)[0]
 
-    port.__name__ = f"openrlhf_{cls.__name__}"
-    port.__qualname__ = port.__name__
-    port.__doc__ = f"OpenRLHF policy loss {cls.__module__}.{cls.__qualname__} as a cegppo conformance port."
-    return port
+    return kit_port(call, name=f"openrlhf_{cls.__name__}", token_advantages=True,
+                    doc=f"OpenRLHF policy loss {cls.__module__}.{cls.__qualname__} as a cegppo conformance port.")

@@ -55,6 +55,7 @@ import cegppo.torch as cg
 import torch
 
 from ._loading import import_loss_module
+from ._port import kit_port
 
 _ppo_utils = import_loss_module("skyrl.backends.skyrl_train.utils.ppo_utils", ("skyrl.backends",))
 _off_policy = import_loss_module("skyrl.backends.skyrl_train.utils.off_policy_correction_utils", ("skyrl.backends",))
@@ -265,25 +266,12 @@ def skyrl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
     else:
         fn = PolicyLossRegistry.get(name)  # ValueError listing the registered names
 
-    def port(
-        log_prob: torch.Tensor,
-        old_log_prob: torch.Tensor,
-        advantages: torch.Tensor,
-        response_mask: torch.Tensor,
-        *,
-        eps_low: float,
-        eps_high: float,
-        beta_low: float,
-        beta_high: float,
-        clip_ratio_c: float | None,
-    ) -> torch.Tensor:
+    def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+             response_mask: torch.Tensor, **hyper: Any) -> torch.Tensor:
         loss_type = str(name)
-        if loss_type == "dual_clip" and clip_ratio_c is None:
+        if loss_type == "dual_clip" and hyper["clip_ratio_c"] is None:
             loss_type = "regular"  # SkyRL's PPO without dual clip
-        config = algorithm_config(eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high,
-                                  clip_ratio_c=clip_ratio_c, policy_loss_type=loss_type)
-        if advantages.dim() == 1:  # the kit may hand (B,) advantages; SkyRL's are (B, T)
-            advantages = advantages[:, None].expand(log_prob.shape)
+        config = algorithm_config(**hyper, policy_loss_type=loss_type)
         mask = response_mask.to(log_prob.dtype) if response_mask.dtype == torch.bool else response_mask
         # SkyRL's token_mean reduction: advantages / number of valid tokens (at least 1), then a masked sum.
         # Scaled in at least float32, as SkyRL's advantages are: a float16 division would round them.
@@ -292,7 +280,5 @@ def skyrl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
         loss, _ = fn(log_prob, old_log_prob, scaled, config=config, loss_mask=mask)
         return loss
 
-    port.__name__ = f"skyrl_{name}"
-    port.__qualname__ = port.__name__
-    port.__doc__ = f"SkyRL policy loss {name!r} as a cegppo conformance port."
-    return port
+    return kit_port(call, name=f"skyrl_{name}", doc=f"SkyRL policy loss {name!r} as a cegppo conformance port.",
+                    token_advantages=True)

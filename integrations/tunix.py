@@ -63,6 +63,8 @@ from tunix.rl import common, function_registry
 from tunix.rl.grpo import grpo_learner
 from tunix.rl.ppo import ppo_learner
 
+from ._port import kit_port
+
 __all__ = [
     "LOSS_NAME",
     "METRIC_PREFIX",
@@ -412,20 +414,8 @@ def tunix_port(loss: str | Callable[..., Any] = LOSS_NAME, *, learner: str | Non
         raise ValueError(f"learner must be 'grpo' or 'ppo', got {learner!r}")
     model = _NoModel()
 
-    def port(
-        log_prob: Any,
-        old_log_prob: Any,
-        advantages: Any,
-        response_mask: Any,
-        *,
-        eps_low: float,
-        eps_high: float,
-        beta_low: float,
-        beta_high: float,
-        clip_ratio_c: float | None,
-    ) -> Any:
-        config = _port_config(family, registered, eps_low=eps_low, eps_high=eps_high, beta_low=beta_low,
-                              beta_high=beta_high, clip_ratio_c=clip_ratio_c)
+    def call(log_prob: Any, old_log_prob: Any, advantages: Any, response_mask: Any, **hyper: Any) -> Any:
+        config = _port_config(family, registered, **hyper)
         b = log_prob.shape[0]
         example = grpo_learner.TrainExample(
             prompt_ids=jnp.zeros((b, 0), jnp.int32),
@@ -440,7 +430,5 @@ def tunix_port(loss: str | Callable[..., Any] = LOSS_NAME, *, learner: str | Non
             out, _ = fn(model, example, algo_config=config, pad_id=0, eos_id=1)
         return out
 
-    port.__name__ = f"tunix_{name}"
-    port.__qualname__ = port.__name__
-    port.__doc__ = f"tunix policy loss {name!r} ({family} config) as a cegppo conformance port."
-    return port
+    return kit_port(call, name=f"tunix_{name}",
+                    doc=f"tunix policy loss {name!r} ({family} config) as a cegppo conformance port.")

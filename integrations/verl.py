@@ -59,6 +59,8 @@ from cegppo import CEGPPOConfig
 from verl.trainer.ppo.core_algos import get_policy_loss_fn, register_policy_loss
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
+from ._port import kit_port
+
 __all__ = [
     "LOSS_NAME",
     "METRIC_PREFIX",
@@ -275,32 +277,14 @@ def verl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
     else:
         fn = get_policy_loss_fn(name)  # raises ValueError listing the registered names
 
-    def port(
-        log_prob: torch.Tensor,
-        old_log_prob: torch.Tensor,
-        advantages: torch.Tensor,
-        response_mask: torch.Tensor,
-        *,
-        eps_low: float,
-        eps_high: float,
-        beta_low: float,
-        beta_high: float,
-        clip_ratio_c: float | None,
-    ) -> torch.Tensor:
-        config = actor_config(
-            eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high,
-            clip_ratio_c=clip_ratio_c, loss_mode=str(name),
-        )
-        if advantages.dim() == 1:  # the kit may hand per-sequence (B,) advantages; verl's losses take (B, T)
-            advantages = advantages[:, None].expand(log_prob.shape)
+    def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+             response_mask: torch.Tensor, **hyper: Any) -> torch.Tensor:
         loss, _ = fn(
-            old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages,
-            response_mask=response_mask, loss_agg_mode="token-mean", config=config,
+            old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages, response_mask=response_mask,
+            loss_agg_mode="token-mean", config=actor_config(**hyper, loss_mode=str(name)),
         )
         return loss
 
-    port.__name__ = f"verl_{name}"
-    port.__qualname__ = port.__name__
-    port.__doc__ = f"verl policy loss {name!r} as a cegppo conformance port."
-    return port
+    return kit_port(call, name=f"verl_{name}", doc=f"verl policy loss {name!r} as a cegppo conformance port.",
+                    token_advantages=True)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_estimator, check_group_shape, check_positive
+from ._validation import check_group_shape, check_positive, run_estimator
 
 __all__ = ["GRPO_EPS", "drgrpo_advantages", "group_advantages", "grpo_advantages", "rloo_advantages"]
 
@@ -65,9 +65,5 @@ def rloo_advantages(rewards: Any, group_size: int) -> np.ndarray:
 
 def group_advantages(rewards: Any, group_size: int, estimator: str = "grpo", *, eps: float = GRPO_EPS) -> np.ndarray:
     """Dispatch to `grpo_advantages`, `drgrpo_advantages` or `rloo_advantages` by name."""
-    estimator = check_estimator(estimator)
-    if estimator == "grpo":
-        return grpo_advantages(rewards, group_size, eps)
-    if estimator == "drgrpo":
-        return drgrpo_advantages(rewards, group_size)
-    return rloo_advantages(rewards, group_size)
+    return run_estimator(estimator, rewards, group_size, eps, grpo=grpo_advantages, drgrpo=drgrpo_advantages,
+                         rloo=rloo_advantages)

@@ -41,6 +41,7 @@ __all__ = [
     "dtype_kind",
     "read_normalizers",
     "require_finite",
+    "run_estimator",
 ]
 
 
@@ -284,6 +285,26 @@ def check_estimator(estimator: Any) -> str:
     if estimator not in ADVANTAGE_ESTIMATORS:
         raise ValueError(f"estimator must be one of {list(ADVANTAGE_ESTIMATORS)}, got {estimator!r}")
     return str(estimator)
+
+
+def run_estimator(
+    estimator: Any,
+    rewards: Any,
+    group_size: int,
+    eps: float,
+    *,
+    grpo: Callable[[Any, int, float], Any],
+    drgrpo: Callable[[Any, int], Any],
+    rloo: Callable[[Any, int], Any],
+) -> Any:
+    """`group_advantages`' dispatch by name (spec S12), for every backend: each passes its own estimators.
+
+    Only GRPO takes `eps` (its std guard); Dr.GRPO and RLOO divide by no std.
+    """
+    estimator = check_estimator(estimator)
+    if estimator == "grpo":
+        return grpo(rewards, group_size, eps)
+    return (drgrpo if estimator == "drgrpo" else rloo)(rewards, group_size)
 
 
 def check_chunk_size(chunk_size: Any) -> int | None:

@@ -36,9 +36,11 @@ EQUIVALENT_FILE = ROOT / "tools" / "mutation_equivalent.toml"
 MUTMUT = "mutmut==3.8.1"
 """The pinned tool (the noxfile installs this; `run` checks the installed version matches)."""
 
-# Exit codes of a mutant's test run -> verdict (mutmut 3.8.1, mutmut/stats.py).
+# Exit codes of a mutant's test run -> verdict (mutmut 3.8.1, mutmut/stats.py), except 255: mutmut
+# calls it a timeout, but a worker that dies before running a test exits 255 too (every torch mutant
+# did under forkserver isolation), so here it is a crash, which is not a kill and lowers the score.
 _VERDICT = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
-            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "killed",
+            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "crashed", 37: "killed",
             None: "not checked"}
 
 # Lines never mutated: the text of an error message (the contract is the exception type and the
@@ -81,7 +83,7 @@ def stage(name: str, mutate: list[str], tests: list[str], pytest_args: list[str]
         for f in sorted((ROOT / folder).iterdir()):
             if f.is_file() and (f.suffix == ".py" or f.name == "py.typed"):
                 shutil.copy2(f, target / f.name)
-    copy_tests(where, tests)
+    copy_tests(where)
     for extra in ALSO_COPY:
         if extra == "pyproject.toml":
             continue  # written below
@@ -112,15 +114,14 @@ def stage(name: str, mutate: list[str], tests: list[str], pytest_args: list[str]
     return where
 
 
-def copy_tests(where: Path, tests: list[str]) -> None:
-    """Copy tests/conftest.py and the folders of `tests` into `where` (again: picks up new tests)."""
-    (where / "tests").mkdir(exist_ok=True)
-    shutil.copy2(ROOT / "tests" / "conftest.py", where / "tests" / "conftest.py")
-    for t in tests:
-        src = ROOT / t.split("::")[0]
-        folder = src if src.is_dir() else src.parent
-        shutil.copytree(folder, where / folder.relative_to(ROOT), dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+def copy_tests(where: Path) -> None:
+    """Copy tests/ into `where` (again: picks up new tests).
+
+    Whole, not only the folders of `tests`: the suites import shared helpers from tests/common
+    and each other's strategy modules (pytest's pythonpath in pyproject.toml).
+    """
+    shutil.copytree(ROOT / "tests", where / "tests", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
 
 
 def _toml_table(name: str, values: dict) -> str:
@@ -205,7 +206,7 @@ def report(name: str, verbose: bool = True) -> int:
         survivors = []
         for key, code in sorted(codes.items()):
             verdict = _VERDICT.get(code, "suspicious")
-            if verdict == "not checked":
+            if verdict in ("not checked", "crashed", "suspicious"):
                 survivor_names.append(key)
             if verdict in ("survived", "no tests"):
                 # key: cegppo._loss.x_policy_loss__mutmut_12 (or xǁClassǁmethod__mutmut_3)
@@ -221,7 +222,7 @@ def report(name: str, verbose: bool = True) -> int:
         caught = counts["killed"] + counts["timeout"]
         score = 100.0 * caught / non_eq if non_eq else 100.0
         rows.append((repo_path, sum(counts.values()), counts, score))
-        unexplained += len(survivors) + counts["not checked"]
+        unexplained += len(survivors) + counts["not checked"] + counts["crashed"] + counts["suspicious"]
         survivor_names.extend(key for key, _, _ in survivors)
         print(f"  {repo_path}: {sum(counts.values())} / {counts['killed']} / {counts['timeout']} / "
               f"{counts['equivalent']} / {counts['survived']} / {counts['no tests']} / {score:.1f}%"
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutate", nargs="+", default=[], help="repository paths of the modules to mutate")
     parser.add_argument("--tests", nargs="+", default=[], help="test folders/files that may kill the mutants")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
-    parser.add_argument("--isolation", choices=["fork", "forkserver"], default="forkserver")
+    # fork: with forkserver every torch mutant's worker exited 255 before running a test (mutmut 3.8.1,
+    # torch 2.13 CPU), which the report would have counted as 620 timeouts.
+    parser.add_argument("--isolation", choices=["fork", "forkserver"], default="fork")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--mutants", nargs="*", default=[],
                         help="re-run only these mutants (globs; 'survivors': the last report's survivors and unchecked)")
@@ -273,9 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"tools/mutation.py needs {MUTMUT}, found mutmut {have}")
         if args.mutants:  # re-check some mutants of an earlier run, with the current tests
             where = ROOT / "build" / "mutation" / args.name
-            tests = json.loads((where / "target.json").read_text())["tests"]
-            copy_tests(where, tests)
-            copy_tests(where / "mutants", tests)
+            copy_tests(where)
+            copy_tests(where / "mutants")
             if args.mutants == ["survivors"]:
                 args.mutants = (where / "survivors.txt").read_text().split()
                 if not args.mutants:

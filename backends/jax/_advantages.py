@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from cegppo._advantages import GRPO_EPS
-from cegppo._validation import check_estimator, check_group_shape, check_positive
+from cegppo._validation import check_group_shape, check_positive, run_estimator
 
 import jax
 import jax.numpy as jnp
@@ -71,10 +71,6 @@ def rloo_advantages(rewards: Any, group_size: int) -> jax.Array:
 
 def group_advantages(rewards: Any, group_size: int, estimator: str = "grpo", *, eps: float = GRPO_EPS) -> jax.Array:
     """Dispatch to `grpo_advantages`, `drgrpo_advantages` or `rloo_advantages` by name (spec S12)."""
-    estimator = check_estimator(estimator)
-    if estimator == "grpo":
-        return grpo_advantages(rewards, group_size, eps)
-    if estimator == "drgrpo":
-        return drgrpo_advantages(rewards, group_size)
-    return rloo_advantages(rewards, group_size)
+    return run_estimator(estimator, rewards, group_size, eps, grpo=grpo_advantages, drgrpo=drgrpo_advantages,
+                         rloo=rloo_advantages)
 
