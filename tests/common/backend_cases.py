@@ -15,7 +15,15 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-__all__ = ["CONFIGS", "away_from_kinks", "isclose_or_same_nonfinite", "policy_batches"]
+__all__ = [
+    "BAD_TYPE_CALLS",
+    "BAD_VALUE_CALLS",
+    "CONFIGS",
+    "away_from_kinks",
+    "bad_type_argument",
+    "isclose_or_same_nonfinite",
+    "policy_batches",
+]
 
 CONFIGS = [
     cegppo.CEGPPOConfig(),
@@ -96,3 +104,44 @@ def policy_batches(
     mask = np.stack([np.ones(t, bool) if k == "full" else np.zeros(t, bool) if k == "empty" else r
                      for k, r in zip(kind, rand, strict=True)])
     return {"log_prob": lp, "logr": logr, "advantages": adv, "mask": mask}
+
+
+# The S9.6 argument checks every backend shares with the reference (spec/_validation.py): calls of
+# `policy_loss` built from a good (2, 3) batch (lp, olp, adv, m) and a config, as (args, kwargs).
+# `cast(x, dtype_name)` is the backend's dtype conversion. Each backend checks its error equals the
+# reference's; torch also that no op ran first, JAX also while tracing.
+BAD_VALUE_CALLS: dict[str, Any] = {
+    "log_prob_1d": lambda lp, olp, adv, m, cfg: ((lp[0], olp, adv, m, cfg), {}),
+    "old_log_prob_shape": lambda lp, olp, adv, m, cfg: ((lp, olp[:, :2], adv, m, cfg), {}),
+    "advantages_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv[:, :1], m, cfg), {}),
+    "advantages_per_seq_wrong": lambda lp, olp, adv, m, cfg: ((lp, olp, adv[0], m, cfg), {}),
+    "mask_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m[:1], cfg), {}),
+    "agg": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "mean"), {}),
+    "num_tokens_negative": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", -1), {}),
+    "num_tokens_nan": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("nan")), {}),
+    "num_tokens_inf": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean", float("inf")), {}),
+    "num_tokens_np_float32_nan": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "token-mean",
+                                                                np.float32("nan")), {}),
+    "num_seqs_np_array_negative": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "seq-mean-token-sum", None,
+                                                                 np.array(-1.0)), {}),
+    "num_seqs_shape": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg, "seq-mean-token-sum", None,
+                                                     np.ones(2)), {}),
+    "norm_length": lambda lp, olp, adv, m, cfg: ((lp, olp, adv, m, cfg), {"norm_length": 0.0}),
+}
+"""Calls that raise ValueError, with the reference's message."""
+
+BAD_TYPE_CALLS: dict[str, Any] = {
+    "cfg": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, adv, m, {"eps_low": 0.2}), {}),
+    "num_tokens_bool": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, adv, m, cfg, "token-mean", True), {}),
+    "mask_float": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, adv, cast(m, "float32"), cfg), {}),
+    "log_prob_int": lambda lp, olp, adv, m, cfg, cast: ((cast(lp, "int32"), olp, adv, m, cfg), {}),
+    "old_log_prob_int": lambda lp, olp, adv, m, cfg, cast: ((lp, cast(olp, "int32"), adv, m, cfg), {}),
+    "advantages_complex": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, cast(adv, "complex64"), m, cfg), {}),
+    "norm_length_str": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, adv, m, cfg), {"norm_length": "8"}),
+}
+"""Calls that raise TypeError naming the argument (the key up to its last ``_``)."""
+
+
+def bad_type_argument(name: str) -> str:
+    """The argument a BAD_TYPE_CALLS entry's TypeError must name: ``log_prob_int`` -> ``log_prob``."""
+    return name if "_" not in name else name.rsplit("_", 1)[0]

@@ -1,4 +1,4 @@
-"""Shared set-up of the OpenRLHF and SkyRL tests: each framework has its own extra and nox session.
+"""Shared set-up of the verl, OpenRLHF and SkyRL loss tests (OpenRLHF and SkyRL each have their own nox session).
 
 `batch` draws log-probs whose ratios fall in every region, and `ppo_offset` is the value difference
 between a framework's PPO loss and ours with beta = 0 (spec S6.1), as the verl tests use them.
@@ -12,7 +12,8 @@ from integration_helpers import need_framework  # noqa: F401  (re-exported for t
 
 
 def batch(torch, seed: int, b: int = 6, t: int = 9, *, spread: float = 1.2, dtype=None):
-    """(log_prob, old_log_prob, advantages, mask): |logr| <= spread < 20, so the frameworks' clamp is inert."""
+    """(log_prob, old_log_prob, advantages, mask), ratios in every region: |logr| <= spread < 20, so the
+    frameworks' clamp is inert; row 1 is empty (excluded from the seq-mean counts by all)."""
     dtype = dtype or torch.float64
     g = torch.Generator().manual_seed(seed)
     old = -torch.rand(b, t, generator=g, dtype=dtype) * 3 - 0.05

@@ -43,3 +43,24 @@ def need_framework(module: str, extra: str) -> ModuleType:
         hint = f"nox -s {extra} (it installs the pinned version; see docs/integrations.md)"
         pytest.skip(f"{module} is not installed ({exc}); install it with: {hint}", allow_module_level=True)
         raise  # unreachable: pytest.skip raises
+
+
+# The conformance kit's CLI against a framework's losses (the *_conformance test files).
+KIT_FAST = ["--max-examples", "5", "--no-shrink", "-q"]
+"""Few examples, no shrinking: these tests check which properties pass or fail, not the reproducer."""
+PPO_FAILS = ("FAIL  S3    value equals the reference", "FAIL  S4    gradient equals the reference",
+             "FAIL  S6.2  beta = 1 gives GPPO's gradient")
+"""Where a PPO-clip loss (the betas ignored) differs from CE-GPPO."""
+PPO_PASSES = ("PASS  S5    gradient bound clip_low", "PASS  S5    gradient bound clip_high",
+              "PASS  S5    gradient bound dual_clip")
+"""What PPO's zero gradient on clipped tokens still satisfies."""
+PPO_ONLY = ["--only", "S3", "--only", "S4", "--only", "S5", "--only", "S6.2"]
+
+
+def run_kit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`cegppo-conformance ARGV` in this process: (exit code, stdout, stderr)."""
+    from cegppo.conformance._cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

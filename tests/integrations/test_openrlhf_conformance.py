@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import pytest
-from framework_helpers import need_framework
+from integration_helpers import KIT_FAST, PPO_FAILS, PPO_ONLY, PPO_PASSES, need_framework, run_kit
 
 need_framework("torch", "openrlhf")
 need_framework("openrlhf", "openrlhf")
@@ -20,30 +20,16 @@ need_framework("openrlhf", "openrlhf")
 import cegppo.conformance as cc  # noqa: E402
 from cegppo.conformance._cli import main  # noqa: E402
 
-FAST = ["--max-examples", "5", "--no-shrink", "-q"]
-# Where PPO-clip (the betas ignored) and CE-GPPO differ; and what PPO's zero clipped gradient still satisfies.
-PPO_FAILS = ("FAIL  S3    value equals the reference", "FAIL  S4    gradient equals the reference",
-             "FAIL  S6.2  beta = 1 gives GPPO's gradient")
-PPO_PASSES = ("PASS  S5    gradient bound clip_low", "PASS  S5    gradient bound clip_high",
-              "PASS  S5    gradient bound dual_clip")
-PPO_ONLY = ["--only", "S3", "--only", "S4", "--only", "S5", "--only", "S6.2"]
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", *FAST)
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", *KIT_FAST)
     assert code == 0, out
     assert "<openrlhf policy loss (cegppo's integration): port = cegppo.conformance.port_from_openrlhf()>" in out
     assert "CONFORMS" in out and "FAIL" not in out
 
 
 def test_openrlhf_policy_loss_fails_where_ppo_differs(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", "--loss", "PolicyLoss", *FAST, *PPO_ONLY)
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", "--loss", "PolicyLoss", *KIT_FAST, *PPO_ONLY)
     assert code == 1, out
     assert "DOES NOT CONFORM" in out
     for line in PPO_FAILS + PPO_PASSES:
@@ -51,11 +37,11 @@ def test_openrlhf_policy_loss_fails_where_ppo_differs(capsys) -> None:
 
 
 def test_user_classes(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", "--loss", "openrlhf_user_losses:UserPolicyLoss",
-                       *FAST, "--only", "S3", "--only", "S4")
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", "--loss", "openrlhf_user_losses:UserPolicyLoss",
+                       *KIT_FAST, "--only", "S3", "--only", "S4")
     assert code == 0, out
-    code, out, _ = run(capsys, "check", "--framework-loss", "openrlhf", "--loss",
-                       "openrlhf_user_losses:SwappedBetasPolicyLoss", *FAST, "--only", "S3", "--only", "S4",
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", "--loss",
+                       "openrlhf_user_losses:SwappedBetasPolicyLoss", *KIT_FAST, "--only", "S3", "--only", "S4",
                        "--only", "S8.4")
     assert code == 1, out
     assert "FAIL  S3    value equals the reference" in out and "FAIL  S4    gradient equals the reference" in out
@@ -84,7 +70,7 @@ def test_python_api() -> None:
     ],
 )
 def test_bad_names_exit_2(capsys, argv, needle) -> None:
-    code, out, err = run(capsys, *argv)
+    code, out, err = run_kit(capsys, *argv)
     assert code == 2 and out == ""
     assert needle in err, err
 

@@ -15,30 +15,16 @@ import subprocess
 import sys
 
 import pytest
-from framework_helpers import need_framework
+from integration_helpers import KIT_FAST, PPO_FAILS, PPO_ONLY, PPO_PASSES, need_framework, run_kit
 
 need_framework("torch", "skyrl")
 need_framework("skyrl", "skyrl")
 
 import cegppo.conformance as cc  # noqa: E402
-from cegppo.conformance._cli import main  # noqa: E402
-
-FAST = ["--max-examples", "5", "--no-shrink", "-q"]
-PPO_FAILS = ("FAIL  S3    value equals the reference", "FAIL  S4    gradient equals the reference",
-             "FAIL  S6.2  beta = 1 gives GPPO's gradient")
-PPO_PASSES = ("PASS  S5    gradient bound clip_low", "PASS  S5    gradient bound clip_high",
-              "PASS  S5    gradient bound dual_clip")
-PPO_ONLY = ["--only", "S3", "--only", "S4", "--only", "S5", "--only", "S6.2"]
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "skyrl", *FAST)
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "skyrl", *KIT_FAST)
     assert code == 0, out
     assert "<skyrl policy loss (cegppo's integration): port = cegppo.conformance.port_from_skyrl()>" in out
     assert "CONFORMS" in out and "FAIL" not in out
@@ -46,7 +32,7 @@ def test_ours_conforms(capsys) -> None:
 
 @pytest.mark.parametrize("name", ["dual_clip", "regular"])
 def test_skyrl_ppo_losses_fail_where_ppo_differs(capsys, name: str) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "skyrl", "--loss", name, *FAST, *PPO_ONLY)
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "skyrl", "--loss", name, *KIT_FAST, *PPO_ONLY)
     assert code == 1, out
     # `regular` has no dual clip at all, so the kit's dual-clip bound fails too: only dual_clip meets it.
     passes = PPO_PASSES if name == "dual_clip" else PPO_PASSES[:2]
@@ -57,11 +43,11 @@ def test_skyrl_ppo_losses_fail_where_ppo_differs(capsys, name: str) -> None:
 
 
 def test_user_losses(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "skyrl", "--loss", "skyrl_user_losses:ce_gppo_user_port",
-                       *FAST, "--only", "S3", "--only", "S4")
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "skyrl", "--loss", "skyrl_user_losses:ce_gppo_user_port",
+                       *KIT_FAST, "--only", "S3", "--only", "S4")
     assert code == 0, out
-    code, out, _ = run(capsys, "check", "--framework-loss", "skyrl", "--loss",
-                       "skyrl_user_losses:ce_gppo_swapped_betas", *FAST, "--only", "S3", "--only", "S4",
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "skyrl", "--loss",
+                       "skyrl_user_losses:ce_gppo_swapped_betas", *KIT_FAST, "--only", "S3", "--only", "S4",
                        "--only", "S8.4")
     assert code == 1, out
     assert "FAIL  S3    value equals the reference" in out and "FAIL  S4    gradient equals the reference" in out
@@ -84,7 +70,7 @@ def test_python_api() -> None:
 
 
 def test_bad_name_exits_2(capsys) -> None:
-    code, out, err = run(capsys, "check", "--framework-loss", "skyrl", "--loss", "no_such_loss_xyz")
+    code, out, err = run_kit(capsys, "check", "--framework-loss", "skyrl", "--loss", "no_such_loss_xyz")
     assert code == 2 and out == ""
     assert "cannot load --framework-loss skyrl --loss no_such_loss_xyz" in err, err
 

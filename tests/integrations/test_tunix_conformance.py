@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from integration_helpers import need, need_framework
+from integration_helpers import need, need_framework, run_kit
 
 need_framework("tunix", "tunix")
 jax = need("jax")
@@ -37,12 +37,6 @@ def _x64_off():
     jax.config.update("jax_enable_x64", before)
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def statuses(out: str) -> dict[str, str]:
     """{'S3 value equals the reference': 'PASS', ...} from the report's summary lines."""
     found = {}
@@ -54,7 +48,7 @@ def statuses(out: str) -> dict[str, str]:
 
 
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "tunix", *FAST, *BETA_PROPERTIES,
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", *FAST, *BETA_PROPERTIES,
                        "--only", "S8.4", "--only", "S9.3", "--only", "S9.5 float64")
     assert code == 0, out
     assert "tunix policy loss (cegppo's integration)" in out.splitlines()[0]
@@ -70,7 +64,7 @@ MANY = ["--max-examples", "30", "--no-shrink", "--jit", "--quiet", "--no-x64"]
 def test_tunix_grpo_fails_where_ce_gppo_differs(capsys) -> None:
     differs = ["S3 value equals the reference", "S4 gradient equals the reference",
                "S6.2 beta = 1 gives GPPO's gradient", "S9.3 masked garbage changes nothing"]
-    code, out, _ = run(capsys, "check", "--framework-loss", "tunix", "--loss", "grpo", *MANY,
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", "--loss", "grpo", *MANY,
                        *(arg for prop in differs for arg in ("--only", prop)))
     assert code == 1, out
     assert "DOES NOT CONFORM" in out
@@ -80,20 +74,20 @@ def test_tunix_grpo_fails_where_ce_gppo_differs(capsys) -> None:
     # where CE-GPPO and PPO agree, tunix's PPO loss passes: the failures above are the betas
     agrees = ["S6.1 beta = 0 gives PPO's gradient", "S6.2 beta = 1 gives PPO's value",
               "S5 gradient bound clip_low", "S5 gradient bound inside"]
-    code, out, _ = run(capsys, "check", "--framework-loss", "tunix", "--loss", "grpo", "--no-x64", *FAST,
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", "--loss", "grpo", "--no-x64", *FAST,
                        *(arg for prop in agrees for arg in ("--only", prop)))
     assert code == 0, out
     assert set(statuses(out).values()) == {"PASS"}, out
 
 
 def test_tunix_ppo_fails_the_beta_properties(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token", *MANY,
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token", *MANY,
                        "--only", "S4 gradient equals", "--only", "S6.2 beta = 1 gives GPPO")
     assert code == 1, out
     got = statuses(out)
     assert got["S4 gradient equals the reference"] == "FAIL"
     assert got["S6.2 beta = 1 gives GPPO's gradient"] == "FAIL"
-    code, out, _ = run(capsys, "check", "--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token", "--no-x64",
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token", "--no-x64",
                        *FAST, "--only", "S6.1")
     assert code == 0, out
     assert statuses(out)["S6.1 beta = 0 gives PPO's gradient"] == "PASS"
@@ -119,7 +113,7 @@ def test_python_api() -> None:
 
 
 def test_unknown_name_exits_2(capsys) -> None:
-    code, out, err = run(capsys, "check", "--framework-loss", "tunix", "--loss", "no_such_loss_xyz")
+    code, out, err = run_kit(capsys, "check", "--framework-loss", "tunix", "--loss", "no_such_loss_xyz")
     assert code == 2 and out == ""
     assert "cannot load --framework-loss tunix --loss no_such_loss_xyz" in err and "registered:" in err
 

@@ -17,8 +17,8 @@ import subprocess
 import sys
 
 import cegppo
-import numpy as np
 import pytest
+from framework_helpers import batch, grad_of, ppo_offset
 from integration_helpers import need
 
 torch = need("torch")
@@ -32,25 +32,6 @@ AGG_MODES = cegppo.AGG_MODES
 # verl's seq-mean-token-mean divides each row by (n_i + 1e-8) (core_algos.agg_loss), ours by n_i exactly:
 # a relative difference of at most 1e-8 / n_i. Every other mode is the same arithmetic.
 VERL_SEQ_MEAN_EPS_RTOL = {"seq-mean-token-mean": 1e-7}
-
-
-def batch(seed: int, b: int = 6, t: int = 9, *, spread: float = 1.2, dtype=torch.float64):
-    """Log-probs whose ratios fall in every region (|logr| <= spread < 20, so verl's clamp is inert)."""
-    g = torch.Generator().manual_seed(seed)
-    old = -torch.rand(b, t, generator=g, dtype=dtype) * 3 - 0.05
-    logr = (torch.rand(b, t, generator=g, dtype=dtype) * 2 - 1) * spread
-    lp = (old + logr).requires_grad_(True)
-    adv = torch.randn(b, t, generator=g, dtype=dtype)
-    adv[0, :3] = 0.0  # A = 0 is inside (spec S2)
-    mask = torch.rand(b, t, generator=g) > 0.3
-    mask[1] = False  # an empty row: excluded from the seq-mean counts by both
-    mask[2, :] = True
-    return lp, old, adv, mask
-
-
-def grad_of(loss: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
-    (g,) = torch.autograd.grad(loss, lp)
-    return g
 
 
 def test_import_registers_ce_gppo() -> None:
@@ -75,7 +56,7 @@ def test_verl_plugin_entry_point_registers_on_import_verl() -> None:
 @pytest.mark.parametrize("preset", ["ce_gppo_1p5b", "ce_gppo_official", "dapo"])
 def test_registered_loss_equals_cegppo_torch(agg: str, preset: str) -> None:
     cfg = cegppo.presets.get(preset)
-    lp, old, adv, mask = batch(1)
+    lp, old, adv, mask = batch(torch, 1)
     config = cv.actor_config(
         eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta_low=cfg.beta_low, beta_high=cfg.beta_high,
         clip_ratio_c=cfg.dual_clip, loss_agg_mode=agg,
@@ -85,7 +66,7 @@ def test_registered_loss_equals_cegppo_torch(agg: str, preset: str) -> None:
     )
     ref = cg.policy_loss(lp, old, adv, mask, cfg, agg)
     torch.testing.assert_close(loss, ref, rtol=1e-13, atol=0)
-    torch.testing.assert_close(grad_of(loss, lp), grad_of(ref, lp), rtol=1e-13, atol=0)
+    torch.testing.assert_close(grad_of(torch, loss, lp), grad_of(torch, ref, lp), rtol=1e-13, atol=0)
     ours = cg.policy_metrics(lp, old, adv, mask, cfg)
     for key, value in ours.items():
         assert metrics[cv.METRIC_PREFIX + key] == pytest.approx(float(value), rel=1e-12, abs=0)
@@ -99,7 +80,7 @@ def test_registered_loss_equals_cegppo_torch(agg: str, preset: str) -> None:
 def test_global_batch_info_and_micro_batches(agg: str) -> None:
     """verl's global normalisers and dp_size factor: micro-batch losses sum to dp_size x the full-batch loss."""
     cfg = cegppo.presets.ce_gppo_7b(dual_clip=10.0)
-    lp, old, adv, mask = batch(2, b=8)
+    lp, old, adv, mask = batch(torch, 2, b=8)
     num_tokens, num_seqs = (int(x) for x in cegppo.local_counts(mask.numpy()))
     dp_size = 4
     info = {"dp_size": dp_size, "batch_num_tokens": num_tokens, "global_batch_size": num_seqs,
@@ -114,11 +95,11 @@ def test_global_batch_info_and_micro_batches(agg: str) -> None:
     total = parts[0] + parts[1]
     full = cg.policy_loss(lp, old, adv, mask, cfg, agg, num_tokens, num_seqs, norm_length=16) * dp_size
     torch.testing.assert_close(total, full, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(grad_of(total, lp), grad_of(full, lp), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad_of(torch, total, lp), grad_of(torch, full, lp), rtol=1e-12, atol=1e-15)
 
 
 def test_dp_without_global_count_is_refused() -> None:
-    lp, old, adv, mask = batch(3)
+    lp, old, adv, mask = batch(torch, 3)
     config = cv.actor_config(global_batch_info={"dp_size": 2})
     with pytest.raises(ValueError, match="batch_num_tokens"):
         cv.compute_policy_loss_ce_gppo(old, lp, adv, mask, "token-mean", config)
@@ -126,25 +107,12 @@ def test_dp_without_global_count_is_refused() -> None:
         cv.compute_policy_loss_ce_gppo(old, lp, adv, mask, "token-mean", None)
 
 
-def _ppo_offset(lp, old, adv, mask, cfg, agg: str, **norm) -> float:
-    """verl vanilla minus ours (beta = 0) in value: PPO's clipped-region constants (spec S6.1).
-
-    PPO keeps J = (1 - eps_low) A on clip_low tokens and (1 + eps_high) A on clip_high tokens; with
-    beta = 0 CE-GPPO keeps 0 there. Loss = -sum c_t J_t, so vanilla - ours = -sum c_t (that J_t).
-    """
-    a = adv.detach().numpy()
-    r = cegppo.token_regions(lp.detach().numpy(), old.numpy(), a, cfg)
-    c = cegppo.aggregation_weights(mask.numpy(), agg, **norm)
-    kept = np.where(r.clip_low, (1 - cfg.eps_low) * a, 0.0) + np.where(r.clip_high, (1 + cfg.eps_high) * a, 0.0)
-    return float(-np.sum(c * kept))
-
-
 @pytest.mark.parametrize("agg", AGG_MODES)
 @pytest.mark.parametrize("seed", [4, 5])
 def test_verl_vanilla_equals_dual_clip_ppo(agg: str, seed: int) -> None:
     """verl's vanilla loss = ours with presets.dual_clip_ppo: same gradient, value up to the S6.1 constant."""
     cfg = cegppo.presets.dual_clip_ppo()
-    lp, old, adv, mask = batch(seed, spread=1.6)  # ratios up to e^1.6 ~ 5 > c = 3: dual clip is hit
+    lp, old, adv, mask = batch(torch, seed, spread=1.6)  # ratios up to e^1.6 ~ 5 > c = 3: dual clip is hit
     config = cv.actor_config(beta_low=0.0, beta_high=0.0, clip_ratio_c=3.0, loss_agg_mode=agg, loss_mode="vanilla")
     vanilla, vmetrics = core_algos.compute_policy_loss_vanilla(
         old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask, loss_agg_mode=agg, config=config
@@ -154,8 +122,8 @@ def test_verl_vanilla_equals_dual_clip_ppo(agg: str, seed: int) -> None:
     assert regions.clip_low[mask.numpy()].any() and regions.clip_high[mask.numpy()].any()
     assert regions.dual_clip[mask.numpy()].any()
     rtol = VERL_SEQ_MEAN_EPS_RTOL.get(agg, 1e-12)
-    torch.testing.assert_close(grad_of(vanilla, lp), grad_of(ours, lp), rtol=rtol, atol=1e-15)
-    offset = _ppo_offset(lp, old, adv, mask, cfg, agg)
+    torch.testing.assert_close(grad_of(torch, vanilla, lp), grad_of(torch, ours, lp), rtol=rtol, atol=1e-15)
+    offset = ppo_offset(lp, old, adv, mask, cfg, agg)
     assert offset != 0.0  # the constant is really there: the two values are NOT equal
     assert vanilla.item() == pytest.approx(ours.item() + offset, rel=rtol, abs=1e-14)
     for key in ("actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"):
@@ -165,7 +133,7 @@ def test_verl_vanilla_equals_dual_clip_ppo(agg: str, seed: int) -> None:
 def test_verl_vanilla_value_equal_without_clipped_tokens() -> None:
     """Where verl is plain PPO (no token clipped; dual-clip tokens allowed) the values agree exactly."""
     cfg = cegppo.presets.dual_clip_ppo()
-    lp, old, adv, mask = batch(6, spread=0.15)  # |logr| < log(1.2): nothing clipped
+    lp, old, adv, mask = batch(torch, 6, spread=0.15)  # |logr| < log(1.2): nothing clipped
     lp.data[3, :] = old[3, :] + 1.5  # ratio e^1.5 > c: dual clip for A < 0, clip_high for A > 0
     adv[3, :] = -adv[3, :].abs() - 0.1
     config = cv.actor_config(beta_low=0.0, beta_high=0.0, clip_ratio_c=3.0)
@@ -174,18 +142,18 @@ def test_verl_vanilla_value_equal_without_clipped_tokens() -> None:
     r = cegppo.token_regions(lp.detach().numpy(), old.numpy(), adv.numpy(), cfg)
     assert not (r.clip_low | r.clip_high)[mask.numpy()].any() and r.dual_clip[mask.numpy()].any()
     torch.testing.assert_close(vanilla, ours, rtol=1e-13, atol=0)
-    torch.testing.assert_close(grad_of(vanilla, lp), grad_of(ours, lp), rtol=1e-13, atol=0)
+    torch.testing.assert_close(grad_of(torch, vanilla, lp), grad_of(torch, ours, lp), rtol=1e-13, atol=0)
 
 
 def test_rollout_is_weights_scale_token_losses_like_verl() -> None:
     """verl multiplies each token loss by its rollout-correction weight; so do we (as weight x advantage)."""
-    lp, old, adv, mask = batch(7, spread=1.6)
+    lp, old, adv, mask = batch(torch, 7, spread=1.6)
     w = torch.rand(adv.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
     w[0, 0] = 0.0
     config = cv.actor_config(beta_low=0.0, beta_high=0.0, clip_ratio_c=3.0)
     vanilla, _ = core_algos.compute_policy_loss_vanilla(old, lp, adv, mask, "token-mean", config, w)
     ours, _ = cv.compute_policy_loss_ce_gppo(old, lp, adv, mask, "token-mean", config, w)
-    torch.testing.assert_close(grad_of(vanilla, lp), grad_of(ours, lp), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad_of(torch, vanilla, lp), grad_of(torch, ours, lp), rtol=1e-12, atol=1e-15)
     ce = cegppo.presets.ce_gppo_official()
     config = cv.actor_config(beta_low=ce.beta_low, beta_high=ce.beta_high, clip_ratio_c=ce.dual_clip)
     ours, _ = cv.compute_policy_loss_ce_gppo(old, lp, adv, mask, "token-mean", config, w)
@@ -193,20 +161,20 @@ def test_rollout_is_weights_scale_token_losses_like_verl() -> None:
     per_token = -cg.per_token_objective(lp, old, adv, ce) * w
     ref = cg.aggregate_loss(per_token, mask, "token-mean")
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(grad_of(ours, lp), grad_of(ref, lp), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad_of(torch, ours, lp), grad_of(torch, ref, lp), rtol=1e-12, atol=1e-15)
 
 
 def test_masked_garbage_is_inert() -> None:
     cfg = cegppo.presets.ce_gppo_official()
-    lp, old, adv, mask = batch(8)
+    lp, old, adv, mask = batch(torch, 8)
     config = cv.actor_config(beta_low=cfg.beta_low, beta_high=cfg.beta_high, clip_ratio_c=cfg.dual_clip)
     clean, _ = cv.compute_policy_loss_ce_gppo(old, lp, adv, mask, "token-mean", config)
-    g_clean = grad_of(clean, lp)
+    g_clean = grad_of(torch, clean, lp)
     dirty_lp = torch.where(mask, lp, torch.tensor(float("nan"), dtype=lp.dtype))
     dirty_old = torch.where(mask, old, torch.tensor(float("inf"), dtype=lp.dtype))
     dirty, _ = cv.compute_policy_loss_ce_gppo(dirty_old, dirty_lp, adv, mask, "token-mean", config)
     torch.testing.assert_close(dirty, clean, rtol=0, atol=0)
-    torch.testing.assert_close(grad_of(dirty, lp), g_clean, rtol=0, atol=0)
+    torch.testing.assert_close(grad_of(torch, dirty, lp), g_clean, rtol=0, atol=0)
 
 
 def test_hyperparameters_from_verl_hydra_config() -> None:
@@ -257,7 +225,7 @@ def test_use_dual_clip_false_and_bad_values() -> None:
 def test_verl_port_matches_token_mean() -> None:
     port = cv.verl_port("ce_gppo")
     cfg = cegppo.presets.ce_gppo_official()
-    lp, old, adv, mask = batch(9)
+    lp, old, adv, mask = batch(torch, 9)
     got = port(lp, old, adv, mask, eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta_low=cfg.beta_low,
                beta_high=cfg.beta_high, clip_ratio_c=cfg.dual_clip)
     torch.testing.assert_close(got, cg.policy_loss(lp, old, adv, mask, cfg), rtol=1e-13, atol=0)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from integration_helpers import need
+from integration_helpers import need, run_kit
 
 need("torch")
 need("verl")
@@ -24,23 +24,17 @@ from cegppo.conformance._cli import main  # noqa: E402
 FAST = ["--max-examples", "5", "--no-shrink"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--verl-loss", "ce_gppo", *FAST)
+    code, out, _ = run_kit(capsys, "check", "--verl-loss", "ce_gppo", *FAST)
     assert code == 0, out
     assert "verl policy loss 'ce_gppo'" in out.splitlines()[0]
     assert "CONFORMS" in out and "FAIL" not in out
 
 
 def test_user_module_losses(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--verl-loss", "verl_user_losses:ce_gppo_user_port", *FAST)
+    code, out, _ = run_kit(capsys, "check", "--verl-loss", "verl_user_losses:ce_gppo_user_port", *FAST)
     assert code == 0, out
-    code, out, _ = run(capsys, "check", "--verl-loss", "verl_user_losses:ce_gppo_swapped_betas", *FAST)
+    code, out, _ = run_kit(capsys, "check", "--verl-loss", "verl_user_losses:ce_gppo_swapped_betas", *FAST)
     assert code == 1, out
     assert "DOES NOT CONFORM" in out
     for prop in ("FAIL  S3", "FAIL  S4"):
@@ -51,7 +45,7 @@ def test_user_module_losses(capsys) -> None:
 
 
 def test_verl_vanilla_does_not_conform(capsys) -> None:
-    code, out, _ = run(capsys, "check", "--verl-loss", "vanilla", *FAST, "--only", "S4")
+    code, out, _ = run_kit(capsys, "check", "--verl-loss", "vanilla", *FAST, "--only", "S4")
     assert code == 1, out
     assert "FAIL  S4" in out
 
@@ -64,7 +58,7 @@ def test_verl_vanilla_does_not_conform(capsys) -> None:
     ],
 )
 def test_bad_names_exit_2(capsys, argv, needle) -> None:
-    code, out, err = run(capsys, *argv)
+    code, out, err = run_kit(capsys, *argv)
     assert code == 2 and out == ""
     assert needle in err, err
 
