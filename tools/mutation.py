@@ -13,7 +13,7 @@ the mutmut configuration. mutmut runs there, and this script reads its results b
 Surviving mutants that are equivalent (no test can tell them from the original) are listed in
 ``tools/mutation_equivalent.toml`` by module, function and the changed source line, not by mutant
 number (numbers shift when the code changes); the report counts them apart. Every other survivor
-is a gap in the tests. See docs/design.md, "Mutation testing".
+is a gap in the tests. See docs/contributing.md, "Mutation testing".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """policy_metrics' dtype and edge cases, and policy_loss_grad's argument checks (docs/spec.md S8.2, S9.5, S10).
 
-Added when mutation testing (`nox -s mutation`, docs/design.md) showed them unchecked: metrics of
+Added when mutation testing (`nox -s mutation`, docs/contributing.md) showed them unchecked: metrics of
 float32 inputs could come back float64, an empty batch and an overflowing ratio were never drawn,
 and policy_loss_grad's checks of normalizers a mode does not read could be dropped.
 """

@@ -2,7 +2,7 @@
 
 S11 defines every function over the last axis (the vocabulary) with any leading shape; the other
 S11 tests use (N, V) logits, on which `shape[:-1]` and `shape[:1]`, or `axis=-1` and `axis=1`, are
-the same thing. Mutation testing (`nox -s mutation`, docs/design.md) showed such mutants surviving.
+the same thing. Mutation testing (`nox -s mutation`, docs/contributing.md) showed such mutants surviving.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Region boundaries and the compute dtype of the per-token functions (docs/spec.md S2, S9.1, S9.5).
 
-Added when mutation testing (`nox -s mutation`, docs/design.md) showed two gaps: `delta > c` could
+Added when mutation testing (`nox -s mutation`, docs/contributing.md) showed two gaps: `delta > c` could
 become `delta >= c` (the dual-clip boundary was never drawn exactly), and the compute dtype of
 `per_token_objective` / `grad_weight` / `token_regions` ignored `log_prob` or `advantages` unnoticed
 (the dtype tests went through `policy_loss`, which has its own input path).

@@ -1,6 +1,6 @@
 """`cegppo.aggregate_loss` on its own (docs/spec.md S8): defaults, normalizers passed through, dtypes.
 
-Added when mutation testing (`nox -s mutation`, docs/design.md) showed that these clauses were only
+Added when mutation testing (`nox -s mutation`, docs/contributing.md) showed that these clauses were only
 checked through `policy_loss`: a mutant of `aggregate_loss` that dropped `num_tokens`, ignored the
 compute dtype or changed the default mode survived.
 """

@@ -1,6 +1,6 @@
 """Shape rules of the logit head's arguments (docs/spec.md S9.6, S11): logits (..., V) with V >= 1.
 
-Added when mutation testing (`nox -s mutation`, docs/design.md) showed `check_logits_shapes`'
+Added when mutation testing (`nox -s mutation`, docs/contributing.md) showed `check_logits_shapes`'
 limits untested: 1-D logits (V,), V = 1, empty leading axes, and the argument named in each error.
 """
 

@@ -244,9 +244,12 @@ def test_no_file_refers_to_a_design_document_outside_the_repository() -> None:
     """The project's docs stand alone: docs/design.md holds the design; nothing cites a file that is not here."""
     root = Path(__file__).resolve().parents[2]
     outside = "DESIGN" + ".md"  # spelled in two parts so that this file does not cite it either
-    folders = ("spec", "backends", "conformance_tests", "reference_trainer", "integrations", "docs", "tests", "benchmarks")
+    folders = ("spec", "backends", "conformance_tests", "reference_trainer", "integrations", "docs", "tests", "benchmarks",
+               "tools", ".ci")
     files = [root / name for name in ("README.md", "pyproject.toml", "noxfile.py", "mkdocs.yml")]
     files += [p for folder in folders for p in (root / folder).rglob("*") if p.suffix in (".py", ".md", ".toml", ".yml")]
     citing = [str(p.relative_to(root)) for p in files if p.is_file() and outside in p.read_text(encoding="utf-8")]
     assert not citing, f"these files cite {outside}, which is not in the repository: {citing}"
     assert (root / "docs" / "design.md").is_file()
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "(docs/design.md)" in readme and "(docs/contributing.md)" in readme, "the README links the design pages"

@@ -2,7 +2,7 @@
 
 `read_normalizers` decides which normalizer each aggregation mode reads (spec S8.2) for the
 backends' `validate=True` checks; a test through `cegppo.policy_loss` cannot see it. Added when
-mutation testing (`nox -s mutation`, docs/design.md) showed every mutant of it untested.
+mutation testing (`nox -s mutation`, docs/contributing.md) showed every mutant of it untested.
 """
 
 from __future__ import annotations

@@ -64,8 +64,9 @@ def test_nav_pages() -> None:
     cfg = load_config()
     pages = [next(iter(item.values())) for item in cfg["nav"]]
     expected = ["index.md", "spec.md", "backends.md", "api.md", "conformance.md", "porting.md", "trainer.md",
-                "integrations.md", "fused.md", "benchmarks.md", "experiments.md", "design.md"]
+                "integrations.md", "fused.md", "benchmarks.md", "experiments.md", "design.md",
+                "contributing.md"]
     assert pages == expected
-    for page in ("index.md", "api.md", "integrations.md", "design.md"):
+    for page in ("index.md", "api.md", "integrations.md", "design.md", "contributing.md"):
         assert (DOCS / page).is_file(), page
     assert (ROOT / cfg["hooks"][0]).is_file()
