@@ -23,6 +23,7 @@ __all__ = [
     "bad_type_argument",
     "isclose_or_same_nonfinite",
     "policy_batches",
+    "signature_drift",
 ]
 
 CONFIGS = [
@@ -145,3 +146,35 @@ BAD_TYPE_CALLS: dict[str, Any] = {
 def bad_type_argument(name: str) -> str:
     """The argument a BAD_TYPE_CALLS entry's TypeError must name: ``log_prob_int`` -> ``log_prob``."""
     return name if "_" not in name else name.rsplit("_", 1)[0]
+
+
+def signature_drift(backend: Any) -> list[str]:
+    """Public functions of `backend` whose signature departs from the reference's of the same name.
+
+    Each backend spells out the reference's signature (for its type hints and its docs) rather than
+    importing it: this keeps those copies honest. The reference's parameters must come first, with
+    the same names, kinds and defaults; a backend may add keyword-only options after them
+    (``chunk_size``, ``validate``). Two departures are by design: ``dtype`` defaults to the
+    framework's own float (float64 in NumPy, float32 in torch, the x64-dependent default in JAX),
+    and the reference's fused head takes its options as ``**options`` (it checks them with
+    the backends' rule, `check_fused_args`).
+    """
+    import inspect
+
+    drift = []
+    for name in backend.__all__:
+        ours, ref = getattr(backend, name), getattr(cegppo, name, None)
+        if not (inspect.isfunction(ours) and inspect.isfunction(ref)):
+            continue
+        theirs = [p for p in inspect.signature(ref).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        mine = list(inspect.signature(ours).parameters.values())
+        for i, p in enumerate(theirs):
+            q = mine[i] if i < len(mine) else None
+            if q is None or (q.name, q.kind) != (p.name, p.kind) or (p.name != "dtype" and q.default != p.default):
+                drift.append(f"{name}: parameter {i} is {q} in {backend.__name__}, {p} in cegppo")
+                break
+        else:
+            extra = [q for q in mine[len(theirs):] if q.kind is not q.KEYWORD_ONLY]
+            if extra:
+                drift.append(f"{name}: {backend.__name__} adds positional parameter(s) {[q.name for q in extra]}")
+    return drift

@@ -9,6 +9,7 @@ import cegppo.jax as cj
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from backend_cases import signature_drift
 
 MASK = np.array([[True, False], [True, True]])
 
@@ -50,3 +51,7 @@ def test_fused_head_range_checks_host_token_ids_always() -> None:
     assert not np.isfinite(float(loss))
     with pytest.raises(ValueError, match="token_ids"):
         cj.fused_linear_policy_loss(*_fused_args(jnp.asarray(bad)), cfg, validate=True)
+
+
+def test_public_signatures_extend_the_reference_s() -> None:
+    assert signature_drift(cj) == []

@@ -8,6 +8,7 @@ import cegppo.torch as cg
 import numpy as np
 import pytest
 import torch
+from backend_cases import signature_drift
 
 MASK = torch.tensor([[True, False], [True, True]])
 
@@ -54,3 +55,7 @@ def test_fused_options_follow_the_shared_rules(kw: dict[str, object], exc: type[
     with pytest.raises(exc, match=next(iter(kw))):
         cg.fused_linear_policy_loss(*_fused_args(), cegppo.CEGPPOConfig(), **kw)
     cg.fused_linear_policy_loss(*_fused_args(), cegppo.CEGPPOConfig(), entropy_coef=0.1, chunk_size=1)
+
+
+def test_public_signatures_extend_the_reference_s() -> None:
+    assert signature_drift(cg) == []
