@@ -244,7 +244,8 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         "mutate": ["backends/torch/_objective.py", "backends/torch/_aggregation.py"],
         # Not test_compile (a torch.compile per mutant) nor test_distributed (its ranks run in
         # subprocesses, which see no mutant); not test_fused (the fused head is not mutated).
-        "tests": ["tests/conformance/test_properties.py", "tests/torch/test_policy_loss.py"],
+        "tests": ["tests/conformance/test_properties.py", "tests/torch/test_policy_loss.py",
+                  "tests/torch/test_torch_shared_rules.py"],
         "pytest_args": ["--backend=torch"],
     },
     "jax": {
@@ -252,7 +253,7 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         # Not test_sharding / test_memory_traffic (compiled-HLO inspection, minutes per mutant),
         # nor test_fused (as for torch).
         "tests": ["tests/conformance/test_properties.py", "tests/jax/test_policy_loss.py",
-                  "tests/jax/test_numerics.py"],
+                  "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py"],
         "pytest_args": ["--backend=jax"],
     },
 }

@@ -18,9 +18,11 @@ from hypothesis.extra import numpy as hnp
 __all__ = [
     "BAD_TYPE_CALLS",
     "BAD_VALUE_CALLS",
+    "BOUNDARY_CFG",
     "CONFIGS",
     "away_from_kinks",
     "bad_type_argument",
+    "boundary_batch",
     "isclose_or_same_nonfinite",
     "policy_batches",
     "signature_drift",
@@ -178,3 +180,22 @@ def signature_drift(backend: Any) -> list[str]:
             if extra:
                 drift.append(f"{name}: {backend.__name__} adds positional parameter(s) {[q.name for q in extra]}")
     return drift
+
+
+BOUNDARY_CFG = cegppo.CEGPPOConfig(eps_low=0.2, eps_high=0.28, beta_low=0.5, beta_high=1.0, dual_clip=3.0)
+"""A config with all three boundaries of spec S2 (beta_low != 1, so clip_low and inside differ in value)."""
+
+
+def boundary_batch(dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log_prob, old_log_prob, advantages) with log-ratios exactly on the boundaries of `BOUNDARY_CFG`.
+
+    delta = 1 - eps_low (A < 0), 1 + eps_high (A > 0) and c (A < 0), in `dtype`, with old_log_prob 0 so
+    that the log-ratio is the log-prob itself. Each boundary belongs to inside (spec S2, compared in the
+    compute dtype, S9.1). The conformance kit keeps its draws away from the boundaries, where a port
+    that compares ratios rather than log-ratios may round either way; cegppo's backends compare
+    log-ratios as the reference does, so they must agree with it exactly there.
+    """
+    cfg = BOUNDARY_CFG
+    assert cfg.log_dual_clip is not None
+    lp = np.array([[cfg.log_lower, cfg.log_upper, cfg.log_dual_clip]], dtype=dtype)
+    return lp, np.zeros_like(lp), np.array([[-1.0, 1.0, -1.0]], dtype=dtype)

@@ -3,12 +3,15 @@ aggregation_weights, the one scalar rule for entropy_coef, the one chunk_size ru
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import cegppo
 import cegppo.torch as cg
 import numpy as np
 import pytest
 import torch
-from backend_cases import signature_drift
+from backend_cases import BOUNDARY_CFG, boundary_batch, signature_drift
 
 MASK = torch.tensor([[True, False], [True, True]])
 
@@ -59,3 +62,34 @@ def test_fused_options_follow_the_shared_rules(kw: dict[str, object], exc: type[
 
 def test_public_signatures_extend_the_reference_s() -> None:
     assert signature_drift(cg) == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_S2_each_boundary_belongs_to_inside_as_in_the_reference(dtype: type) -> None:
+    lp, olp, adv = boundary_batch(dtype)
+    ref = cegppo.token_regions(lp, olp, adv, BOUNDARY_CFG)
+    got = cg.token_regions(*(torch.from_numpy(x) for x in (lp, olp, adv)), BOUNDARY_CFG)
+    assert ref.inside.all()
+    for region in ("inside", "clip_low", "clip_high", "dual_clip"):
+        np.testing.assert_array_equal(getattr(got, region).numpy(), getattr(ref, region), err_msg=region)
+    f = cg.grad_weight(*(torch.from_numpy(x) for x in (lp, olp, adv)), BOUNDARY_CFG)
+    np.testing.assert_allclose(f.numpy(), cegppo.grad_weight(lp, olp, adv, BOUNDARY_CFG), rtol=1e-6)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])
+@pytest.mark.parametrize(
+    "form", [float, np.float64, np.array, lambda v: np.array([v]), lambda v: torch.tensor(v, dtype=torch.float64)],
+    ids=["float", "np.float64", "np 0-d", "np (1,)", "tensor 0-d"],
+)
+def test_S8_2_a_normalizer_in_any_accepted_form_divides_exactly(agg: str, form: Any) -> None:
+    """A global normalizer as a host number, a 0-d or (1,) NumPy array or a 0-d tensor: the same float64
+    loss as the reference's (3.3 is not a float32 number, so a divisor rounded to float32 shows), and no
+    warning (NumPy deprecates float() of a (1,) array)."""
+    loss = torch.tensor([[1.0, float("nan")], [2.0, 3.0]], dtype=torch.float64)
+    name = "num_tokens" if agg == "token-mean" else "num_seqs"
+    expected = cegppo.aggregate_loss(loss.numpy(), MASK.numpy(), agg, **{name: 3.3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = cg.aggregate_loss(loss, MASK, agg, **{name: form(3.3)})
+    assert got.dtype == torch.float64
+    assert float(got) == pytest.approx(float(expected), rel=1e-15)
