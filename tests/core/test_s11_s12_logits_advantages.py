@@ -214,3 +214,12 @@ def test_S12_dtypes() -> None:
     assert cegppo.grpo_advantages(np.zeros(4, np.float64), 2).dtype == np.float64
     assert cegppo.grpo_advantages(np.array([0, 1, 1, 1]), 2).dtype.kind == "f"
     assert cegppo.rloo_advantages(np.array([True, False]), 2).tolist() == [1.0, -1.0]
+
+
+def test_S12_group_advantages_passes_eps_to_grpo_only() -> None:
+    """`group_advantages(..., eps=)` reaches GRPO's std guard; Dr.GRPO and RLOO take no eps."""
+    r = np.array([0.0, 1.0, 0.0, 1.0])
+    centred = r - r.mean()
+    np.testing.assert_allclose(cegppo.group_advantages(r, 4, "grpo", eps=1.0), centred / (r.std(ddof=1) + 1.0))
+    np.testing.assert_allclose(cegppo.group_advantages(r, 4, "drgrpo", eps=1.0), centred)
+    np.testing.assert_allclose(cegppo.group_advantages(r, 4, "rloo", eps=1.0), centred * 4 / 3)
