@@ -223,3 +223,21 @@ def test_S12_group_advantages_passes_eps_to_grpo_only() -> None:
     np.testing.assert_allclose(cegppo.group_advantages(r, 4, "grpo", eps=1.0), centred / (r.std(ddof=1) + 1.0))
     np.testing.assert_allclose(cegppo.group_advantages(r, 4, "drgrpo", eps=1.0), centred)
     np.testing.assert_allclose(cegppo.group_advantages(r, 4, "rloo", eps=1.0), centred * 4 / 3)
+
+
+def test_S12_group_advantages_defaults_to_grpo() -> None:
+    r = np.array([0.0, 1.0, 3.0, 1.0, 2.0, 2.0])
+    np.testing.assert_array_equal(cegppo.group_advantages(r, 3), cegppo.grpo_advantages(r, 3))
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [(np.bool_, np.float64), (np.int16, np.float64), (np.int64, np.float64),
+                                                 (np.float16, np.float32), (np.float32, np.float32),
+                                                 (np.float64, np.float64)])
+@pytest.mark.parametrize("estimator", cegppo.ADVANTAGE_ESTIMATORS)
+def test_S12_advantage_dtype(dtype: type, expected: type, estimator: str) -> None:
+    """Integer and bool rewards give float64 advantages (exact counts, whatever their width); float rewards
+    keep their dtype, at least float32 (float16 would round the group statistics)."""
+    r = np.array([0, 1, 1, 0, 1, 1]).astype(dtype)
+    adv = cegppo.group_advantages(r, 3, estimator)
+    assert adv.dtype == np.dtype(expected)
+    np.testing.assert_allclose(adv, cegppo.group_advantages(r.astype(np.float64), 3, estimator), rtol=1e-3)
