@@ -4,8 +4,11 @@ aggregation_weights, host token ids range-checked always in the fused head as in
 
 from __future__ import annotations
 
+from typing import Any
+
 import cegppo
 import cegppo.jax as cj
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -67,3 +70,22 @@ def test_S2_each_boundary_belongs_to_inside_as_in_the_reference(dtype: type) -> 
         np.testing.assert_array_equal(np.asarray(getattr(got, region)), getattr(ref, region), err_msg=region)
     f = cj.grad_weight(*(jnp.asarray(x) for x in (lp, olp, adv)), BOUNDARY_CFG)
     np.testing.assert_allclose(np.asarray(f), cegppo.grad_weight(lp, olp, adv, BOUNDARY_CFG), rtol=1e-6)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])
+@pytest.mark.parametrize(
+    "form", [float, np.float64, np.array, lambda v: np.array([v]), lambda v: jnp.asarray(v, dtype=jnp.float64)],
+    ids=["float", "np.float64", "np 0-d", "np (1,)", "jax 0-d"],
+)
+def test_S8_2_a_normalizer_in_any_accepted_form_divides_exactly(agg: str, form: Any) -> None:
+    """A global normalizer as a host number, a 0-d or (1,) NumPy array or a 0-d jax array: the same float64
+    loss as the reference's (3.3 is not a float32 number, so a divisor rounded to float32 shows), eagerly
+    and under jit."""
+    loss = np.array([[1.0, np.nan], [2.0, 3.0]])
+    name = "num_tokens" if agg == "token-mean" else "num_seqs"
+    expected = float(cegppo.aggregate_loss(loss, MASK, agg, **{name: 3.3}))
+    eager = cj.aggregate_loss(jnp.asarray(loss), MASK, agg, **{name: form(3.3)})
+    jitted = jax.jit(lambda x, n: cj.aggregate_loss(x, MASK, agg, **{name: n}))(jnp.asarray(loss), form(3.3))
+    for got in (eager, jitted):
+        assert got.dtype == jnp.float64
+        assert float(got) == pytest.approx(expected, rel=1e-15)
