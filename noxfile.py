@@ -255,6 +255,7 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         "tests": ["tests/conformance/test_properties.py", "tests/jax/test_policy_loss.py",
                   "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py"],
         "pytest_args": ["--backend=jax"],
+        "isolation": ["forkserver"],  # JAX's runtime segfaults in a forked worker (exit -11)
     },
 }
 
@@ -280,6 +281,8 @@ def mutation(session: nox.Session) -> None:
     for name in names:
         target = MUTATION_TARGETS[name]
         args = ["python", "tools/mutation.py", "run", name, "--mutate", *target["mutate"], "--tests", *target["tests"]]
-        session.run(*args, *[f"--pytest-arg={a}" for a in target["pytest_args"]], env=env)
+        args += [f"--pytest-arg={a}" for a in target["pytest_args"]]
+        args += [f"--isolation={i}" for i in target.get("isolation", [])]
+        session.run(*args, env=env)
     # All the scores together at the end; fails if a survivor is neither killed nor shown equivalent.
     session.run("python", "tools/mutation.py", "report", *names, "--strict", env=env)

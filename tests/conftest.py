@@ -53,6 +53,13 @@ if not os.environ.get("CEGPPO_STRICT"):
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", metavar="DEVICE",
                      help="device for torch and JAX tensors: cpu (default), cuda, cuda:1 ...")
+    # The conformance suite's options (tests/conformance/conftest.py reads them), declared here so
+    # that every run accepts them, whichever folders it selects.
+    group = parser.getgroup("cegppo conformance")
+    group.addoption("--backend", choices=("numpy", "torch", "jax"), default="numpy",
+                    help="implementation the conformance suite checks: numpy (reference), torch or jax")
+    group.addoption("--conformance-max-examples", type=int, default=None, metavar="N",
+                    help="Hypothesis examples per property (default: the profile's, cut for jax)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -38,10 +38,11 @@ MUTMUT = "mutmut==3.8.1"
 
 # Exit codes of a mutant's test run -> verdict (mutmut 3.8.1, mutmut/stats.py), except 255: mutmut
 # calls it a timeout, but a worker that dies before running a test exits 255 too (every torch mutant
-# did under forkserver isolation), so here it is a crash, which is not a kill and lowers the score.
+# did in a first forkserver run), so here it is a crash, which is not a kill and lowers the score, as
+# is -11 (a segfault: JAX's runtime in a forked worker). Any other code is "suspicious", not a kill.
 _VERDICT = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
-            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "crashed", 37: "killed",
-            None: "not checked"}
+            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "crashed", -11: "crashed",
+            37: "killed", None: "not checked"}
 
 # Lines never mutated: the text of an error message (the contract is the exception type and the
 # argument it names, which the tests match; mutmut's "XX" + text + "XX" keeps both) and the
@@ -257,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutate", nargs="+", default=[], help="repository paths of the modules to mutate")
     parser.add_argument("--tests", nargs="+", default=[], help="test folders/files that may kill the mutants")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
-    # fork: with forkserver every torch mutant's worker exited 255 before running a test (mutmut 3.8.1,
-    # torch 2.13 CPU), which the report would have counted as 620 timeouts.
+    # How mutmut starts each mutant's worker (MUTATION_TARGETS in noxfile.py picks it per target). fork is
+    # the fast one and works for the spec and torch; JAX's runtime segfaults in a forked worker, so the
+    # jax target uses forkserver (a fresh interpreter per worker pool, slower to start).
     parser.add_argument("--isolation", choices=["fork", "forkserver"], default="fork")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--mutants", nargs="*", default=[],

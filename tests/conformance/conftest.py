@@ -6,8 +6,10 @@ each nox venv needs nothing beyond its own framework. The numbers of examples co
 Hypothesis profile (HYPOTHESIS_PROFILE=ci|dev|thorough). JAX compiles for every new shape, so
 the JAX backend runs under jax.jit (one compilation per call instead of one per op; eager vs jit
 is still compared) and its share is cut by ``JAX_EXAMPLE_FRACTION`` (never its tolerances);
-``--conformance-max-examples=N`` overrides all of this. ``--device`` (tests/conftest.py) is where
-the backend's and the ports' inputs are created.
+``--conformance-max-examples=N`` overrides all of this. ``--device`` is where the backend's and the
+ports' inputs are created. The options are declared in tests/conftest.py, so that a run selecting
+only other folders may still pass them (`nox -s mutation` runs each mutant's tests with the target's
+options, whichever folders they are in).
 """
 
 from __future__ import annotations
@@ -18,17 +20,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-BACKENDS: tuple[str, ...] = ("numpy", "torch", "jax")
 JAX_EXAMPLE_FRACTION = 0.25
 """Share of the profile's max_examples that JAX backend/port properties run (JAX compiles per shape)."""
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("cegppo conformance")
-    group.addoption("--backend", choices=BACKENDS, default="numpy",
-                    help="implementation the conformance suite checks: numpy (reference), torch or jax")
-    group.addoption("--conformance-max-examples", type=int, default=None, metavar="N",
-                    help="Hypothesis examples per property (default: the profile's, cut for jax)")
 
 
 @pytest.fixture(scope="session")
