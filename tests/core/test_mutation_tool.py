@@ -1,0 +1,99 @@
+"""`tools/mutation.py` and its table of equivalent mutants (`nox -s mutation`, docs/contributing.md).
+
+The session itself is long and not in CI; these check, in CI, what it relies on: the staging path of
+each mutated module, the reading of a mutant's diff, the equivalents' table, and that the docs list
+the modules `MUTATION_TARGETS` mutates.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("cegppo_mutation_tool", ROOT / "tools" / "mutation.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
+
+def _targets() -> dict[str, dict[str, list[str]]]:
+    """MUTATION_TARGETS, read from noxfile.py without importing nox."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "MUTATION_TARGETS":
+            assert node.value is not None
+            return ast.literal_eval(node.value)
+    raise AssertionError("noxfile.py has no MUTATION_TARGETS")
+
+
+def test_every_mutated_module_exists_and_stages_in_the_installed_layout() -> None:
+    expected = {"spec/_loss.py": "cegppo/_loss.py", "backends/torch/_objective.py": "cegppo/torch/_objective.py",
+                "backends/jax/_aggregation.py": "cegppo/jax/_aggregation.py"}
+    for repo_path, staged in expected.items():
+        assert tool.staged_path(repo_path) == staged
+    for target in _targets().values():
+        for repo_path in target["mutate"]:
+            assert (ROOT / repo_path).is_file(), repo_path
+            tool.staged_path(repo_path)  # SystemExit if not in a package folder
+    with pytest.raises(SystemExit, match="not in a package folder"):
+        tool.staged_path("tools/mutation.py")
+
+
+def test_the_spec_target_mutates_every_module_of_spec_with_code() -> None:
+    mutated = set(_targets()["spec"]["mutate"])
+    modules = {f"spec/{p.name}" for p in (ROOT / "spec").glob("*.py")}
+    assert modules - mutated == {"spec/__init__.py", "spec/__main__.py"}
+
+
+def test_the_docs_table_lists_each_target_s_modules() -> None:
+    text = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    for name, target in _targets().items():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{name}` |")), None)
+        assert row is not None, name
+        for repo_path in target["mutate"]:
+            assert Path(repo_path).stem in row, (name, repo_path)
+
+
+def test_a_diff_is_read_as_its_changed_lines_and_matched_against_the_table() -> None:
+    diff = "--- a\n+++ b\n@@ -3 +3 @@\n-    x = a.sum(axis=-1)\n+    x = a.sum(axis=+1)"
+    assert tool.changed_lines(diff) == ("x = a.sum(axis=-1)", "x = a.sum(axis=+1)")
+    table = [{"module": "spec/_x.py", "function": "x_f", "original": "x = a.sum(axis=-1)",
+              "mutant": "x = a.sum(axis=+1)", "reason": "2-D"}]
+    assert tool.is_equivalent("spec/_x.py", "x_f", diff, table) is table[0]
+    assert tool.is_equivalent("spec/_x.py", "x_g", diff, table) is None  # another function
+    assert tool.is_equivalent("spec/_y.py", "x_f", diff, table) is None  # another module
+    other = diff.replace("+1", "0")
+    assert tool.is_equivalent("spec/_x.py", "x_f", other, table) is None  # another mutant of the line
+
+
+def test_each_equivalent_mutant_names_a_mutated_module_a_change_and_a_reason() -> None:
+    with open(ROOT / "tools" / "mutation_equivalent.toml", "rb") as f:
+        entries = tomllib.load(f)["equivalent"]
+    mutated = {m for target in _targets().values() for m in target["mutate"]}
+    seen = set()
+    for e in entries:
+        assert set(e) == {"module", "function", "original", "mutant", "reason"}, e
+        assert e["module"] in mutated, e
+        assert e["original"].strip() != e["mutant"].strip(), e
+        assert e["function"].startswith(("x_", "x\u01c1")) or e["function"] == "*", e
+        assert e["reason"].strip(), e
+        key = (e["module"], e["function"], e["original"], e["mutant"])
+        assert key not in seen, f"listed twice: {key}"
+        seen.add(key)
+
+
+def test_a_crashed_worker_is_not_a_kill() -> None:
+    assert tool._VERDICT[255] == "crashed" and tool._VERDICT[-11] == "crashed"
+    assert tool._VERDICT[1] == "killed" and tool._VERDICT[0] == "survived"
