@@ -269,12 +269,12 @@ def mutation(session: nox.Session) -> None:
     shown equivalent (tools/mutation_equivalent.toml) and surviving. Fails if a survivor is not
     explained. Results stay in build/mutation/NAME (`mutmut show NAME` there shows a mutant).
     """
-    _install(session, "torch,jax,test")
-    session.install(*CONSTRAINTS, "mutmut==3.8.1")
     names = session.posargs or list(MUTATION_TARGETS)
     unknown = sorted(set(names) - set(MUTATION_TARGETS))
-    if unknown:
+    if unknown:  # before the installs: a typo costs nothing
         session.error(f"unknown mutation target(s) {unknown}; known: {sorted(MUTATION_TARGETS)}")
+    _install(session, "torch,jax,test")
+    session.install(*CONSTRAINTS, "mutmut==3.8.1")
     env = {**HYPOTHESIS_ENV, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "mutation"),
            "CEGPPO_STRICT": "1", "OMP_NUM_THREADS": "1",
            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
