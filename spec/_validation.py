@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -287,16 +287,20 @@ def check_estimator(estimator: Any) -> str:
     return str(estimator)
 
 
+_Adv = TypeVar("_Adv")
+"""A backend's advantages array type."""
+
+
 def run_estimator(
     estimator: Any,
     rewards: Any,
     group_size: int,
     eps: float,
     *,
-    grpo: Callable[[Any, int, float], Any],
-    drgrpo: Callable[[Any, int], Any],
-    rloo: Callable[[Any, int], Any],
-) -> Any:
+    grpo: Callable[[Any, int, float], _Adv],
+    drgrpo: Callable[[Any, int], _Adv],
+    rloo: Callable[[Any, int], _Adv],
+) -> _Adv:
     """`group_advantages`' dispatch by name (spec S12), for every backend: each passes its own estimators.
 
     Only GRPO takes `eps` (its std guard); Dr.GRPO and RLOO divide by no std.
