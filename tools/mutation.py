@@ -125,6 +125,38 @@ def copy_tests(where: Path) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
 
 
+def _meta_files(where: Path) -> list[Path]:
+    return sorted((where / "mutants").rglob("*.py.meta"))
+
+
+def read_verdict_codes(where: Path) -> dict[str, dict[str, int | None]]:
+    """{meta file: {mutant: exit code}} of a staged target."""
+    return {str(p): dict(json.loads(p.read_text())["exit_code_by_key"]) for p in _meta_files(where)}
+
+
+def keep_earlier_kills(where: Path, earlier: dict[str, dict[str, int | None]]) -> int:
+    """After a re-check of some mutants, restore the earlier run's kills that mutmut reset.
+
+    When tests are added, mutmut (3.8.1) collects their coverage and marks every mutant of a function
+    they reach as unchecked, though only the named mutants are run again. A kill cannot be undone by
+    adding tests, so the earlier verdict of a mutant left unchecked is kept when it was a kill or a
+    timeout. This holds only if the tests were added to, not weakened, between the runs: the
+    re-check is for tests written against the last report's survivors.
+    """
+    kept = 0
+    for path in _meta_files(where):
+        data = json.loads(path.read_text())
+        codes = data["exit_code_by_key"]
+        before = earlier.get(str(path), {})
+        for key, code in codes.items():
+            old = before.get(key)
+            if code is None and _VERDICT.get(old) in ("killed", "timeout"):
+                codes[key] = old
+                kept += 1
+        path.write_text(json.dumps(data))
+    return kept
+
+
 def _toml_table(name: str, values: dict) -> str:
     # json.dumps writes valid TOML for strings, numbers, booleans and lists of strings.
     lines = [f"[{name}]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
@@ -287,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
                     return 0
         else:
             where = stage(args.name, args.mutate, args.tests, args.pytest_arg, args.isolation)
+        earlier = read_verdict_codes(where) if args.mutants else {}
         cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *args.mutants]
         print(f"tools/mutation.py: {' '.join(cmd)}  (in {where.relative_to(ROOT)})", flush=True)
         rc = subprocess.run(cmd, cwd=where, check=False).returncode
+        if earlier:
+            kept = keep_earlier_kills(where, earlier)
+            print(f"tools/mutation.py: kept {kept} kill(s) of the earlier run that mutmut reset when the tests grew")
         if rc != 0:
             print(f"tools/mutation.py: mutmut exited with {rc}", file=sys.stderr)
             return rc

@@ -97,3 +97,18 @@ def test_each_equivalent_mutant_names_a_mutated_module_a_change_and_a_reason() -
 def test_a_crashed_worker_is_not_a_kill() -> None:
     assert tool._VERDICT[255] == "crashed" and tool._VERDICT[-11] == "crashed"
     assert tool._VERDICT[1] == "killed" and tool._VERDICT[0] == "survived"
+
+
+def test_a_re_check_keeps_the_earlier_kills_that_mutmut_reset(tmp_path: Path) -> None:
+    import json
+
+    meta = tmp_path / "mutants" / "cegppo" / "_x.py.meta"
+    meta.parent.mkdir(parents=True)
+    earlier = {"a": 1, "b": 0, "c": 36, "d": 0, "e": 255}
+    meta.write_text(json.dumps({"exit_code_by_key": earlier}))
+    before = tool.read_verdict_codes(tmp_path)
+    # mutmut re-ran b (now killed), reset the rest to unchecked; d was re-run and still survives
+    meta.write_text(json.dumps({"exit_code_by_key": {"a": None, "b": 1, "c": None, "d": 0, "e": None}}))
+    assert tool.keep_earlier_kills(tmp_path, before) == 2
+    after = json.loads(meta.read_text())["exit_code_by_key"]
+    assert after == {"a": 1, "b": 1, "c": 36, "d": 0, "e": None}  # a crash is not a kill: checked again

@@ -26,6 +26,8 @@ def test_aggregate_loss_validate_checks_valid_positions_and_normalizers() -> Non
     assert np.isnan(float(cj.aggregate_loss(loss, MASK, num_tokens=zero)))
     with pytest.raises(ValueError, match="num_tokens"):
         cj.aggregate_loss(loss, MASK, num_tokens=zero, validate=True)
+    with pytest.raises(ValueError, match="num_seqs"):  # the normalizer the mode reads, whichever it is
+        cj.aggregate_loss(loss, MASK, "seq-mean-token-sum", num_seqs=jnp.asarray(-1.0), validate=True)
 
 
 def test_aggregation_weights_validate_checks_the_normalizer_the_mode_reads() -> None:
