@@ -6,6 +6,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from ._validation import check_input_dtype
+
 __all__ = ["as_bool_mask", "as_float", "compute_dtype"]
 
 
@@ -30,10 +32,14 @@ def compute_dtype(*named: tuple[str, Any]) -> np.dtype:
 
 
 def as_float(name: str, x: Any, dtype: np.dtype, *, floating_only: bool = True) -> np.ndarray:
-    """`x` as an array of `dtype`; log-probs and logits must already be floating-point."""
+    """`x` as an array of `dtype`; log-probs and logits must already be floating-point.
+
+    With ``floating_only=False`` (weights, grad_output, advantages) integer and bool arrays are
+    accepted too, but never complex or non-numeric ones: casting those to a real dtype would drop the
+    imaginary part (or fail later) instead of naming the argument (spec S9.6).
+    """
     arr = np.asarray(x)
-    if floating_only and not _is_float(arr.dtype):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
+    check_input_dtype(name, arr.dtype, floating_only=floating_only)
     return arr.astype(dtype, copy=False)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "check_fused_shapes",
     "check_group_shape",
     "check_id_range",
+    "check_input_dtype",
     "check_logits_shapes",
     "check_normalizer",
     "check_normalizer_value",
@@ -98,6 +99,19 @@ def agg_length(norm_length: float | None, width: int) -> float:
     A width of 0 (no token at all) gives 1, so an empty batch divides 0 by 1, never by 0.
     """
     return float(max(width, 1)) if norm_length is None else float(norm_length)
+
+
+def check_input_dtype(name: str, dtype: Any, *, floating_only: bool) -> None:
+    """An input's dtype (spec S9.5, S9.6), for every backend: log-probs and logits (``floating_only``)
+    must be floating-point; advantages, weights and grad_output may also be integer or bool (a count,
+    a sign), never complex or non-numeric, which a cast to a real dtype would silently truncate."""
+    kind = dtype_kind(dtype)
+    if kind == "float":
+        return
+    if floating_only:
+        raise TypeError(f"{name} must be a floating-point array, got dtype {dtype}")
+    if kind not in ("int", "bool"):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {dtype}")
 
 
 def dtype_kind(dtype: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from cegppo._validation import check_input_dtype
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +74,7 @@ def compute_dtype(*named: tuple[str, Any]) -> np.dtype:
 def as_float(name: str, x: Any, dtype: Any, *, floating_only: bool = True) -> jax.Array:
     """`x` as a jax array of `dtype` (no copy when it already is); log-probs and logits must be floating."""
     check_array(name, x)
-    if floating_only and not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    check_input_dtype(name, x.dtype, floating_only=floating_only)
     return jnp.asarray(x).astype(dtype)
 
 

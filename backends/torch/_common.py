@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cegppo._validation import check_input_dtype
+
 import torch
 
 __all__ = ["as_bool_mask", "as_float", "check_tensor", "compute_dtype", "scalar"]
@@ -38,8 +40,7 @@ def compute_dtype(*named: tuple[str, torch.Tensor]) -> torch.dtype:
 def as_float(name: str, x: torch.Tensor, dtype: torch.dtype, *, floating_only: bool = True) -> torch.Tensor:
     """`x` in `dtype` (no copy when it already is); log-probs and logits must be floating-point."""
     check_tensor(name, x)
-    if floating_only and not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    check_input_dtype(name, x.dtype, floating_only=floating_only)
     return x.to(dtype)
 
 

@@ -91,3 +91,12 @@ def test_S8_2_a_normalizer_in_any_accepted_form_divides_exactly(agg: str, form: 
     for got in (eager, jitted):
         assert got.dtype == jnp.float64
         assert float(got) == pytest.approx(expected, rel=1e-15)
+
+
+def test_a_complex_weight_is_refused_not_truncated() -> None:
+    """The shared dtype rule (check_input_dtype): integer weights are fine, complex ones would lose their
+    imaginary part in a cast, so they are refused by name."""
+    z, ids = jnp.zeros((2, 4)), jnp.asarray([1, 3])
+    cj.entropy_change_first_order(z, ids, jnp.asarray([2, -1]))
+    with pytest.raises(TypeError, match=r"^weight must be a real numeric array, got dtype complex64$"):
+        cj.entropy_change_first_order(z, ids, jnp.asarray([1j, 1], dtype=jnp.complex64))

@@ -95,3 +95,12 @@ def test_S8_2_a_normalizer_in_any_accepted_form_divides_exactly(agg: str, form: 
         got = cg.aggregate_loss(loss, MASK, agg, **{name: form(3.3)})
     assert got.dtype == torch.float64
     assert float(got) == pytest.approx(float(expected), rel=1e-15)
+
+
+def test_a_complex_weight_is_refused_not_truncated() -> None:
+    """The shared dtype rule (check_input_dtype): integer weights are fine, complex ones would lose their
+    imaginary part in a cast, so they are refused by name."""
+    z, ids = torch.zeros(2, 4), torch.tensor([1, 3])
+    cg.entropy_change_first_order(z, ids, torch.tensor([2, -1]))
+    with pytest.raises(TypeError, match=r"^weight must be a real numeric array, got dtype torch.complex64$"):
+        cg.entropy_change_first_order(z, ids, torch.tensor([1j, 1]))
