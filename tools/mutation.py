@@ -23,6 +23,7 @@ import ast
 import difflib
 import functools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -206,8 +207,34 @@ def changed_lines(diff: str) -> tuple[str, str]:
     return " / ".join(minus), " / ".join(plus)
 
 
+_CAST = re.compile(r"\bcast\((?:[^,()\[\]]|\[[^\]]*\])+,")
+_ASTYPE_COPY = re.compile(r"(\.astype\([^()]*?), copy=False\)")
+
+RULES = {
+    "typing.cast": "typing.cast(T, x) returns x unchanged at run time, whatever T is",
+    "astype copy": "astype(..., copy=False) against copy=None, copy=True or the default: the same values and dtype "
+                   "(the result is never written to)",
+}
+"""Mutations equivalent by construction wherever they occur (`rule_equivalent`); the table holds the rest."""
+
+
+def rule_equivalent(removed: str, added: str) -> str | None:
+    """The `RULES` entry that makes this one-line mutant equivalent, if one does."""
+    if _CAST.search(removed) and _CAST.sub("cast(None,", removed, count=1) == added:
+        return "typing.cast"
+    if _ASTYPE_COPY.search(removed):
+        variants = {_ASTYPE_COPY.sub(rf"\1, copy={v})", removed, count=1) for v in ("None", "True")}
+        variants.add(_ASTYPE_COPY.sub(r"\1, )", removed, count=1))
+        if added in variants:
+            return "astype copy"
+    return None
+
+
 def is_equivalent(module: str, function: str, diff: str, table: list[dict[str, str]]) -> dict[str, str] | None:
     removed, added = changed_lines(diff)
+    rule = rule_equivalent(removed, added)
+    if rule is not None:
+        return {"module": module, "function": function, "original": removed, "mutant": added, "reason": RULES[rule]}
     for entry in table:
         if (entry["module"] == module and entry["function"] in (function, "*")
                 and entry["original"].strip() == removed and entry["mutant"].strip() == added):

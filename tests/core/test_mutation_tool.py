@@ -112,3 +112,15 @@ def test_a_re_check_keeps_the_earlier_kills_that_mutmut_reset(tmp_path: Path) ->
     assert tool.keep_earlier_kills(tmp_path, before) == 2
     after = json.loads(meta.read_text())["exit_code_by_key"]
     assert after == {"a": 1, "b": 1, "c": 36, "d": 0, "e": None}  # a crash is not a kill: checked again
+
+
+def test_rules_cover_typing_cast_and_astype_copy_only() -> None:
+    assert tool.rule_equivalent("return cast(np.ndarray, c / den)", "return cast(None, c / den)") == "typing.cast"
+    assert tool.rule_equivalent("return cast(dict[str, Any], out)", "return cast(None, out)") == "typing.cast"
+    assert tool.rule_equivalent("return cast(np.ndarray, c / den)", "return cast(np.ndarray, c * den)") is None
+    line = "return arr.astype(dtype, copy=False)"
+    for mutant in ("return arr.astype(dtype, copy=None)", "return arr.astype(dtype, copy=True)",
+                   "return arr.astype(dtype, )"):
+        assert tool.rule_equivalent(line, mutant) == "astype copy", mutant
+    assert tool.rule_equivalent(line, "return arr.astype(None, copy=False)") is None
+    assert tool.rule_equivalent("x = np.array(a, copy=False)", "x = np.array(a, copy=True)") is None

@@ -51,8 +51,9 @@ def test_dtype_kind_of_torch_dtypes_by_their_flags_and_name(dtype: Any, kind: st
 
 
 def test_dtype_kind_of_ml_dtypes_bfloat16() -> None:
-    ml_dtypes = pytest.importorskip("ml_dtypes")  # installed with JAX; NumPy's kind for it is "V"
+    ml_dtypes = pytest.importorskip("ml_dtypes")  # installed with JAX; NumPy's kind for these is "V"
     assert dtype_kind(ml_dtypes.bfloat16) == "float"
+    assert dtype_kind(ml_dtypes.float8_e4m3fn) == "float"  # read by its name: "float..."
 
 
 # ---------------------------------------------------------------- the config's fields
