@@ -100,3 +100,78 @@ def test_a_complex_weight_is_refused_not_truncated() -> None:
     cj.entropy_change_first_order(z, ids, jnp.asarray([2, -1]))
     with pytest.raises(TypeError, match=r"^weight must be a real numeric array, got dtype complex64$"):
         cj.entropy_change_first_order(z, ids, jnp.asarray([1j, 1], dtype=jnp.complex64))
+
+
+# ---------------------------------------------------------------- aggregation: normalizers, dtypes, counts (S8)
+# Added when mutation testing (`nox -s mutation -- jax`, docs/contributing.md) showed the JAX aggregation
+# functions checked only with their default normalizers: the global normalizers, their checks, the
+# default dtype, the validate=True rules and the counts were reached by no test of the jax target.
+
+MASK3 = np.array([[True, True, True], [True, True, True], [False, False, False]])
+LOSS3 = np.arange(9.0).reshape(3, 3)
+
+
+@pytest.mark.parametrize(("agg", "norm"), [("token-mean", {"num_tokens": 10}), ("seq-mean-token-sum", {"num_seqs": 4}),
+                                           ("seq-mean-token-mean", {"num_seqs": 4.0}),
+                                           ("seq-mean-token-sum-norm", {"num_seqs": 3, "norm_length": 5.0})])
+@pytest.mark.parametrize("as_array", [False, True], ids=["host", "jax"])
+def test_S8_global_normalizers_reach_weights_and_loss(agg: str, norm: dict[str, Any], as_array: bool) -> None:
+    given = {k: (jnp.asarray(v) if as_array and k != "norm_length" else v) for k, v in norm.items()}
+    np.testing.assert_allclose(np.asarray(cj.aggregation_weights(MASK3, agg, **given)),
+                               cegppo.aggregation_weights(MASK3, agg, **norm), rtol=1e-12)
+    assert float(cj.aggregate_loss(jnp.asarray(LOSS3), MASK3, agg, **given)) == pytest.approx(
+        float(cegppo.aggregate_loss(LOSS3, MASK3, agg, **norm)), rel=1e-12)
+
+
+@pytest.mark.parametrize("fn", ["aggregation_weights", "aggregate_loss"])
+@pytest.mark.parametrize(("agg", "kw", "exc"), [("token-mean", {"num_tokens": -1}, ValueError),
+                                                ("seq-mean-token-sum", {"num_seqs": True}, TypeError),
+                                                ("token-mean", {"num_tokens": jnp.ones(2)}, ValueError),
+                                                ("seq-mean-token-sum", {"num_seqs": jnp.ones(2)}, ValueError),
+                                                ("seq-mean-token-sum-norm", {"norm_length": -1.0}, ValueError)])
+def test_S8_2_bad_normalizers_are_refused_by_name(fn: str, agg: str, kw: dict[str, Any], exc: type[Exception]) -> None:
+    args = (jnp.asarray(LOSS3), MASK3) if fn == "aggregate_loss" else (MASK3,)
+    with pytest.raises(exc, match=rf"^{next(iter(kw))} "):
+        getattr(cj, fn)(*args, agg, **kw)
+
+
+def test_S9_5_aggregation_weights_dtype() -> None:
+    assert cj.aggregation_weights(MASK3).dtype == jnp.float64  # x64 on (tests/jax/conftest.py)
+    assert cj.aggregation_weights(MASK3, dtype=jnp.float32).dtype == jnp.float32
+    with jax.enable_x64(False):
+        assert cj.aggregation_weights(MASK3).dtype == jnp.float32
+
+
+def test_S9_6_a_mask_that_is_not_2_d_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^mask must have shape \(B, T\), got shape \(3,\)$"):
+        cj.aggregation_weights(np.ones(3, bool))
+
+
+@pytest.mark.parametrize(("agg", "name", "message"), [
+    ("token-mean", "num_tokens", "num_tokens is 0 but this batch has 6 valid tokens"),
+    ("seq-mean-token-sum", "num_seqs", "num_seqs is 0 but this batch has 2 valid sequences"),
+])
+def test_S8_2_a_zero_device_normalizer_is_nan_unless_validated(agg: str, name: str, message: str) -> None:
+    """A normalizer on the device is not read back unless validate=True (then the count it is checked
+    against is that of the mode's normalizer: tokens or sequences)."""
+    zero = {name: jnp.asarray(0.0)}
+    assert np.isnan(np.asarray(cj.aggregation_weights(MASK3, agg, **zero))).all()
+    for fn, args in (("aggregation_weights", (MASK3,)), ("aggregate_loss", (jnp.asarray(LOSS3), MASK3))):
+        with pytest.raises(ValueError, match=rf"^{message}"):
+            getattr(cj, fn)(*args, agg, validate=True, **zero)
+        getattr(cj, fn)(*args, agg, validate=True, **{name: jnp.asarray([7.0])})  # a (1,) normalizer is a scalar
+
+
+def test_S9_6_validate_under_jit_names_the_traced_normalizer() -> None:
+    with pytest.raises(ValueError, match=r"^validate=True reads array values, but num_tokens is a traced value"):
+        jax.jit(lambda n: cj.aggregation_weights(MASK3, num_tokens=n, validate=True))(jnp.asarray(6.0))
+
+
+def test_S8_3_local_and_global_counts() -> None:
+    """int32 counts (what policy_loss takes as normalizers); under a named axis they are summed over it."""
+    n_tok, n_seq = cj.local_counts(MASK3)
+    assert (int(n_tok), int(n_seq)) == (6, 2) and n_tok.dtype == n_seq.dtype == jnp.int32
+    shards = jnp.asarray(np.stack([MASK3, np.eye(3, dtype=bool)]))  # 6 + 3 tokens, 2 + 3 sequences
+    tok, seq = jax.vmap(lambda m: cj.global_counts(m, "shards"), axis_name="shards")(shards)
+    assert tok.tolist() == [9, 9] and seq.tolist() == [5, 5]
+    assert [int(x) for x in cj.global_counts(MASK3)] == [6, 2]
