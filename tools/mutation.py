@@ -53,9 +53,10 @@ DO_NOT_MUTATE_PATTERNS = [r"^\s*__all__\s*="]
 
 
 # Files some tests read as text from the repository root (the README's commands, the docs' clause
-# list, CI, and the source folders under their repository names, which the docs tests scan).
-ALSO_COPY = ["README.md", "docs", ".ci", "pyproject.toml", "spec", "backends", "conformance_tests",
-             "reference_trainer", "integrations"]
+# list, CI, the mutation tool and its targets, and the source folders under their repository names,
+# which the docs tests scan).
+ALSO_COPY = ["README.md", "docs", ".ci", "pyproject.toml", "noxfile.py", "tools", "spec", "backends",
+             "conformance_tests", "reference_trainer", "integrations"]
 
 
 def package_dirs() -> dict[str, str]:
@@ -93,8 +94,6 @@ def stage(name: str, mutate: list[str], tests: list[str], pytest_args: list[str]
             shutil.copytree(ROOT / extra, where / extra, ignore=shutil.ignore_patterns("assets", "__pycache__"))
         elif (ROOT / extra).exists():
             shutil.copy2(ROOT / extra, where / extra)
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        pytest_ini = tomllib.load(f)["tool"]["pytest"]["ini_options"]
     config = {
         "source_paths": ["cegppo"],
         "only_mutate": [staged_path(m) for m in mutate],
@@ -108,9 +107,11 @@ def stage(name: str, mutate: list[str], tests: list[str], pytest_args: list[str]
         "timeout_constant": 20.0,
     }
     (where / "target.json").write_text(json.dumps({"mutate": mutate, "tests": tests, "pytest_args": pytest_args}))
+    # The repository's own pyproject.toml (pytest's settings, and the package map some tests read) plus
+    # mutmut's table, which it reads from the folder it runs in.
     (where / "pyproject.toml").write_text(
-        "# Written by tools/mutation.py: do not edit (edit MUTATION_TARGETS in noxfile.py).\n"
-        + _toml_table("tool.pytest.ini_options", pytest_ini)
+        (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+        + "\n# Added by tools/mutation.py (edit MUTATION_TARGETS in noxfile.py).\n"
         + _toml_table("tool.mutmut", config)
     )
     return where
