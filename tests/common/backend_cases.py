@@ -20,9 +20,12 @@ __all__ = [
     "BAD_VALUE_CALLS",
     "BOUNDARY_CFG",
     "CONFIGS",
+    "FUSED_BAD_OPTIONS",
     "away_from_kinks",
     "bad_type_argument",
     "boundary_batch",
+    "check_boundaries_belong_to_inside",
+    "fused_option_id",
     "isclose_or_same_nonfinite",
     "policy_batches",
     "signature_drift",
@@ -199,3 +202,41 @@ def boundary_batch(dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     assert cfg.log_dual_clip is not None
     lp = np.array([[cfg.log_lower, cfg.log_upper, cfg.log_dual_clip]], dtype=dtype)
     return lp, np.zeros_like(lp), np.array([[-1.0, 1.0, -1.0]], dtype=dtype)
+
+
+def check_boundaries_belong_to_inside(backend: Any, to_backend: Any, to_numpy: Any, dtype: Any) -> None:
+    """`backend.token_regions` and `grad_weight` on `boundary_batch(dtype)` equal the reference's (spec S2:
+    each boundary is inside). `to_backend` / `to_numpy` convert arrays to the backend and back."""
+    lp, olp, adv = boundary_batch(dtype)
+    ref = cegppo.token_regions(lp, olp, adv, BOUNDARY_CFG)
+    assert ref.inside.all()
+    args = [to_backend(x) for x in (lp, olp, adv)]
+    got = backend.token_regions(*args, BOUNDARY_CFG)
+    for region in ("inside", "clip_low", "clip_high", "dual_clip"):
+        np.testing.assert_array_equal(to_numpy(getattr(got, region)), getattr(ref, region), err_msg=region)
+    f = backend.grad_weight(*args, BOUNDARY_CFG)
+    np.testing.assert_allclose(to_numpy(f), cegppo.grad_weight(lp, olp, adv, BOUNDARY_CFG), rtol=1e-6)
+
+
+FUSED_BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"temperature": 0.0}, ValueError, "temperature"),
+    ({"temperature": float("nan")}, ValueError, "temperature"),
+    ({"temperature": "1"}, TypeError, "temperature"),
+    ({"entropy_coef": float("inf")}, ValueError, "entropy_coef"),
+    ({"entropy_coef": float("nan")}, ValueError, "entropy_coef"),
+    ({"entropy_coef": None}, TypeError, "entropy_coef"),
+    ({"entropy_coef": "0.1"}, TypeError, "entropy_coef"),
+    ({"chunk_size": 0}, ValueError, "chunk_size"),
+    ({"chunk_size": True}, TypeError, "chunk_size"),
+    ({"chunk_size": 2.0}, TypeError, "chunk_size"),
+    ({"agg": "mean"}, ValueError, "agg"),
+    ({"num_tokens": -1}, ValueError, "num_tokens"),
+    ({"num_seqs": "2"}, TypeError, "num_seqs"),
+    ({"norm_length": 0.0}, ValueError, "norm_length"),
+    ({"norm_length": -1.0}, ValueError, "norm_length"),
+]
+"""Options every fused head refuses (the shared `check_fused_args`): the error names the option first."""
+
+
+def fused_option_id(options: dict[str, Any]) -> str:
+    return f"{next(iter(options))}={next(iter(options.values()))!r}"

@@ -13,6 +13,7 @@ from typing import Any
 import cegppo
 import numpy as np
 import pytest
+from backend_cases import FUSED_BAD_OPTIONS, fused_option_id
 from cegppo._validation import FusedArgs, check_fused_args, check_fused_shapes
 
 B, T, H, V = 2, 3, 4, 5
@@ -98,22 +99,7 @@ def test_both_advantage_shapes_and_no_bias_are_accepted(advantages: np.ndarray) 
     assert np.isfinite(loss)
 
 
-BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
-    ({"temperature": 0.0}, ValueError, "temperature"),
-    ({"temperature": float("nan")}, ValueError, "temperature"),
-    ({"temperature": "1"}, TypeError, "temperature"),
-    ({"entropy_coef": float("inf")}, ValueError, "entropy_coef"),
-    ({"entropy_coef": None}, TypeError, "entropy_coef"),
-    ({"chunk_size": 0}, ValueError, "chunk_size"),
-    ({"chunk_size": True}, TypeError, "chunk_size"),
-    ({"chunk_size": 2.0}, TypeError, "chunk_size"),
-    ({"agg": "mean"}, ValueError, "agg"),
-    ({"norm_length": 0.0}, ValueError, "norm_length"),
-]
-
-
-@pytest.mark.parametrize(("options", "exc", "name"), BAD_OPTIONS, ids=[f"{next(iter(o))}={next(iter(o.values()))!r}"
-                                                                      for o, _, _ in BAD_OPTIONS])
+@pytest.mark.parametrize(("options", "exc", "name"), FUSED_BAD_OPTIONS, ids=[fused_option_id(o) for o, _, _ in FUSED_BAD_OPTIONS])
 def test_a_bad_option_is_refused_naming_it(options: dict[str, Any], exc: type[Exception], name: str) -> None:
     with pytest.raises(exc, match=rf"^{name} "):
         _loss(_arrays(), **options)

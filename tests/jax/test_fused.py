@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from backend_cases import FUSED_BAD_OPTIONS, fused_option_id
 from cegppo.jax._fused import FUSED_METRIC_KEYS
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -391,14 +392,8 @@ BAD: list[tuple[str, Any, type[Exception], str]] = [
     ("advantages shape", lambda a: a.__setitem__(4, a[4][:, :1]), ValueError, "advantages"),
     ("mask shape", lambda a: a.__setitem__(5, a[5][:1]), ValueError, "mask"),
     ("bias shape", {"bias": jnp.zeros(3)}, ValueError, "bias"),
-    ("temperature 0", {"temperature": 0.0}, ValueError, "temperature"),
-    ("entropy_coef nan", {"entropy_coef": float("nan")}, ValueError, "entropy_coef"),
-    ("entropy_coef str", {"entropy_coef": "0.1"}, TypeError, "entropy_coef"),
-    ("chunk_size 0", {"chunk_size": 0}, ValueError, "chunk_size"),
-    ("chunk_size float", {"chunk_size": 2.0}, TypeError, "chunk_size"),
-    ("agg", {"agg": "mean"}, ValueError, "agg"),
-    ("norm_length", {"norm_length": -1.0}, ValueError, "norm_length"),
     ("validate ids", {"validate": True, "_ids": V}, ValueError, "token_ids"),
+    *((fused_option_id(o), o, exc, name) for o, exc, name in FUSED_BAD_OPTIONS),
 ]
 
 

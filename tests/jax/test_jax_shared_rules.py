@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from backend_cases import BOUNDARY_CFG, boundary_batch, signature_drift
+from backend_cases import check_boundaries_belong_to_inside, signature_drift
 
 MASK = np.array([[True, False], [True, True]])
 
@@ -64,14 +64,7 @@ def test_public_signatures_extend_the_reference_s() -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_S2_each_boundary_belongs_to_inside_as_in_the_reference(dtype: type) -> None:
-    lp, olp, adv = boundary_batch(dtype)
-    ref = cegppo.token_regions(lp, olp, adv, BOUNDARY_CFG)
-    got = cj.token_regions(*(jnp.asarray(x) for x in (lp, olp, adv)), BOUNDARY_CFG)
-    assert ref.inside.all()
-    for region in ("inside", "clip_low", "clip_high", "dual_clip"):
-        np.testing.assert_array_equal(np.asarray(getattr(got, region)), getattr(ref, region), err_msg=region)
-    f = cj.grad_weight(*(jnp.asarray(x) for x in (lp, olp, adv)), BOUNDARY_CFG)
-    np.testing.assert_allclose(np.asarray(f), cegppo.grad_weight(lp, olp, adv, BOUNDARY_CFG), rtol=1e-6)
+    check_boundaries_belong_to_inside(cj, jnp.asarray, np.asarray, dtype)
 
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])

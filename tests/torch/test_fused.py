@@ -20,6 +20,7 @@ import cegppo.torch as cg
 import numpy as np
 import pytest
 import torch
+from backend_cases import FUSED_BAD_OPTIONS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -492,18 +493,7 @@ def test_bad_arrays_are_refused_naming_the_argument(
 BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"bias": torch.zeros(3)}, ValueError, "bias"),
     ({"bias": torch.zeros(7, dtype=torch.long)}, TypeError, "bias"),
-    ({"temperature": 0.0}, ValueError, "temperature"),
-    ({"temperature": float("nan")}, ValueError, "temperature"),
-    ({"temperature": "1"}, TypeError, "temperature"),
-    ({"entropy_coef": float("inf")}, ValueError, "entropy_coef"),
-    ({"entropy_coef": None}, TypeError, "entropy_coef"),
-    ({"chunk_size": 0}, ValueError, "chunk_size"),
-    ({"chunk_size": 2.0}, TypeError, "chunk_size"),
-    ({"chunk_size": True}, TypeError, "chunk_size"),
-    ({"agg": "mean"}, ValueError, "agg"),
-    ({"num_tokens": -1}, ValueError, "num_tokens"),
-    ({"num_seqs": "2"}, TypeError, "num_seqs"),
-    ({"norm_length": 0.0}, ValueError, "norm_length"),
+    *FUSED_BAD_OPTIONS,
 ]
 
 
