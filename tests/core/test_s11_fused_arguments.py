@@ -126,3 +126,35 @@ def test_check_fused_args_returns_the_checked_values() -> None:
                            chunk_size=3)
     assert got == FusedArgs("seq-mean-token-sum-norm", 6.0, 2.0, 0.01, 3, (B, T, H, V))
     assert type(got.temperature) is float and type(got.norm_length) is float
+
+
+@pytest.mark.parametrize("name", ["token_ids", "old_log_prob", "advantages", "mask"])
+def test_an_argument_without_a_shape_is_refused_by_name(name: str) -> None:
+    """The shared rule, without a backend's type check (the reference converts its inputs first): a list
+    is named. (hidden, weight and bias have their dtype read first; every caller either converts them or
+    refuses a non-array by name before, with its `array_type`.)"""
+    a = _arrays()
+    a[name] = a[name].tolist()
+    with pytest.raises(TypeError, match=rf"^{name} must be an array or tensor, got list$"):
+        check_fused_shapes(a["hidden"], a["weight"], a["token_ids"], a["old_log_prob"], a["advantages"], a["mask"],
+                           a["bias"])
+
+
+def test_a_vocabulary_of_one_is_a_vocabulary() -> None:
+    a = _arrays()
+    assert check_fused_shapes(a["hidden"], a["weight"][:1], np.zeros((B, T), np.int64), a["old_log_prob"],
+                              a["advantages"], a["mask"]) == (B, T, H, 1)
+
+
+def test_check_fused_args_checks_the_normalizers_and_hands_every_array_to_the_type_check() -> None:
+    a = _arrays()
+    seen: list[str] = []
+    kw: dict[str, Any] = {"bias": a["bias"], "temperature": 1.0, "entropy_coef": 0.0, "agg": "token-mean",
+                          "num_seqs": None, "norm_length": None, "chunk_size": None}
+    arrays = [a[n] for n in ("hidden", "weight", "token_ids", "old_log_prob", "advantages", "mask")]
+    check_fused_args(*arrays, cegppo.CEGPPOConfig(), num_tokens=np.array(5.0), **kw,
+                     array_type=lambda name, x: seen.append(name))
+    assert seen == ["num_tokens", "hidden", "weight", "token_ids", "old_log_prob", "advantages", "mask", "bias"]
+    for name in ("num_tokens", "num_seqs"):
+        with pytest.raises(ValueError, match=rf"^{name} "):
+            check_fused_args(*arrays, cegppo.CEGPPOConfig(), **{**kw, "num_tokens": None, name: -1.0})

@@ -79,7 +79,7 @@ def test_check_aggregation_hands_array_normalizers_to_the_backend_s_type_check()
     arr = np.array(4.0)
     check_aggregation("token-mean", arr, 3.0, None, array_type=lambda name, x: seen.append((name, x)))
     check_aggregation("token-mean", np.float64(4.0), 3, None, array_type=lambda name, x: seen.append((name, x)))
-    assert seen == [("num_tokens", arr)]  # host numbers (NumPy scalars included) are not arrays
+    assert [(name, id(x)) for name, x in seen] == [("num_tokens", id(arr))]  # host numbers (NumPy scalars too) are not
 
 
 # ---------------------------------------------------------------- messages that start with the argument
@@ -96,10 +96,11 @@ def test_token_ids_out_of_the_vocabulary_name_ids_and_the_vocabulary() -> None:
         cegppo.token_log_probs(np.zeros((2, 3)), np.array([0, 5]))
 
 
+@pytest.mark.parametrize("dtype", [np.complex128, np.int64])
 @pytest.mark.parametrize("fn", ["token_log_probs", "entropy"])
-def test_complex_logits_are_refused_naming_logits(fn: str) -> None:
-    args = (np.zeros((2, 3), np.complex128),) + ((np.array([0, 1]),) if fn == "token_log_probs" else ())
-    with pytest.raises(TypeError, match=r"^logits "):
+def test_complex_or_integer_logits_are_refused_naming_logits(fn: str, dtype: Any) -> None:
+    args = (np.zeros((2, 3), dtype),) + ((np.array([0, 1]),) if fn == "token_log_probs" else ())
+    with pytest.raises(TypeError, match=r"^logits must be a "):
         getattr(cegppo, fn)(*args)
 
 
@@ -107,6 +108,8 @@ def test_entropy_change_weight_and_grad_output_rules() -> None:
     """weight and grad_output may be integer (a count or a sign), never complex; they take the logits' dtype."""
     z = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
     ids = np.array([1, 3])
+    as_bool = cegppo.entropy_change_first_order(z, ids, np.array([True, False]))
+    np.testing.assert_allclose(as_bool, cegppo.entropy_change_first_order(z, ids, np.array([1.0, 0.0])), rtol=1e-6)
     as_int = cegppo.entropy_change_first_order(z, ids, np.array([2, -1]))
     np.testing.assert_allclose(as_int, cegppo.entropy_change_first_order(z, ids, np.array([2.0, -1.0])), rtol=1e-6)
     assert as_int.dtype == np.float32
