@@ -19,6 +19,7 @@ __all__ = [
     "BAD_TYPE_CALLS",
     "BAD_VALUE_CALLS",
     "BOUNDARY_CFG",
+    "COMPUTE_DTYPE_CASES",
     "CONFIGS",
     "FUSED_BAD_OPTIONS",
     "away_from_kinks",
@@ -240,3 +241,14 @@ FUSED_BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
 
 def fused_option_id(options: dict[str, Any]) -> str:
     return f"{next(iter(options))}={next(iter(options.values()))!r}"
+
+
+COMPUTE_DTYPE_CASES: list[tuple[Any, Any, Any, Any]] = [
+    (np.float64, np.float32, np.float32, np.float64),
+    (np.float32, np.float64, np.float32, np.float64),
+    (np.float32, np.float32, np.float64, np.float64),
+    (np.float16, np.float16, np.float16, np.float32),
+    (np.float32, np.float32, np.int64, np.float32),
+]
+"""(log_prob, old_log_prob, advantages, result) dtypes of the per-token functions: every input takes
+part in the compute dtype, at least float32 (spec S9.5)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import cegppo
 import numpy as np
 import pytest
+from backend_cases import COMPUTE_DTYPE_CASES
 
 CFG = cegppo.CEGPPOConfig(eps_low=0.2, eps_high=0.28, beta_low=0.5, beta_high=1.0, dual_clip=3.0)
 
@@ -29,16 +30,7 @@ def test_S2_each_boundary_belongs_to_inside(dtype: type) -> None:
 
 
 @pytest.mark.parametrize("fn", ["per_token_objective", "grad_weight"])
-@pytest.mark.parametrize(
-    ("lp", "olp", "adv", "expected"),
-    [
-        (np.float64, np.float32, np.float32, np.float64),
-        (np.float32, np.float64, np.float32, np.float64),
-        (np.float32, np.float32, np.float64, np.float64),
-        (np.float16, np.float16, np.float16, np.float32),
-        (np.float32, np.float32, np.int64, np.float32),
-    ],
-)
+@pytest.mark.parametrize(("lp", "olp", "adv", "expected"), COMPUTE_DTYPE_CASES)
 def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: type, olp: type, adv: type, expected: type) -> None:
     out = getattr(cegppo, fn)(np.full((2, 3), -0.5, lp), np.full((2, 3), -0.4, olp), np.ones((2, 3), adv), CFG)
     assert out.dtype == np.dtype(expected), (lp, olp, adv, out.dtype)

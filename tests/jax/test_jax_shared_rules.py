@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from backend_cases import check_boundaries_belong_to_inside, signature_drift
+from backend_cases import COMPUTE_DTYPE_CASES, check_boundaries_belong_to_inside, signature_drift
 
 MASK = np.array([[True, False], [True, True]])
 
@@ -168,3 +168,20 @@ def test_S8_3_local_and_global_counts() -> None:
     tok, seq = jax.vmap(lambda m: cj.global_counts(m, "shards"), axis_name="shards")(shards)
     assert tok.tolist() == [9, 9] and seq.tolist() == [5, 5]
     assert [int(x) for x in cj.global_counts(MASK3)] == [6, 2]
+
+
+@pytest.mark.parametrize("fn", ["per_token_objective", "grad_weight"])
+@pytest.mark.parametrize(("lp", "olp", "adv", "expected"), COMPUTE_DTYPE_CASES)
+def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: Any, olp: Any, adv: Any, expected: Any) -> None:
+    args = [jnp.full((2, 3), v, dtype=d) for v, d in ((-0.5, lp), (-0.4, olp), (1, adv))]
+    assert getattr(cj, fn)(*args, cegppo.CEGPPOConfig()).dtype == np.dtype(expected)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["log_prob", "old_log_prob", "advantages"])
+def test_S9_6_a_complex_per_token_input_is_refused_by_name(which: int) -> None:
+    args = [jnp.full((2, 3), -0.5), jnp.full((2, 3), -0.4), jnp.ones((2, 3))]
+    args[which] = args[which].astype(jnp.complex64)
+    name = ["log_prob", "old_log_prob", "advantages"][which]
+    for fn in ("per_token_objective", "grad_weight", "token_regions"):
+        with pytest.raises(TypeError, match=rf"^{name} must be a real numeric array"):
+            getattr(cj, fn)(*args, cegppo.CEGPPOConfig())

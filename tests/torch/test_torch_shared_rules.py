@@ -11,7 +11,7 @@ import cegppo.torch as cg
 import numpy as np
 import pytest
 import torch
-from backend_cases import check_boundaries_belong_to_inside, signature_drift
+from backend_cases import COMPUTE_DTYPE_CASES, check_boundaries_belong_to_inside, signature_drift
 
 MASK = torch.tensor([[True, False], [True, True]])
 
@@ -97,3 +97,10 @@ def test_a_complex_weight_is_refused_not_truncated() -> None:
     cg.entropy_change_first_order(z, ids, torch.tensor([2, -1]))
     with pytest.raises(TypeError, match=r"^weight must be a real numeric array, got dtype torch.complex64$"):
         cg.entropy_change_first_order(z, ids, torch.tensor([1j, 1]))
+
+
+@pytest.mark.parametrize("fn", ["per_token_objective", "grad_weight"])
+@pytest.mark.parametrize(("lp", "olp", "adv", "expected"), COMPUTE_DTYPE_CASES)
+def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: Any, olp: Any, adv: Any, expected: Any) -> None:
+    args = [torch.from_numpy(np.full((2, 3), v, dtype=d)) for v, d in ((-0.5, lp), (-0.4, olp), (1, adv))]
+    assert getattr(cg, fn)(*args, cegppo.CEGPPOConfig()).dtype == getattr(torch, np.dtype(expected).name)
