@@ -84,3 +84,27 @@ def pytest_configure(config: pytest.Config) -> None:
         except Exception as exc:  # RuntimeError, or an assertion of a backend that failed to start
             raise pytest.UsageError(f"--device {device}: JAX {jax.__version__} has no GPU backend here "
                                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+# Collection must compute nothing with JAX. A JAX array built at import or in a parametrize list
+# starts JAX's device backend and its thread pools in the collecting process; `nox -s mutation`
+# forks its workers from a process that has collected the tests, and a fork of a process with
+# those threads deadlocks (workers sit idle until the mutant times out). Build arrays inside tests.
+_JAX_STARTED_BEFORE_COLLECTION = pytest.StashKey[bool]()
+
+
+def _jax_backend_started() -> bool:
+    bridge = sys.modules.get("jax._src.xla_bridge")  # only if JAX is imported; private, hence getattr
+    return bool(getattr(bridge, "_backends", None))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[_JAX_STARTED_BEFORE_COLLECTION] = _jax_backend_started()  # --device cuda starts it
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.stash.get(_JAX_STARTED_BEFORE_COLLECTION, True) and _jax_backend_started():
+        raise pytest.UsageError(
+            "collecting the tests started JAX's backend: a module or a parametrize list builds a JAX array "
+            "at import time. Build it inside the test (forked mutation workers deadlock otherwise)."
+        )

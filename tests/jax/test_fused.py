@@ -391,7 +391,7 @@ BAD: list[tuple[str, Any, type[Exception], str]] = [
     ("old_log_prob shape", lambda a: a.__setitem__(3, a[3][:1]), ValueError, "old_log_prob"),
     ("advantages shape", lambda a: a.__setitem__(4, a[4][:, :1]), ValueError, "advantages"),
     ("mask shape", lambda a: a.__setitem__(5, a[5][:1]), ValueError, "mask"),
-    ("bias shape", {"bias": jnp.zeros(3)}, ValueError, "bias"),
+    ("bias shape", {"bias": (3,)}, ValueError, "bias"),  # a shape: collection builds no JAX array
     ("validate ids", {"validate": True, "_ids": V}, ValueError, "token_ids"),
     *((fused_option_id(o), o, exc, name) for o, exc, name in FUSED_BAD_OPTIONS),
 ]
@@ -408,6 +408,8 @@ def test_bad_input_is_refused_naming_the_argument(
         edit(args)
     else:
         kw = dict(edit)
+        if "bias" in kw:
+            kw["bias"] = jnp.zeros(kw["bias"])
         if "_ids" in kw:
             args[2] = args[2].at[1, 0].set(kw.pop("_ids"))
     with pytest.raises(exc, match=name):
