@@ -12,7 +12,15 @@ from typing import Any, cast
 import numpy as np
 
 from ._arrays import as_bool_mask
-from ._validation import AGG_TABLE, agg_length, check_aggregation, check_normalizer_value, require_finite
+from ._validation import (
+    AGG_TABLE,
+    agg_length,
+    check_aggregation,
+    check_aggregation_shapes,
+    check_input_dtype,
+    check_normalizer_value,
+    require_finite,
+)
 
 __all__ = ["aggregate_loss", "aggregation_weights", "local_counts"]
 
@@ -20,6 +28,7 @@ __all__ = ["aggregate_loss", "aggregation_weights", "local_counts"]
 def local_counts(mask: Any) -> tuple[int, int]:
     """(valid tokens, sequences with at least one valid token) of a (B, T) mask: the local normalizers."""
     m = as_bool_mask(mask)
+    check_aggregation_shapes(m)
     return int(m.sum()), int(m.any(axis=-1).sum())
 
 
@@ -63,8 +72,7 @@ def aggregation_weights(
     """
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     m = as_bool_mask(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must have shape (B, T), got shape {m.shape}")
+    check_aggregation_shapes(m)
     dtype = np.dtype(dtype)
     mode = AGG_TABLE[agg]
     c = m.astype(dtype)
@@ -101,8 +109,8 @@ def aggregate_loss(
     """
     loss = np.asarray(per_token_loss)
     m = as_bool_mask(mask)
-    if loss.shape != m.shape:
-        raise ValueError(f"per_token_loss must have the shape of mask {m.shape}, got shape {loss.shape}")
+    check_aggregation_shapes(m, loss)
+    check_input_dtype("per_token_loss", loss.dtype, floating_only=False)
     if validate:
         require_finite("per_token_loss", bool(np.all(np.isfinite(loss[m]))))
     dtype = np.result_type(loss.dtype, np.float32)

@@ -25,6 +25,7 @@ __all__ = [
     "agg_length",
     "check_agg",
     "check_aggregation",
+    "check_aggregation_shapes",
     "check_chunk_size",
     "check_config",
     "check_estimator",
@@ -166,6 +167,23 @@ def check_policy_shapes(log_prob: Any, old_log_prob: Any, advantages: Any, mask:
         if m != lp:
             raise ValueError(f"mask must have the shape of log_prob {lp}, got shape {m}")
     return lp[0], lp[1]
+
+
+def check_aggregation_shapes(mask: Any, per_token_loss: Any | None = None) -> tuple[int, int]:
+    """Shapes of the aggregation inputs (spec S8, S9.6): mask (B, T) and, when given, a per-token loss
+    of the mask's shape (checked first: a loss that does not match is named, whatever the mask).
+
+    Returns (B, T). Every implementation's `aggregate_loss`, `aggregation_weights` and
+    `local_counts` call this one rule.
+    """
+    m = _shape("mask", mask)
+    if per_token_loss is not None:
+        loss = _shape("per_token_loss", per_token_loss)
+        if loss != m:
+            raise ValueError(f"per_token_loss must have the shape of mask {m}, got shape {loss}")
+    if len(m) != 2:
+        raise ValueError(f"mask must have shape (B, T), got shape {m}")
+    return m[0], m[1]
 
 
 def check_logits_shapes(logits: Any, ids: Any | None = None, weight: Any | None = None) -> int:

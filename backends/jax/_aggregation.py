@@ -15,6 +15,8 @@ from cegppo._validation import (
     AGG_TABLE,
     agg_length,
     check_aggregation,
+    check_aggregation_shapes,
+    check_input_dtype,
     check_normalizer_value,
     read_normalizers,
     require_finite,
@@ -35,6 +37,7 @@ def local_counts(mask: Any) -> tuple[jax.Array, jax.Array]:
     works under `jit` and never synchronises a device.
     """
     m = as_bool_mask(mask)
+    check_aggregation_shapes(m)
     return jnp.sum(m, dtype=jnp.int32), jnp.sum(jnp.any(m, axis=-1), dtype=jnp.int32)
 
 
@@ -181,8 +184,7 @@ def aggregation_weights(
     """
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=check_array)
     m = as_bool_mask(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    check_aggregation_shapes(m)
     if validate:
         _validate_normalizers(agg, m, num_tokens, num_seqs)
     dtype = jax.dtypes.canonicalize_dtype(np.float64 if dtype is None else dtype)
@@ -209,15 +211,9 @@ def aggregate_loss(
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=check_array)
     check_array("per_token_loss", per_token_loss)
     m = as_bool_mask(mask)
-    if tuple(per_token_loss.shape) != tuple(m.shape):
-        raise ValueError(
-            f"per_token_loss must have the shape of mask {tuple(m.shape)}, got shape {tuple(per_token_loss.shape)}"
-        )
-    if m.ndim != 2:
-        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    check_aggregation_shapes(m, per_token_loss)
     dt = np.dtype(per_token_loss.dtype)
-    if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer) or dt == np.bool_):
-        raise TypeError(f"per_token_loss must be a real numeric array, got dtype {dt}")
+    check_input_dtype("per_token_loss", dt, floating_only=False)
     dtype = jnp.result_type(dt, jnp.float32) if jnp.issubdtype(dt, jnp.floating) else np.dtype(np.float32)
     loss = jnp.asarray(per_token_loss).astype(dtype)
     if validate:

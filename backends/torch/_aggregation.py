@@ -12,6 +12,8 @@ from cegppo._validation import (
     AGG_TABLE,
     agg_length,
     check_aggregation,
+    check_aggregation_shapes,
+    check_input_dtype,
     check_normalizer_value,
     read_normalizers,
     require_finite,
@@ -30,8 +32,7 @@ def local_counts(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     No host sync: the counts stay on the mask's device.
     """
     m = as_bool_mask(mask)
-    if m.dim() != 2:
-        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    check_aggregation_shapes(m)
     return m.sum(dtype=torch.int64), m.any(dim=-1).sum(dtype=torch.int64)
 
 
@@ -181,8 +182,7 @@ def aggregation_weights(
     """
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     m = as_bool_mask(mask)
-    if m.dim() != 2:
-        raise ValueError(f"mask must have shape (B, T), got shape {tuple(m.shape)}")
+    check_aggregation_shapes(m)
     if validate:
         _validate_normalizers(agg, m, num_tokens, num_seqs)
     c = m.to(dtype)
@@ -212,10 +212,8 @@ def aggregate_loss(
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     check_tensor("per_token_loss", per_token_loss)
     m = as_bool_mask(mask)
-    if tuple(per_token_loss.shape) != tuple(m.shape) or m.dim() != 2:
-        raise ValueError(
-            f"per_token_loss must have the shape of mask {tuple(m.shape)} (B, T), got shape {tuple(per_token_loss.shape)}"
-        )
+    check_aggregation_shapes(m, per_token_loss)
+    check_input_dtype("per_token_loss", per_token_loss.dtype, floating_only=False)
     if validate:
         _validate(agg, m, num_tokens, num_seqs, (("per_token_loss", per_token_loss),))
     dt = torch.promote_types(per_token_loss.dtype, torch.float32)

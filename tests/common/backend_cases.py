@@ -17,11 +17,13 @@ from hypothesis.extra import numpy as hnp
 
 __all__ = [
     "BAD_TYPE_CALLS",
+    "AGGREGATION_SHAPE_CASES",
     "BAD_VALUE_CALLS",
     "BOUNDARY_CFG",
     "COMPUTE_DTYPE_CASES",
     "CONFIGS",
     "FUSED_BAD_OPTIONS",
+    "aggregation_shape_case_id",
     "away_from_kinks",
     "bad_type_argument",
     "boundary_batch",
@@ -111,6 +113,23 @@ def policy_batches(
     mask = np.stack([np.ones(t, bool) if k == "full" else np.zeros(t, bool) if k == "empty" else r
                      for k, r in zip(kind, rand, strict=True)])
     return {"log_prob": lp, "logr": logr, "advantages": adv, "mask": mask}
+
+
+# The aggregation functions' shape rule (spec S9.6, `check_aggregation_shapes`), the same in every
+# implementation: (function, shapes of its array arguments (per_token_loss, mask) or (mask,), the
+# whole message). Each suite builds the arrays with its framework (a float loss, a bool mask).
+AGGREGATION_SHAPE_CASES: list[tuple[str, list[tuple[int, ...]], str]] = [
+    ("local_counts", [(4,)], r"^mask must have shape \(B, T\), got shape \(4,\)$"),
+    ("local_counts", [(2, 3, 1)], r"^mask must have shape \(B, T\), got shape \(2, 3, 1\)$"),
+    ("aggregation_weights", [(4,)], r"^mask must have shape \(B, T\), got shape \(4,\)$"),
+    ("aggregate_loss", [(4,), (4,)], r"^mask must have shape \(B, T\), got shape \(4,\)$"),
+    ("aggregate_loss", [(2, 2), (2, 3)], r"^per_token_loss must have the shape of mask \(2, 3\), got shape \(2, 2\)$"),
+    ("aggregate_loss", [(3,), (2, 3)], r"^per_token_loss must have the shape of mask \(2, 3\), got shape \(3,\)$"),
+]
+
+
+def aggregation_shape_case_id(case: tuple[str, list[tuple[int, ...]], str]) -> str:
+    return f"{case[0]}{case[1]}".replace(" ", "")
 
 
 # The S9.6 argument checks every backend shares with the reference (spec/_validation.py): calls of

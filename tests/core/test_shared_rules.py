@@ -9,6 +9,7 @@ from pathlib import Path
 import cegppo
 import numpy as np
 import pytest
+from backend_cases import AGGREGATION_SHAPE_CASES, aggregation_shape_case_id
 from cegppo._metrics import METRIC_TABLE
 from cegppo._validation import AGG_TABLE, check_chunk_size, check_normalizer, dtype_kind, read_normalizers
 
@@ -187,3 +188,19 @@ def test_head_expected_is_the_spec_reference() -> None:
     assert exp.value == float(loss)
     assert exp.metrics == {k: float(v) for k, v in metrics.items()}
     assert set(exp.grad_scales) == set(exp.grads) == {"hidden", "weight", "bias"}
+
+
+@pytest.mark.parametrize(("fn", "shapes", "message"), AGGREGATION_SHAPE_CASES,
+                         ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
+def test_S9_6_aggregation_shapes_follow_the_one_rule(fn: str, shapes: list[tuple[int, ...]], message: str) -> None:
+    """`check_aggregation_shapes`: a (B, T) mask, a loss of its shape, the same message everywhere."""
+    *loss, mask = shapes
+    with pytest.raises(ValueError, match=message):
+        getattr(cegppo, fn)(*[np.zeros(s) for s in loss], np.ones(mask, bool))
+
+
+def test_S9_6_a_complex_per_token_loss_is_refused_by_name() -> None:
+    """`check_input_dtype`, as in the backends: a cast to a real dtype would drop the imaginary part."""
+    with pytest.raises(TypeError, match=r"^per_token_loss must be a real numeric array, got dtype complex128$"):
+        cegppo.aggregate_loss(np.ones((2, 2), complex), np.ones((2, 2), bool))
+    assert float(cegppo.aggregate_loss(np.ones((2, 2), bool), np.ones((2, 2), bool))) == 1.0

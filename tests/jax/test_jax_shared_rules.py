@@ -12,7 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from backend_cases import COMPUTE_DTYPE_CASES, check_boundaries_belong_to_inside, signature_drift
+from backend_cases import (
+    AGGREGATION_SHAPE_CASES,
+    COMPUTE_DTYPE_CASES,
+    aggregation_shape_case_id,
+    check_boundaries_belong_to_inside,
+    signature_drift,
+)
 
 MASK = np.array([[True, False], [True, True]])
 
@@ -140,11 +146,6 @@ def test_S9_5_aggregation_weights_dtype() -> None:
         assert cj.aggregation_weights(MASK3).dtype == jnp.float32
 
 
-def test_S9_6_a_mask_that_is_not_2_d_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"^mask must have shape \(B, T\), got shape \(3,\)$"):
-        cj.aggregation_weights(np.ones(3, bool))
-
-
 @pytest.mark.parametrize(("agg", "name", "message"), [
     ("token-mean", "num_tokens", "num_tokens is 0 but this batch has 6 valid tokens"),
     ("seq-mean-token-sum", "num_seqs", "num_seqs is 0 but this batch has 2 valid sequences"),
@@ -163,6 +164,12 @@ def test_S8_2_a_zero_device_normalizer_is_nan_unless_validated(agg: str, name: s
 def test_S9_6_validate_under_jit_names_the_traced_normalizer() -> None:
     with pytest.raises(ValueError, match=r"^validate=True reads array values, but num_tokens is a traced value"):
         jax.jit(lambda n: cj.aggregation_weights(MASK3, num_tokens=n, validate=True))(jnp.asarray(6.0))
+
+
+def test_S9_6_validate_under_jit_names_a_traced_mask() -> None:
+    """The normalizer is a host number, but the count it is checked against comes from the mask."""
+    with pytest.raises(ValueError, match=r"^validate=True reads array values, but mask is a traced value"):
+        jax.jit(lambda m: cj.aggregation_weights(m, num_tokens=6, validate=True))(MASK3)
 
 
 def test_S8_3_local_and_global_counts() -> None:
@@ -190,3 +197,39 @@ def test_S9_6_a_complex_per_token_input_is_refused_by_name(which: int) -> None:
     for fn in ("per_token_objective", "grad_weight", "token_regions"):
         with pytest.raises(TypeError, match=rf"^{name} must be a real numeric array"):
             getattr(cj, fn)(*args, cegppo.CEGPPOConfig())
+
+
+@pytest.mark.parametrize(("fn", "shapes", "message"), AGGREGATION_SHAPE_CASES,
+                         ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
+def test_S9_6_aggregation_shapes_follow_the_one_rule(fn: str, shapes: list[tuple[int, ...]], message: str) -> None:
+    """`check_aggregation_shapes`: a (B, T) mask, a loss of its shape, the same message everywhere."""
+    *loss, mask = shapes
+    with pytest.raises(ValueError, match=message):
+        getattr(cj, fn)(*[jnp.zeros(s) for s in loss], np.ones(mask, bool))
+
+
+def test_S9_5_S9_6_per_token_loss_dtype_and_type() -> None:
+    """`check_input_dtype` (one rule): a real numeric loss, computed in at least float32, a complex one
+    refused by name (a cast would drop its imaginary part); a loss that is not an array is named too."""
+    for dt, expected in ((jnp.float32, jnp.float32), (jnp.bfloat16, jnp.float32), (jnp.float64, jnp.float64),
+                         (jnp.int32, jnp.float32), (jnp.bool_, jnp.float32)):
+        got = cj.aggregate_loss(jnp.ones((3, 3), dt), MASK3)
+        assert got.dtype == expected and float(got) == pytest.approx(1.0, rel=1e-6), dt
+    with pytest.raises(TypeError, match=r"^per_token_loss must be a real numeric array, got dtype complex64$"):
+        cj.aggregate_loss(jnp.ones((3, 3), jnp.complex64), MASK3)
+    with pytest.raises(TypeError, match=r"^per_token_loss must be a jax.Array or numpy.ndarray, got list$"):
+        cj.aggregate_loss(LOSS3.tolist(), MASK3)
+
+
+class _ForeignScalar:
+    """A 0-d array of another framework (a torch tensor, say): it has a shape and a dtype."""
+
+    shape = ()
+    dtype = np.dtype(np.float32)
+
+
+@pytest.mark.parametrize("fn", ["aggregation_weights", "aggregate_loss"])
+def test_S9_6_a_normalizer_of_another_framework_is_refused_by_name(fn: str) -> None:
+    args = (jnp.asarray(LOSS3), MASK3) if fn == "aggregate_loss" else (MASK3,)
+    with pytest.raises(TypeError, match=r"^num_tokens must be a jax.Array or numpy.ndarray, got _ForeignScalar$"):
+        getattr(cj, fn)(*args, num_tokens=_ForeignScalar())

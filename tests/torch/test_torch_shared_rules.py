@@ -11,7 +11,13 @@ import cegppo.torch as cg
 import numpy as np
 import pytest
 import torch
-from backend_cases import COMPUTE_DTYPE_CASES, check_boundaries_belong_to_inside, signature_drift
+from backend_cases import (
+    AGGREGATION_SHAPE_CASES,
+    COMPUTE_DTYPE_CASES,
+    aggregation_shape_case_id,
+    check_boundaries_belong_to_inside,
+    signature_drift,
+)
 
 MASK = torch.tensor([[True, False], [True, True]])
 
@@ -104,3 +110,23 @@ def test_a_complex_weight_is_refused_not_truncated() -> None:
 def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: Any, olp: Any, adv: Any, expected: Any) -> None:
     args = [torch.from_numpy(np.full((2, 3), v, dtype=d)) for v, d in ((-0.5, lp), (-0.4, olp), (1, adv))]
     assert getattr(cg, fn)(*args, cegppo.CEGPPOConfig()).dtype == getattr(torch, np.dtype(expected).name)
+
+
+@pytest.mark.parametrize(("fn", "shapes", "message"), AGGREGATION_SHAPE_CASES,
+                         ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
+def test_S9_6_aggregation_shapes_follow_the_one_rule(fn: str, shapes: list[tuple[int, ...]], message: str) -> None:
+    """`check_aggregation_shapes`: a (B, T) mask, a loss of its shape, the same message everywhere."""
+    *loss, mask = shapes
+    with pytest.raises(ValueError, match=message):
+        getattr(cg, fn)(*[torch.zeros(s) for s in loss], torch.ones(mask, dtype=torch.bool))
+
+
+def test_S9_5_S9_6_per_token_loss_dtype() -> None:
+    """`check_input_dtype` (one rule): a real numeric loss, computed in at least float32; a complex one
+    refused by name (a cast would drop its imaginary part)."""
+    for dt, expected in ((torch.float16, torch.float32), (torch.float64, torch.float64), (torch.int64, torch.float32),
+                         (torch.bool, torch.float32)):
+        got = cg.aggregate_loss(torch.ones((2, 2), dtype=dt), MASK)
+        assert got.dtype == expected and float(got) == pytest.approx(1.0, rel=1e-6), dt
+    with pytest.raises(TypeError, match=r"^per_token_loss must be a real numeric array, got dtype torch.complex64$"):
+        cg.aggregate_loss(torch.ones((2, 2), dtype=torch.complex64), MASK)
