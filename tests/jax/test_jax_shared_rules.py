@@ -233,3 +233,18 @@ def test_S9_6_a_normalizer_of_another_framework_is_refused_by_name(fn: str) -> N
     args = (jnp.asarray(LOSS3), MASK3) if fn == "aggregate_loss" else (MASK3,)
     with pytest.raises(TypeError, match=r"^num_tokens must be a jax.Array or numpy.ndarray, got _ForeignScalar$"):
         getattr(cj, fn)(*args, num_tokens=_ForeignScalar())
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+@pytest.mark.parametrize("normalizers", [False, True], ids=["own counts", "float64 normalizers"])
+def test_S9_5_every_mode_keeps_float32(agg: str, normalizers: bool) -> None:
+    """float32 weights and a float32 loss stay float32 in every mode, even beside float64 normalizers
+    (x64 is on here, so a float64 constant or divisor that slipped in would promote the result)."""
+    kw = {"num_tokens": jnp.asarray(6.0), "num_seqs": jnp.asarray(2.0)} if normalizers else {}
+    weights = cj.aggregation_weights(MASK3, agg, dtype=jnp.float32, **kw)
+    loss = cj.aggregate_loss(jnp.asarray(LOSS3, jnp.float32), MASK3, agg, **kw)
+    assert weights.dtype == loss.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(weights), cegppo.aggregation_weights(MASK3, agg, num_tokens=6, num_seqs=2),
+                               rtol=1e-6)
+    assert float(loss) == pytest.approx(float(cegppo.aggregate_loss(LOSS3, MASK3, agg, num_tokens=6, num_seqs=2)),
+                                        rel=1e-6)
