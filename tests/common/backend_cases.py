@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 __all__ = [
-    "BAD_TYPE_CALLS",
     "AGGREGATION_SHAPE_CASES",
+    "BAD_TYPE_CALLS",
     "BAD_VALUE_CALLS",
     "BOUNDARY_CFG",
     "COMPUTE_DTYPE_CASES",
