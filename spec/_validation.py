@@ -433,6 +433,9 @@ class FusedArgs(NamedTuple):
     chunk_size: int | None
     shape: tuple[int, int, int, int]
     """(B, T, H, V)."""
+    float_inputs: tuple[tuple[str, Any], ...]
+    """The named arrays whose dtypes set the compute dtype (spec S9.5): hidden, weight, old_log_prob,
+    advantages, and bias when given (token_ids and mask are indices and flags)."""
 
 
 def check_fused_args(
@@ -466,4 +469,6 @@ def check_fused_args(
         check_real("entropy_coef", entropy_coef),
         check_chunk_size(chunk_size),
         check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=array_type),
+        (("hidden", hidden), ("weight", weight), ("old_log_prob", old_log_prob), ("advantages", advantages))
+        + (() if bias is None else (("bias", bias),)),
     )

@@ -296,15 +296,7 @@ def fused_linear_policy_loss(
     )  # fmt: skip
     agg, norm_length, tau, ecoef, chunk_size = args[:5]
     b_, t_, h_, v_ = args.shape
-    named = [
-        ("hidden", hidden),
-        ("weight", weight),
-        ("old_log_prob", old_log_prob),
-        ("advantages", advantages),
-    ]
-    if bias is not None:
-        named.append(("bias", bias))
-    dt = compute_dtype(*named)
+    dt = compute_dtype(*args.float_inputs)
     m = as_bool_mask(mask)
     # old_log_prob and advantages are constants (spec S4): no gradient flows into them, even traced
     olp = jax.lax.stop_gradient(as_float("old_log_prob", old_log_prob, dt))

@@ -330,15 +330,7 @@ def fused_linear_policy_loss(
     )  # fmt: skip
     agg, norm_length, tau, ecoef, chunk_size = args[:5]
     b_, t_, _, v_ = args.shape
-    named = [
-        ("hidden", hidden),
-        ("weight", weight),
-        ("old_log_prob", old_log_prob),
-        ("advantages", advantages),
-    ]
-    if bias is not None:
-        named.append(("bias", bias))
-    dt = compute_dtype(*named)
+    dt = compute_dtype(*args.float_inputs)
     m = as_bool_mask(mask)
     olp = as_float("old_log_prob", old_log_prob, dt).detach()
     adv = as_float("advantages", advantages, dt, floating_only=False).detach()

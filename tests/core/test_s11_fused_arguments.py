@@ -124,7 +124,13 @@ def test_check_fused_args_returns_the_checked_values() -> None:
                            cegppo.CEGPPOConfig(), bias=a["bias"], temperature=2, entropy_coef=0.01,
                            agg="seq-mean-token-sum-norm", num_tokens=None, num_seqs=None, norm_length=6,
                            chunk_size=3)
-    assert got == FusedArgs("seq-mean-token-sum-norm", 6.0, 2.0, 0.01, 3, (B, T, H, V))
+    assert got[:6] == FusedArgs("seq-mean-token-sum-norm", 6.0, 2.0, 0.01, 3, (B, T, H, V), ())[:6]
+    assert [(n, x is a[n]) for n, x in got.float_inputs] == [
+        ("hidden", True), ("weight", True), ("old_log_prob", True), ("advantages", True), ("bias", True)]
+    no_bias = check_fused_args(a["hidden"], a["weight"], a["token_ids"], a["old_log_prob"], a["advantages"], a["mask"],
+                               cegppo.CEGPPOConfig(), bias=None, temperature=1, entropy_coef=0, agg="token-mean",
+                               num_tokens=None, num_seqs=None, norm_length=None, chunk_size=None)
+    assert [n for n, _ in no_bias.float_inputs] == ["hidden", "weight", "old_log_prob", "advantages"]
     assert type(got.temperature) is float and type(got.norm_length) is float
 
 

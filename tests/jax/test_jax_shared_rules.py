@@ -172,6 +172,20 @@ def test_S9_6_validate_under_jit_names_a_traced_mask() -> None:
         jax.jit(lambda m: cj.aggregation_weights(m, num_tokens=6, validate=True))(MASK3)
 
 
+@pytest.mark.parametrize("traced", ["per_token_loss", "mask"])
+def test_S9_6_aggregate_loss_validate_under_jit_names_what_is_traced(traced: str) -> None:
+    """validate=True reads the loss at the mask's valid positions: either one traced is named."""
+    loss = jnp.asarray(LOSS3)
+    if traced == "per_token_loss":
+        call = jax.jit(lambda x: cj.aggregate_loss(x, MASK3, validate=True))
+        arg: Any = loss
+    else:
+        call = jax.jit(lambda m: cj.aggregate_loss(loss, m, validate=True))
+        arg = MASK3
+    with pytest.raises(ValueError, match=rf"^validate=True reads array values, but {traced} is a traced value"):
+        call(arg)
+
+
 def test_S8_3_local_and_global_counts() -> None:
     """int32 counts (what policy_loss takes as normalizers); under a named axis they are summed over it."""
     n_tok, n_seq = cj.local_counts(MASK3)
