@@ -26,7 +26,7 @@ MASK = np.array([[True, False], [True, True]])
 def test_aggregate_loss_validate_checks_valid_positions_and_normalizers() -> None:
     loss = jnp.asarray([[1.0, np.nan], [2.0, 3.0]])
     assert float(cj.aggregate_loss(loss, MASK, validate=True)) == pytest.approx(2.0)  # NaN is masked
-    with pytest.raises(ValueError, match="per_token_loss"):
+    with pytest.raises(ValueError, match=r"^per_token_loss holds non-finite values at valid \(mask = True\) positions$"):
         cj.aggregate_loss(loss.at[1, 1].set(np.inf), MASK, validate=True)
     zero = jnp.asarray(0.0)
     assert np.isnan(float(cj.aggregate_loss(loss, MASK, num_tokens=zero)))

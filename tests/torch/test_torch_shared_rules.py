@@ -27,7 +27,7 @@ def test_aggregate_loss_validate_checks_valid_positions_and_normalizers() -> Non
     assert float(cg.aggregate_loss(loss, MASK, validate=True)) == pytest.approx(2.0)  # NaN is masked
     bad = loss.clone()
     bad[1, 1] = float("inf")
-    with pytest.raises(ValueError, match="per_token_loss"):
+    with pytest.raises(ValueError, match=r"^per_token_loss holds non-finite values at valid \(mask = True\) positions$"):
         cg.aggregate_loss(bad, MASK, validate=True)
     zero = torch.tensor(0.0)  # 0 tokens for a batch with valid tokens: NaN unchecked, ValueError checked
     assert torch.isnan(cg.aggregate_loss(loss, MASK, num_tokens=zero))
