@@ -262,3 +262,14 @@ def test_S9_5_every_mode_keeps_float32(agg: str, normalizers: bool) -> None:
                                rtol=1e-6)
     assert float(loss) == pytest.approx(float(cegppo.aggregate_loss(LOSS3, MASK3, agg, num_tokens=6, num_seqs=2)),
                                         rel=1e-6)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["log_prob", "old_log_prob"])
+def test_S9_6_integer_log_probs_are_refused_by_name(which: int) -> None:
+    """Log-probabilities must be floating (`check_input_dtype`, floating_only): named in every per-token function."""
+    args = [jnp.full((2, 3), -0.5), jnp.full((2, 3), -0.4), jnp.ones((2, 3))]
+    args[which] = args[which].astype(jnp.int32)
+    name = ["log_prob", "old_log_prob"][which]
+    for fn in ("per_token_objective", "grad_weight", "token_regions"):
+        with pytest.raises(TypeError, match=rf"^{name} must be a floating-point array, got dtype int32$"):
+            getattr(cj, fn)(*args, cegppo.CEGPPOConfig())
