@@ -273,3 +273,18 @@ def test_S9_6_integer_log_probs_are_refused_by_name(which: int) -> None:
     for fn in ("per_token_objective", "grad_weight", "token_regions"):
         with pytest.raises(TypeError, match=rf"^{name} must be a floating-point array, got dtype int32$"):
             getattr(cj, fn)(*args, cegppo.CEGPPOConfig())
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+def test_S8_S9_5_policy_loss_in_every_mode_keeps_float32_and_reads_norm_length(agg: str) -> None:
+    """policy_loss sums then divides once (`_aggregate`, not the weights): float32 inputs give a float32
+    loss in every mode (x64 is on: a float64 count would promote it), and norm_length reaches the divisor."""
+    rng = np.random.default_rng(0)
+    lp = rng.normal(-1.0, 0.3, (3, 3))
+    olp, adv = lp + rng.normal(0.0, 0.3, (3, 3)), rng.normal(size=(3, 3))
+    cfg = cegppo.CEGPPOConfig()
+    kw = {"norm_length": 5.0} if agg == "seq-mean-token-sum-norm" else {}
+    expected = float(cegppo.policy_loss(lp, olp, adv, MASK3, cfg, agg, **kw))
+    got = cj.policy_loss(*(jnp.asarray(x, jnp.float32) for x in (lp, olp, adv)), MASK3, cfg, agg, **kw)
+    assert got.dtype == jnp.float32
+    assert float(got) == pytest.approx(expected, rel=1e-5)
