@@ -205,8 +205,10 @@ def signature_drift(backend: Any) -> list[str]:
     return drift
 
 
-BOUNDARY_CFG = cegppo.CEGPPOConfig(eps_low=0.2, eps_high=0.28, beta_low=0.5, beta_high=1.0, dual_clip=3.0)
-"""A config with all three boundaries of spec S2 (beta_low != 1, so clip_low and inside differ in value)."""
+BOUNDARY_CFG = cegppo.CEGPPOConfig(eps_low=0.15, eps_high=0.3, beta_low=0.5, beta_high=1.0, dual_clip=3.0)
+"""A config with all three boundaries of spec S2 (beta_low != 1, so clip_low and inside differ in value).
+Its eps values round in float32 to the side where a comparison made in float64 instead of the compute
+dtype would move the boundary token out of inside (`check_boundaries_belong_to_inside` asserts it)."""
 
 
 def boundary_batch(dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -228,6 +230,9 @@ def check_boundaries_belong_to_inside(backend: Any, to_backend: Any, to_numpy: A
     """`backend.token_regions` and `grad_weight` on `boundary_batch(dtype)` equal the reference's (spec S2:
     each boundary is inside). `to_backend` / `to_numpy` convert arrays to the backend and back."""
     lp, olp, adv = boundary_batch(dtype)
+    if np.dtype(dtype) == np.float32:  # so that a bound kept in float64 (not the compute dtype) shows
+        cfg = BOUNDARY_CFG
+        assert float(lp[0, 0]) < cfg.log_lower and float(lp[0, 1]) > cfg.log_upper and float(lp[0, 2]) > cfg.log_dual_clip
     ref = cegppo.token_regions(lp, olp, adv, BOUNDARY_CFG)
     assert ref.inside.all()
     args = [to_backend(x) for x in (lp, olp, adv)]
