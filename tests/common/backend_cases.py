@@ -12,6 +12,7 @@ from typing import Any
 
 import cegppo
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -27,6 +28,7 @@ __all__ = [
     "away_from_kinks",
     "bad_type_argument",
     "boundary_batch",
+    "check_aggregation_shape_case",
     "check_boundaries_belong_to_inside",
     "fused_option_id",
     "isclose_or_same_nonfinite",
@@ -130,6 +132,16 @@ AGGREGATION_SHAPE_CASES: list[tuple[str, list[tuple[int, ...]], str]] = [
 
 def aggregation_shape_case_id(case: tuple[str, list[tuple[int, ...]], str]) -> str:
     return f"{case[0]}{case[1]}".replace(" ", "")
+
+
+def check_aggregation_shape_case(backend: Any, case: tuple[str, list[tuple[int, ...]], str], zeros: Any,
+                                 bool_mask: Any) -> None:
+    """One `AGGREGATION_SHAPE_CASES` case in `backend`: `zeros(shape)` builds the loss, `bool_mask(shape)`
+    the mask, in the backend's framework."""
+    fn, shapes, message = case
+    *loss, mask = shapes
+    with pytest.raises(ValueError, match=message):
+        getattr(backend, fn)(*[zeros(s) for s in loss], bool_mask(mask))
 
 
 # The S9.6 argument checks every backend shares with the reference (spec/_validation.py): calls of

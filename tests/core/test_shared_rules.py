@@ -9,7 +9,7 @@ from pathlib import Path
 import cegppo
 import numpy as np
 import pytest
-from backend_cases import AGGREGATION_SHAPE_CASES, aggregation_shape_case_id
+from backend_cases import AGGREGATION_SHAPE_CASES, aggregation_shape_case_id, check_aggregation_shape_case
 from cegppo._metrics import METRIC_TABLE
 from cegppo._validation import AGG_TABLE, check_chunk_size, check_normalizer, dtype_kind, read_normalizers
 
@@ -190,13 +190,10 @@ def test_head_expected_is_the_spec_reference() -> None:
     assert set(exp.grad_scales) == set(exp.grads) == {"hidden", "weight", "bias"}
 
 
-@pytest.mark.parametrize(("fn", "shapes", "message"), AGGREGATION_SHAPE_CASES,
-                         ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
-def test_S9_6_aggregation_shapes_follow_the_one_rule(fn: str, shapes: list[tuple[int, ...]], message: str) -> None:
+@pytest.mark.parametrize("case", AGGREGATION_SHAPE_CASES, ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
+def test_S9_6_aggregation_shapes_follow_the_one_rule(case: tuple[str, list[tuple[int, ...]], str]) -> None:
     """`check_aggregation_shapes`: a (B, T) mask, a loss of its shape, the same message everywhere."""
-    *loss, mask = shapes
-    with pytest.raises(ValueError, match=message):
-        getattr(cegppo, fn)(*[np.zeros(s) for s in loss], np.ones(mask, bool))
+    check_aggregation_shape_case(cegppo, case, np.zeros, lambda s: np.ones(s, bool))
 
 
 def test_S9_6_a_complex_per_token_loss_is_refused_by_name() -> None:

@@ -16,6 +16,7 @@ from backend_cases import (
     AGGREGATION_SHAPE_CASES,
     COMPUTE_DTYPE_CASES,
     aggregation_shape_case_id,
+    check_aggregation_shape_case,
     check_boundaries_belong_to_inside,
     signature_drift,
 )
@@ -213,13 +214,10 @@ def test_S9_6_a_complex_per_token_input_is_refused_by_name(which: int) -> None:
             getattr(cj, fn)(*args, cegppo.CEGPPOConfig())
 
 
-@pytest.mark.parametrize(("fn", "shapes", "message"), AGGREGATION_SHAPE_CASES,
-                         ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
-def test_S9_6_aggregation_shapes_follow_the_one_rule(fn: str, shapes: list[tuple[int, ...]], message: str) -> None:
+@pytest.mark.parametrize("case", AGGREGATION_SHAPE_CASES, ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
+def test_S9_6_aggregation_shapes_follow_the_one_rule(case: tuple[str, list[tuple[int, ...]], str]) -> None:
     """`check_aggregation_shapes`: a (B, T) mask, a loss of its shape, the same message everywhere."""
-    *loss, mask = shapes
-    with pytest.raises(ValueError, match=message):
-        getattr(cj, fn)(*[jnp.zeros(s) for s in loss], np.ones(mask, bool))
+    check_aggregation_shape_case(cj, case, jnp.zeros, lambda s: np.ones(s, bool))
 
 
 def test_S9_5_S9_6_per_token_loss_dtype_and_type() -> None:

@@ -15,6 +15,7 @@ from backend_cases import (
     AGGREGATION_SHAPE_CASES,
     COMPUTE_DTYPE_CASES,
     aggregation_shape_case_id,
+    check_aggregation_shape_case,
     check_boundaries_belong_to_inside,
     signature_drift,
 )
@@ -112,13 +113,10 @@ def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: Any, olp:
     assert getattr(cg, fn)(*args, cegppo.CEGPPOConfig()).dtype == getattr(torch, np.dtype(expected).name)
 
 
-@pytest.mark.parametrize(("fn", "shapes", "message"), AGGREGATION_SHAPE_CASES,
-                         ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
-def test_S9_6_aggregation_shapes_follow_the_one_rule(fn: str, shapes: list[tuple[int, ...]], message: str) -> None:
+@pytest.mark.parametrize("case", AGGREGATION_SHAPE_CASES, ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
+def test_S9_6_aggregation_shapes_follow_the_one_rule(case: tuple[str, list[tuple[int, ...]], str]) -> None:
     """`check_aggregation_shapes`: a (B, T) mask, a loss of its shape, the same message everywhere."""
-    *loss, mask = shapes
-    with pytest.raises(ValueError, match=message):
-        getattr(cg, fn)(*[torch.zeros(s) for s in loss], torch.ones(mask, dtype=torch.bool))
+    check_aggregation_shape_case(cg, case, torch.zeros, lambda s: torch.ones(s, dtype=torch.bool))
 
 
 def test_S9_5_S9_6_per_token_loss_dtype() -> None:
