@@ -34,8 +34,9 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT_FILE = ROOT / "tools" / "mutation_equivalent.toml"
-MUTMUT = "mutmut==3.8.1"
-"""The pinned tool (the noxfile installs this; `run` checks the installed version matches)."""
+MUTMUT = next(line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
+              if line.startswith("mutmut=="))
+"""The pinned tool, from constraints.txt (the noxfile installs it; `run` checks the installed version matches)."""
 
 # Exit codes of a mutant's test run -> verdict (mutmut 3.8.1, mutmut/stats.py), except 255: mutmut
 # calls it a timeout, but a worker that dies before running a test exits 255 too (every torch mutant
