@@ -291,5 +291,5 @@ def parse_args(argv: list[str] | None = None, defaults: TrainConfig | None = Non
         args=argv,
         default=defaults or TrainConfig(),
         prog=prog,
-        description=TrainConfig.__doc__,
+        description=f"{TrainConfig.__doc__} `{prog.split()[0]} --version` prints the version.",
     )
