@@ -1,7 +1,7 @@
 """What a user of the published package reads besides the code: LICENSE, CHANGELOG.md, CITATION.cff, the version.
 
 The distributions' contents (LICENSE in the sdist and the wheel, ...) are checked by tools/check_distribution.py
-(tests/dist/test_check_distribution.py tests its checks).
+(tests/core/test_distribution_check.py tests its checks).
 """
 
 from __future__ import annotations
