@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from cegppo._extras import require
 
-require(__name__, "trainer", ["torch", "transformers", "safetensors", "tqdm", "matplotlib", "tyro", "docstring_parser"])  # first: a missing one is named with its extra
+# First, before the imports below: a missing package is named with the extra that installs it.
+require(__name__, "trainer", ["torch", "transformers", "safetensors", "tqdm", "matplotlib", "tyro", "docstring_parser"])
 
 from .config import TrainConfig, cegppo_config
 from .tasks import Task, addition_task, dataset_task, extract_math_answer, load_jsonl, math_answer_reward
