@@ -19,6 +19,10 @@ adapter imports torch or jax when it is built.
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "conformance", ["hypothesis"])  # first: a missing one is named with its extra
+
 from . import (  # registers
     _prop_aggregation,
     _prop_bounds,
