@@ -183,17 +183,20 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy over every package (spec, backends, conformance, trainer, integrations), strict on the spec.
+    """mypy over every package (spec, backends, conformance, trainer, integrations), strict on the spec; then the
+    release check of the distribution (tools/check_distribution.py: sdist and wheel built, twine-checked, installed
+    outside the tree). The two share this session because both need the project built and installed.
 
     The folders map onto one package `cegppo` (pyproject.toml), which mypy cannot see through the
     editable install's import hook: it reads a plain copy installed into build/typecheck instead
     (MYPYPATH), against torch, jax and the trainer's dependencies in this session's environment.
     """
-    _install(session, "torch,jax,trainer,test", "mypy")
+    _install(session, "torch,jax,trainer,test", "mypy", "build", "twine", "uv")
     target = os.path.join("build", "typecheck")
     shutil.rmtree(target, ignore_errors=True)
     session.install("--no-deps", "--target", target, ".")
     session.run("mypy", env={"MYPYPATH": target})
+    session.run("python", "tools/check_distribution.py")
 
 
 @nox.session(python=PYTHON)
