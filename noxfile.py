@@ -36,7 +36,12 @@ EXTRAS = {"numpy": "test", "torch": "torch,test", "jax": "jax,test"}
 XDIST = tuple(os.environ.get("PYTEST_XDIST", "-n auto").split())
 # The Hypothesis profile: `ci` (derandomized, bounded) unless the caller picks another.
 HYPOTHESIS_ENV = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"), "PYTHONHASHSEED": "0"}
-TEST_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"}
+# JAX's persistent compilation cache, in this checkout's .nox folder: the xdist workers, and later runs in the
+# same checkout, reuse each other's XLA compiles instead of repeating them (a clean clone starts empty).
+# Every compile is kept (the default keeps only those over a second: the tests' programs are small).
+JAX_CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": os.path.abspath(os.path.join(".nox", "jax-compilation-cache")),
+                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+TEST_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1", **JAX_CACHE_ENV}
 # Frameworks with a session of their own (openrlhf, skyrl, tunix) set CEGPPO_REQUIRE=<extra>: there a missing
 # framework fails its tests; elsewhere (`integrations` also collects tests/integrations) they skip.
 INTEGRATION_ENV = {**TEST_ENV, "RAY_USAGE_STATS_ENABLED": "0"}

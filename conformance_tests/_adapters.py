@@ -118,6 +118,7 @@ class Adapter(Generic[CaseT, ResultT]):
         self.has_grad = True
         self.compile_skip: str | None = None
         self.jit_by_default = False
+        self._jit_cache: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
         self.notes: list[str] = []
         self.last_case: CaseT | None = None
         # JAX's x64 flag is thread-local (jax.enable_x64 in the caller's thread): the state seen
@@ -162,6 +163,23 @@ class Adapter(Generic[CaseT, ResultT]):
 
     def _run(self, case: CaseT, compiled: bool) -> ResultT:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _jitted(self, kind: str, key: tuple[Any, ...], build: Callable[[], tuple[Any, dict[str, Any]]]) -> Any:
+        """The jitted function (and the dict its trace fills) cached under (`kind`, `key`), built on a miss.
+
+        A new Python function per call would defeat jax.jit's own cache, which is keyed on the function
+        object: every call would trace and compile again. The cache is bounded (least recently used out).
+        """
+        entry = self._jit_cache.pop((kind, key), None)
+        if entry is None:
+            entry = build()
+            if len(self._jit_cache) >= self.JIT_CACHE_SIZE:
+                self._jit_cache.pop(next(iter(self._jit_cache)))
+        self._jit_cache[(kind, key)] = entry
+        return entry
+
+    JIT_CACHE_SIZE = 64
+    """Compiled programs an adapter keeps: a property's calls on one case reuse them; older ones are dropped."""
 
     #: Why `constant_grads` is not available (None when it is): NumPy has no autodiff.
     constants_skip: str | None = None
@@ -363,7 +381,6 @@ class JaxAdapter(Adapter[Case, Result]):
         if not isinstance(jit, bool):
             raise TypeError(f"jit must be a bool, got {type(jit).__name__} {jit!r}")
         self.jit_by_default = jit
-        self._jit_cache: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
         if jit:
             self.notes.append("every call under jax.jit (eager checked by 'S9 compiled agrees with eager')")
         if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]  # a flag the stubs do not list
@@ -387,23 +404,6 @@ class JaxAdapter(Adapter[Case, Result]):
         """
         return (case.cfg, case.agg, case.num_tokens, case.num_seqs, case.is_port_call,
                 tuple((a.shape, str(a.dtype)) for a in arrays))
-
-    def _jitted(self, kind: str, key: tuple[Any, ...], build: Callable[[], tuple[Any, dict[str, Any]]]) -> Any:
-        """The jitted function (and the dict its trace fills) cached under (`kind`, `key`), built on a miss.
-
-        A new Python function per call would defeat jax.jit's own cache, which is keyed on the function
-        object: every call would trace and compile again. The cache is bounded (least recently used out).
-        """
-        entry = self._jit_cache.pop((kind, key), None)
-        if entry is None:
-            entry = build()
-            if len(self._jit_cache) >= self.JIT_CACHE_SIZE:
-                self._jit_cache.pop(next(iter(self._jit_cache)))
-        self._jit_cache[(kind, key)] = entry
-        return entry
-
-    JIT_CACHE_SIZE = 64
-    """Compiled programs an adapter keeps: a property's calls on one case reuse them; older ones are dropped."""
 
     def _run(self, case: Case, compiled: bool) -> Result:
         jax, jnp = self.jax, self.jnp

@@ -314,16 +314,22 @@ class FusedAdapter(Adapter[HeadCase, HeadResult]):
         bias = None if case.bias is None else jnp.asarray(case.bias, dt)
         opts = case.options()
 
-        def f(olp: Any, adv: Any) -> Any:
-            loss, _ = self.fn(jnp.asarray(case.hidden, dt), jnp.asarray(case.weight, dt),
-                              jnp.asarray(case.token_ids, jnp.int32), olp, adv, jnp.asarray(case.mask), case.cfg,
-                              bias=bias, **opts)
-            return jnp.reshape(loss, ())
+        hidden, weight = jnp.asarray(case.hidden, dt), jnp.asarray(case.weight, dt)
+        ids, mask = jnp.asarray(case.token_ids, jnp.int32), jnp.asarray(case.mask)
+        olp, adv = jnp.asarray(case.old_log_prob, dt), jnp.asarray(case.advantages, dt)
 
-        grad = jax.grad(f, argnums=(0, 1))
-        if self.jit_by_default:
-            grad = jax.jit(grad)
-        g_olp, g_adv = grad(jnp.asarray(case.old_log_prob, dt), jnp.asarray(case.advantages, dt))
+        def build() -> tuple[Any, dict[str, Any]]:
+            def f(olp: Any, adv: Any, hidden: Any, weight: Any, bias: Any, ids: Any, mask: Any) -> Any:
+                loss, _ = self.fn(hidden, weight, ids, olp, adv, mask, case.cfg, bias=bias, **opts)
+                return jnp.reshape(loss, ())
+
+            grad = jax.grad(f, argnums=(0, 1))
+            return (jax.jit(grad) if self.jit_by_default else grad), {}
+
+        arrays = (olp, adv, hidden, weight, bias, ids, mask)
+        grad = (self._jitted("constant_grads", _program_key(case, *arrays), build)[0] if self.jit_by_default
+                else build()[0])
+        g_olp, g_adv = grad(*arrays)
         return {"old_log_prob": np.asarray(g_olp, dtype=np.float64), "advantages": np.asarray(g_adv, dtype=np.float64)}
 
     def _run_jax(self, case: HeadCase, compiled: bool) -> HeadResult:
@@ -338,14 +344,24 @@ class FusedAdapter(Adapter[HeadCase, HeadResult]):
                 jnp.asarray(case.advantages, dt), jnp.asarray(case.mask))
         opts = case.options()
 
-        def f(p: dict[str, Any], ids: Any, olp: Any, adv: Any, mask: Any) -> Any:
-            return self.fn(p["hidden"], p["weight"], ids, olp, adv, mask, case.cfg, bias=p.get("bias"), **opts)
+        def build() -> tuple[Any, dict[str, Any]]:
+            def f(p: dict[str, Any], ids: Any, olp: Any, adv: Any, mask: Any) -> Any:
+                return self.fn(p["hidden"], p["weight"], ids, olp, adv, mask, case.cfg, bias=p.get("bias"), **opts)
 
-        vg = jax.value_and_grad(f, has_aux=True)
-        if compiled:
-            vg = jax.jit(vg)
+            vg = jax.value_and_grad(f, has_aux=True)
+            return (jax.jit(vg) if compiled else vg), {}
+
+        vg = (self._jitted("value_and_grad", _program_key(case, *params.values(), *rest), build)[0] if compiled
+              else build()[0])
         (loss, metrics), grads = vg(params, *rest)
         return self._result(loss, metrics, grads, case)
+
+
+def _program_key(case: HeadCase, *arrays: Any) -> tuple[Any, ...]:
+    """What a traced fused call depends on besides the arrays' values (see `Adapter._jitted`): the config, the
+    options and the arrays' shapes and dtypes (a missing bias is part of the shape)."""
+    return (case.cfg, tuple(sorted(case.options().items())),
+            tuple(None if a is None else (a.shape, str(a.dtype)) for a in arrays))
 
 
 def fused_adapter(fused: str | Callable[..., Any], framework: str | None = None, *, name: str | None = None,
