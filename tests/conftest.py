@@ -114,7 +114,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # XLA compiles are what a JAX test run spends its time on (one per new program and shape). Counted
 # here and printed at the end of every run that used JAX (`tests(jax)` in CI), so that a change which
 # adds compiles shows up in the log. Counted per process; xdist workers hand theirs to the controller.
-_JAX_COMPILES = {"count": 0, "seconds": 0.0}
+_JAX_COMPILES = {"count": 0, "seconds": 0.0, "cached": 0}
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _COMPILE_STAGES = (_COMPILE_EVENT, "/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration")  # trace, lower, compile: the time a compile costs
@@ -130,7 +130,11 @@ def _count_jax_compiles() -> None:
             _JAX_COMPILES["count"] += event == _COMPILE_EVENT
             _JAX_COMPILES["seconds"] += seconds
 
+    def on_cache_hit(event: str, **_: object) -> None:  # an executable loaded from the persistent cache
+        _JAX_COMPILES["cached"] += event == "/jax/compilation_cache/cache_hits"
+
     jax.monitoring.register_event_duration_secs_listener(on_event)
+    jax.monitoring.register_event_listener(on_cache_hit)
     _JAX_COMPILES["listening"] = True
 
 
@@ -141,16 +145,19 @@ def pytest_runtest_call(item: pytest.Item) -> None:  # JAX is often first import
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: its counts travel to the controller
-        workeroutput["jax_compiles"] = (_JAX_COMPILES["count"], _JAX_COMPILES["seconds"])
+        workeroutput["jax_compiles"] = (_JAX_COMPILES["count"], _JAX_COMPILES["seconds"], _JAX_COMPILES["cached"])
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: a run without xdist does not know it
 def pytest_testnodedown(node: object, error: object) -> None:  # xdist controller: add a worker's counts
-    count, seconds = getattr(node, "workeroutput", {}).get("jax_compiles", (0, 0.0))
+    count, seconds, cached = getattr(node, "workeroutput", {}).get("jax_compiles", (0, 0.0, 0))
     _JAX_COMPILES["count"] += count
     _JAX_COMPILES["seconds"] += seconds
+    _JAX_COMPILES["cached"] += cached
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _JAX_COMPILES["count"]:
-        terminalreporter.write_line(f"XLA compiles: {_JAX_COMPILES['count']} "
-                                    f"({_JAX_COMPILES['seconds']:.1f} s tracing, lowering and compiling, all processes)")
+        terminalreporter.write_line(
+            f"XLA compiles: {_JAX_COMPILES['count']}, {_JAX_COMPILES['cached']} of them loaded from the persistent "
+            f"cache ({_JAX_COMPILES['seconds']:.1f} s tracing, lowering and compiling, all processes)")
