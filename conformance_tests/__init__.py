@@ -33,6 +33,7 @@ from ._adapters import ADVANTAGE_FORMS, Adapter, Result, backend_adapter, port_a
 from ._cases import DTYPES, GRAD_TOL, MARGIN, VALUE_TOL, Case, Expected, Mismatch, expected
 from ._check import DEFAULT_TIMEOUT, check, run_property, select
 from ._cli import load_port
+from ._conventions import SPEC, Conventions, conventions
 from ._fused import (
     FusedAdapter,
     HeadCase,
@@ -80,9 +81,11 @@ __all__ = [
     "MARGIN",
     "PROPERTIES",
     "REGIONS",
+    "SPEC",
     "VALUE_TOL",
     "Adapter",
     "Case",
+    "Conventions",
     "Expected",
     "FusedAdapter",
     "HeadCase",
@@ -95,6 +98,7 @@ __all__ = [
     "Result",
     "backend_adapter",
     "check",
+    "conventions",
     "draw_case",
     "draw_config",
     "draw_head_case",

@@ -63,7 +63,9 @@ def _probe_cases(ad: Adapter) -> list[Case]:
         lp = round_to(-rng.uniform(0.1, 2.0, size=(b, t)), dtype)
         olp = round_to(lp + rng.uniform(-0.3, 0.3, size=(b, t)), dtype)
         adv = round_to(rng.choice([-1.0, 0.5, 1.0], size=b), dtype)
-        cases.append(Case(lp, olp, adv, np.ones((b, t), dtype=bool), CEGPPOConfig(), dtype))
+        # a port without an off switch for the dual clip (dual_clip='required') is probed with it on
+        cfg = CEGPPOConfig(dual_clip=3.0 if ad.conventions.dual_clip == "required" else None)
+        cases.append(Case(lp, olp, adv, np.ones((b, t), dtype=bool), cfg, dtype, agg=ad.aggs[0]))
     return cases
 
 
@@ -118,7 +120,7 @@ def declared_advantage_shapes(ad: Adapter, data: Any) -> None:
       skip=lambda ad: "JAX arrays are immutable" if ad.framework == "jax" else None)
 def inputs_not_modified(ad: Adapter, data: Any) -> None:
     """The call leaves log_prob, old_log_prob, advantages and response_mask as it got them (no in-place masking)."""
-    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     mask = case.mask
     if mask.all():  # at least one padded position, where in-place masking would write

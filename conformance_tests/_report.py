@@ -18,7 +18,8 @@ __all__ = ["PropertyResult", "Report", "reproducer"]
 class PropertyResult:
     """The outcome of one property on one implementation.
 
-    status is ``PASS``, ``FAIL`` or ``SKIP``. For a failure, `message` says what was compared and
+    status is ``PASS``, ``FAIL``, ``SKIP`` or ``DECLARED`` (a declared convention stands in for the
+    property, e.g. S9.5 float64 under ``compute_dtype='float32'``; not a failure). For a failure, `message` says what was compared and
     `expected`/`got` hold the two sides; `reproducer` is a Python snippet that recomputes the
     failing call; `exception` holds the implementation's exception when it raised; `timed_out`
     is True when the property was stopped by the time limit (the reproducer is the call that hung).
@@ -104,10 +105,11 @@ class Report:
                 f"up to {self.max_examples} examples per property, {seed}")
 
     def summary(self) -> str:
-        n = {s: sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
+        n = {s: sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP", "DECLARED")}
         verdict = "CONFORMS" if self.ok else "DOES NOT CONFORM"
         early = " (stopped at the first failure: fail_fast)" if self.stopped_early else ""
-        return (f"{verdict}: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped in "
+        declared = f", {n['DECLARED']} declared" if n["DECLARED"] else ""
+        return (f"{verdict}: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped{declared} in "
                 f"{self.seconds:.1f}s{early}")
 
     def format(self, verbose: bool = False) -> str:
@@ -116,7 +118,7 @@ class Report:
         lines += [f"  note: {note}" for note in self.notes]
         width = max((len(r.clause) for r in self.results), default=4)
         for r in self.results:
-            tail = f"  ({r.reason})" if r.status == "SKIP" else ""
+            tail = f"  ({r.reason})" if r.status in ("SKIP", "DECLARED") else ""
             if r.status == "FAIL":
                 tail = f"  -> {r.message.splitlines()[0] if r.message else ''}"
             lines.append(f"{r.status}  {r.clause:<{width}}  {r.name}{tail}")
@@ -131,6 +133,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data (what ``cegppo-conformance check --json FILE`` writes)."""
         counts = {s.lower(): sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
+        if any(r.status == "DECLARED" for r in self.results):
+            counts["declared"] = sum(r.status == "DECLARED" for r in self.results)
         return {
             "implementation": self.implementation, "framework": self.framework, "kind": self.kind,
             "device": self.device, "advantages": self.advantages, "max_examples": self.max_examples,
