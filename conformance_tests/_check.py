@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from ._adapters import SHAPE_OF_FORM, Adapter, PortError, port_adapter
 from ._cases import Mismatch, _short
 from ._conventions import SPEC, conventions, use
+from ._diagnose import diagnose
 from ._prop_inputs import InputsModified, advantage_form_message, probe_advantage_forms
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
@@ -171,6 +172,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     if not outcome:  # still running: the implementation hangs (or is slower than the limit)
         abandoned.set()
         res.status, res.timed_out = "FAIL", True
+        res.defect_class, res.diagnosis = "contract/harness", "the port hangs (or is slower than the time limit)"
         res.message = (f"timed out: no result after {timeout:g}s (example {count[0]}); the implementation hangs or "
                        "is slower than the time limit (raise it with timeout= / --timeout)")
         if adapter.last_case is not None:
@@ -202,12 +204,22 @@ def _record_failure(res: PropertyResult, exc: BaseException, adapter: Adapter) -
             res.exception = _port_traceback(exc.__cause__)
         if case is not None:
             res.reproducer = reproducer(case, adapter, show_mutation=isinstance(exc, InputsModified))
+        _add_diagnosis(res, case, adapter, exc)
         return
     # the implementation misbehaved outside a comparison (e.g. Flaky)
+    res.defect_class = "contract/harness"
+    res.diagnosis = "the port misbehaved outside a comparison (e.g. results that change between identical calls)"
     res.message = f"{type(exc).__name__}: {exc}".splitlines()[0]
     res.exception = "".join(traceback.format_exception(exc)[-8:]).rstrip()
     if adapter.last_case is not None:
         res.reproducer = reproducer(adapter.last_case, adapter)
+
+
+def _add_diagnosis(res: PropertyResult, case: Any, adapter: Adapter, exc: BaseException) -> None:
+    """Fill the failure's diagnosis and defect class (the port is called again on the failing case)."""
+    with adapter.thread_context():  # JAX's x64 flag as the property saw it
+        d = diagnose(res.id, case, adapter, exc)
+    res.diagnosis, res.defect_class = d.text, d.defect_class
 
 
 def prepare(adapter: Adapter) -> list[str]:
@@ -366,7 +378,8 @@ def _within(timeout: float | None, fn: Callable[[Adapter], list[str]], adapter: 
 def _probe_timed_out(adapter: Adapter, timeout: float | None) -> PropertyResult:
     """The result reported when the first call of the implementation (the advantage-shape probe) never returns."""
     p = next(q for q in PROPERTIES if q.id == "S1 declared advantage shapes are accepted")
-    res = PropertyResult(p.id, p.clause, p.name, p.doc, "FAIL", timed_out=True)
+    res = PropertyResult(p.id, p.clause, p.name, p.doc, "FAIL", timed_out=True, defect_class="contract/harness",
+                         diagnosis="the port hangs on its first call")
     res.message = (f"timed out: the first call of the implementation returned nothing after {timeout:g}s; "
                    "it hangs or is slower than the time limit (raise it with timeout= / --timeout)")
     if adapter.last_case is not None:
@@ -377,8 +390,8 @@ def _probe_timed_out(adapter: Adapter, timeout: float | None) -> PropertyResult:
 def new_report(adapter: Adapter, max_examples: int, seed: int | None) -> Report:
     """An empty `Report` for `adapter`, with its notes (float mask, device, declared advantages)."""
     report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes),
-                    device=adapter.device, advantages=adapter.advantages)
+                    device=adapter.device, advantages=adapter.advantages, declared=adapter.conventions.lines())
     if adapter.mask_dtype == "float":
         report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")
-    report.notes += [f"declared: {line}" for line in adapter.conventions.lines()]
+    report.notes += [f"declared: {line}" for line in report.declared]
     return report

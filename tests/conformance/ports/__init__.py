@@ -7,7 +7,8 @@ plain data (no framework import), so tests can be parametrized over them in any 
 
 from __future__ import annotations
 
-__all__ = ["CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN", "TORCH_BROKEN"]
+__all__ = ["CONVENTION_DEFECTS", "CONVENTION_PORTS", "CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN",
+           "TORCH_BROKEN"]
 
 CORRECT: dict[str, str] = {
     "correct": "both",
@@ -69,3 +70,18 @@ FUSED_TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "log_ratio_precomputed": ("gradient into constants", "S11.1 fused old_log_prob and advantages are constants"),
 }
 """fused_torch_ports.py: every broken fused head, its bug class, and the S11.1 property expected to catch it."""
+
+CONVENTION_PORTS: dict[str, tuple[str, dict[str, object]]] = {
+    "verl02_style": ("torch", {"normalizer_eps": 1e-8, "dual_clip": "required", "advantages": "token",
+                               "mask_dtype": "float"}),
+}
+"""convention_torch_ports.py (and convention_jax_ports.py): ports correct under their declared conventions,
+each with its framework and the `check` keywords that declare them."""
+
+CONVENTION_DEFECTS: dict[str, tuple[str, str, str, str]] = {
+    "verl02_ratio_quotient": ("verl02_style", "S9.1", "non-finite", "only where the ratio overflows or underflows"),
+    "verl02_mask_multiplied": ("verl02_style", "S9.3", "non-finite", "from garbage at masked positions"),
+    "verl02_half_arithmetic": ("verl02_style", "S9.5 bfloat16", "precision", "consistent with computing in bfloat16"),
+}
+"""Defective variants of the convention ports: variant -> (the correct port whose declarations it keeps, the
+property id prefix that must fail, the defect class and a phrase of the diagnosis that must name it)."""
