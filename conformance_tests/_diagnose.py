@@ -174,9 +174,11 @@ def _non_finite(case: Case, r: Result, ad: Adapter) -> Diagnosis:
     m = case.mask
     what = "loss" if not math.isfinite(r.value) else "gradient"
     if not m.any():
-        return Diagnosis("non-finite", f"an all-masked batch gives a {what} of {r.value!r}: 0 / 0 (a normalizer "
-                         f"epsilon that underflows in {case.dtype}, or a count not clamped to 1): divide by "
-                         "max(count, 1) in float32 (S8.4)")
+        eps = case.conventions.normalizer_eps
+        why = (f"count + {eps:g} computed in float16, where {eps:g} underflows to 0 (below 6e-8)"
+               if eps and eps < 6e-8 and case.dtype == "float16" else "the count is not clamped")
+        return Diagnosis("non-finite", f"an all-masked batch gives a {what} of {r.value!r}: 0 / 0 ({why}): "
+                         "divide by max(count, 1), in float32 for half inputs (S8.4)")
     holes = ~m
     dirty = any(np.any(~np.isfinite(a[holes]) | (np.abs(a[holes]) > 1e4)) for a in (case.log_prob, case.old_log_prob)
                 ) or (case.adv_form == "token" and np.any(~np.isfinite(case.advantages[holes])))
@@ -325,12 +327,16 @@ def _sign(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | 
 
 def _normalizer(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | None:
     """The gradient is the reference's times one factor (a different normalizer), or one factor per row."""
-    if r.grad is None:
-        return None
-    m = case.mask & (np.abs(want.grad) > 0) & np.isfinite(r.grad)
-    if m.sum() < 1:
-        return None
-    ratio = np.where(m, r.grad / np.where(m, want.grad, 1.0), np.nan)
+    if r.grad is None:  # a NumPy port: the value's ratio alone
+        if not want.value or not math.isfinite(r.value):
+            return None
+        m = np.ones((1, 1), dtype=bool)
+        ratio = np.array([[r.value / want.value]])
+    else:
+        m = case.mask & (np.abs(want.grad) > 0) & np.isfinite(r.grad)
+        if m.sum() < 1:
+            return None
+        ratio = np.where(m, r.grad / np.where(m, want.grad, 1.0), np.nan)
     k = ratio[m]
     close = float(np.max(np.abs(k - k[0]))) <= 1e-4 * abs(k[0]) if k.size else False
     if close and abs(k[0] - 1.0) > 1e-4 and k[0] > 0:
@@ -342,6 +348,8 @@ def _normalizer(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagno
         what = next((v for n, v in named.items() if abs(d_port - n) <= 1e-6 * n), f"{d_port:.6g}")
         return Diagnosis("aggregation", f"loss and gradient are the reference's times {float(k[0]):.6g} everywhere: "
                          f"the port divides by {what} instead of {d:g} ({case.agg}, S8.1)")
+    if r.grad is None:
+        return None
     rows = [ratio[i][m[i]] for i in range(case.shape[0]) if m[i].any()]
     if len(rows) > 1 and all(float(np.ptp(x)) <= 1e-4 * abs(float(x[0])) for x in rows) and \
             float(np.ptp([x[0] for x in rows])) > 1e-4:

@@ -135,3 +135,36 @@ def empty_batch(ad: Adapter, data: Any) -> None:
     if got.grad is not None and not np.all(got.grad == 0):
         raise Mismatch("gradient of an all-masked batch", case, np.zeros(case.shape), got.grad)
 
+
+
+def _padded(case: Case, rows: int, cols: int, at: int) -> Case:
+    """`case` with `rows` empty rows inserted before row `at` and `cols` masked columns appended (padding -1.0)."""
+    b, t = case.shape
+
+    def grow(x: np.ndarray, fill: float) -> np.ndarray:
+        x = np.hstack([x, np.full((b, cols), fill)]) if x.ndim == 2 else x
+        extra = np.full((rows, *x.shape[1:]), fill)
+        return np.concatenate([x[:at], extra, x[at:]], axis=0)
+
+    mask = np.hstack([case.mask, np.zeros((b, cols), dtype=bool)])
+    mask = np.concatenate([mask[:at], np.zeros((rows, t + cols), dtype=bool), mask[at:]], axis=0)
+    return case.with_(log_prob=grow(case.log_prob, -1.0), old_log_prob=grow(case.old_log_prob, -1.0),
+                      advantages=grow(case.advantages, 0.0), mask=mask)
+
+
+@prop("S8.2", "empty rows and padded columns", "aggregation", share=0.25)
+def empty_rows_and_padding(ad: Adapter, data: Any) -> None:
+    """In every declared mode, empty rows count for nothing (not in S, no 0/0) and padded columns only enter as L = T."""
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, max_b=4, adv_forms=ad.forms)
+    rows = data.draw(st.integers(1, 2), label="empty rows inserted")
+    cols = data.draw(st.integers(0, 3), label="masked columns appended")
+    at = data.draw(st.integers(0, case.shape[0]), label="where the empty rows go")
+    big = _padded(case, rows, cols, at)
+    got = ad.run(big)
+    want = expected(big)  # the reference of the padded batch: equal to the original's but for L = T (S8.2)
+    what = f"{rows} empty row(s) at row {at} and {cols} masked column(s), {case.agg}"
+    if not np.isfinite(got.value):
+        raise Mismatch(f"loss finite with {what}", big, want.value, got.value, "an empty row must weigh 0, not 0 / 0")
+    compare_value(f"loss with {what}", big, got.value, want.value, want.scale)
+    if ad.has_grad:
+        compare_grad(f"gradient with {what}", big, got.grad_or_fail(big), want.grad)

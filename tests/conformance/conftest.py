@@ -91,6 +91,16 @@ def convention_torch_ports(backend: str) -> Any:
 
 
 @pytest.fixture(scope="module")
+def convention_jax_ports(backend: str, jax_x64: None) -> Any:
+    """ports/convention_jax_ports.py, with --backend=jax only (float64 on, as the CLI does)."""
+    if backend != "jax":
+        pytest.skip("jax ports run with --backend=jax")
+    from ports import convention_jax_ports as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
 def jax_ports(backend: str, jax_x64: None) -> Any:
     """ports/jax_ports.py, with --backend=jax only (float64 on, as the CLI does)."""
     if backend != "jax":

@@ -74,6 +74,10 @@ FUSED_TORCH_BROKEN: dict[str, tuple[str, str]] = {
 CONVENTION_PORTS: dict[str, tuple[str, dict[str, object]]] = {
     "verl02_style": ("torch", {"normalizer_eps": 1e-8, "dual_clip": "required", "advantages": "token",
                                "mask_dtype": "float"}),
+    "openrlhf_style": ("torch", {"advantages": "token", "agg": "token-mean,seq-mean-token-mean"}),
+    "float32_everywhere": ("torch", {"compute_dtype": "float32", "advantages": "sequence"}),
+    "seq_mean_token_mean": ("torch", {"agg": "seq-mean-token-mean"}),
+    "tunix_style": ("jax", {"compute_dtype": "float32", "advantages": "token"}),
 }
 """convention_torch_ports.py (and convention_jax_ports.py): ports correct under their declared conventions,
 each with its framework and the `check` keywords that declare them."""
@@ -82,6 +86,11 @@ CONVENTION_DEFECTS: dict[str, tuple[str, str, str, str]] = {
     "verl02_ratio_quotient": ("verl02_style", "S9.1", "non-finite", "only where the ratio overflows or underflows"),
     "verl02_mask_multiplied": ("verl02_style", "S9.3", "non-finite", "from garbage at masked positions"),
     "verl02_half_arithmetic": ("verl02_style", "S9.5 bfloat16", "precision", "consistent with computing in bfloat16"),
+    "openrlhf_unclamped_counts": ("openrlhf_style", "S8.4", "non-finite", "an all-masked batch gives a loss of nan"),
+    "float32_clamped_log_ratio": ("float32_everywhere", "S9.1", "wrong gradient by region", "log-ratio is clamped"),
+    "seq_mean_per_row_counts": ("seq_mean_token_mean", "S8.2", "aggregation", "from an empty row"),
+    "tunix_ppo_clip": ("tunix_style", "S6.2 beta = 1 gives GPPO's gradient", "wrong gradient by region",
+                       "the gradient of clipped tokens is 0"),
 }
 """Defective variants of the convention ports: variant -> (the correct port whose declarations it keeps, the
 property id prefix that must fail, the defect class and a phrase of the diagnosis that must name it)."""
