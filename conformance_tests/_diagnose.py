@@ -163,7 +163,7 @@ def _explain(case: Case, r: Result, ad: Adapter, prop_id: str) -> Diagnosis | No
                          "(compute_dtype='float32') if that is intended, else keep float64 (S9.5)")
     if _matches(case, r, want):
         return None
-    for hypothesis in (_convention_variant, _half_precision, _sign, _normalizer, _by_region, _value_only):
+    for hypothesis in (_convention_variant, _half_precision, _sign, _normalizer, _by_region, _ppo, _value_only):
         found = hypothesis(case, r, ad, want=want)
         if found is not None:
             return found
@@ -240,7 +240,8 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
         if _small(case):
             eps_options += list(_EPS_CANDIDATES)
     f32_options = [conv.compute_dtype]
-    if case.dtype == "float64" and conv.compute_dtype is None:
+    # float32 arithmetic shows in the loss's dtype; a float64 loss within float32 tolerance is something else
+    if case.dtype == "float64" and conv.compute_dtype is None and r.out_dtype == "float32":
         f32_options.append("float32")
     seen = set()
     for c in c_options:
@@ -325,6 +326,21 @@ def _sign(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | 
     return None
 
 
+def _ppo(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | None:
+    """Value and gradient are PPO-clip's (textbook min/clip, arXiv 1707.06347 Eq. 7): clipped tokens have no gradient."""
+    from ._prop_special import textbook  # the independent PPO formula of S6
+
+    if case.cfg.beta_low == 0 and case.cfg.beta_high == 0 and _value_ok(case, r.value, want):
+        return None  # CE-GPPO with beta = 0 has PPO's gradient: nothing tells them apart but the value
+    ref = textbook(case)
+    ppo = Expected(ref["value"], ref["ppo_grad"], ref["scale"])
+    if _matches(case, r, ppo) or (r.grad is None and _value_ok(case, r.value, ppo)):
+        return Diagnosis("wrong gradient by region", "value and gradient equal PPO-clip's (min / clip, arXiv "
+                         "1707.06347 Eq. 7): clipped tokens keep the value bound * A and get no gradient; the loss is "
+                         "PPO, not CE-GPPO (whose gradient equals PPO's only with beta = 0, S6.1)")
+    return None
+
+
 def _normalizer(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | None:
     """The gradient is the reference's times one factor (a different normalizer), or one factor per row."""
     if r.grad is None:  # a NumPy port: the value's ratio alone
@@ -367,11 +383,11 @@ def _by_region(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnos
     clipped = regions.clip_low | regions.clip_high
     logr = case.log_prob - case.old_log_prob
     got = r.grad
+    if np.all(got[bad] == 0) and np.all(np.abs(logr[bad]) > 20):
+        return Diagnosis("wrong gradient by region", "the gradient is 0 exactly where |log-ratio| > 20 and right "
+                         "elsewhere: the log-ratio is clamped (verl clamps at +-20), which erases the restored "
+                         "gradient of clipped tokens (S9.1)")
     if np.all(clipped[bad]):
-        if np.all(got[bad] == 0) and np.all(np.abs(logr[bad]) > 20):
-            return Diagnosis("wrong gradient by region", "the gradient of clipped tokens is 0 where |log-ratio| > 20 "
-                             "and right elsewhere: the log-ratio is clamped (verl clamps at +-20), which erases the "
-                             "restored gradient (S9.1)")
         if np.all(got[bad] == 0):
             return Diagnosis("wrong gradient by region", "the gradient of clipped tokens is 0: the restored gradient "
                              "is missing (delta / delta without the stop-gradient, or PPO's clip); CE-GPPO keeps "
