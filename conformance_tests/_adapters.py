@@ -284,14 +284,28 @@ class TorchAdapter(Adapter[Case, Result]):
             self.compile_skip = "torch.compile costs seconds per shape; pass compile=True (--compile) to check it"
         self._compiled: dict[Any, Any] = {}
 
+    def _tensor(self, x: np.ndarray, dt: Any, layout: str) -> Any:
+        """`x` on the adapter's device in `layout` (`LAYOUTS`); NaN (False) in the slack of a sliced buffer,
+        so that a kernel reading past the view's bounds is seen."""
+        torch, dev = self.torch, self.torch_device
+        if layout == "contiguous" or (layout == "transposed" and x.ndim < 2):
+            return torch.tensor(x, dtype=dt, device=dev)
+        if layout == "transposed":
+            return torch.tensor(np.ascontiguousarray(x.T), dtype=dt, device=dev).T
+        fill = False if x.dtype == np.bool_ else np.nan
+        wide = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(1, 2)], constant_values=fill)
+        return torch.tensor(wide, dtype=dt, device=dev)[..., 1:-2]
+
     def _run(self, case: Case, compiled: bool) -> Result:
         torch = self.torch
         dt = getattr(torch, case.dtype)
-        dev = self.torch_device
-        lp = torch.tensor(case.log_prob, dtype=dt, device=dev).requires_grad_(True)
-        olp = torch.tensor(case.old_log_prob, dtype=dt, device=dev)
-        adv = torch.tensor(case.advantages, dtype=dt, device=dev)
-        mask = torch.tensor(case.mask, device=dev)
+        lay = case.layout
+        # a view is not a leaf: its gradient is taken with torch.autograd.grad(out, lp) all the same
+        lp = self._tensor(case.log_prob, dt, lay)
+        lp = lp.requires_grad_(True) if lay == "contiguous" else lp.detach().requires_grad_(True)
+        olp = self._tensor(case.old_log_prob, dt, lay)
+        adv = self._tensor(case.advantages, dt, lay)
+        mask = self._tensor(case.mask, None, lay)
         if self.mask_dtype == "float":
             mask = mask.to(dt)
         call = self._call

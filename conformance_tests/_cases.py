@@ -98,6 +98,10 @@ def round_to(x: Any, dtype: str) -> np.ndarray:
 
 
 _ARRAYS: tuple[str, ...] = ("log_prob", "old_log_prob", "advantages", "mask")
+LAYOUTS: tuple[str, ...] = ("contiguous", "sliced", "transposed")
+"""Memory layouts of the inputs: contiguous; a slice of a wider padded buffer (verl hands
+``log_probs[:, -response_length:]``, a view with a storage offset and a row stride above T); a
+transposed buffer (column-major strides, as after a ``.t()`` of a time-major batch)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +127,9 @@ class Case:
     num_seqs: float | None = None
     note: str = field(default="", compare=False)
     recipe: str = field(default="", compare=False)
+    layout: str = field(default="contiguous", compare=False)
+    """How a torch adapter hands the arrays (`LAYOUTS`): as contiguous tensors, or as the views frameworks
+    hand (a slice of a wider buffer, a transposed one), to reach kernels that assume contiguity."""
     conventions: Conventions = field(default_factory=active)
     """What the port declared (`_conventions`): the reference and the tolerances follow it. A case built
     while a property runs takes the port's (the active ones), so no strategy needs to be told."""

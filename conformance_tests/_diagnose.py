@@ -87,7 +87,7 @@ def diagnose(prop_id: str, case: Case | None, adapter: Adapter, exc: BaseExcepti
 
 
 def _is_contract(prop_id: str, exc: BaseException) -> bool:
-    return isinstance(exc, PortError) or prop_id.startswith(("S1 ", "S4 old_log_prob"))
+    return isinstance(exc, PortError) or prop_id.startswith(("S1 inputs are not", "S1 declared", "S4 old_log_prob"))
 
 
 def _contract(prop_id: str, exc: BaseException) -> Diagnosis:
@@ -143,6 +143,10 @@ def _diagnose_case(prop_id: str, case: Case, ad: Adapter) -> Diagnosis:
         found = _explain(off, ad.run(off), ad, prop_id)
         if found is not None:
             return found
+    if case.layout != "contiguous":  # only S1 inputs as views hands views: it compared them with contiguous inputs
+        return Diagnosis("contract/harness", f"the result on {case.layout} views differs from the result on contiguous "
+                         "inputs holding the same numbers: the port assumes contiguous row-major memory (as_strided, "
+                         "data_ptr arithmetic, a kernel without strides); call .contiguous() or pass the strides")
     r = ad.run(case)
     found = _explain(case, r, ad, prop_id)
     if found is not None:

@@ -285,6 +285,14 @@ def reproducer(case: Case, adapter: Adapter, *, show_mutation: bool = False) -> 
     dev = adapter.device
     lines += [_tensor(fw, name, src[name], name == "response_mask" and not float_mask, case.dtype,
                       grad=name == "log_prob", device=dev) for name in _INPUTS]
+    if case.layout == "sliced":  # the kit handed views, as frameworks do
+        lines += [f"{n} = torch.nn.functional.pad({n}, (1, 2), value=float('nan'))[..., 1:-2]"
+                  f"{'.detach().requires_grad_(True)' if n == 'log_prob' else ''}  # a slice of a wider buffer"
+                  for n in _INPUTS if n != "response_mask"]
+        lines.append("response_mask = torch.nn.functional.pad(response_mask, (1, 2))[..., 1:-2]")
+    elif case.layout == "transposed":
+        lines += [f"{n} = {n}.detach().T.contiguous().T" + (".requires_grad_(True)" if n == "log_prob" else "")
+                  + "  # column-major" for n in _INPUTS]
     mutation = show_mutation and fw in _MUTATION_CHECK
     if mutation:
         lines += [f"names, inputs = {list(_INPUTS)!r}, [log_prob, old_log_prob, advantages, response_mask]",

@@ -40,6 +40,7 @@ TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "large_batch_fast_path": ("size-dependent fast path", "S3 value and gradient at a million tokens"),
     "fp16_arithmetic": ("dtype slip", "S9.5 float16"),
     "zeroes_padding_in_place": ("input mutation", "S1 inputs are not modified"),
+    "contiguity_assumed": ("memory layout", "S1 inputs as views"),
 }
 """torch_ports.py: every broken port, its bug class, and the property (id prefix) expected to catch it."""
 
