@@ -174,3 +174,28 @@ def test_jax_convention_port_conforms_and_its_variant_is_diagnosed(convention_ja
                       only=[prefix], fail_fast=True, shrink=False, **decl)
     failure = report.failed[0]
     assert failure.defect_class == cls and phrase in failure.diagnosis, failure.diagnosis
+
+
+def test_pytest_suite_takes_and_checks_the_declarations() -> None:
+    from ports import numpy_ports
+
+    test = cc.pytest_suite(numpy_ports.correct, "numpy", normalizer_eps=0.0, dual_clip="required", agg="all",
+                           global_normalizers=True, compute_dtype="float32")
+    assert callable(test)
+    with pytest.raises(ValueError, match="dual_clip"):
+        cc.pytest_suite(numpy_ports.correct, "numpy", dual_clip="never")
+
+
+def test_json_carries_the_diagnosis_and_the_verdict(ports: Any, tmp_path: Any) -> None:
+    import json
+
+    out = tmp_path / "report.json"
+    code, _ = _cli("check", f"{PORT_FILE}:verl02_mask_multiplied", "--framework", "torch", "--advantages", "token",
+                   "--mask-dtype", "float", "--normalizer-eps", "1e-8", "--dual-clip", "required", "--max-examples",
+                   "20", "--only", "S9.3", "--no-shrink", "--json", str(out))
+    assert code == 1
+    data = json.loads(out.read_text())
+    (failure,) = [r for r in data["results"] if r["status"] == "FAIL"]
+    assert failure["defect_class"] == "non-finite" and "garbage at masked positions" in failure["diagnosis"]
+    assert [(row["class"], row["defect"]) for row in data["verdict"]] == [
+        ("non-finite", True), ("declared convention", False), ("declared convention", False)]
