@@ -4,67 +4,85 @@
 what `.ci/run` calls. `bench`, `gpu` (everything on CUDA), `openrlhf`, `skyrl` and `tunix` (a framework
 each, in its own venv), `conformance` (inside `tests` in CI) and `mutation` run only when named. Every session installs the project from this checkout with the pins in
 constraints.txt (torch 2.13.0, the local CPU build), so nothing installed by hand is relied on.
+
+Speed (docs/contributing.md, "CI time"): venvs are made and filled by uv when it is installed (the README's
+test command installs it beside nox), from one package cache for every session; each pytest run spreads
+its tests over every core with pytest-xdist.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import nox
 
-nox.options.default_venv_backend = "virtualenv"
+# uv when it is installed (`pip install "nox[uv]"`), else virtualenv and pip: the same sessions either way.
+nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
-# openrlhf, skyrl and tunix install a framework each (DeepSpeed built from source, Ray, ~80 packages for tunix):
-# with them CI took 30.5 min on 2 cores (openrlhf 2 min, skyrl 3 min), past its 25-minute aim, so they run when named.
+# openrlhf, skyrl and tunix install a framework each (DeepSpeed built from source, Ray, ~80 packages for tunix),
+# which would add minutes to every CI run, so they run when named.
 nox.options.sessions = ["lint", "typecheck", "tests", "trainer", "integrations", "docs"]
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
 BACKENDS = ("numpy", "torch", "jax")
 EXTRAS = {"numpy": "test", "torch": "torch,test", "jax": "jax,test"}
+# Every pytest run of a session uses every core (pytest-xdist, pinned in constraints.txt): `-n auto` starts
+# one worker per core and hands out tests one at a time. PYTEST_XDIST="-n 0" runs in one process instead.
+XDIST = tuple(os.environ.get("PYTEST_XDIST", "-n auto").split())
 # The Hypothesis profile: `ci` (derandomized, bounded) unless the caller picks another.
 HYPOTHESIS_ENV = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"), "PYTHONHASHSEED": "0"}
+TEST_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"}
 # Frameworks with a session of their own (openrlhf, skyrl, tunix) set CEGPPO_REQUIRE=<extra>: there a missing
 # framework fails its tests; elsewhere (`integrations` also collects tests/integrations) they skip.
-INTEGRATION_ENV = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+INTEGRATION_ENV = {**TEST_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _install(session: nox.Session, extras: str) -> None:
-    session.install(*CONSTRAINTS, "--upgrade", "pip")
-    session.install(*CONSTRAINTS, f".[{extras}]")
+def _pip_find_links() -> str:
+    """The find-links locations pip is configured with on this machine (PIP_FIND_LINKS, else pip's config)."""
+    links = os.environ.get("PIP_FIND_LINKS", "")
+    if not links:
+        done = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+                              capture_output=True, text=True, check=False)
+        links = done.stdout.strip() if done.returncode == 0 else ""
+    return links
 
 
-def _unit_tests(session: nox.Session, backend: str) -> None:
-    folder = "tests/core" if backend == "numpy" else f"tests/{backend}"
-    session.run("pytest", folder, *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+# uv reads neither pip's configuration nor PIP_* variables. Where pip is pointed at local wheels (this
+# machine's CPU build of the torch that constraints.txt pins), uv is pointed at them too: without them it
+# would take PyPI's torch of the same version, a CUDA build of several GB.
+if "UV_FIND_LINKS" not in os.environ and (_links := _pip_find_links()):
+    os.environ["UV_FIND_LINKS"] = ",".join(_links.split())
 
 
-def _conformance(session: nox.Session, backend: str) -> None:
-    session.run("pytest", "tests/conformance", f"--backend={backend}", *session.posargs,
-                env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+def _install(session: nox.Session, extras: str, *more: str) -> None:
+    """The project from this checkout with `extras`, and `more` packages, under the pins of constraints.txt."""
+    if session.venv_backend != "uv":  # uv needs no pip in the venv
+        session.install(*CONSTRAINTS, "--upgrade", "pip")
+    session.install(*CONSTRAINTS, f".[{extras}]", *more)
+
+
+def _pytest(session: nox.Session, *args: str, env: dict[str, str] = TEST_ENV) -> None:
+    session.run("pytest", *XDIST, *args, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
-    """Unit tests of one implementation (`numpy`: the reference, `torch`, `jax`), then the conformance suite on it.
+    """Unit tests of one implementation (`numpy`: the reference, `torch`, `jax`) and the conformance suite on it.
 
-    The two share one venv (one install instead of two, 20-60 s saved per backend); each
-    is a pytest run of its own, so both always run and a failure names its suite. tests/torch and
-    tests/jax hold only what is framework-specific: the clauses every backend must meet are the
-    conformance suite's. `nox -s conformance` runs the conformance suite alone.
+    One pytest run over both folders: the workers share them out, so the slowest file no longer
+    sets the pace of a run of its own. tests/torch and tests/jax hold only what is framework-specific:
+    the clauses every backend must meet are the conformance suite's. `nox -s conformance` runs the
+    conformance suite alone.
     """
-    _install(session, EXTRAS[backend])
-    failures = []
-    for suite in (_unit_tests, _conformance):
-        try:
-            suite(session, backend)
-        except nox.command.CommandFailed:
-            failures.append(suite.__name__.strip("_"))
-    if failures:
-        session.error(f"failed: {', '.join(failures)} ({backend})")
+    _install(session, EXTRAS[backend], "pytest-xdist")
+    folder = "tests/core" if backend == "numpy" else f"tests/{backend}"
+    _pytest(session, folder, "tests/conformance", f"--backend={backend}")
 
 
 @nox.session(python=PYTHON, default=False)
@@ -72,25 +90,24 @@ def tests(session: nox.Session, backend: str) -> None:
 def conformance(session: nox.Session, backend: str) -> None:
     """The conformance suite alone against one implementation (HYPOTHESIS_PROFILE=thorough for release
     checks). In CI it runs inside `tests`, in the same venv."""
-    _install(session, EXTRAS[backend])
-    _conformance(session, backend)
+    _install(session, EXTRAS[backend], "pytest-xdist")
+    _pytest(session, "tests/conformance", f"--backend={backend}")
 
 
 @nox.session(python=PYTHON)
 def trainer(session: nox.Session) -> None:
     """The reference trainer: CLI smoke run, resume, DDP equivalence, checkpoints, datasets."""
-    _install(session, "trainer,test")
-    session.run("pytest", "tests/trainer", *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+    _install(session, "trainer,test", "pytest-xdist")
+    _pytest(session, "tests/trainer")
 
 
 @nox.session(python=PYTHON)
 def integrations(session: nox.Session) -> None:
     """verl, TRL and optax integrations against the real packages (pinned in the `integrations` extra)."""
-    _install(session, "integrations,trainer,test")
+    _install(session, "integrations,trainer,test", "pytest-xdist")
     # This venv has torch, jax, optax, verl and trl: it also runs every python block of the docs, except
     # those of the frameworks with a session of their own (tunix: `nox -s tunix`).
-    session.run("pytest", "tests/integrations", "tests/docs", "-k", "not own_session",
-                *session.posargs, env={**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"})
+    _pytest(session, "tests/integrations", "tests/docs", "-k", "not own_session")
 
 
 
@@ -160,24 +177,26 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint and import order."""
-    session.install("ruff==0.17.6")
+    session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy over every package (spec, backends, conformance, trainer, integrations), strict on the spec.
+    """mypy over every package (spec, backends, conformance, trainer, integrations), strict on the spec; then the
+    release check of the distribution (tools/check_distribution.py: sdist and wheel built, twine-checked, installed
+    outside the tree). The two share this session because both need the project built and installed.
 
     The folders map onto one package `cegppo` (pyproject.toml), which mypy cannot see through the
     editable install's import hook: it reads a plain copy installed into build/typecheck instead
     (MYPYPATH), against torch, jax and the trainer's dependencies in this session's environment.
     """
-    _install(session, "torch,jax,trainer,test")
-    session.install("mypy==2.4.1")
+    _install(session, "torch,jax,trainer,test", "mypy", "build", "twine", "uv")
     target = os.path.join("build", "typecheck")
     shutil.rmtree(target, ignore_errors=True)
     session.install("--no-deps", "--target", target, ".")
     session.run("mypy", env={"MYPYPATH": target})
+    session.run("python", "tools/check_distribution.py")
 
 
 @nox.session(python=PYTHON)
@@ -274,7 +293,7 @@ def mutation(session: nox.Session) -> None:
     if unknown:  # before the installs: a typo costs nothing
         session.error(f"unknown mutation target(s) {unknown}; known: {sorted(MUTATION_TARGETS)}")
     _install(session, "torch,jax,test")
-    session.install(*CONSTRAINTS, "mutmut==3.8.1")
+    session.install(*CONSTRAINTS, "mutmut")
     env = {**HYPOTHESIS_ENV, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "mutation"),
            "CEGPPO_STRICT": "1", "OMP_NUM_THREADS": "1",
            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}

@@ -21,6 +21,10 @@ Importing this package imports no framework; an adapter imports torch or jax whe
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "conformance", ["hypothesis"])  # first: a missing one is named with its extra
+
 from . import (  # registers
     _prop_aggregation,
     _prop_bounds,

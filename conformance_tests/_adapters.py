@@ -399,6 +399,7 @@ class JaxAdapter(Adapter[Case, Result]):
         if not isinstance(jit, bool):
             raise TypeError(f"jit must be a bool, got {type(jit).__name__} {jit!r}")
         self.jit_by_default = jit
+        self._jit_cache: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
         if jit:
             self.notes.append("every call under jax.jit (eager checked by 'S9 compiled agrees with eager')")
         if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]  # a flag the stubs do not list
@@ -412,6 +413,34 @@ class JaxAdapter(Adapter[Case, Result]):
         # straight from host memory to the device (jnp.asarray would go through the default device)
         return self.jax.device_put(x if x.dtype == np.bool_ else x.astype(np.dtype(dt)), self.jax_device)
 
+    def _program_key(self, case: Case, *arrays: Any) -> tuple[Any, ...]:
+        """What a traced call of `case` depends on besides the arrays' values: equal keys trace to one program.
+
+        The call reads the case only through its config, aggregation and normalizers (`_call`); the arrays
+        enter by shape and dtype. Keying jitted functions on this compiles once per program, not once per
+        call: the properties that call twice on one shape (a moved or dirtied padding, micro-batch parts,
+        determinism) and the two dtypes of a case share one compilation.
+        """
+        return (case.cfg, case.agg, case.num_tokens, case.num_seqs, case.is_port_call,
+                tuple((a.shape, str(a.dtype)) for a in arrays))
+
+    def _jitted(self, kind: str, key: tuple[Any, ...], build: Callable[[], tuple[Any, dict[str, Any]]]) -> Any:
+        """The jitted function (and the dict its trace fills) cached under (`kind`, `key`), built on a miss.
+
+        A new Python function per call would defeat jax.jit's own cache, which is keyed on the function
+        object: every call would trace and compile again. The cache is bounded (least recently used out).
+        """
+        entry = self._jit_cache.pop((kind, key), None)
+        if entry is None:
+            entry = build()
+            if len(self._jit_cache) >= self.JIT_CACHE_SIZE:
+                self._jit_cache.pop(next(iter(self._jit_cache)))
+        self._jit_cache[(kind, key)] = entry
+        return entry
+
+    JIT_CACHE_SIZE = 64
+    """Compiled programs an adapter keeps: a property's calls on one case reuse them; older ones are dropped."""
+
     def _run(self, case: Case, compiled: bool) -> Result:
         jax, jnp = self.jax, self.jnp
         dt = getattr(jnp, case.dtype)
@@ -419,25 +448,31 @@ class JaxAdapter(Adapter[Case, Result]):
         def put(x: np.ndarray) -> Any:
             return self._put(x, dt)
 
-        olp, adv = put(case.old_log_prob), put(case.advantages)
+        lp, olp, adv = put(case.log_prob), put(case.old_log_prob), put(case.advantages)
         mask = put(case.mask)
         if self.mask_dtype == "float":
             mask = mask.astype(dt)
-        holder: dict[str, Any] = {}
 
-        # The arrays are arguments, not constants closed over: under jit XLA would constant-fold
-        # through them, which takes seconds at 10^6 tokens.
-        def f(lp: Any, olp: Any, adv: Any, mask: Any) -> Any:
-            out = self._call(lp, olp, adv, mask, case)
-            if not hasattr(out, "shape") or int(np.prod(out.shape)) != 1:
-                holder["bad"] = f"{type(out).__name__} of shape {getattr(out, 'shape', None)}"
-                return jnp.zeros((), lp.dtype)
-            return jnp.reshape(out, ())
+        def build() -> tuple[Any, dict[str, Any]]:
+            holder: dict[str, Any] = {}  # filled while tracing: what the call returned, if not a scalar
 
-        vg = jax.value_and_grad(f)
+            # The arrays are arguments, not constants closed over: under jit XLA would constant-fold
+            # through them, which takes seconds at 10^6 tokens.
+            def f(lp: Any, olp: Any, adv: Any, mask: Any) -> Any:
+                out = self._call(lp, olp, adv, mask, case)
+                if not hasattr(out, "shape") or int(np.prod(out.shape)) != 1:
+                    holder["bad"] = f"{type(out).__name__} of shape {getattr(out, 'shape', None)}"
+                    return jnp.zeros((), lp.dtype)
+                return jnp.reshape(out, ())
+
+            vg = jax.value_and_grad(f)
+            return (jax.jit(vg) if compiled else vg), holder
+
         if compiled:
-            vg = jax.jit(vg)
-        val, g = vg(put(case.log_prob), olp, adv, mask)
+            vg, holder = self._jitted("value_and_grad", self._program_key(case, lp, olp, adv, mask), build)
+        else:
+            vg, holder = build()
+        val, g = vg(lp, olp, adv, mask)
         if "bad" in holder:
             raise PortError("the loss must be a scalar jax.Array", case, "a 0-d array", holder["bad"])
         return Result(float(np.asarray(val, dtype=np.float64)), np.asarray(g, dtype=np.float64), str(val.dtype))
@@ -448,15 +483,20 @@ class JaxAdapter(Adapter[Case, Result]):
         mask = self._put(case.mask, dt)
         if self.mask_dtype == "float":
             mask = mask.astype(dt)
-
-        def f(lp: Any, olp: Any, adv: Any, mask: Any) -> Any:
-            out = self._call(lp, olp, adv, mask, case)
-            return jnp.reshape(out, ()) if hasattr(out, "shape") and int(np.prod(out.shape)) == 1 else out
-
-        grad = jax.grad(f, argnums=(1, 2))
-        if self.jit_by_default:
-            grad = jax.jit(grad)
         lp, olp, adv = (self._put(x, dt) for x in (case.log_prob, case.old_log_prob, case.advantages))
+
+        def build() -> tuple[Any, dict[str, Any]]:
+            def f(lp: Any, olp: Any, adv: Any, mask: Any) -> Any:
+                out = self._call(lp, olp, adv, mask, case)
+                return jnp.reshape(out, ()) if hasattr(out, "shape") and int(np.prod(out.shape)) == 1 else out
+
+            grad = jax.grad(f, argnums=(1, 2))
+            return (jax.jit(grad) if self.jit_by_default else grad), {}
+
+        if self.jit_by_default:
+            grad = self._jitted("constant_grads", self._program_key(case, lp, olp, adv, mask), build)[0]
+        else:
+            grad = build()[0]
         g_olp, g_adv = grad(lp, olp, adv, mask)
         return {"old_log_prob": np.asarray(g_olp, dtype=np.float64), "advantages": np.asarray(g_adv, dtype=np.float64)}
 

@@ -8,13 +8,15 @@
     cegppo-conformance check --framework-loss openrlhf|skyrl|tunix [--loss [MODULE:]NAME] [options as above]
     cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
+    cegppo-conformance --version
 
 With --fused the function is a fused LM-head loss with the signature of
 `cegppo.torch.fused_linear_policy_loss` (hidden states in, (loss, metrics) out) and the S11.1
 properties run instead of the policy-loss ones.
 
-Progress (one line per property) goes to stderr, on a terminal or not (CI logs), unless --quiet;
-the report goes to stdout, and with --json FILE as JSON to FILE too.
+Progress goes to stderr unless --quiet (or --no-progress): one line per property on a terminal; in a
+log (stderr a file or a pipe, as in CI) the same lines at most one every few seconds, the last one
+always. The report goes to stdout, and with --json FILE as JSON to FILE too.
 
 Exit status: 0 when every property holds, 1 when any fails (a property that runs past --timeout
 fails), 2 on bad arguments, or when the port, its framework or the device cannot be loaded.
@@ -30,6 +32,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import cegppo
 
 from ._targets import import_target
 
@@ -109,6 +113,7 @@ def _framework_port_name(framework_loss: str, loss: str | None) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cegppo-conformance", description="CE-GPPO conformance kit")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {cegppo.__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="check a port: exit 0 if it conforms, 1 if not")
     c.add_argument("port", metavar="MODULE:FUNCTION", nargs="?", default=None,
@@ -155,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help=f"time limit per property: a port still running then is reported as hanging "
                         f"(default {DEFAULT_TIMEOUT:g}; 0 = no limit)")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    c.add_argument("-q", "--quiet", "--no-progress", action="store_true",
+                   help="no progress lines on stderr (--no-progress as for cegppo-train)")
     sub.add_parser("list", help="list the properties and their spec clauses")
     return ap
 
@@ -311,13 +317,26 @@ def _adapter(port: Any, args: argparse.Namespace, name: str) -> Any:
 
 
 def _progress(total: int) -> Any:
-    """A progress callback printing ``[i/n] STATUS id (examples, seconds)`` to stderr, flushed (CI logs too)."""
-    done = [0]
+    """A progress callback writing ``[i/n] STATUS id (examples, seconds)`` lines to stderr.
+
+    On a terminal, one line per property as it completes. Where stderr is a file or a pipe (a CI log), the
+    same lines at most one every few seconds (`cegppo._progress.ProgressLog`), the last property's always,
+    with the number of failures so far (the report on stdout names them all).
+    """
+    from cegppo._progress import ProgressLog, is_terminal
+
+    log = None if is_terminal(sys.stderr) else ProgressLog()
+    done = [0, 0]  # properties completed, failed
 
     def show(r: Any) -> None:
         done[0] += 1
+        done[1] += r.status == "FAIL"
         tail = f"{r.examples} examples, {r.seconds:.1f}s" if r.status != "SKIP" else r.reason
-        print(f"[{done[0]}/{total}] {r.status} {r.id} ({tail})", file=sys.stderr, flush=True)
+        line = f"[{done[0]}/{total}] {r.status} {r.id} ({tail})"
+        if log is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            log.write(line + (f"; {done[1]} failed so far" if done[1] else ""), force=done[0] == total)
 
     return show
 

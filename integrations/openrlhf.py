@@ -49,6 +49,10 @@ module is imported without the package ``__init__`` (`cegppo.integrations._loadi
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "openrlhf", ["torch", "openrlhf"])  # first: a missing one is named with its extra
+
 from typing import Any, ClassVar
 
 import cegppo

@@ -44,6 +44,11 @@ Python < 3.12, so there the loss module is imported without that package ``__ini
 
 # No `from __future__ import annotations`: SkyRL builds nested configs from the dataclass fields'
 # runtime types (`build_nested_dataclass`), which string annotations would hide.
+
+from cegppo._extras import require
+
+require(__name__, "skyrl", ["torch", "skyrl"])  # first: a missing one is named with its extra
+
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -61,7 +66,7 @@ _ppo_utils = import_loss_module("skyrl.backends.skyrl_train.utils.ppo_utils", ("
 _off_policy = import_loss_module("skyrl.backends.skyrl_train.utils.off_policy_correction_utils", ("skyrl.backends",))
 PolicyLossRegistry = _ppo_utils.PolicyLossRegistry
 
-from skyrl.train.config import AlgorithmConfig, SkyRLTrainConfig, TrainerConfig  # noqa: E402
+from skyrl.train.config import AlgorithmConfig, SkyRLTrainConfig, TrainerConfig
 
 __all__ = [
     "LOSS_NAME",

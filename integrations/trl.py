@@ -52,6 +52,10 @@ from GRPOTrainer's ``_get_per_token_logps_and_entropies``, exactly as TRL's own 
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "integrations", ["torch", "trl"])  # first: a missing one is named with its extra
+
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -46,6 +46,10 @@ Pinned and tested against google-tunix 0.1.7 (the ``tunix`` extra).
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "tunix", ["jax", "flax", "tunix"])  # first: a missing one is named with its extra
+
 import contextlib
 import dataclasses
 import logging

@@ -48,6 +48,10 @@ Pinned and tested against verl 0.9.1 (the ``integrations`` extra).
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "integrations", ["torch", "verl"])  # first: a missing one is named with its extra
+
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass

@@ -11,6 +11,11 @@ Modules, in reading order: `config` (every knob), `tasks` (prompts, rewards, the
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+# First, before the imports below: a missing package is named with the extra that installs it.
+require(__name__, "trainer", ["torch", "transformers", "safetensors", "tqdm", "matplotlib", "tyro", "docstring_parser"])
+
 from .config import TrainConfig, cegppo_config
 from .tasks import Task, addition_task, dataset_task, extract_math_answer, load_jsonl, math_answer_reward
 from .train import METRICS, train

@@ -6,6 +6,7 @@ impossible setting) print one line `cegppo-train: error: ...` and exit with stat
 A run that diverges (a non-finite loss or gradient norm) stops before applying that update, prints
 `cegppo-train: error: training diverged ...` and exits with status 3; its checkpoints and metrics lines stay.
 Ctrl-C exits with status 130, leaving only complete checkpoints and complete metrics lines.
+`cegppo-train --version` prints the version of cegppo.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import cegppo
 import tyro
 
 from .config import TrainConfig
@@ -84,6 +86,9 @@ def _final_report(out: Path, step: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in argv:  # before tyro, which knows only TrainConfig's fields; as argparse's, wherever it is
+        print(f"cegppo-train {cegppo.__version__}")
+        return 0
     try:
         if argv[:1] in (["sweep"], ["compare"]):
             return _sweep(argv[0], argv[1:])

@@ -51,7 +51,7 @@ class TrainConfig:
     threads: int = 1
     """torch intra-op threads on CPU; 0 = torch's default (one per core), thrashes on a busy machine."""
     progress: bool = True
-    """Show a tqdm progress bar with the key figures (rank 0 only)."""
+    """Show progress with the key figures (rank 0 only): a tqdm bar on a terminal, a plain line every 10 s in a log."""
     plots: bool = True
     """Write PNG plots (reward, entropy, regions, entropy change) to OUT/plots at the end."""
     tensorboard: bool = False
@@ -291,5 +291,5 @@ def parse_args(argv: list[str] | None = None, defaults: TrainConfig | None = Non
         args=argv,
         default=defaults or TrainConfig(),
         prog=prog,
-        description=TrainConfig.__doc__,
+        description=f"{TrainConfig.__doc__} `{prog.split()[0]} --version` prints the version.",
     )

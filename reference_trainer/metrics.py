@@ -1,4 +1,5 @@
-"""What a training step logs: the keys of metrics.jsonl, and the typed sums that one step's updates add up.
+"""What a training step logs: the keys of metrics.jsonl, the typed sums that one step's updates add up, and the
+progress display.
 
 An update contributes its loss, gradient norm and token counts plus the per-token diagnostics of CE-GPPO
 (region fractions, ratios, |F_t|, the first-order entropy change by region). `UpdateStats` holds their sums
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import SupportsFloat
+from typing import Any, SupportsFloat
 
-__all__ = ["METRICS", "REGIONS", "TIMING_METRICS", "RolloutStats", "UpdateStats", "step_row", "strict_json"]
+from cegppo._progress import LogBar, is_terminal
+
+__all__ = ["METRICS", "REGIONS", "TIMING_METRICS", "RolloutStats", "UpdateStats", "progress_bar", "step_row",
+           "strict_json"]
 
 METRICS: dict[str, str] = {
     "step": "training step (1-based)",
@@ -191,3 +196,14 @@ def step_row(
 def strict_json(row: dict[str, float]) -> dict[str, float | None]:
     """The row with every non-finite value as null: metrics.jsonl stays strict JSON (NaN is not JSON)."""
     return {k: (v if math.isfinite(v) else None) for k, v in row.items()}
+
+
+def progress_bar(total: int, desc: str, initial: int = 0) -> Any:
+    """The progress display of a phase (warm start, RL): a tqdm bar on a terminal; where stderr is a file or a
+    pipe (a log), plain lines at most every few seconds (`cegppo._progress.LogBar`), since every redraw of a
+    bar, carriage return and all, would stay in the log. Both take `update`, `set_postfix` and `close`."""
+    if is_terminal(sys.stderr):
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+    return LogBar(total, desc, initial=initial)

@@ -30,7 +30,16 @@ import torch.distributed as dist
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, cegppo_config
-from .metrics import METRICS, REGIONS, TIMING_METRICS, RolloutStats, UpdateStats, step_row, strict_json
+from .metrics import (
+    METRICS,
+    REGIONS,
+    TIMING_METRICS,
+    RolloutStats,
+    UpdateStats,
+    progress_bar,
+    step_row,
+    strict_json,
+)
 from .policy import build_char_tokenizer, build_tiny_model, load_policy
 from .rollout import Batch, PolicyForward, generate, left_pad
 from .run_folder import RESUME_MAY_CHANGE, claim_fresh_out, config_record, resume_checkpoint, run_summary
@@ -383,9 +392,7 @@ class _StepLog:
 
             self.writer = SummaryWriter(str(run.out / "tensorboard"))
         if run.is_main and run.cfg.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=run.cfg.total_steps, initial=run.start_step, desc="cegppo-train", dynamic_ncols=True)
+            self.bar = progress_bar(run.cfg.total_steps, "cegppo-train", initial=run.start_step)
 
     def __enter__(self) -> _StepLog:
         return self
@@ -398,12 +405,12 @@ class _StepLog:
             for k, v in row.items():
                 if k != "step" and math.isfinite(v):
                     self.writer.add_scalar(k, v, row["step"])
-        if self.bar is not None:
-            self.bar.update(1)
+        if self.bar is not None:  # the figures first, so that the line the update writes carries this step's
             self.bar.set_postfix(
                 reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}", H=f"{row['entropy']:.3f}",
-                clip=f"{row['clip_frac']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
+                clip=f"{row['clip_frac']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False,
             )  # fmt: skip
+            self.bar.update(1)
 
     def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
         for closable in (self.bar, self.file, self.writer):

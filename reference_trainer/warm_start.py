@@ -29,6 +29,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .metrics import progress_bar
 from .policy import build_char_tokenizer, build_tiny_model, quiet_hf_progress
 from .rollout import Batch, PolicyForward, left_pad
 from .tasks import Task
@@ -106,11 +107,7 @@ def _fit(cfg: TrainConfig, task: Task, folder: Path, settings: dict[str, Any], p
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.warm_start_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 3)  # its own stream: RL's prompts are not consumed
     forward = PolicyForward(model)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.warm_start_steps, desc="warm start", dynamic_ncols=True)
+    bar = progress_bar(cfg.warm_start_steps, "warm start") if progress else None
     curve: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for step in range(1, cfg.warm_start_steps + 1):
@@ -126,9 +123,9 @@ def _fit(cfg: TrainConfig, task: Task, folder: Path, settings: dict[str, Any], p
         opt.step()
         curve.append({"step": step, "loss": float(loss.detach()), "lr": lr})
         if bar is not None:
+            if step % 25 == 0:  # the figure first: the line the update writes carries it
+                bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}", refresh=False)
             bar.update(1)
-            if step % 25 == 0:
-                bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}")
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from ._metrics import FUSED_METRIC_KEYS, METRIC_KEYS
 from ._objective import TokenRegions, grad_weight, per_token_objective, token_regions
 from ._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it; CHANGELOG.md)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",

@@ -103,8 +103,54 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    _count_jax_compiles()
     if not session.stash.get(_JAX_STARTED_BEFORE_COLLECTION, True) and _jax_backend_started():
         raise pytest.UsageError(
             "collecting the tests started JAX's backend: a module or a parametrize list builds a JAX array "
             "at import time. Build it inside the test (forked mutation workers deadlock otherwise)."
         )
+
+
+# XLA compiles are what a JAX test run spends its time on (one per new program and shape). Counted
+# here and printed at the end of every run that used JAX (`tests(jax)` in CI), so that a change which
+# adds compiles shows up in the log. Counted per process; xdist workers hand theirs to the controller.
+_JAX_COMPILES = {"count": 0, "seconds": 0.0}
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_COMPILE_STAGES = (_COMPILE_EVENT, "/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration")  # trace, lower, compile: the time a compile costs
+
+
+def _count_jax_compiles() -> None:
+    if "jax" not in sys.modules or _JAX_COMPILES.get("listening"):
+        return
+    import jax
+
+    def on_event(event: str, seconds: float, **_: object) -> None:
+        if event in _COMPILE_STAGES:
+            _JAX_COMPILES["count"] += event == _COMPILE_EVENT
+            _JAX_COMPILES["seconds"] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    _JAX_COMPILES["listening"] = True
+
+
+def pytest_runtest_call(item: pytest.Item) -> None:  # JAX is often first imported by a fixture
+    _count_jax_compiles()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its counts travel to the controller
+        workeroutput["jax_compiles"] = (_JAX_COMPILES["count"], _JAX_COMPILES["seconds"])
+
+
+def pytest_testnodedown(node: object, error: object) -> None:  # xdist controller: add a worker's counts
+    count, seconds = getattr(node, "workeroutput", {}).get("jax_compiles", (0, 0.0))
+    _JAX_COMPILES["count"] += count
+    _JAX_COMPILES["seconds"] += seconds
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _JAX_COMPILES["count"]:
+        terminalreporter.write_line(f"XLA compiles: {_JAX_COMPILES['count']} "
+                                    f"({_JAX_COMPILES['seconds']:.1f} s tracing, lowering and compiling, all processes)")

@@ -34,8 +34,9 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT_FILE = ROOT / "tools" / "mutation_equivalent.toml"
-MUTMUT = "mutmut==3.8.1"
-"""The pinned tool (the noxfile installs this; `run` checks the installed version matches)."""
+MUTMUT = next(line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
+              if line.startswith("mutmut=="))
+"""The pinned tool, from constraints.txt (the noxfile installs it; `run` checks the installed version matches)."""
 
 # Exit codes of a mutant's test run -> verdict (mutmut 3.8.1, mutmut/stats.py), except 255: mutmut
 # calls it a timeout, but a worker that dies before running a test exits 255 too (every torch mutant
@@ -53,10 +54,10 @@ DO_NOT_MUTATE_PATTERNS = [r"^\s*__all__\s*="]
 
 
 # Files some tests read as text from the repository root (the README's commands, the docs' clause
-# list, CI, the mutation tool and its targets, and the source folders under their repository names,
-# which the docs tests scan).
-ALSO_COPY = ["README.md", "docs", ".ci", "pyproject.toml", "noxfile.py", "tools", "spec", "backends",
-             "conformance_tests", "reference_trainer", "integrations"]
+# list, CI, the mutation tool and its targets, the release files, and the source folders under their
+# repository names, which the docs tests scan).
+ALSO_COPY = ["README.md", "LICENSE", "CHANGELOG.md", "CITATION.cff", "docs", ".ci", "pyproject.toml", "noxfile.py",
+             "tools", "spec", "backends", "conformance_tests", "reference_trainer", "integrations"]
 
 
 def package_dirs() -> dict[str, str]:

@@ -19,6 +19,10 @@ Only this subpackage imports jax.
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "jax", ["jax", "jaxlib"])  # first: a missing one is named with its extra
+
 from cegppo import presets
 from cegppo._config import CEGPPOConfig
 from cegppo._metrics import FUSED_METRIC_KEYS

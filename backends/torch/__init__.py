@@ -14,6 +14,10 @@ the global normalizers with one all-reduce; see its docstring for the DDP/FSDP g
 
 from __future__ import annotations
 
+from cegppo._extras import require
+
+require(__name__, "torch", ["torch"])  # first: a missing one is named with its extra
+
 from cegppo import presets
 from cegppo._config import CEGPPOConfig
 from cegppo._metrics import FUSED_METRIC_KEYS

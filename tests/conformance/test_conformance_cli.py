@@ -13,11 +13,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import cegppo.conformance as cc
 import pytest
+from cegppo._progress import DEFAULT_INTERVAL
 from cegppo.conformance._check import select
 from cegppo.conformance._cli import main
 from ports import numpy_ports
@@ -275,19 +277,64 @@ def test_json_results(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert data["summary"] in out
 
 
-def test_progress_lines_go_to_stderr_without_a_tty(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "check", GOOD, "--framework", "numpy", "--max-examples", "3", "--only", "S3",
-                         "--only", "S4")
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+S3_S4 = ("check", GOOD, "--framework", "numpy", "--max-examples", "3", "--only", "S3", "--only", "S4")
+
+
+def test_progress_on_a_terminal_is_a_line_per_property(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code, out, _ = run(capsys, *S3_S4)
     assert code == 0
-    lines = err.splitlines()
+    lines = terminal.getvalue().splitlines()
     n = len(select(["S3", "S4"]))  # every S3 and S4 property, one progress line each
     assert len(lines) == n and all(line.startswith(f"[{k}/{n}] ") for k, line in enumerate(lines, start=1)), lines
     assert lines[0].startswith(f"[1/{n}] PASS S3 value equals the reference (") and "examples" in lines[0]
     assert f"[{n - 1}/{n}] SKIP S4 gradient equals the reference (no gradients (NumPy port))" in lines
     assert f"[1/{n}]" not in out
-    code, out, err = run(capsys, "check", GOOD, "--framework", "numpy", "--max-examples", "3", "--only", "S3",
-                         "--quiet")
+
+
+def test_progress_in_a_log_is_a_few_lines_and_the_last(capsys: pytest.CaptureFixture[str]) -> None:
+    """stderr is not a terminal here (pytest captures it), as in a CI log: at most a line per interval."""
+    start = time.monotonic()
+    code, out, err = run(capsys, *S3_S4)
+    seconds = time.monotonic() - start
+    assert code == 0
+    lines = err.splitlines()
+    n = len(select(["S3", "S4"]))
+    assert n > 2 and "\r" not in err
+    assert lines[0].startswith(f"[1/{n}] PASS S3 value equals the reference (")  # the first: something runs
+    assert lines[-1].startswith(f"[{n}/{n}] ")  # the last: where the run ended
+    assert len(lines) <= 2 + seconds / DEFAULT_INTERVAL, (seconds, lines)
+    assert f"[1/{n}]" not in out
+    # failures so far are counted on every line after the first failure (the report names them)
+    code, out, err = run(capsys, "check", BROKEN, "--framework", "numpy", "--max-examples", "10", "--no-shrink",
+                         "--seed", "3", "--only", "S3", "--only", "S8.4")
+    failed = sum(line.startswith("FAIL  ") for line in out.splitlines())  # the report's lines
+    lines = err.splitlines()
+    assert code == 1 and failed > 0 and lines[-1].endswith(f"; {failed} failed so far"), lines
+
+
+@pytest.mark.parametrize("flag", ["--quiet", "-q", "--no-progress"])
+def test_quiet_or_no_progress_silences_the_progress(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    code, _, err = run(capsys, "check", GOOD, "--framework", "numpy", "--max-examples", "3", "--only", "S3", flag)
     assert code == 0 and err == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import cegppo
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"cegppo-conformance {cegppo.__version__}\n"
 
 
 def test_a_hanging_port_is_reported_not_waited_for(capsys: pytest.CaptureFixture[str]) -> None:

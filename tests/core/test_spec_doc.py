@@ -246,7 +246,8 @@ def test_no_file_refers_to_a_design_document_outside_the_repository() -> None:
     outside = "DESIGN" + ".md"  # spelled in two parts so that this file does not cite it either
     folders = ("spec", "backends", "conformance_tests", "reference_trainer", "integrations", "docs", "tests", "benchmarks",
                "tools", ".ci")
-    files = [root / name for name in ("README.md", "pyproject.toml", "noxfile.py", "mkdocs.yml")]
+    files = [root / name for name in ("README.md", "CHANGELOG.md", "CITATION.cff", "pyproject.toml", "noxfile.py",
+                                       "mkdocs.yml")]
     files += [p for folder in folders for p in (root / folder).rglob("*") if p.suffix in (".py", ".md", ".toml", ".yml")]
     citing = [str(p.relative_to(root)) for p in files if p.is_file() and outside in p.read_text(encoding="utf-8")]
     assert not citing, f"these files cite {outside}, which is not in the repository: {citing}"

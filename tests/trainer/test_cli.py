@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from _trainer_helpers import TINY, read_rows
+from cegppo._progress import DEFAULT_INTERVAL, LogBar
 from cegppo.trainer import METRICS
 from cegppo.trainer._cli import main
 from cegppo.trainer.config import TrainConfig, field_docs, parse_args
+from cegppo.trainer.metrics import progress_bar
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,15 +34,41 @@ def _flags(**kw: object) -> list[str]:
     return out
 
 
+# A progress line in a log (cegppo._progress.LogBar): "warm start: 3/4 (75%), ..." or "cegppo-train: 2/3 (66%), ...".
+PROGRESS_LINE = re.compile(r"^(warm start|cegppo-train): (\d+)/(\d+) \(\d+%\)")
+
+
+def _progress_lines(err: str) -> dict[str, list[str]]:
+    """The progress lines of stderr by bar ("warm start", "cegppo-train")."""
+    bars: dict[str, list[str]] = {}
+    for line in err.splitlines():
+        m = PROGRESS_LINE.match(line)
+        if m:
+            bars.setdefault(m.group(1), []).append(line)
+    return bars
+
+
 def test_smoke_run_through_the_cli_writes_every_output(tmp_path: Path) -> None:
-    """`python -m cegppo.trainer` (a real subprocess) trains 3 steps and leaves metrics, config, checkpoint, plots."""
+    """`python -m cegppo.trainer` (a real subprocess) trains 3 steps and leaves metrics, config, checkpoint, plots.
+
+    Its stderr is a pipe, as in a CI log: progress comes as plain lines, a few per phase, never a redrawn bar."""
     out = tmp_path / "run"
-    flags = _flags(**{**TINY, "plots": True, "save_every": 2}, out=out)
+    flags = _flags(**{**TINY, "plots": True, "save_every": 2, "progress": True}, out=out)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "cegppo.trainer", *flags], capture_output=True, text=True, env=env, timeout=300
     )
+    seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr, "a progress bar redrawn into a log"
+    bars = _progress_lines(proc.stderr)
+    assert set(bars) == {"warm start", "cegppo-train"}, proc.stderr
+    totals = {"warm start": TINY["warm_start_steps"], "cegppo-train": TINY["total_steps"]}
+    for name, lines in bars.items():
+        assert lines[-1].startswith(f"{name}: {totals[name]}/{totals[name]} (100%)"), lines  # the log ends with it
+        # at most one line per interval (the whole run is an upper bound of each phase), the first and the last
+        assert len(lines) <= 2 + seconds / DEFAULT_INTERVAL, (len(lines), seconds, lines)
     assert "done: step 3" in proc.stdout
     # the end of the run tells the story: accuracy and entropy first -> last, phase times, where the plots are
     for text in ("accuracy", "entropy", "time: warm start", "RL", "dynamics.png"):
@@ -75,6 +106,34 @@ def test_smoke_run_through_the_cli_writes_every_output(tmp_path: Path) -> None:
     for name in ("dynamics", "reward", "entropy", "regions", "entropy_change"):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_no_progress_silences_the_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = _flags(**{**TINY, "total_steps": 2, "progress": False}, out=tmp_path / "run")
+    assert main(flags) == 0
+    err = capsys.readouterr().err
+    assert _progress_lines(err) == {} and "\r" not in err, err
+
+
+def test_the_progress_display_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = progress_bar(5, "cegppo-train")
+    assert type(bar).__module__.startswith("tqdm")  # redrawn in place: right on a terminal
+    bar.close()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert isinstance(progress_bar(5, "cegppo-train"), LogBar)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import cegppo
+
+    for argv in (["--version"], ["sweep", "--version"], ["--lr", "1e-3", "--version"]):
+        assert main(argv) == 0
+        assert capsys.readouterr().out == f"cegppo-train {cegppo.__version__}\n"
 
 
 @pytest.mark.parametrize(
