@@ -14,7 +14,7 @@ from typing import Any
 import cegppo.conformance as cc
 import pytest
 from cegppo.conformance._cli import main
-from ports import CONVENTION_DEFECTS, CONVENTION_PORTS, TORCH_BROKEN
+from ports import CONVENTION_DEFECTS, CONVENTION_PORTS
 
 BROKEN_MIN_EXAMPLES = 40
 """As in test_broken_ports.py: a detection must not depend on a small budget."""
@@ -27,11 +27,17 @@ def ports(convention_torch_ports: Any) -> Any:
     return convention_torch_ports
 
 
+# What a declaration changes: the reference's value and gradient, the modes drawn, the aggregation properties and
+# the dtype rules. The ci profile checks these on every convention port and every property on verl02_style
+# (the properties themselves run at full count on the backends); dev and thorough runs check every property.
+DECLARATION_PROPERTIES = ["S3 value equals", "S4 gradient equals", "S7", "S8", "S9.5"]
+
+
 @pytest.mark.parametrize("name", sorted(n for n, (fw, _) in CONVENTION_PORTS.items() if fw == "torch"))
 def test_convention_port_conforms_with_its_declarations(ports: Any, name: str, max_examples: int) -> None:
-    # An eighth of the profile's examples: the properties themselves are checked at full count on the
-    # backends; what is checked here is that the declarations make the kit follow the convention.
-    report = cc.check(getattr(ports, name), "torch", max_examples=max(5, max_examples // 8), **CONVENTION_PORTS[name][1])
+    full = name == "verl02_style" or max_examples >= 100
+    report = cc.check(getattr(ports, name), "torch", max_examples=max(5 if full else 3, max_examples // 8),
+                      only=None if full else DECLARATION_PROPERTIES, **CONVENTION_PORTS[name][1])
     assert report.ok, report.format()
     rows = report.verdict()
     assert rows and all(not row["defect"] for row in rows)  # only the declarations are listed
@@ -40,7 +46,7 @@ def test_convention_port_conforms_with_its_declarations(ports: Any, name: str, m
 
 def test_undeclared_epsilon_fails_with_the_epsilon_diagnosis(ports: Any) -> None:
     decl = {k: v for k, v in VERL02.items() if k != "normalizer_eps"}
-    report = cc.check(ports.verl02_style, "torch", max_examples=20, only=["S3 value equals", "S4 gradient equals"],
+    report = cc.check(ports.verl02_style, "torch", max_examples=10, only=["S3 value equals", "S4 gradient equals"],
                       **decl)
     assert [r.id for r in report.failed] == ["S3 value equals the reference", "S4 gradient equals the reference"]
     for r in report.failed:
@@ -54,7 +60,7 @@ def test_undeclared_epsilon_fails_with_the_epsilon_diagnosis(ports: Any) -> None
 
 def test_undeclared_dual_clip_is_diagnosed_as_a_default_dual_clip(ports: Any) -> None:
     decl = {k: v for k, v in VERL02.items() if k != "dual_clip"}
-    report = cc.check(ports.verl02_style, "torch", max_examples=20, only=["S7"], **decl)
+    report = cc.check(ports.verl02_style, "torch", max_examples=10, only=["S7"], **decl)
     (failure,) = report.failed
     assert failure.defect_class == "undeclared convention"
     assert "with clip_ratio_c=None the result equals the reference with c = 3: a default dual clip" in failure.diagnosis
@@ -63,11 +69,11 @@ def test_undeclared_dual_clip_is_diagnosed_as_a_default_dual_clip(ports: Any) ->
 def test_float32_arithmetic_is_declared_or_diagnosed(torch_ports: Any) -> None:
     """float32_always (a bug for the spec) conforms with compute_dtype='float32'; S9.5 float64 reports DECLARED."""
     only = ["S3 value equals", "S4 gradient equals", "S9.5 float64"]
-    report = cc.check(torch_ports.float32_always, "torch", max_examples=20, only=only, compute_dtype="float32")
+    report = cc.check(torch_ports.float32_always, "torch", max_examples=10, only=only, compute_dtype="float32")
     assert report.ok, report.format()
     assert report.result("S9.5 float64 inputs are computed in float64").status == "DECLARED"
     assert "1 declared" in report.summary()
-    report = cc.check(torch_ports.float32_always, "torch", max_examples=20, only=["S9.5 float64"])
+    report = cc.check(torch_ports.float32_always, "torch", max_examples=10, only=["S9.5 float64"])
     (failure,) = report.failed
     assert failure.defect_class == "undeclared convention"
     assert "declare --compute-dtype float32" in failure.diagnosis
@@ -93,23 +99,6 @@ def test_half_arithmetic_fails_the_all_masked_float16_batch(ports: Any) -> None:
     assert "an all-masked batch gives a loss of nan" in failure.diagnosis
 
 
-@pytest.mark.parametrize(("name", "cls", "phrase"), [
-    ("no_stop_gradient", "wrong gradient by region", "the gradient of clipped tokens is 0"),
-    ("wrong_loss_sign", "wrong value", "opposite sign"),
-    ("mean_over_padding", "aggregation", "B * T"),
-    ("clamped_log_ratio", "wrong gradient by region", "clamped"),
-    ("mask_after_arithmetic", "non-finite", "garbage at masked positions"),
-    ("constants_not_detached", "contract/harness", "constants of the loss"),
-    ("contiguity_assumed", "contract/harness", "assumes contiguous row-major memory"),
-])
-def test_spec_ports_bugs_are_diagnosed(torch_ports: Any, name: str, cls: str, phrase: str) -> None:
-    """The broken ports of torch_ports.py (written to the spec) get the diagnosis of their bug."""
-    report = cc.check(getattr(torch_ports, name), "torch", max_examples=BROKEN_MIN_EXAMPLES,
-                      only=[TORCH_BROKEN[name][1]], fail_fast=True, shrink=False)
-    failure = report.failed[0]
-    assert failure.defect_class == cls and phrase in failure.diagnosis, (failure.id, failure.diagnosis)
-
-
 def _cli(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -119,7 +108,7 @@ def _cli(*argv: str) -> tuple[int, str]:
 
 def test_cli_declarations_and_exit_codes(ports: Any) -> None:
     base = ["check", f"{PORT_FILE}:verl02_style", "--framework", "torch", "--advantages", "token", "--mask-dtype",
-            "float", "--max-examples", "10", "--only", "S3 value equals", "--only", "S7"]
+            "float", "--max-examples", "3", "--only", "S3 value equals", "--only", "S7"]
     code, out = _cli(*base, "--normalizer-eps", "1e-8", "--dual-clip", "required")
     assert code == 0, out
     assert "DECLARED  dual clip always on" in out
@@ -192,7 +181,7 @@ def test_json_carries_the_diagnosis_and_the_verdict(ports: Any, tmp_path: Any) -
     out = tmp_path / "report.json"
     code, _ = _cli("check", f"{PORT_FILE}:verl02_mask_multiplied", "--framework", "torch", "--advantages", "token",
                    "--mask-dtype", "float", "--normalizer-eps", "1e-8", "--dual-clip", "required", "--max-examples",
-                   "20", "--only", "S9.3", "--no-shrink", "--json", str(out))
+                   "10", "--only", "S9.3", "--no-shrink", "--json", str(out))
     assert code == 1
     data = json.loads(out.read_text())
     (failure,) = [r for r in data["results"] if r["status"] == "FAIL"]

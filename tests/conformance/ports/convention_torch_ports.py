@@ -193,3 +193,26 @@ def seq_mean_per_row_counts(log_prob, old_log_prob, advantages, response_mask, *
     """DEFECT: divides each row by its count and averages over every row: an empty row is 0 / 0."""
     return _seq_mean(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
                      clip_ratio_c, empty_rows_safe=False)
+
+
+def every_mode(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
+               clip_ratio_c, loss_agg_mode, num_tokens, num_seqs):
+    """verl's five modes with global normalizers, as cegppo.torch computes them (the project's backend as a port)."""
+    import cegppo
+    import cegppo.torch as cgt
+
+    cfg = cegppo.CEGPPOConfig(eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high,
+                              dual_clip=clip_ratio_c)
+    return cgt.policy_loss(log_prob, old_log_prob, advantages, response_mask, cfg, loss_agg_mode, num_tokens, num_seqs)
+
+
+def drgrpo_longest_row(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                       beta_high, clip_ratio_c, loss_agg_mode, num_tokens, num_seqs):
+    """DEFECT: seq-mean-token-sum-norm divides by the longest response of the batch, not the constant L = T."""
+    loss = every_mode(log_prob, old_log_prob, advantages, response_mask, eps_low=eps_low, eps_high=eps_high,
+                      beta_low=beta_low, beta_high=beta_high, clip_ratio_c=clip_ratio_c, loss_agg_mode=loss_agg_mode,
+                      num_tokens=num_tokens, num_seqs=num_seqs)
+    if loss_agg_mode != "seq-mean-token-sum-norm":
+        return loss
+    longest = response_mask.bool().sum(-1).max().clamp(min=1).to(loss.dtype)
+    return loss * log_prob.shape[-1] / longest
