@@ -238,7 +238,7 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
     c_options: list[float | None] = [case.cfg.dual_clip]
     if case.cfg.dual_clip is None:
         c_options += list(_DEFAULT_C)
-    eps_options = [conv.normalizer_eps]
+    eps_options: list[float | None] = [conv.normalizer_eps]
     if conv.normalizer_eps == 0.0:
         eps_options += [_eps_estimate(case, r, c) for c in c_options]
         if _small(case):
