@@ -13,8 +13,10 @@ project's tests) and any port (with `check` or the ``cegppo-conformance`` CLI):
 
 A port has the signature ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low,
 eps_high, beta_low, beta_high, clip_ratio_c)`` and returns the token-mean loss as a scalar of its
-framework (clip_ratio_c=None: no dual clip). Importing this package imports no framework; an
-adapter imports torch or jax when it is built.
+framework (clip_ratio_c=None: no dual clip). A port written in a framework's conventions declares
+them (``normalizer_eps=``, ``dual_clip="required"``, ``compute_dtype="float32"``, ``agg=``; see
+`conventions`), and every failure comes with a diagnosis and a defect class (`Report.verdict`).
+Importing this package imports no framework; an adapter imports torch or jax when it is built.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ._adapters import ADVANTAGE_FORMS, Adapter, Result, backend_adapter, port_a
 from ._cases import DTYPES, GRAD_TOL, MARGIN, VALUE_TOL, Case, Expected, Mismatch, expected
 from ._check import DEFAULT_TIMEOUT, check, run_property, select
 from ._cli import load_port
+from ._conventions import SPEC, Conventions, conventions
 from ._fused import (
     FusedAdapter,
     HeadCase,
@@ -84,9 +87,11 @@ __all__ = [
     "MARGIN",
     "PROPERTIES",
     "REGIONS",
+    "SPEC",
     "VALUE_TOL",
     "Adapter",
     "Case",
+    "Conventions",
     "Expected",
     "FusedAdapter",
     "HeadCase",
@@ -99,6 +104,7 @@ __all__ = [
     "Result",
     "backend_adapter",
     "check",
+    "conventions",
     "draw_case",
     "draw_config",
     "draw_head_case",

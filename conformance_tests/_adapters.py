@@ -28,6 +28,7 @@ import numpy as np
 from cegppo import AGG_MODES
 
 from ._cases import Case, Mismatch
+from ._conventions import SPEC, Conventions
 
 __all__ = ["ADVANTAGE_FORMS", "Adapter", "Result", "backend_adapter", "port_adapter"]
 
@@ -92,12 +93,14 @@ class Adapter(Generic[CaseT, ResultT]):
         advantages: the declared advantage shapes, ``token``, ``sequence`` or ``both``.
         declared_forms: the forms `advantages` declares; `forms` are those the strategies draw
             (`check` narrows them to the ones a port accepts, and says so in the report).
+        conventions: what a port declares about its conventions (`Conventions`; backends: the spec's).
     """
 
     target = "loss"
 
     def __init__(self, fn: Callable[..., Any], *, name: str, framework: str, kind: str,
-                 mask_dtype: str = "bool", device: str | None = None, advantages: str = "both") -> None:
+                 mask_dtype: str = "bool", device: str | None = None, advantages: str = "both",
+                 conventions: Conventions = SPEC) -> None:
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
         if kind not in ("backend", "port"):
@@ -108,13 +111,18 @@ class Adapter(Generic[CaseT, ResultT]):
             raise TypeError(f"device must be a device name such as 'cpu' or 'cuda', or None, got {device!r}")
         if advantages not in ADVANTAGE_FORMS:
             raise ValueError(f"advantages must be one of {tuple(ADVANTAGE_FORMS)}, got {advantages!r}")
+        if not isinstance(conventions, Conventions):
+            raise TypeError(f"conventions must be a Conventions, got {type(conventions).__name__}")
+        if kind == "backend" and conventions != SPEC:
+            raise ValueError("a project backend follows the spec: it declares no conventions")
         self.fn, self.name, self.framework, self.kind, self.mask_dtype = fn, name, framework, kind, mask_dtype
         self.device = device
         self.advantages = advantages
         self.declared_forms: tuple[str, ...] = ADVANTAGE_FORMS[advantages]
         self.forms: tuple[str, ...] = self.declared_forms
         self.dtypes: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
-        self.aggs: tuple[str, ...] = AGG_MODES if kind == "backend" else ("token-mean",)
+        self.conventions = conventions
+        self.aggs: tuple[str, ...] = AGG_MODES if kind == "backend" else conventions.agg
         self.has_grad = True
         self.compile_skip: str | None = None
         self.jit_by_default = False
@@ -133,15 +141,29 @@ class Adapter(Generic[CaseT, ResultT]):
 
         return jax.enable_x64(self._x64)
 
+    @property
+    def global_normalizers(self) -> bool:
+        """Whether the strategies may draw global normalizers (backends; ports that declare them)."""
+        return self.kind == "backend" or self.conventions.global_normalizers
+
     # -- the call -----------------------------------------------------------------------------
     def _call(self, lp: Any, olp: Any, adv: Any, mask: Any, case: Case) -> Any:
         if self.kind == "backend":
             return self.fn(lp, olp, adv, mask, case.cfg, case.agg, case.num_tokens, case.num_seqs)
-        if not case.is_port_call:
-            raise ValueError("a port computes token-mean with its local normalizer only")
+        conv = self.conventions
+        if case.agg not in conv.agg or (case.num_tokens is not None and not conv.global_normalizers):
+            raise ValueError(f"the port declares the modes {conv.agg} (global normalizers: "
+                             f"{conv.global_normalizers}); the kit drew {case.agg!r}, num_tokens={case.num_tokens!r}")
+        if conv.dual_clip == "required" and case.cfg.dual_clip is None:
+            raise ValueError("the port declares dual_clip='required'; the kit drew clip_ratio_c=None")
         c = case.cfg
+        kw: dict[str, Any] = {}
+        if conv.agg_declared:  # verl's name for the mode; the normalizers as spec S8.2 names them
+            kw["loss_agg_mode"] = case.agg
+            if conv.global_normalizers:
+                kw["num_tokens"], kw["num_seqs"] = case.num_tokens, case.num_seqs
         return self.fn(lp, olp, adv, mask, eps_low=c.eps_low, eps_high=c.eps_high, beta_low=c.beta_low,
-                       beta_high=c.beta_high, clip_ratio_c=c.dual_clip)
+                       beta_high=c.beta_high, clip_ratio_c=c.dual_clip, **kw)
 
     def run(self, case: CaseT, *, compiled: bool = False, eager: bool = False) -> ResultT:
         """The loss and its gradient for `case`; any exception of the implementation becomes a PortError.
@@ -280,14 +302,28 @@ class TorchAdapter(Adapter[Case, Result]):
             self.compile_skip = "torch.compile costs seconds per shape; pass compile=True (--compile) to check it"
         self._compiled: dict[Any, Any] = {}
 
+    def _tensor(self, x: np.ndarray, dt: Any, layout: str) -> Any:
+        """`x` on the adapter's device in `layout` (`LAYOUTS`); NaN (False) in the slack of a sliced buffer,
+        so that a kernel reading past the view's bounds is seen."""
+        torch, dev = self.torch, self.torch_device
+        if layout == "contiguous" or (layout == "transposed" and x.ndim < 2):
+            return torch.tensor(x, dtype=dt, device=dev)
+        if layout == "transposed":
+            return torch.tensor(np.ascontiguousarray(x.T), dtype=dt, device=dev).T
+        fill = False if x.dtype == np.bool_ else np.nan
+        wide = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(1, 2)], constant_values=fill)
+        return torch.tensor(wide, dtype=dt, device=dev)[..., 1:-2]
+
     def _run(self, case: Case, compiled: bool) -> Result:
         torch = self.torch
         dt = getattr(torch, case.dtype)
-        dev = self.torch_device
-        lp = torch.tensor(case.log_prob, dtype=dt, device=dev).requires_grad_(True)
-        olp = torch.tensor(case.old_log_prob, dtype=dt, device=dev)
-        adv = torch.tensor(case.advantages, dtype=dt, device=dev)
-        mask = torch.tensor(case.mask, device=dev)
+        lay = case.layout
+        # a view is not a leaf: its gradient is taken with torch.autograd.grad(out, lp) all the same
+        lp = self._tensor(case.log_prob, dt, lay)
+        lp = lp.requires_grad_(True) if lay == "contiguous" else lp.detach().requires_grad_(True)
+        olp = self._tensor(case.old_log_prob, dt, lay)
+        adv = self._tensor(case.advantages, dt, lay)
+        mask = self._tensor(case.mask, None, lay)
         if self.mask_dtype == "float":
             mask = mask.to(dt)
         call = self._call
@@ -510,7 +546,7 @@ def backend_adapter(backend: str, *, jit: bool = False, device: str | None = Non
 
 def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = None, mask_dtype: str = "bool",
                  compile: bool = False, jit: bool = False, device: str | None = None,
-                 advantages: str = "both") -> Adapter:
+                 advantages: str = "both", conventions: Conventions = SPEC) -> Adapter:
     """An adapter for a port with the standard signature (docs/conformance.md).
 
     ``compile=True`` (torch): also check torch.compile against eager. ``jit=True`` (jax): run every
@@ -518,6 +554,7 @@ def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = N
     (torch, jax): where the inputs are created (``"cuda"``, ``"cuda:1"``, ``"cpu"``); ValueError
     when it is not available. ``advantages``: the advantage shapes the port takes, ``"token"``
     ((B, T), as verl and OpenRLHF pass them), ``"sequence"`` ((B,)) or ``"both"`` (default).
+    ``conventions``: what the port declares (`cegppo.conformance.conventions(...)`, docs/conformance.md).
     """
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
@@ -527,7 +564,7 @@ def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = N
         raise TypeError(f"port must be callable, got {type(fn).__name__}")
     label = name or f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
     kw: dict[str, Any] = {"name": label, "kind": "port", "mask_dtype": mask_dtype, "device": device,
-                          "advantages": advantages}
+                          "advantages": advantages, "conventions": conventions}
     if framework == "torch":
         kw["compile_ports"] = compile
     if framework == "jax":

@@ -16,6 +16,9 @@ from typing import Any
 import cegppo
 import numpy as np
 from cegppo import CEGPPOConfig
+from cegppo._validation import AGG_TABLE
+
+from ._conventions import Conventions, active
 
 __all__ = [
     "DTYPES",
@@ -29,6 +32,8 @@ __all__ = [
     "compare_value",
     "expected",
     "round_to",
+    "tol_dtype",
+    "weights",
 ]
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
@@ -93,6 +98,10 @@ def round_to(x: Any, dtype: str) -> np.ndarray:
 
 
 _ARRAYS: tuple[str, ...] = ("log_prob", "old_log_prob", "advantages", "mask")
+LAYOUTS: tuple[str, ...] = ("contiguous", "sliced", "transposed")
+"""Memory layouts of the inputs: contiguous; a slice of a wider padded buffer (verl hands
+``log_probs[:, -response_length:]``, a view with a storage offset and a row stride above T); a
+transposed buffer (column-major strides, as after a ``.t()`` of a time-major batch)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +127,12 @@ class Case:
     num_seqs: float | None = None
     note: str = field(default="", compare=False)
     recipe: str = field(default="", compare=False)
+    layout: str = field(default="contiguous", compare=False)
+    """How a torch adapter hands the arrays (`LAYOUTS`): as contiguous tensors, or as the views frameworks
+    hand (a slice of a wider buffer, a transposed one), to reach kernels that assume contiguity."""
+    conventions: Conventions = field(default_factory=active)
+    """What the port declared (`_conventions`): the reference and the tolerances follow it. A case built
+    while a property runs takes the port's (the active ones), so no strategy needs to be told."""
 
     def __post_init__(self) -> None:
         for name in _ARRAYS:
@@ -147,8 +162,45 @@ class Case:
 
     @property
     def is_port_call(self) -> bool:
-        """Whether a port (token-mean with local normalizer only) can evaluate this case."""
-        return self.agg == "token-mean" and self.num_tokens is None
+        """Whether a port can evaluate this case: a mode it declared, global normalizers only if declared."""
+        conv = self.conventions
+        return self.agg in conv.agg and (self.num_tokens is None or conv.global_normalizers)
+
+
+def tol_dtype(case: Case, dtype: str | None = None) -> str:
+    """The tolerance key for `case` (or `dtype`): float64 inputs of a port declared to compute in
+    float32 are held to float32's tolerances (their arithmetic is float32's)."""
+    key = dtype or case.dtype
+    if key == "float64" and case.conventions.compute_dtype == "float32":
+        return "float32"
+    return key
+
+
+def weights(case: Case) -> np.ndarray:
+    """The aggregation coefficients c_t of `case` (spec S8.1), each count divisor + the declared epsilon.
+
+    Without an epsilon they are `cegppo.aggregation_weights`. With one, every count the mode divides
+    by (N, n_i, S) is divided by as count + eps (verl's old masked_mean); L (seq-mean-token-sum-norm)
+    is a length, not a count, and N or S passed by the caller are taken as given, + eps.
+    """
+    eps = case.conventions.normalizer_eps
+    if eps == 0.0:
+        return np.asarray(cegppo.aggregation_weights(case.mask, case.agg, num_tokens=case.num_tokens,
+                                                     num_seqs=case.num_seqs, dtype=np.float64))
+    mode = AGG_TABLE[case.agg]
+    m = case.mask
+    c = m.astype(np.float64)
+    if mode.per_row_mean:
+        c = c / (c.sum(axis=-1, keepdims=True) + eps)
+    if mode.normalizer == "num_tokens":
+        den = float(m.sum() if case.num_tokens is None else case.num_tokens) + eps
+    elif mode.normalizer == "num_seqs":
+        den = float(m.any(axis=-1).sum() if case.num_seqs is None else case.num_seqs) + eps
+    else:
+        return c
+    if mode.by_length:
+        den *= m.shape[-1]
+    return c / den
 
 
 @dataclass(frozen=True)
@@ -161,7 +213,12 @@ class Expected:
 
 
 def expected(case: Case) -> Expected:
-    """The NumPy reference (cegppo.policy_loss and cegppo.policy_loss_grad) in float64 on the case's numbers."""
+    """The NumPy reference (cegppo.policy_loss and cegppo.policy_loss_grad) in float64 on the case's numbers.
+
+    Under a declared normalizer epsilon the same per-token terms are aggregated with `weights`.
+    """
+    if case.conventions.normalizer_eps:
+        return _expected_with_weights(case)
     args = (case.log_prob, case.old_log_prob, case.advantages, case.mask, case.cfg, case.agg)
     value = float(cegppo.policy_loss(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs))
     grad = np.asarray(cegppo.policy_loss_grad(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs), dtype=np.float64)
@@ -172,6 +229,22 @@ def expected(case: Case) -> Expected:
         c = cegppo.aggregation_weights(case.mask, case.agg, num_tokens=case.num_tokens,
                                        num_seqs=case.num_seqs, dtype=np.float64)
         scale = float(np.sum(np.where(case.mask, np.abs(c * j), 0.0)))
+    return Expected(value, grad, scale)
+
+
+def _expected_with_weights(case: Case) -> Expected:
+    """`expected` with the coefficients of `weights`: loss = sum c_t (-J_t), gradient -c_t F_t A_t (spec S3, S4)."""
+    m = case.mask
+    with np.errstate(over="ignore", invalid="ignore"):
+        lp, olp = np.where(m, case.log_prob, 0.0), np.where(m, case.old_log_prob, 0.0)
+        adv = np.where(m, case.adv_2d(), 0.0)
+        j = cegppo.per_token_objective(lp, olp, adv, case.cfg)
+        f = cegppo.grad_weight(lp, olp, adv, case.cfg)
+        fa = np.where(adv == 0, 0.0, f * np.where(adv == 0, 1.0, adv))
+    c = weights(case)
+    value = float(np.sum(np.where(m, c * -j, 0.0)))
+    grad = np.where(m, -c * fa, 0.0)
+    scale = float(np.sum(np.where(m, np.abs(c * j), 0.0)))
     return Expected(value, grad, scale)
 
 
@@ -195,7 +268,7 @@ def _short(x: Any) -> str:
 
 def compare_value(what: str, case: Case, got: float, want: float, scale: float, *, dtype: str | None = None) -> None:
     """Raise Mismatch unless |got - want| <= atol + rtol * scale (VALUE_TOL of the dtype)."""
-    rtol, atol = VALUE_TOL[dtype or case.dtype]
+    rtol, atol = VALUE_TOL[tol_dtype(case, dtype)]
     if math.isnan(want):
         if math.isnan(got):
             return
@@ -208,7 +281,8 @@ def compare_value(what: str, case: Case, got: float, want: float, scale: float, 
 def compare_grad(what: str, case: Case, got: np.ndarray, want: np.ndarray, *, dtype: str | None = None) -> None:
     """Raise Mismatch unless every element is within GRAD_TOL of the reference gradient (an infinite
     reference element must come back as the same infinity)."""
-    rtol, atol = GRAD_TOL[dtype or case.dtype]
+    key = tol_dtype(case, dtype)
+    rtol, atol = GRAD_TOL[key]
     got = np.asarray(got, dtype=np.float64)
     if got.shape != want.shape:
         raise Mismatch(what, case, want, got, f"gradient shape {got.shape} != {want.shape}")
@@ -216,7 +290,7 @@ def compare_grad(what: str, case: Case, got: np.ndarray, want: np.ndarray, *, dt
     gmax = float(np.max(np.abs(finite))) if finite.size else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(got - want)
-        ok = np.isfinite(got) & (err <= atol * gmax + rtol * np.abs(want) + _TINY[dtype or case.dtype])
+        ok = np.isfinite(got) & (err <= atol * gmax + rtol * np.abs(want) + _TINY[key])
         ok |= np.isinf(want) & (got == want)  # a gradient that overflows its dtype (float16), as expected
     if not np.all(ok):
         bad = tuple(int(i) for i in np.argwhere(~ok)[0])

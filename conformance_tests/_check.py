@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from ._adapters import SHAPE_OF_FORM, Adapter, PortError, port_adapter
 from ._cases import Mismatch, _short
+from ._conventions import SPEC, conventions, use
+from ._diagnose import diagnose
 from ._prop_inputs import InputsModified, advantage_form_message, probe_advantage_forms
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
@@ -116,6 +118,10 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     if reason:
         res.status, res.reason = "SKIP", reason
         return res
+    declared = p.declared_reason(adapter)
+    if declared:
+        res.status, res.reason = "DECLARED", declared
+        return res
     n = p.examples(max_examples)
     count = [0]
     abandoned = threading.Event()
@@ -125,7 +131,8 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
             raise _Abandoned
         count[0] += 1
         adapter.last_case = None
-        p(adapter, data)
+        with use(adapter.conventions):  # every case drawn carries the port's declarations
+            p(adapter, data)
 
     cfg = settings(
         max_examples=n,
@@ -165,6 +172,7 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     if not outcome:  # still running: the implementation hangs (or is slower than the limit)
         abandoned.set()
         res.status, res.timed_out = "FAIL", True
+        res.defect_class, res.diagnosis = "contract/harness", "the port hangs (or is slower than the time limit)"
         res.message = (f"timed out: no result after {timeout:g}s (example {count[0]}); the implementation hangs or "
                        "is slower than the time limit (raise it with timeout= / --timeout)")
         if adapter.last_case is not None:
@@ -196,12 +204,22 @@ def _record_failure(res: PropertyResult, exc: BaseException, adapter: Adapter) -
             res.exception = _port_traceback(exc.__cause__)
         if case is not None:
             res.reproducer = reproducer(case, adapter, show_mutation=isinstance(exc, InputsModified))
+        _add_diagnosis(res, case, adapter, exc)
         return
     # the implementation misbehaved outside a comparison (e.g. Flaky)
+    res.defect_class = "contract/harness"
+    res.diagnosis = "the port misbehaved outside a comparison (e.g. results that change between identical calls)"
     res.message = f"{type(exc).__name__}: {exc}".splitlines()[0]
     res.exception = "".join(traceback.format_exception(exc)[-8:]).rstrip()
     if adapter.last_case is not None:
         res.reproducer = reproducer(adapter.last_case, adapter)
+
+
+def _add_diagnosis(res: PropertyResult, case: Any, adapter: Adapter, exc: BaseException) -> None:
+    """Fill the failure's diagnosis and defect class (the port is called again on the failing case)."""
+    with adapter.thread_context():  # JAX's x64 flag as the property saw it
+        d = diagnose(res.id, case, adapter, exc)
+    res.diagnosis, res.defect_class = d.text, d.defect_class
 
 
 def prepare(adapter: Adapter) -> list[str]:
@@ -213,7 +231,8 @@ def prepare(adapter: Adapter) -> list[str]:
     """
     if adapter.target != "loss" or adapter.kind == "backend":
         return []
-    rejected = probe_advantage_forms(adapter)
+    with use(adapter.conventions):
+        rejected = probe_advantage_forms(adapter)
     accepted = tuple(f for f in adapter.declared_forms if f not in rejected)
     if not rejected or not accepted:
         return []
@@ -239,6 +258,11 @@ def check(
     device: str | None = None,
     advantages: str = "both",
     timeout: float | None = DEFAULT_TIMEOUT,
+    normalizer_eps: float = 0.0,
+    dual_clip: str = "optional",
+    compute_dtype: str | None = None,
+    agg: str | Sequence[str] | None = None,
+    global_normalizers: bool = False,
 ) -> Report:
     """Check a CE-GPPO port against every conformance property (docs/conformance.md).
 
@@ -271,6 +295,15 @@ def check(
             OpenRLHF pass them), ``"sequence"`` ((B,)) or ``"both"`` (default).
         timeout: seconds one property may run before the port is reported as hanging (the
             remaining properties are then not run); None waits forever.
+        normalizer_eps: the port divides by count + normalizer_eps (verl's old masked_mean: 1e-8);
+            the reference does the same (docs/conformance.md, "Conventions").
+        dual_clip: ``"required"`` when the port cannot turn the dual clip off: the kit never passes
+            ``clip_ratio_c=None``. Default ``"optional"``.
+        compute_dtype: ``"float32"`` when the port computes float64 inputs in float32: float64
+            draws are compared at float32 tolerance and S9.5 float64 reports DECLARED.
+        agg: the aggregation modes the port takes as ``loss_agg_mode=`` (a comma list of verl's
+            names, a sequence, or ``"all"``); None: token-mean only, no ``loss_agg_mode`` passed.
+        global_normalizers: the port also takes ``num_tokens=`` and ``num_seqs=`` (spec S8.2).
 
     Returns:
         A `Report`; ``report.ok`` is True when every property passed (skips allowed).
@@ -280,9 +313,14 @@ def check(
         raise TypeError(f"fail_fast must be a bool, got {type(fail_fast).__name__} {fail_fast!r}")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    conv = conventions(normalizer_eps=normalizer_eps, dual_clip=dual_clip, compute_dtype=compute_dtype, agg=agg,
+                       global_normalizers=global_normalizers)
+    if isinstance(port, Adapter) and conv != SPEC:
+        raise ValueError("conventions are declared on the adapter when an Adapter is passed "
+                         "(port_adapter(..., conventions=cc.conventions(...)))")
     adapter = port if isinstance(port, Adapter) else port_adapter(
         port, framework, name=name, mask_dtype=mask_dtype, compile=compile, jit=jit, device=device,
-        advantages=advantages)
+        advantages=advantages, conventions=conv)
     props = select(only, FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
     report = new_report(adapter, max_examples, seed)
     t0 = time.perf_counter()
@@ -340,7 +378,8 @@ def _within(timeout: float | None, fn: Callable[[Adapter], list[str]], adapter: 
 def _probe_timed_out(adapter: Adapter, timeout: float | None) -> PropertyResult:
     """The result reported when the first call of the implementation (the advantage-shape probe) never returns."""
     p = next(q for q in PROPERTIES if q.id == "S1 declared advantage shapes are accepted")
-    res = PropertyResult(p.id, p.clause, p.name, p.doc, "FAIL", timed_out=True)
+    res = PropertyResult(p.id, p.clause, p.name, p.doc, "FAIL", timed_out=True, defect_class="contract/harness",
+                         diagnosis="the port hangs on its first call")
     res.message = (f"timed out: the first call of the implementation returned nothing after {timeout:g}s; "
                    "it hangs or is slower than the time limit (raise it with timeout= / --timeout)")
     if adapter.last_case is not None:
@@ -351,7 +390,8 @@ def _probe_timed_out(adapter: Adapter, timeout: float | None) -> PropertyResult:
 def new_report(adapter: Adapter, max_examples: int, seed: int | None) -> Report:
     """An empty `Report` for `adapter`, with its notes (float mask, device, declared advantages)."""
     report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes),
-                    device=adapter.device, advantages=adapter.advantages)
+                    device=adapter.device, advantages=adapter.advantages, declared=adapter.conventions.lines())
     if adapter.mask_dtype == "float":
         report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")
+    report.notes += [f"declared: {line}" for line in report.declared]
     return report

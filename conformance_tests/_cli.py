@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--advantages", choices=["both", "token", "sequence"], default="both",
                    help="advantage shapes the port takes: token = (B, T) as verl/OpenRLHF pass them, "
                         "sequence = (B,), both (default)")
+    _add_convention_flags(c)
     c.add_argument("--json", default=None, metavar="FILE", type=Path,
                    help="also write the report as JSON to FILE (machine-readable results for CI)")
     c.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -163,6 +164,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="no progress lines on stderr (--no-progress as for cegppo-train)")
     sub.add_parser("list", help="list the properties and their spec clauses")
     return ap
+
+
+def _add_convention_flags(c: argparse.ArgumentParser) -> None:
+    """The declared conventions of a port (docs/conformance.md, "Conventions")."""
+    g = c.add_argument_group("declared conventions (docs/conformance.md, Conventions)")
+    g.add_argument("--normalizer-eps", type=float, default=0.0, metavar="EPS",
+                   help="the port divides sums by count + EPS (verl's old masked_mean: 1e-8)")
+    g.add_argument("--dual-clip", choices=["optional", "required"], default="optional",
+                   help="required: the port has no off switch for the dual clip (clip_ratio_c=None is never passed)")
+    g.add_argument("--compute-dtype", choices=["float32"], default=None,
+                   help="float32: float64 inputs are computed in float32 (compared at float32 tolerance)")
+    g.add_argument("--agg", default=None, metavar="MODES",
+                   help="the port takes loss_agg_mode=: a comma list of verl's modes (token-mean, token-sum, "
+                        "seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm) or all")
+    g.add_argument("--global-normalizers", action="store_true",
+                   help="with --agg: the port also takes num_tokens= and num_seqs= (global normalizers)")
+
+
+def _conventions(args: argparse.Namespace) -> Any:
+    """The `Conventions` the flags declare (ValueError naming the flag's argument when it is bad)."""
+    from ._conventions import conventions
+
+    return conventions(normalizer_eps=args.normalizer_eps, dual_clip=args.dual_clip,
+                       compute_dtype=args.compute_dtype, agg=args.agg, global_normalizers=args.global_normalizers)
 
 
 DEFAULT_TIMEOUT = 600.0  # cegppo.conformance.DEFAULT_TIMEOUT (not imported here: the parser imports nothing)
@@ -282,9 +307,13 @@ def _adapter(port: Any, args: argparse.Namespace, name: str) -> Any:
     from . import fused_adapter, port_adapter
 
     if args.fused:
+        if not _conventions(args).is_spec:
+            raise ValueError("--fused: the declared conventions (--normalizer-eps, --dual-clip, --compute-dtype, "
+                             "--agg) apply to policy-loss ports only")
         return fused_adapter(port, args.framework, name=name, jit=args.jit)
     return port_adapter(port, args.framework, name=name, mask_dtype=args.mask_dtype, compile=args.compile,
-                        jit=args.jit, device=args.device, advantages=args.advantages)
+                        jit=args.jit, device=args.device, advantages=args.advantages,
+                        conventions=_conventions(args))
 
 
 def _progress(total: int) -> Any:

@@ -1,12 +1,13 @@
 """Chapter S8: aggregation (spec S8.1 modes, S8.3 micro-batch additivity, S8.4 empty batch).
 
-For a port (token-mean with its local normalizer) additivity reads: splitting the rows into
-micro-batches with n_k valid tokens each and N = sum n_k,
+For a port with local normalizers additivity reads: splitting the rows into micro-batches whose
+mode divides by D_k (n_k valid tokens for token-mean, S_k non-empty rows for the seq-mean modes,
+1 for token-sum; + the declared epsilon) and D the full batch's,
 
-    loss(full) = sum_k (n_k / N) loss(micro-batch k),   grad(full) rows = (n_k / N) grad(micro-batch k)
+    loss(full) = sum_k (D_k / D) loss(micro-batch k),   grad(full) rows = (D_k / D) grad(micro-batch k)
 
-Backends get the global normalizers (num_tokens, num_seqs) instead, in every mode:
-loss(full) = sum_k loss(micro-batch k).
+Backends, and ports declaring global normalizers, get (num_tokens, num_seqs) of the full batch
+instead, in every mode: loss(full) = sum_k loss(micro-batch k).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+from cegppo._validation import AGG_TABLE
 from hypothesis import strategies as st
 
 from ._adapters import Adapter
@@ -29,7 +31,7 @@ __all__: list[str] = []
 @prop("S8.1", "token permutation invariance", "aggregation")
 def permutation_invariance(ad: Adapter, data: Any) -> None:
     """Permuting tokens (across the batch for token modes, within rows for seq modes) permutes the gradient and keeps the loss."""
-    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     b, t = case.shape
     if "token" not in ad.forms:  # one advantage per row: permute the rows, then the tokens within each row
@@ -88,11 +90,11 @@ def micro_batch_additivity(ad: Adapter, data: Any) -> None:
         part = case.with_(log_prob=case.log_prob[lo:hi], old_log_prob=case.old_log_prob[lo:hi],
                           advantages=case.advantages[lo:hi], mask=case.mask[lo:hi])
         n_k = int(part.mask.sum())
-        if ad.kind == "backend":
+        if ad.global_normalizers:
             part = part.with_(num_tokens=float(n_total), num_seqs=float(s_total))
             weight = 1.0
         else:
-            weight = n_k / n_total if n_total else 0.0
+            weight = local_divisor(part) / local_divisor(case)
         r = ad.run(part)
         if not np.isfinite(r.value):
             raise Mismatch("micro-batch loss finite", part, "a finite loss", r.value,
@@ -108,10 +110,21 @@ def micro_batch_additivity(ad: Adapter, data: Any) -> None:
         compare_grad("micro-batch gradients vs the full batch", case, np.concatenate(grads, axis=0), full.grad_or_fail(case))
 
 
+def local_divisor(case: Case) -> float:
+    """The count the case's mode divides by with local normalizers (spec S8.1, S8.2), + the declared
+    epsilon; 1 for token-sum. A count of 0 (no valid token) is divided by as 1, as the reference does."""
+    mode = AGG_TABLE[case.agg]
+    if mode.normalizer is None:
+        return 1.0
+    count = float(case.mask.sum() if mode.normalizer == "num_tokens" else case.mask.any(-1).sum())
+    eps = case.conventions.normalizer_eps
+    return count + eps if eps else max(count, 1.0)
+
+
 @prop("S8.4", "all-masked batch gives zero loss and zero gradient", "aggregation")
 def empty_batch(ad: Adapter, data: Any) -> None:
     """With no valid token the loss is exactly 0 and the gradient exactly 0 (not NaN)."""
-    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     case = case.with_(mask=np.zeros(case.shape, dtype=bool))
     if case.num_tokens is not None:
@@ -122,3 +135,36 @@ def empty_batch(ad: Adapter, data: Any) -> None:
     if got.grad is not None and not np.all(got.grad == 0):
         raise Mismatch("gradient of an all-masked batch", case, np.zeros(case.shape), got.grad)
 
+
+
+def _padded(case: Case, rows: int, cols: int, at: int) -> Case:
+    """`case` with `rows` empty rows inserted before row `at` and `cols` masked columns appended (padding -1.0)."""
+    b, t = case.shape
+
+    def grow(x: np.ndarray, fill: float) -> np.ndarray:
+        x = np.hstack([x, np.full((b, cols), fill)]) if x.ndim == 2 else x
+        extra = np.full((rows, *x.shape[1:]), fill)
+        return np.concatenate([x[:at], extra, x[at:]], axis=0)
+
+    mask = np.hstack([case.mask, np.zeros((b, cols), dtype=bool)])
+    mask = np.concatenate([mask[:at], np.zeros((rows, t + cols), dtype=bool), mask[at:]], axis=0)
+    return case.with_(log_prob=grow(case.log_prob, -1.0), old_log_prob=grow(case.old_log_prob, -1.0),
+                      advantages=grow(case.advantages, 0.0), mask=mask)
+
+
+@prop("S8.2", "empty rows and padded columns", "aggregation", share=0.25)
+def empty_rows_and_padding(ad: Adapter, data: Any) -> None:
+    """In every declared mode, empty rows count for nothing (not in S, no 0/0) and padded columns only enter as L = T."""
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, max_b=4, adv_forms=ad.forms)
+    rows = data.draw(st.integers(1, 2), label="empty rows inserted")
+    cols = data.draw(st.integers(0, 3), label="masked columns appended")
+    at = data.draw(st.integers(0, case.shape[0]), label="where the empty rows go")
+    big = _padded(case, rows, cols, at)
+    got = ad.run(big)
+    want = expected(big)  # the reference of the padded batch: equal to the original's but for L = T (S8.2)
+    what = f"{rows} empty row(s) at row {at} and {cols} masked column(s), {case.agg}"
+    if not np.isfinite(got.value):
+        raise Mismatch(f"loss finite with {what}", big, want.value, got.value, "an empty row must weigh 0, not 0 / 0")
+    compare_value(f"loss with {what}", big, got.value, want.value, want.scale)
+    if ad.has_grad:
+        compare_grad(f"gradient with {what}", big, got.grad_or_fail(big), want.grad)

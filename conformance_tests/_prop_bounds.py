@@ -21,8 +21,8 @@ import cegppo
 import numpy as np
 
 from ._adapters import Adapter
-from ._cases import GRAD_TOL, Case, Mismatch
-from ._prop_objective import common_dtypes
+from ._cases import GRAD_TOL, Case, Mismatch, tol_dtype, weights
+from ._prop_objective import common_dtypes, in_declared_mode
 from ._registry import prop
 from ._strategies import draw_region_case
 
@@ -30,13 +30,16 @@ __all__: list[str] = []
 
 
 def _bound_check(ad: Adapter, data: Any, region: str) -> None:
-    case = draw_region_case(data, region, dtypes=common_dtypes(ad), adv_forms=ad.forms)
+    case = in_declared_mode(ad, data, draw_region_case(data, region, dtypes=common_dtypes(ad), adv_forms=ad.forms))
     got = ad.run(case)
     check_bounds(case, got.grad_or_fail(case), region)
 
 
 def check_bounds(case: Case, grad: np.ndarray, region: str) -> None:
-    """Raise Mismatch unless every valid token of `region` has |F| within its bound (token-mean)."""
+    """Raise Mismatch unless every valid token of `region` has |F| within its bound.
+
+    F_t is read back from d loss / d log_prob_t = -c_t F_t A_t (spec S4) with the case's coefficients c.
+    """
     cfg = case.cfg
     m = case.mask
     if not np.all(np.isfinite(grad)):
@@ -45,13 +48,15 @@ def check_bounds(case: Case, grad: np.ndarray, region: str) -> None:
     n = int(m.sum())
     if n == 0:
         return
+    c_t = weights(case)
     a = case.adv_2d()
     regions = cegppo.token_regions(case.log_prob, case.old_log_prob, case.advantages, cfg)
     logr = case.log_prob - case.old_log_prob
     with np.errstate(all="ignore"):
-        f = np.where(a != 0, -grad * n / np.where(a != 0, a, 1.0), 0.0)
-    rtol = 10 * GRAD_TOL[case.dtype][0]
-    sel = m & (a != 0) & getattr(regions, region)
+        ca = c_t * a
+        f = np.where(ca != 0, -grad / np.where(ca != 0, ca, 1.0), 0.0)
+    rtol = 10 * GRAD_TOL[tol_dtype(case)][0]
+    sel = m & (a != 0) & (c_t != 0) & getattr(regions, region)
     if region == "clip_low":
         bound = np.full(case.shape, cfg.weight_low)
     elif region == "clip_high":
@@ -69,7 +74,7 @@ def check_bounds(case: Case, grad: np.ndarray, region: str) -> None:
         i = tuple(int(k) for k in np.argwhere(~ok)[0])
         raise Mismatch(
             f"gradient weight F in {region}", case, f"0 <= F <= {bound[i]!r}", float(f[i]),
-            f"token {i}: log-ratio {logr[i]!r}, A {a[i]!r}, d loss/d log_prob {grad[i]!r} with N = {n}",
+            f"token {i}: log-ratio {logr[i]!r}, A {a[i]!r}, d loss/d log_prob {grad[i]!r} with c_t = {c_t[i]!r}",
         )
 
 

@@ -20,7 +20,7 @@ from cegppo import CEGPPOConfig
 from hypothesis import strategies as st
 
 from ._adapters import SHAPE_OF_FORM, Adapter, PortError
-from ._cases import Case, Mismatch, round_to
+from ._cases import LAYOUTS, Case, Mismatch, compare_grad, compare_value, expected, round_to
 from ._prop_objective import common_dtypes
 from ._registry import prop
 from ._strategies import draw_case
@@ -63,7 +63,9 @@ def _probe_cases(ad: Adapter) -> list[Case]:
         lp = round_to(-rng.uniform(0.1, 2.0, size=(b, t)), dtype)
         olp = round_to(lp + rng.uniform(-0.3, 0.3, size=(b, t)), dtype)
         adv = round_to(rng.choice([-1.0, 0.5, 1.0], size=b), dtype)
-        cases.append(Case(lp, olp, adv, np.ones((b, t), dtype=bool), CEGPPOConfig(), dtype))
+        # a port without an off switch for the dual clip (dual_clip='required') is probed with it on
+        cfg = CEGPPOConfig(dual_clip=3.0 if ad.conventions.dual_clip == "required" else None)
+        cases.append(Case(lp, olp, adv, np.ones((b, t), dtype=bool), cfg, dtype, agg=ad.aggs[0]))
     return cases
 
 
@@ -118,7 +120,7 @@ def declared_advantage_shapes(ad: Adapter, data: Any) -> None:
       skip=lambda ad: "JAX arrays are immutable" if ad.framework == "jax" else None)
 def inputs_not_modified(ad: Adapter, data: Any) -> None:
     """The call leaves log_prob, old_log_prob, advantages and response_mask as it got them (no in-place masking)."""
-    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     mask = case.mask
     if mask.all():  # at least one padded position, where in-place masking would write
@@ -140,3 +142,21 @@ def inputs_not_modified(ad: Adapter, data: Any) -> None:
     if got.mutated:
         raise InputsModified(f"the call modified {', '.join(got.mutated)} in place", case,
                              "every input unchanged after the call", f"{', '.join(got.mutated)} changed")
+
+
+# Layouts are a property of the torch adapter: NumPy ports get copies, JAX arrays have no user-visible strides.
+@prop("S1", "inputs as views (sliced, transposed)", "inputs", share=0.25,
+      skip=lambda ad: None if ad.framework == "torch" else f"{ad.framework} inputs have no strided views to hand")
+def inputs_as_views(ad: Adapter, data: Any) -> None:
+    """Inputs handed as a slice of a wider buffer or a transposed one (as frameworks hand them) give the loss and gradient of contiguous ones."""
+    case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
+                     adv_forms=ad.forms)
+    # compared with the port's own contiguous result, so that only the layout is under test
+    flat = ad.run(case)
+    case = case.with_(layout=data.draw(st.sampled_from(LAYOUTS[1:]), label="memory layout"))
+    got = ad.run(case)
+    scale = expected(case).scale
+    compare_value(f"loss of {case.layout} views vs contiguous inputs", case, got.value, flat.value, scale)
+    if ad.has_grad:
+        compare_grad(f"d loss / d log_prob of {case.layout} views vs contiguous inputs", case, got.grad_or_fail(case),
+                     flat.grad_or_fail(case))

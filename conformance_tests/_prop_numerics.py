@@ -36,7 +36,7 @@ def extreme_log_ratios(ad: Adapter, data: Any) -> None:
 @prop("S9.3", "masked garbage changes nothing", "numerics")
 def masked_garbage(ad: Adapter, data: Any) -> None:
     """NaN, +-inf or huge values at masked positions change neither the loss nor any gradient."""
-    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=ad.dtypes, aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     holes = ~case.mask
     junk = st.sampled_from(GARBAGE)
@@ -60,11 +60,17 @@ def masked_garbage(ad: Adapter, data: Any) -> None:
         compare_grad("gradient with garbage at masked positions vs without", dirty, dirty_r.grad_or_fail(dirty), clean_r.grad_or_fail(dirty))
 
 
+def _declares_float32(ad: Adapter) -> str | None:
+    if ad.conventions.compute_dtype == "float32":
+        return "compute_dtype='float32' declared: float64 inputs are computed in float32"
+    return None
+
+
 @prop("S9.5", "float64 inputs are computed in float64", "numerics",
-      skip=lambda ad: None if "float64" in ad.dtypes else "float64 not available")
+      skip=lambda ad: None if "float64" in ad.dtypes else "float64 not available", declared=_declares_float32)
 def float64_kept(ad: Adapter, data: Any) -> None:
     """float64 inputs give a float64 loss equal to the reference to float64 precision (no float32 slip)."""
-    case = draw_case(data, dtypes=("float64",), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=("float64",), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     got = ad.run(case)
     want = expected(case)
@@ -79,7 +85,7 @@ def float64_kept(ad: Adapter, data: Any) -> None:
       skip=lambda ad: None if "bfloat16" in ad.dtypes else "bfloat16 not available")
 def bf16_in_float32(ad: Adapter, data: Any) -> None:
     """bfloat16 inputs give the loss of float32 arithmetic on the same numbers (the gradient is bfloat16-rounded)."""
-    case = draw_case(data, dtypes=("bfloat16",), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=("bfloat16",), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     got = ad.run(case)
     want = expected(case)
@@ -93,7 +99,7 @@ def bf16_in_float32(ad: Adapter, data: Any) -> None:
       skip=lambda ad: None if "float16" in ad.dtypes else "float16 not available")
 def fp16_in_float32(ad: Adapter, data: Any) -> None:
     """float16 inputs give the loss of float32 arithmetic on the same numbers (the gradient is float16-rounded)."""
-    case = draw_case(data, dtypes=("float16",), aggs=ad.aggs, global_normalizers=ad.kind == "backend",
+    case = draw_case(data, dtypes=("float16",), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     got = ad.run(case)
     want = expected(case)

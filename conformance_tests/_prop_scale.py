@@ -14,11 +14,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from hypothesis import strategies as st
-
 from ._adapters import Adapter
 from ._cases import Case, Expected, compare_grad, compare_value, expected
-from ._prop_objective import common_dtypes
+from ._prop_objective import common_dtypes, in_declared_mode
 from ._registry import prop
 from ._strategies import draw_scale_case
 
@@ -30,7 +28,7 @@ _REFERENCES: OrderedDict[tuple[Any, ...], Expected] = OrderedDict()
 
 def _reference(case: Case) -> Expected:
     """`expected(case)`, kept for the last few cases: a derandomized run checks each port on the same ones."""
-    key = (case.recipe, case.agg, case.num_tokens, case.num_seqs)
+    key = (case.recipe, case.agg, case.num_tokens, case.num_seqs, case.conventions)
     if key not in _REFERENCES:
         _REFERENCES[key] = expected(case)
         while len(_REFERENCES) > 4:
@@ -40,8 +38,8 @@ def _reference(case: Case) -> Expected:
 
 def _check_at_scale(ad: Adapter, data: Any, *, large: bool) -> None:
     case = draw_scale_case(data, large=large, dtypes=common_dtypes(ad), adv_forms=ad.forms)
-    if len(ad.aggs) > 1:  # backends: every aggregation mode at scale too (the recipe rebuilds the arrays)
-        case = case.with_(agg=data.draw(st.sampled_from(list(ad.aggs)), label="agg"))
+    # every declared aggregation mode at scale too (the recipe rebuilds the arrays)
+    case = in_declared_mode(ad, data, case)
     got = ad.run(case)
     want = _reference(case)  # the case's recipe names its arrays: same recipe, same numbers
     where = f"(B, T) = {case.shape}, {int(case.mask.sum())} valid tokens"

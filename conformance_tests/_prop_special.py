@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import cegppo
 import numpy as np
 from hypothesis import strategies as st
 
 from ._adapters import Adapter
-from ._cases import Case, compare_grad, compare_value, expected
-from ._prop_objective import common_dtypes
+from ._cases import Case, compare_grad, compare_value, expected, weights
+from ._prop_objective import common_dtypes, in_declared_mode
 from ._registry import prop
 from ._strategies import draw_case, draw_config, draw_dual_clip_case
 
@@ -47,7 +46,7 @@ def textbook(case: Case) -> dict[str, Any]:
         j = np.where(dual, cfg.dual_clip * a, j)
     f_ppo = np.where(dual, 0.0, np.where(take_delta, delta, 0.0))
     f_gppo = np.where(dual, 0.0, np.where(take_delta, delta, clipped))
-    c = cegppo.aggregation_weights(m, case.agg, num_tokens=case.num_tokens, num_seqs=case.num_seqs)
+    c = weights(case)  # the declared normalizer epsilon, if any
     return {
         "value": float(np.sum(c * -j)),
         "scale": float(np.sum(np.abs(c * j))),
@@ -92,11 +91,14 @@ def dual_clip_only_where_it_should(ad: Adapter, data: Any) -> None:
     if data.draw(st.booleans(), label="every token above log c"):
         # Mixed batches rarely reach the places where dual-clip ports slip (A < 0 with
         # log c < logr < c, A > 0 above log c), so half the examples hold each of them.
-        case = draw_dual_clip_case(data, dtypes=common_dtypes(ad), adv_forms=ad.forms)
+        case = in_declared_mode(ad, data, draw_dual_clip_case(data, dtypes=common_dtypes(ad), adv_forms=ad.forms))
         cfg = case.cfg
     else:
         cfg = draw_config(data, dual=True)
         case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, cfg=cfg, adv_forms=ad.forms)
+    if ad.conventions.dual_clip == "required":  # no off switch: the clip on, against the reference
+        _dual_clip_against_reference(ad, case)
+        return
     off = case.with_(cfg=cfg.replace(dual_clip=None))
     on_r, off_r = ad.run(case), ad.run(off)
     e_on, e_off = expected(case), expected(off)
@@ -108,3 +110,13 @@ def dual_clip_only_where_it_should(ad: Adapter, data: Any) -> None:
     dual = case.mask & (case.adv_2d() < 0) & (logr > cfg.log_dual_clip)
     want = np.where(dual, 0.0, off_r.grad_or_fail(case))
     compare_grad("d loss / d log_prob with dual clip vs without (0 on dual-clip tokens)", case, on_r.grad_or_fail(case), want)
+
+
+def _dual_clip_against_reference(ad: Adapter, case: Case) -> None:
+    """S7 for a port declaring dual_clip='required': value and gradient equal the reference on the
+    dual-clip cases (tokens above log c of both signs), dual-clip tokens with gradient 0."""
+    got, want = ad.run(case), expected(case)
+    compare_value("loss with dual clip", case, got.value, want.value, want.scale)
+    if ad.has_grad:
+        compare_grad("d loss / d log_prob with dual clip (0 on dual-clip tokens)", case, got.grad_or_fail(case),
+                     want.grad)

@@ -17,12 +17,14 @@ from typing import Any
 
 from ._adapters import Adapter, port_adapter
 from ._check import DEFAULT_TIMEOUT, _check_run_args, _within, prepare, run_property, select
+from ._conventions import SPEC, conventions
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import Report
 
 __all__ = ["pytest_suite"]
 
 _NOT_FOR_PYTEST = ("progress", "fail_fast")
+CONVENTION_OPTIONS = ("normalizer_eps", "dual_clip", "compute_dtype", "agg", "global_normalizers")
 
 
 class _Suite:
@@ -53,7 +55,7 @@ class _Suite:
                          timeout=self.timeout)
         if r.timed_out:
             self.hung = p.id
-        if r.status == "SKIP":
+        if r.status in ("SKIP", "DECLARED"):
             pytest.skip(f"{p.id}: {r.reason}")
         if r.status == "FAIL":
             ad = self.adapter
@@ -68,7 +70,8 @@ def pytest_suite(port: Callable[..., Any] | Adapter, framework: str = "torch", *
     Assign it to a name starting with ``test`` in a test module; pytest collects one test per
     property (``only=`` restricts them). `options` are those of `check` (``max_examples``,
     ``seed``, ``only``, ``mask_dtype``, ``compile``, ``jit``, ``name``, ``shrink``, ``device``,
-    ``advantages``, ``timeout``), checked here, so that a bad option fails at collection;
+    ``advantages``, ``timeout``, and the declarations ``normalizer_eps``, ``dual_clip``,
+    ``compute_dtype``, ``agg``, ``global_normalizers``), checked here, so that a bad option fails at collection;
     ``progress`` and ``fail_fast`` do not apply (pytest reports progress, ``-x`` stops early).
     The adapter (and the framework import) is built at collection too: a device that is not
     available is a collection error naming it.
@@ -79,18 +82,22 @@ def pytest_suite(port: Callable[..., Any] | Adapter, framework: str = "torch", *
     if given:
         raise TypeError(f"pytest_suite does not take {given}: pytest shows progress itself, and -x stops early")
     allowed = {"max_examples", "seed", "only", "mask_dtype", "compile", "jit", "name", "shrink", "device",
-               "advantages", "timeout"}
+               "advantages", "timeout", *CONVENTION_OPTIONS}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise TypeError(f"pytest_suite got unknown options {unknown}; it takes {sorted(allowed)}")
     _check_run_args(options.get("max_examples", 100), options.get("seed"), options.get("shrink", True),
                     options.get("timeout", DEFAULT_TIMEOUT))
+    conv = conventions(**{k: options[k] for k in CONVENTION_OPTIONS if k in options})
     if isinstance(port, Adapter):
+        if conv != SPEC:
+            raise ValueError("conventions are declared on the adapter when an Adapter is passed")
         adapter = port
     else:
         adapter = port_adapter(port, framework, name=options.get("name"), mask_dtype=options.get("mask_dtype", "bool"),
                                compile=options.get("compile", False), jit=options.get("jit", False),
-                               device=options.get("device"), advantages=options.get("advantages", "both"))
+                               device=options.get("device"), advantages=options.get("advantages", "both"),
+                               conventions=conv)
     props = select(options.get("only"), FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
     suite = _Suite(adapter, options)
 

@@ -36,6 +36,8 @@ class Property:
         share: the fraction of a run's max_examples this property runs (at least 1): the scale
             properties cost up to 10^6 tokens per example, so they run a share of the budget that
             grows with it (a ``ci`` run checks a few shapes, a ``thorough`` run many).
+        declared: ``declared(adapter)`` returns why a port's declared convention replaces this
+            property (reported as DECLARED, not run), or None.
     """
 
     clause: str
@@ -48,6 +50,7 @@ class Property:
     max_examples: int | None = None
     target: str = "loss"
     share: float = 1.0
+    declared: Callable[[Adapter], str | None] | None = None
 
     @property
     def id(self) -> str:
@@ -66,6 +69,10 @@ class Property:
             return "no gradients (NumPy port)"
         return self.skip(adapter) if self.skip is not None else None
 
+    def declared_reason(self, adapter: Adapter) -> str | None:
+        """The declared convention that stands in for this property on `adapter`, or None."""
+        return self.declared(adapter) if self.declared is not None else None
+
     def __call__(self, adapter: Adapter, data: Any) -> None:
         self.body(adapter, data)
 
@@ -79,7 +86,8 @@ FUSED_PROPERTIES: list[Property] = []
 def prop(clause: str, name: str, chapter: str, *, needs_grad: bool = False,
          skip: Callable[[Adapter], str | None] | None = None,
          max_examples: int | None = None,
-         target: str = "loss", share: float = 1.0) -> Callable[[Callable[[Adapter, Any], None]], Property]:
+         target: str = "loss", share: float = 1.0,
+         declared: Callable[[Adapter], str | None] | None = None) -> Callable[[Callable[[Adapter, Any], None]], Property]:
     """Decorator: register `body` as a property (its docstring's first line is the description)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -88,7 +96,7 @@ def prop(clause: str, name: str, chapter: str, *, needs_grad: bool = False,
 
     def deco(body: Callable[[Adapter, Any], None]) -> Property:
         doc = (body.__doc__ or "").strip().splitlines()[0] if body.__doc__ else ""
-        p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples, target, share)
+        p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples, target, share, declared)
         (FUSED_PROPERTIES if target == "fused" else PROPERTIES).append(p)
         return p
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from ._adapters import Adapter
 from ._cases import Case, expected
+from ._diagnose import DEFECT_CLASSES, FIXES
 
 __all__ = ["PropertyResult", "Report", "reproducer"]
 
@@ -18,7 +21,8 @@ __all__ = ["PropertyResult", "Report", "reproducer"]
 class PropertyResult:
     """The outcome of one property on one implementation.
 
-    status is ``PASS``, ``FAIL`` or ``SKIP``. For a failure, `message` says what was compared and
+    status is ``PASS``, ``FAIL``, ``SKIP`` or ``DECLARED`` (a declared convention stands in for the
+    property, e.g. S9.5 float64 under ``compute_dtype='float32'``; not a failure). For a failure, `message` says what was compared and
     `expected`/`got` hold the two sides; `reproducer` is a Python snippet that recomputes the
     failing call; `exception` holds the implementation's exception when it raised; `timed_out`
     is True when the property was stopped by the time limit (the reproducer is the call that hung).
@@ -39,6 +43,10 @@ class PropertyResult:
     exception: str = ""
     hypothesis_output: str = ""
     timed_out: bool = False
+    diagnosis: str = ""
+    """For a failure: the hypothesis that explains it (`cegppo.conformance._diagnose`), or that none fits."""
+    defect_class: str = ""
+    """For a failure: its class in the verdict table (`DEFECT_CLASSES`)."""
 
     @property
     def passed(self) -> bool:
@@ -46,7 +54,10 @@ class PropertyResult:
 
     def format(self, verbose: bool = False) -> list[str]:
         """The details of a failure as lines: what failed, expected vs got, the exception, the reproducer."""
-        lines = [f"=== FAIL {self.id} ===", f"property: {self.doc}", f"what failed: {self.message}"]
+        lines = [f"=== FAIL {self.id} ==="]
+        if self.diagnosis:
+            lines.append(f"diagnosis ({self.defect_class}): {self.diagnosis}")
+        lines += [f"property: {self.doc}", f"what failed: {self.message}"]
         if self.exception:
             lines += ["exception raised by the implementation:", _indent(self.exception)]
         if self.expected or self.got:
@@ -76,6 +87,8 @@ class Report:
     """The device the inputs were created on (None: the framework's default)."""
     advantages: str = "both"
     """The advantage shapes the implementation declared (``token``, ``sequence`` or ``both``)."""
+    declared: list[str] = field(default_factory=list)
+    """The conventions the implementation declared, one line each (`Conventions.lines`)."""
 
     @property
     def ok(self) -> bool:
@@ -104,10 +117,11 @@ class Report:
                 f"up to {self.max_examples} examples per property, {seed}")
 
     def summary(self) -> str:
-        n = {s: sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
+        n = {s: sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP", "DECLARED")}
         verdict = "CONFORMS" if self.ok else "DOES NOT CONFORM"
         early = " (stopped at the first failure: fail_fast)" if self.stopped_early else ""
-        return (f"{verdict}: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped in "
+        declared = f", {n['DECLARED']} declared" if n["DECLARED"] else ""
+        return (f"{verdict}: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped{declared} in "
                 f"{self.seconds:.1f}s{early}")
 
     def format(self, verbose: bool = False) -> str:
@@ -116,14 +130,54 @@ class Report:
         lines += [f"  note: {note}" for note in self.notes]
         width = max((len(r.clause) for r in self.results), default=4)
         for r in self.results:
-            tail = f"  ({r.reason})" if r.status == "SKIP" else ""
+            tail = f"  ({r.reason})" if r.status in ("SKIP", "DECLARED") else ""
             if r.status == "FAIL":
                 tail = f"  -> {r.message.splitlines()[0] if r.message else ''}"
             lines.append(f"{r.status}  {r.clause:<{width}}  {r.name}{tail}")
         for r in self.failed:
             lines += ["", *r.format(verbose)]
+        verdict = self.verdict_lines()
+        if verdict:
+            lines += ["", *verdict]
         lines += ["", self.summary()]
         return "\n".join(lines)
+
+    def verdict(self) -> list[dict[str, Any]]:
+        """The ranked verdict: one row per defect class found (`DEFECT_CLASSES` order), then the declared conventions.
+
+        Each row: ``class``, ``properties`` (the failing property ids), ``fix`` (one line) and ``defect``
+        (False for a declared convention, which is not a failure).
+        """
+        rows: list[dict[str, Any]] = []
+        for cls in DEFECT_CLASSES:
+            hit = [r for r in self.failed if (r.defect_class or "wrong value") == cls]
+            if not hit:
+                continue
+            fix = FIXES[cls]
+            if cls == "undeclared convention":  # the declarations the diagnoses found
+                found = dict.fromkeys(m for r in hit for m in re.findall(r"declare (--[a-z-]+ [\w.+-]+)", r.diagnosis))
+                fix = f"if intended, declare {' '.join(found)}; else follow the spec" if found else fix
+            rows.append({"class": cls, "properties": [r.id for r in hit], "fix": fix, "defect": True})
+        rows += [{"class": "declared convention", "properties": [], "fix": line, "defect": False}
+                 for line in self.declared]
+        return rows
+
+    def verdict_lines(self) -> list[str]:
+        """The verdict as a short table (empty when nothing failed and nothing was declared)."""
+        rows = self.verdict()
+        if not rows:
+            return []
+        out = ["verdict (defect classes, most urgent first; declared conventions are not defects):"]
+        for row in rows:
+            if row["defect"]:
+                n = len(row['properties'])
+                out.append(f"  DEFECT    {row['class']} ({n} propert{'y' if n == 1 else 'ies'})")
+                out += textwrap.wrap("; ".join(row["properties"]), 110, initial_indent="            shown by: ",
+                                     subsequent_indent="              ")
+                out.append(f"            fix: {row['fix']}")
+            else:
+                out.append(f"  DECLARED  {row['fix']}")
+        return out
 
     def __str__(self) -> str:
         return self.format()
@@ -131,10 +185,12 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data (what ``cegppo-conformance check --json FILE`` writes)."""
         counts = {s.lower(): sum(r.status == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
+        if any(r.status == "DECLARED" for r in self.results):
+            counts["declared"] = sum(r.status == "DECLARED" for r in self.results)
         return {
             "implementation": self.implementation, "framework": self.framework, "kind": self.kind,
             "device": self.device, "advantages": self.advantages, "max_examples": self.max_examples,
-            "seed": self.seed, "ok": self.ok, "summary": self.summary(), "counts": counts,
+            "seed": self.seed, "ok": self.ok, "summary": self.summary(), "counts": counts, "verdict": self.verdict(),
             "seconds": round(self.seconds, 3), "stopped_early": self.stopped_early, "notes": list(self.notes),
             "results": [{k: (round(v, 3) if k == "seconds" else v) for k, v in asdict(r).items()}
                         for r in self.results],
@@ -229,6 +285,14 @@ def reproducer(case: Case, adapter: Adapter, *, show_mutation: bool = False) -> 
     dev = adapter.device
     lines += [_tensor(fw, name, src[name], name == "response_mask" and not float_mask, case.dtype,
                       grad=name == "log_prob", device=dev) for name in _INPUTS]
+    if case.layout == "sliced":  # the kit handed views, as frameworks do
+        lines += [f"{n} = torch.nn.functional.pad({n}, (1, 2), value=float('nan'))[..., 1:-2]"
+                  f"{'.detach().requires_grad_(True)' if n == 'log_prob' else ''}  # a slice of a wider buffer"
+                  for n in _INPUTS if n != "response_mask"]
+        lines.append("response_mask = torch.nn.functional.pad(response_mask, (1, 2))[..., 1:-2]")
+    elif case.layout == "transposed":
+        lines += [f"{n} = {n}.detach().T.contiguous().T" + (".requires_grad_(True)" if n == "log_prob" else "")
+                  + "  # column-major" for n in _INPUTS]
     mutation = show_mutation and fw in _MUTATION_CHECK
     if mutation:
         lines += [f"names, inputs = {list(_INPUTS)!r}, [log_prob, old_log_prob, advantages, response_mask]",

@@ -33,6 +33,7 @@ from cegppo import CEGPPOConfig
 from hypothesis import strategies as st
 
 from ._cases import MARGIN, Case, round_to
+from ._conventions import Conventions, active
 
 __all__ = ["BLOCK_B", "BLOCK_T", "DUAL_CLIP_KINDS", "LARGE_SHAPES", "MASK_STYLES", "REGIONS", "draw_case",
            "draw_config", "draw_dual_clip_case", "draw_mask", "draw_region_case", "draw_scale_case", "scale_case"]
@@ -48,7 +49,12 @@ _EXTREME_KINDS = ("extreme_below", "extreme_above", "infinite_below", "infinite_
 
 
 def draw_config(data: Any, *, dual: bool | None = None, beta: tuple[float, float] | None = None) -> CEGPPOConfig:
-    """Hyperparameters: asymmetric eps, beta in [0, 2], dual clip on or off (or as asked)."""
+    """Hyperparameters: asymmetric eps, beta in [0, 2], dual clip on or off (or as asked).
+
+    Under a declared ``dual_clip="required"`` the dual clip is always on (the port has no off switch).
+    """
+    if active().dual_clip == "required":
+        dual = True
     eps_low = data.draw(st.one_of(st.just(0.2), st.floats(0.01, 0.9)), label="eps_low")
     eps_high = data.draw(st.one_of(st.just(0.2), st.just(0.28), st.floats(0.01, 2.0)), label="eps_high")
     if beta is None:
@@ -164,7 +170,8 @@ def push_away(lp: np.ndarray, olp: np.ndarray, cfg: CEGPPOConfig, dtype: str) ->
     Gradients (and, for beta != 1, values) jump at the boundaries, where a correct implementation
     may round either way: compared values are drawn away from them (jax's test-utility style).
     """
-    margin = MARGIN[dtype]
+    # float64 inputs of a port declared to compute in float32 are rounded to float32 inside it
+    margin = MARGIN["float32" if dtype == "float64" and active().compute_dtype == "float32" else dtype]
     bounds = np.array(_boundaries(cfg))
     lp = lp.copy()
     for _ in range(6):
@@ -447,13 +454,14 @@ def scale_case(*, b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask
         raise ValueError(f"advantages must be 'token' or 'sequence', got {advantages!r}")
     if b < 1 or t < 1:
         raise ValueError(f"b and t must be >= 1, got b={b}, t={t}")
-    return _scale_case(b, t, seed, dtype, cfg, mask, advantages)
+    return _scale_case(b, t, seed, dtype, cfg, mask, advantages, active())
 
 
 # A derandomized run draws the same cases for every implementation it checks (the project checks
 # dozens of ports): a case is immutable, so the last few are kept instead of rebuilt (~1 s at 2^20).
 @functools.lru_cache(maxsize=4)
-def _scale_case(b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: str, advantages: str) -> Case:
+def _scale_case(b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: str, advantages: str,
+                conventions: Conventions) -> Case:
     rng = np.random.default_rng(seed)
     shape = (b, t)
     logr = _scale_logr(rng, cfg, shape)
@@ -468,7 +476,7 @@ def _scale_case(b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: 
     m = _scale_mask(rng, mask, b, t)
     recipe = (f"cc.scale_case(b={b}, t={t}, seed={seed}, dtype={dtype!r}, cfg=cegppo.{cfg!r}, mask={mask!r}, "
               f"advantages={advantages!r})")
-    return Case(lp, olp, adv, m, cfg, dtype, recipe=recipe)
+    return Case(lp, olp, adv, m, cfg, dtype, recipe=recipe, conventions=conventions)
 
 
 def draw_scale_case(data: Any, *, large: bool = False, dtypes: Sequence[str] = ("float64", "float32"),

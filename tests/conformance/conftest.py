@@ -81,6 +81,26 @@ def torch_ports(backend: str) -> Any:
 
 
 @pytest.fixture(scope="module")
+def convention_torch_ports(backend: str) -> Any:
+    """ports/convention_torch_ports.py, with --backend=torch only."""
+    if backend != "torch":
+        pytest.skip("torch ports run with --backend=torch")
+    from ports import convention_torch_ports as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
+def convention_jax_ports(backend: str, jax_x64: None) -> Any:
+    """ports/convention_jax_ports.py, with --backend=jax only (float64 on, as the CLI does)."""
+    if backend != "jax":
+        pytest.skip("jax ports run with --backend=jax")
+    from ports import convention_jax_ports as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
 def jax_ports(backend: str, jax_x64: None) -> Any:
     """ports/jax_ports.py, with --backend=jax only (float64 on, as the CLI does)."""
     if backend != "jax":

@@ -18,7 +18,8 @@ from typing import Any
 
 import cegppo.conformance as cc
 import pytest
-from ports import CORRECT, TORCH_BROKEN
+from cegppo.conformance._diagnose import DEFECT_CLASSES
+from ports import CORRECT, TORCH_BROKEN, TORCH_DIAGNOSES
 
 BROKEN_MIN_EXAMPLES = 40
 """Broken ports stop at their first failure (fail_fast, no shrink), so they get at least the ci count
@@ -64,6 +65,10 @@ def test_broken_port_is_caught(ports: Any, name: str, max_examples: int, device:
     first = targeted.failed[0]
     assert first.id.startswith(prefix)
     assert first.message and first.reproducer, first
+    assert first.diagnosis and first.defect_class in DEFECT_CLASSES, first  # a diagnosis on every failure
+    if name in TORCH_DIAGNOSES:
+        cls, phrase = TORCH_DIAGNOSES[name]
+        assert first.defect_class == cls and phrase in first.diagnosis, (first.defect_class, first.diagnosis)
 
 
 def test_fail_fast_reports_the_first_failure_in_spec_order(ports: Any, device: str) -> None:

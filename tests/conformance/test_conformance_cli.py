@@ -259,7 +259,7 @@ def test_token_only_port_undeclared_is_told_what_to_declare(capsys: pytest.Captu
     assert fails[0].startswith("FAIL  S1    declared advantage shapes are accepted  -> rejects (B,) per-sequence")
     assert "declare advantages='token' (--advantages token)" in fails[0]
     assert "the implementation raised" not in out
-    assert "DOES NOT CONFORM: 14 passed, 1 failed" in out
+    assert "DOES NOT CONFORM: 15 passed, 1 failed" in out
 
 
 def test_json_results(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -369,7 +369,7 @@ def test_a_port_hanging_in_a_property_stops_the_run() -> None:
         numpy_ports.RELEASE_HANG.set()
     status = [(r.id.split()[0], r.status, r.timed_out) for r in report.results]
     assert status[0] == ("S3", "FAIL", True), report.format()
-    assert all(s == "SKIP" for _, s, _ in status[1:]) and len(status) == 6
+    assert all(s == "SKIP" for _, s, _ in status[1:]) and len(status) == 7
     assert report.results[0].message.startswith("timed out: no result after 1s")
     assert report.results[0].reproducer
 
@@ -424,7 +424,7 @@ def test_pytest_suite_fails_a_broken_port_with_the_reproducer(tmp_path: Path) ->
     assert "from ports.numpy_ports import mean_over_padding as port" in proc.stdout  # the reproducer
     assert "=== FAIL S3 value equals the reference ===" in proc.stdout
     ran = [ln for ln in proc.stdout.splitlines() if ln.startswith(("PASSED", "FAILED", "SKIPPED"))]
-    assert len(ran) == 5, ran  # -k: S3 value equals the reference, S4 ... reference, S8.1, S8.3, S8.4
+    assert len(ran) == 6, ran  # -k: S3 value equals the reference, S4 ... reference, S8.1, S8.2, S8.3, S8.4
 
 
 def test_pytest_suite_rejects_bad_options() -> None:

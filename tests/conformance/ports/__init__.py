@@ -7,7 +7,8 @@ plain data (no framework import), so tests can be parametrized over them in any 
 
 from __future__ import annotations
 
-__all__ = ["CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN", "TORCH_BROKEN"]
+__all__ = ["CONVENTION_DEFECTS", "CONVENTION_PORTS", "CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN",
+           "TORCH_BROKEN", "TORCH_DIAGNOSES"]
 
 CORRECT: dict[str, str] = {
     "correct": "both",
@@ -39,8 +40,23 @@ TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "large_batch_fast_path": ("size-dependent fast path", "S3 value and gradient at a million tokens"),
     "fp16_arithmetic": ("dtype slip", "S9.5 float16"),
     "zeroes_padding_in_place": ("input mutation", "S1 inputs are not modified"),
+    "contiguity_assumed": ("memory layout", "S1 inputs as views"),
 }
 """torch_ports.py: every broken port, its bug class, and the property (id prefix) expected to catch it."""
+
+TORCH_DIAGNOSES: dict[str, tuple[str, str]] = {
+    "no_stop_gradient": ("wrong gradient by region", "the gradient of clipped tokens is 0"),
+    "wrong_loss_sign": ("wrong value", "opposite sign"),
+    "mean_over_padding": ("aggregation", "B * T"),
+    "clamped_log_ratio": ("wrong gradient by region", "clamped"),
+    "mask_after_arithmetic": ("non-finite", "garbage at masked positions"),
+    "unsafe_exp_where": ("non-finite", "only where the ratio overflows or underflows"),
+    "naive_quotient": ("non-finite", "only where the ratio overflows or underflows"),
+    "constants_not_detached": ("contract/harness", "constants of the loss"),
+    "contiguity_assumed": ("contract/harness", "assumes contiguous row-major memory"),
+    "zeroes_padding_in_place": ("contract/harness", "writes into its inputs"),
+}
+"""Broken torch ports whose failure must carry this diagnosis: (defect class, a phrase of the diagnosis)."""
 
 JAX_BROKEN: dict[str, tuple[str, str]] = {
     "missing_stop_gradient": ("missing stop-gradient", "S6.2 beta = 1 gives GPPO's gradient"),
@@ -69,3 +85,29 @@ FUSED_TORCH_BROKEN: dict[str, tuple[str, str]] = {
     "log_ratio_precomputed": ("gradient into constants", "S11.1 fused old_log_prob and advantages are constants"),
 }
 """fused_torch_ports.py: every broken fused head, its bug class, and the S11.1 property expected to catch it."""
+
+CONVENTION_PORTS: dict[str, tuple[str, dict[str, object]]] = {
+    "verl02_style": ("torch", {"normalizer_eps": 1e-8, "dual_clip": "required", "advantages": "token",
+                               "mask_dtype": "float"}),
+    "openrlhf_style": ("torch", {"advantages": "token", "agg": "token-mean,seq-mean-token-mean"}),
+    "float32_everywhere": ("torch", {"compute_dtype": "float32", "advantages": "sequence"}),
+    "seq_mean_token_mean": ("torch", {"agg": "seq-mean-token-mean"}),
+    "tunix_style": ("jax", {"compute_dtype": "float32", "advantages": "token"}),
+    "every_mode": ("torch", {"agg": "all", "global_normalizers": True}),
+}
+"""convention_torch_ports.py (and convention_jax_ports.py): ports correct under their declared conventions,
+each with its framework and the `check` keywords that declare them."""
+
+CONVENTION_DEFECTS: dict[str, tuple[str, str, str, str]] = {
+    "verl02_ratio_quotient": ("verl02_style", "S9.1", "non-finite", "only where the ratio overflows or underflows"),
+    "verl02_mask_multiplied": ("verl02_style", "S9.3", "non-finite", "from garbage at masked positions"),
+    "verl02_half_arithmetic": ("verl02_style", "S9.5 bfloat16", "precision", "consistent with computing in bfloat16"),
+    "openrlhf_unclamped_counts": ("openrlhf_style", "S8.4", "non-finite", "an all-masked batch gives a loss of nan"),
+    "float32_clamped_log_ratio": ("float32_everywhere", "S9.1", "wrong gradient by region", "log-ratio is clamped"),
+    "seq_mean_per_row_counts": ("seq_mean_token_mean", "S8.2", "aggregation", "from an empty row"),
+    "drgrpo_longest_row": ("every_mode", "S8.2", "aggregation", "divides by"),
+    "tunix_ppo_clip": ("tunix_style", "S6.2 beta = 1 gives GPPO's gradient", "wrong gradient by region",
+                       "the gradient of clipped tokens is 0"),
+}
+"""Defective variants of the convention ports: variant -> (the correct port whose declarations it keeps, the
+property id prefix that must fail, the defect class and a phrase of the diagnosis that must name it)."""

@@ -381,3 +381,13 @@ def zeroes_padding_in_place(log_prob, old_log_prob, advantages, response_mask, *
     if advantages.dim() == 2:
         advantages.masked_fill_(pad, 0.0)
     return correct(log_prob, old_log_prob, advantages, response_mask, **kw)
+
+
+def contiguity_assumed(log_prob, old_log_prob, advantages, response_mask, **kw):
+    """BUG: reads its inputs as a kernel written for contiguous row-major memory does: views are read wrong."""
+
+    def as_contiguous_memory(x):
+        strides = tuple(int(math.prod(x.shape[i + 1:])) for i in range(x.dim()))
+        return torch.as_strided(x, x.shape, strides)
+
+    return correct(*(as_contiguous_memory(x) for x in (log_prob, old_log_prob, advantages, response_mask)), **kw)
