@@ -34,6 +34,9 @@ EXTRAS = {"numpy": "test", "torch": "torch,test", "jax": "jax,test"}
 # Every pytest run of a session uses every core (pytest-xdist, pinned in constraints.txt): `-n auto` starts
 # one worker per core and hands out tests one at a time. PYTEST_XDIST="-n 0" runs in one process instead.
 XDIST = tuple(os.environ.get("PYTEST_XDIST", "-n auto").split())
+# What every test session installs beside the project: xdist, and filelock, without which JAX cannot bound its
+# compilation cache (JAX_COMPILATION_CACHE_MAX_SIZE below) and reads no entry of it.
+TEST_TOOLS = ("pytest-xdist", "filelock")
 # The Hypothesis profile: `ci` (derandomized, bounded) unless the caller picks another.
 HYPOTHESIS_ENV = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"), "PYTHONHASHSEED": "0"}
 # JAX's persistent compilation cache, beside uv's package cache in the user's cache folder: the xdist workers, and
@@ -92,7 +95,7 @@ def tests(session: nox.Session, backend: str) -> None:
     the clauses every backend must meet are the conformance suite's. `nox -s conformance` runs the
     conformance suite alone.
     """
-    _install(session, EXTRAS[backend], "pytest-xdist")
+    _install(session, EXTRAS[backend], *TEST_TOOLS)
     folder = "tests/core" if backend == "numpy" else f"tests/{backend}"
     _pytest(session, folder, "tests/conformance", f"--backend={backend}")
 
@@ -102,21 +105,21 @@ def tests(session: nox.Session, backend: str) -> None:
 def conformance(session: nox.Session, backend: str) -> None:
     """The conformance suite alone against one implementation (HYPOTHESIS_PROFILE=thorough for release
     checks). In CI it runs inside `tests`, in the same venv."""
-    _install(session, EXTRAS[backend], "pytest-xdist")
+    _install(session, EXTRAS[backend], *TEST_TOOLS)
     _pytest(session, "tests/conformance", f"--backend={backend}")
 
 
 @nox.session(python=PYTHON)
 def trainer(session: nox.Session) -> None:
     """The reference trainer: CLI smoke run, resume, DDP equivalence, checkpoints, datasets."""
-    _install(session, "trainer,test", "pytest-xdist")
+    _install(session, "trainer,test", *TEST_TOOLS)
     _pytest(session, "tests/trainer")
 
 
 @nox.session(python=PYTHON)
 def integrations(session: nox.Session) -> None:
     """verl, TRL and optax integrations against the real packages (pinned in the `integrations` extra)."""
-    _install(session, "integrations,trainer,test", "pytest-xdist")
+    _install(session, "integrations,trainer,test", *TEST_TOOLS)
     # This venv has torch, jax, optax, verl and trl: it also runs every python block of the docs, except
     # those of the frameworks with a session of their own (tunix: `nox -s tunix`).
     _pytest(session, "tests/integrations", "tests/docs", "-k", "not own_session")

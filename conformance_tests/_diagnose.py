@@ -371,7 +371,8 @@ def _normalizer(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagno
     if r.grad is None:
         return None
     rows = [ratio[i][m[i]] for i in range(case.shape[0]) if m[i].any()]
-    if len(rows) > 1 and all(float(np.ptp(x)) <= 1e-4 * abs(float(x[0])) for x in rows) and \
+    # A per-row divisor scales each row by a positive factor; a factor 0 is a missing gradient, not a weight.
+    if len(rows) > 1 and all(float(np.ptp(x)) <= 1e-4 * abs(float(x[0])) and float(x[0]) > 0 for x in rows) and \
             float(np.ptp([x[0] for x in rows])) > 1e-4:
         return Diagnosis("aggregation", "the gradient differs from the reference by one factor per row: rows are "
                          f"weighted per sequence (e.g. seq-mean-token-mean) where {case.agg} is asked (S8.1)")

@@ -173,7 +173,7 @@ def draw_head_case(data: Any, *, dtypes: Sequence[str] = ("float64", "float32"),
     entropy bonus of either sign, and chunk sizes that do and do not divide the token count.
     """
     from ._cases import MARGIN
-    from ._strategies import _logr_strategy, draw_config, draw_mask, push_away
+    from ._strategies import _logr_strategy, advantage_values, draw_config, draw_mask, push_away
 
     b = data.draw(st.integers(1, 3), label="B")
     t = data.draw(st.integers(1, 5), label="T")
@@ -202,7 +202,7 @@ def draw_head_case(data: Any, *, dtypes: Sequence[str] = ("float64", "float32"),
     # after rounding old_log_prob the log-ratio moved by one ulp of |olp| <= ~30, far below MARGIN
     assert np.all(np.abs((cegppo.token_log_probs(z, ids) - olp) - logr) < MARGIN[dtype] / 4)
     per_seq = data.draw(st.booleans(), label="per-sequence advantages")
-    a_el = st.one_of(st.just(0.0), st.sampled_from([-1.0, 1.0]), st.floats(-2.0, 2.0))
+    a_el = advantage_values(2.0)
     adv = np.array(data.draw(st.lists(a_el, min_size=b if per_seq else b * t, max_size=b if per_seq else b * t),
                              label="advantages"))
     adv = round_to(adv if per_seq else adv.reshape(b, t), dtype)

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from ._cases import MARGIN, Case, round_to
 from ._conventions import Conventions, active
 
-__all__ = ["BLOCK_B", "BLOCK_T", "DUAL_CLIP_KINDS", "LARGE_SHAPES", "MASK_STYLES", "REGIONS", "draw_case",
+__all__ = ["BLOCK_B", "BLOCK_T", "DUAL_CLIP_KINDS", "LARGE_SHAPES", "MASK_STYLES", "REGIONS", "advantage_values", "draw_case",
            "draw_config", "draw_dual_clip_case", "draw_mask", "draw_region_case", "draw_scale_case", "scale_case"]
 
 REGIONS: tuple[str, ...] = ("clip_low", "clip_high", "dual_clip", "inside")
@@ -192,6 +192,18 @@ def push_away(lp: np.ndarray, olp: np.ndarray, cfg: CEGPPOConfig, dtype: str) ->
     return np.where(close, round_to(olp - 5.0, dtype), lp)
 
 
+def advantage_values(bound: float) -> st.SearchStrategy[float]:
+    """One advantage: 0, +-1, or any value in [-bound, bound] whose magnitude is at least 1e-6.
+
+    |A| below 1e-6 becomes 0: c_t F_t A_t, and the intermediate products of any backward pass
+    (1/N times A), would be float32 subnormals, which XLA and most GPU kernels flush to 0 depending
+    on the order of operations; such an advantage says nothing about the port (as for beta). Every
+    strategy that draws advantages (policy losses and fused heads) draws them here.
+    """
+    return st.one_of(st.just(0.0), st.sampled_from([-1.0, 1.0]),
+                     st.floats(-bound, bound).map(lambda a: a if abs(a) >= 1e-6 else 0.0))
+
+
 def draw_case(
     data: Any,
     *,
@@ -223,11 +235,7 @@ def draw_case(
         cfg = draw_config(data)
     kinds = list(_KINDS) + (list(_EXTREME_KINDS) if extremes else [])
     per_seq = _draw_per_seq(data, adv_forms)
-    # |A| below 1e-6 becomes 0: c_t F_t A_t, and the intermediate products of any backward pass
-    # (1/N times A), would be float32 subnormals, which XLA and most GPU kernels flush to 0 depending
-    # on the order of operations; such an advantage says nothing about the port (as for beta).
-    a_el = st.one_of(st.just(0.0), st.sampled_from([-1.0, 1.0]),
-                     st.floats(-5.0, 5.0).map(lambda a: a if abs(a) >= 1e-6 else 0.0))
+    a_el = advantage_values(5.0)
     token = st.sampled_from(kinds).flatmap(lambda k: _logr_strategy(k, cfg))
     row = st.fixed_dictionaries({
         "log-ratios": st.lists(token, min_size=t, max_size=t),
