@@ -12,10 +12,13 @@ its tests over every core with pytest-xdist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 
 import nox
 
@@ -196,6 +199,25 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
+@contextlib.contextmanager
+def _beside(session: nox.Session, *args: str) -> Iterator[None]:
+    """Run `args` in this session's environment while the body runs; then print its output, and fail the session
+    if it failed (after the body, so that both report). For two checks that each keep one core busy."""
+    env = {**os.environ, "PATH": os.pathsep.join([session.bin, os.environ.get("PATH", "")]),
+           "VIRTUAL_ENV": session.virtualenv.location}
+    with tempfile.TemporaryFile("w+") as log:
+        session.log(f"{' '.join(args)} (beside the next command)")
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            yield
+        finally:
+            code = proc.wait()
+            log.seek(0)
+            print(log.read(), end="", flush=True)
+        if code != 0:
+            session.error(f"{' '.join(args)} failed with exit code {code}")
+
+
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy over every package (spec, backends, conformance, trainer, integrations), strict on the spec; then the
@@ -210,8 +232,9 @@ def typecheck(session: nox.Session) -> None:
     target = os.path.join("build", "typecheck")
     shutil.rmtree(target, ignore_errors=True)
     session.install("--no-deps", "--target", target, ".")
-    session.run("mypy", env={"MYPYPATH": target})
-    session.run("python", "tools/check_distribution.py")
+    # mypy checks on one core; the release check (builds, installs, subprocesses) runs beside it on the other.
+    with _beside(session, "python", "tools/check_distribution.py"):
+        session.run("mypy", env={"MYPYPATH": target})
 
 
 @nox.session(python=PYTHON)
