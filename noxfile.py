@@ -279,7 +279,7 @@ def gpu(session: nox.Session) -> None:
                     os.environ.get("CEGPPO_GPU_JAX", "jax[cuda12]>=0.4.30"))
     session.install(".[test]")
     session.run("python", "-c", _CHECK_CUDA)
-    env = {**HYPOTHESIS_ENV, "CEGPPO_STRICT": "1"}
+    env = TEST_ENV
     for backend in ("torch", "jax"):
         session.run("pytest", f"tests/{backend}", "--device=cuda", *session.posargs, env=env)
         session.run("pytest", "tests/conformance", f"--backend={backend}", "--device=cuda", *session.posargs, env=env)

@@ -7,7 +7,6 @@ by hand from the repository's own files, complete, then broken one way at a time
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import tarfile
 import zipfile
@@ -16,20 +15,12 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from repo_tools import ROOT, load_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 
-def _load_tool():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("cegppo_check_distribution", ROOT / "tools" / "check_distribution.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("check_distribution.py")
 VERSION = tool.source_version()
 DIST_INFO = f"cegppo-{VERSION}.dist-info"
 

@@ -8,24 +8,13 @@ the modules `MUTATION_TARGETS` mutates.
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 
 import pytest
 import tomllib
+from repo_tools import ROOT, load_tool
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_tool():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("cegppo_mutation_tool", ROOT / "tools" / "mutation.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("mutation.py")
 
 
 def _targets() -> dict[str, dict[str, list[str]]]:
