@@ -2,6 +2,7 @@
 
     python tools/mutation.py run NAME --mutate spec/_objective.py ... --tests tests/core [--pytest-arg=ARG]...
     python tools/mutation.py report NAME... [--strict]
+    python tools/mutation.py equivalents [--check]     (what in the equivalents' table no longer matches the tree)
 
 The repository's folders map onto one package (`spec` -> `cegppo`, `backends/torch` -> `cegppo.torch`,
 ...; pyproject.toml, ``package-dir``), which mutmut cannot follow: it copies the source folder into
@@ -10,10 +11,14 @@ The repository's folders map onto one package (`spec` -> `cegppo`, `backends/tor
 ...), the test folders, README.md and docs/ (read by some tests), and a pyproject.toml that holds
 the mutmut configuration. mutmut runs there, and this script reads its results back per module.
 
-Surviving mutants that are equivalent (no test can tell them from the original) are listed in
-``tools/mutation_equivalent.toml`` by module, function and the changed source line, not by mutant
-number (numbers shift when the code changes); the report counts them apart. Every other survivor
-is a gap in the tests. See docs/contributing.md, "Mutation testing".
+Surviving mutants that are equivalent (no test can tell them from the original) are described in
+``tools/mutation_equivalent.toml``, never by mutant number (numbers shift when the code changes):
+mostly by rules, each a class of mutation (a pattern on the original line and on what replaces it)
+within the files or functions where it is harmless, and otherwise by one-off entries keyed on the
+file, the function and the changed line with its spacing and comments ignored. The report counts
+them apart, and lists the rules and entries that no longer match the tree (`equivalents --check`),
+so they cannot rot unseen. Every other survivor is a gap in the tests. See docs/contributing.md,
+"Mutation testing".
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import fnmatch
 import functools
 import json
 import re
@@ -29,6 +35,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import tomllib
 
@@ -166,11 +173,6 @@ def _toml_table(name: str, values: dict) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def load_equivalent() -> list[dict[str, str]]:
-    with open(EQUIVALENT_FILE, "rb") as f:
-        return list(tomllib.load(f).get("equivalent", []))
-
-
 @functools.cache
 def _parsed(path: Path) -> tuple[str, dict[str, ast.AST]]:
     source = path.read_text(encoding="utf-8")
@@ -209,39 +211,204 @@ def changed_lines(diff: str) -> tuple[str, str]:
     return " / ".join(minus), " / ".join(plus)
 
 
-_CAST = re.compile(r"\bcast\((?:[^,()\[\]]|\[[^\]]*\])+,")
-_ASTYPE_COPY = re.compile(r"(\.astype\([^()]*?), copy=False\)")
+# ---- Equivalent mutants: rules for classes, entries for one-offs (tools/mutation_equivalent.toml)
 
-RULES = {
-    "typing.cast": "typing.cast(T, x) returns x unchanged at run time, whatever T is",
-    "astype copy": "astype(..., copy=False) against copy=None, copy=True or the default: the same values and dtype "
-                   "(the result is never written to)",
-}
-"""Mutations equivalent by construction wherever they occur (`rule_equivalent`); the table holds the rest."""
+_RULE_KEYS = {"name", "scope", "original", "mutant", "reason"}
+_ENTRY_KEYS = {"file", "function", "original", "mutants", "reason"}
 
 
-def rule_equivalent(removed: str, added: str) -> str | None:
-    """The `RULES` entry that makes this one-line mutant equivalent, if one does."""
-    if _CAST.search(removed) and _CAST.sub("cast(None,", removed, count=1) == added:
-        return "typing.cast"
-    if _ASTYPE_COPY.search(removed):
-        variants = {_ASTYPE_COPY.sub(rf"\1, copy={v})", removed, count=1) for v in ("None", "True")}
-        variants.add(_ASTYPE_COPY.sub(r"\1, )", removed, count=1))
-        if added in variants:
-            return "astype copy"
-    return None
+class Rule(NamedTuple):
+    """A class of equivalent mutants: one span of the original line rewritten, within the scope named.
+
+    `scope` items are `FILES` or `FILES::FUNCTION` (FILES an fnmatch pattern over repository paths,
+    FUNCTION a name in the source, `Class.method` for a method). `original` is searched in the removed
+    line; the span that changes is its group `x` (or `x1`, `x2`, ...: the first that took part) when it
+    has one, the rest of the match being context that stays, else the whole match. The mutant must be
+    the removed line with that span replaced by text that `mutant` matches in full.
+    """
+
+    name: str
+    scope: tuple[str, ...]
+    original: re.Pattern[str]
+    mutant: re.Pattern[str]
+    reason: str
+
+    def applies_to(self, path: str, function: str) -> bool:
+        """Whether the rule's scope holds this repository path and (plain) function name."""
+        return any(_in_scope(item, path, function) for item in self.scope)
+
+    def matches(self, removed: str, added: str) -> bool:
+        """Whether `added` is `removed` with one span that `original` finds rewritten to a `mutant` match."""
+        for found in self.original.finditer(removed):
+            start, end = _changed_span(found)
+            head, tail = removed[:start], removed[end:]
+            if (len(head) + len(tail) <= len(added) and added.startswith(head) and added.endswith(tail)
+                    and self.mutant.fullmatch(added[len(head):len(added) - len(tail)])):
+                return True
+        return False
 
 
-def is_equivalent(module: str, function: str, diff: str, table: list[dict[str, str]]) -> dict[str, str] | None:
+def _in_scope(item: str, path: str, function: str | None) -> bool:
+    """Whether a scope item (`FILES` or `FILES::FUNCTION`) holds this path and function (None: any function)."""
+    files, _, name = item.partition("::")
+    return fnmatch.fnmatchcase(path, files) and (not name or function is None or name == function)
+
+
+def _changed_span(found: re.Match[str]) -> tuple[int, int]:
+    """The span of the first group named `x`, `x1`, `x2`, ... that took part in the match, else the whole match."""
+    for name in sorted(found.re.groupindex, key=lambda n: (len(n), n)):
+        if re.fullmatch(r"x\d*", name) and found.group(name) is not None:
+            return found.span(name)
+    return found.span()
+
+
+class Entry(NamedTuple):
+    """Equivalent mutants of one line that no rule describes: its file, function, the line and its rewrites."""
+
+    file: str
+    function: str
+    original: str
+    mutants: tuple[str, ...]
+    reason: str
+
+    def matches(self, path: str, function: str, removed: str, added: str) -> bool:
+        """Whether this is one of the entry's mutants, spacing and comments aside."""
+        return (self.file == path and self.function == function and normalise(self.original) == normalise(removed)
+                and normalise(added) in {normalise(m) for m in self.mutants})
+
+
+_STRING = re.compile(r"""(?:[rbuf]{0,2})("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""", re.IGNORECASE)
+
+
+def normalise(line: str) -> str:
+    """A source line (or " / "-joined lines) without its whitespace and comments, string literals kept whole.
+
+    So an entry keeps matching when a formatter changes the spacing or a comment is added to the line.
+    """
+    out, pos = [], 0
+    for found in _STRING.finditer(line):
+        code = line[pos:found.start()]
+        if "#" in code:
+            return "".join(out) + re.sub(r"\s+", "", code.split("#", 1)[0])
+        out += [re.sub(r"\s+", "", code), found.group()]
+        pos = found.end()
+    return "".join(out) + re.sub(r"\s+", "", line[pos:].split("#", 1)[0])
+
+
+def plain_function(mangled: str) -> str:
+    """mutmut's name of a function -> its name in the source: `x_f` -> `f`, `xǁCǁm` -> `C.m`."""
+    if mangled.startswith("x\u01c1"):
+        return ".".join(mangled[2:].split("\u01c1"))
+    return mangled.removeprefix("x_")
+
+
+def _checked(item: dict, keys: set[str], required: set[str], kind: str) -> dict:
+    unknown, missing = set(item) - keys, required - set(item)
+    if unknown or missing:
+        raise ValueError(f"{EQUIVALENT_FILE.name}: a [[{kind}]] with unknown key(s) {sorted(unknown)} or "
+                         f"missing key(s) {sorted(missing)}: {item}")
+    return item
+
+
+def load_equivalent(path: Path = EQUIVALENT_FILE) -> tuple[list[Rule], list[Entry]]:
+    """The rules and the one-off entries of the table."""
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    rules = []
+    for item in data.get("rule", []):
+        _checked(item, _RULE_KEYS, _RULE_KEYS, "rule")
+        try:
+            original, mutant = re.compile(item["original"]), re.compile(item["mutant"])
+        except re.error as exc:
+            raise ValueError(f"{path.name}: rule {item['name']!r} has a bad pattern: {exc}") from exc
+        rules.append(Rule(item["name"], tuple(item["scope"]), original, mutant, item["reason"]))
+    entries = [Entry(**{**_checked(item, _ENTRY_KEYS, _ENTRY_KEYS, "equivalent"), "mutants": tuple(item["mutants"])})
+               for item in data.get("equivalent", [])]
+    return rules, entries
+
+
+def equivalent_reason(path: str, function: str, diff: str,
+                      table: tuple[list[Rule], list[Entry]] | None = None) -> str | None:
+    """Why this mutant (of `function`, mutmut's name, in repository file `path`) is equivalent, or None."""
+    rules, entries = load_equivalent() if table is None else table
     removed, added = changed_lines(diff)
-    rule = rule_equivalent(removed, added)
-    if rule is not None:
-        return {"module": module, "function": function, "original": removed, "mutant": added, "reason": RULES[rule]}
-    for entry in table:
-        if (entry["module"] == module and entry["function"] in (function, "*")
-                and entry["original"].strip() == removed and entry["mutant"].strip() == added):
-            return entry
+    plain = plain_function(function)
+    for rule in rules:
+        if rule.applies_to(path, plain) and rule.matches(removed, added):
+            return f"rule {rule.name!r}: {rule.reason}"
+    for entry in entries:
+        if entry.matches(path, plain, removed, added):
+            return entry.reason
     return None
+
+
+@functools.cache
+def _function_lines(path: Path) -> dict[str, list[str]]:
+    """{plain function name: its source lines, stripped} of one file (methods as `Class.method`)."""
+    source = path.read_text(encoding="utf-8")
+    out: dict[str, list[str]] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                text = ast.get_source_segment(source, child, padded=True) or ""
+                out[prefix + child.name] = [ln.strip() for ln in text.splitlines()]
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+    visit(ast.parse(source), "")
+    return out
+
+
+@functools.cache
+def _line_runs(body: tuple[str, ...], longest: int = 4) -> frozenset[str]:
+    """The normalised lines of a function, and runs of up to `longest` of them joined as `changed_lines` joins them."""
+    return frozenset(normalise(" / ".join(body[i:i + n])) for n in range(1, longest + 1)
+                     for i in range(len(body) - n + 1))
+
+
+def stale_equivalents(table: tuple[list[Rule], list[Entry]] | None = None, root: Path = ROOT) -> list[str]:
+    """What in the table no longer describes the tree under `root`, one line each (empty: all of it holds).
+
+    An entry is stale when its file, its function or its original line is gone, or a rule now covers it; a
+    rule when a file pattern or a function it names matches nothing, or its pattern finds no line in scope.
+    A stale item matches no mutant, so a survivor it was written for would be reported as a gap (and a
+    reworded line needs its entry reworded): listing them keeps the table from rotting unseen.
+    """
+    rules, entries = load_equivalent() if table is None else table
+    problems: list[str] = []
+
+    def functions(rel: str) -> dict[str, list[str]]:
+        return _function_lines(root / rel)
+
+    py_files = sorted(p.relative_to(root).as_posix() for folder in package_dirs().values()
+                      for p in (root / folder).glob("*.py"))
+    for rule in rules:
+        for item in rule.scope:
+            files, _, name = item.partition("::")
+            scoped = [f for f in py_files if fnmatch.fnmatchcase(f, files)]
+            if not scoped:
+                problems.append(f"rule {rule.name!r}: no file matches {files!r}")
+            elif name and not any(name in functions(f) for f in scoped):
+                problems.append(f"rule {rule.name!r}: no function {name!r} in {files!r}")
+            elif not any(rule.original.search(ln) for f in scoped for fn, body in functions(f).items()
+                         if not name or fn == name for ln in body):
+                problems.append(f"rule {rule.name!r}: its pattern finds no line in {item!r}")
+    for entry in entries:
+        where = f"entry {entry.file}::{entry.function} `{entry.original.strip()}`"
+        if not (root / entry.file).is_file():
+            problems.append(f"{where}: no file {entry.file}")
+            continue
+        body = functions(entry.file).get(entry.function)
+        if body is None:
+            problems.append(f"{where}: no function {entry.function!r} in {entry.file}")
+        elif normalise(entry.original) not in _line_runs(tuple(body)):
+            problems.append(f"{where}: the line is not in the function")
+        for mutant in entry.mutants:
+            covering = next((r.name for r in rules if r.applies_to(entry.file, entry.function)
+                             and r.matches(entry.original.strip(), mutant.strip())), None)
+            if covering is not None:
+                problems.append(f"{where} -> `{mutant.strip()}`: rule {covering!r} already covers it")
+    return problems
 
 
 def report(name: str, verbose: bool = True) -> int:
@@ -274,8 +441,7 @@ def report(name: str, verbose: bool = True) -> int:
                 # key: cegppo._loss.x_policy_loss__mutmut_12 (or xǁClassǁmethod__mutmut_3)
                 func = key.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
                 diff = mutant_diff(where, key)
-                entry = is_equivalent(repo_path, func, diff, table)
-                if entry is not None:
+                if equivalent_reason(repo_path, func, diff, table) is not None:
                     verdict = "equivalent"
                 else:
                     survivors.append((key, verdict, diff))
@@ -314,8 +480,9 @@ _SHOWN = {"killed", "timeout", "equivalent", "survived", "no tests"}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "report"])
-    parser.add_argument("names", nargs="+", help="target name(s) (staging folder build/mutation/NAME); one for run")
+    parser.add_argument("action", choices=["run", "report", "equivalents"])
+    parser.add_argument("names", nargs="*",
+                        help="target name(s) (staging folder build/mutation/NAME); one for run, none for equivalents")
     parser.add_argument("--mutate", nargs="+", default=[], help="repository paths of the modules to mutate")
     parser.add_argument("--tests", nargs="+", default=[], help="test folders/files that may kill the mutants")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
@@ -326,8 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--mutants", nargs="*", default=[],
                         help="re-run only these mutants (globs; 'survivors': the last report's survivors and unchecked)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a survivor is not explained")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a survivor is not explained or the equivalents' table has a stale item")
+    parser.add_argument("--check", action="store_true", help="equivalents: exit 1 when the table has a stale item")
     args = parser.parse_args(argv)
+    if args.action == "equivalents":
+        if args.names:
+            parser.error("equivalents takes no target name")
+        stale = report_stale_equivalents()
+        return 1 if (args.check and stale) else 0
+    if not args.names:
+        parser.error(f"{args.action} takes a target name")
     if args.action == "run":
         import importlib.metadata
 
@@ -359,7 +535,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tools/mutation.py: mutmut exited with {rc}", file=sys.stderr)
             return rc
     unexplained = sum(report(name) for name in args.names)
-    return 1 if (args.strict and unexplained) else 0
+    stale = report_stale_equivalents()
+    return 1 if (args.strict and (unexplained or stale)) else 0
+
+
+def report_stale_equivalents() -> int:
+    """Print what in the equivalents' table no longer matches the tree; returns how many items."""
+    problems = stale_equivalents()
+    rules, entries = load_equivalent()
+    print(f"\n{EQUIVALENT_FILE.relative_to(ROOT)}: {len(rules)} rules, {len(entries)} one-off entries, "
+          f"{len(problems)} stale")
+    for line in problems:
+        print(f"  stale: {line}")
+    return len(problems)
 
 
 if __name__ == "__main__":
