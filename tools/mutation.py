@@ -35,7 +35,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import tomllib
 
@@ -167,14 +167,14 @@ def keep_earlier_kills(where: Path, earlier: dict[str, dict[str, int | None]]) -
     return kept
 
 
-def _toml_table(name: str, values: dict) -> str:
+def _toml_table(name: str, values: dict[str, Any]) -> str:
     # json.dumps writes valid TOML for strings, numbers, booleans and lists of strings.
     lines = [f"[{name}]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n\n"
 
 
 @functools.cache
-def _parsed(path: Path) -> tuple[str, dict[str, ast.AST]]:
+def _parsed(path: Path) -> tuple[str, dict[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     source = path.read_text(encoding="utf-8")
     defs = {node.name: node for node in ast.walk(ast.parse(source))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
@@ -248,10 +248,10 @@ class Rule(NamedTuple):
         return False
 
 
-def _in_scope(item: str, path: str, function: str | None) -> bool:
-    """Whether a scope item (`FILES` or `FILES::FUNCTION`) holds this path and function (None: any function)."""
+def _in_scope(item: str, path: str, function: str) -> bool:
+    """Whether a scope item (`FILES` or `FILES::FUNCTION`) holds this path and function."""
     files, _, name = item.partition("::")
-    return fnmatch.fnmatchcase(path, files) and (not name or function is None or name == function)
+    return fnmatch.fnmatchcase(path, files) and (not name or name == function)
 
 
 def _changed_span(found: re.Match[str]) -> tuple[int, int]:
@@ -285,7 +285,8 @@ def normalise(line: str) -> str:
 
     So an entry keeps matching when a formatter changes the spacing or a comment is added to the line.
     """
-    out, pos = [], 0
+    out: list[str] = []
+    pos = 0
     for found in _STRING.finditer(line):
         code = line[pos:found.start()]
         if "#" in code:
@@ -302,7 +303,7 @@ def plain_function(mangled: str) -> str:
     return mangled.removeprefix("x_")
 
 
-def _checked(item: dict, keys: set[str], required: set[str], kind: str) -> dict:
+def _checked(item: dict[str, Any], keys: set[str], required: set[str], kind: str) -> dict[str, Any]:
     unknown, missing = set(item) - keys, required - set(item)
     if unknown or missing:
         raise ValueError(f"{EQUIVALENT_FILE.name}: a [[{kind}]] with unknown key(s) {sorted(unknown)} or "
@@ -375,39 +376,42 @@ def stale_equivalents(table: tuple[list[Rule], list[Entry]] | None = None, root:
     reworded line needs its entry reworded): listing them keeps the table from rotting unseen.
     """
     rules, entries = load_equivalent() if table is None else table
-    problems: list[str] = []
-
-    def functions(rel: str) -> dict[str, list[str]]:
-        return _function_lines(root / rel)
-
     py_files = sorted(p.relative_to(root).as_posix() for folder in package_dirs().values()
                       for p in (root / folder).glob("*.py"))
-    for rule in rules:
-        for item in rule.scope:
-            files, _, name = item.partition("::")
-            scoped = [f for f in py_files if fnmatch.fnmatchcase(f, files)]
-            if not scoped:
-                problems.append(f"rule {rule.name!r}: no file matches {files!r}")
-            elif name and not any(name in functions(f) for f in scoped):
-                problems.append(f"rule {rule.name!r}: no function {name!r} in {files!r}")
-            elif not any(rule.original.search(ln) for f in scoped for fn, body in functions(f).items()
-                         if not name or fn == name for ln in body):
-                problems.append(f"rule {rule.name!r}: its pattern finds no line in {item!r}")
-    for entry in entries:
-        where = f"entry {entry.file}::{entry.function} `{entry.original.strip()}`"
-        if not (root / entry.file).is_file():
-            problems.append(f"{where}: no file {entry.file}")
-            continue
-        body = functions(entry.file).get(entry.function)
-        if body is None:
-            problems.append(f"{where}: no function {entry.function!r} in {entry.file}")
-        elif normalise(entry.original) not in _line_runs(tuple(body)):
-            problems.append(f"{where}: the line is not in the function")
-        for mutant in entry.mutants:
-            covering = next((r.name for r in rules if r.applies_to(entry.file, entry.function)
-                             and r.matches(entry.original.strip(), mutant.strip())), None)
-            if covering is not None:
-                problems.append(f"{where} -> `{mutant.strip()}`: rule {covering!r} already covers it")
+    problems = [line for rule in rules for item in rule.scope for line in _stale_scope(rule, item, py_files, root)]
+    return problems + [line for entry in entries for line in _stale_entry(entry, rules, root)]
+
+
+def _stale_scope(rule: Rule, item: str, py_files: list[str], root: Path) -> list[str]:
+    """Why one scope item of a rule matches nothing in the tree (empty: it finds a line)."""
+    files, _, name = item.partition("::")
+    scoped = [f for f in py_files if fnmatch.fnmatchcase(f, files)]
+    if not scoped:
+        return [f"rule {rule.name!r}: no file matches {files!r}"]
+    bodies = [body for f in scoped for fn, body in _function_lines(root / f).items() if not name or fn == name]
+    if not bodies:
+        return [f"rule {rule.name!r}: no function {name!r} in {files!r}"]
+    if not any(rule.original.search(ln) for body in bodies for ln in body):
+        return [f"rule {rule.name!r}: its pattern finds no line in {item!r}"]
+    return []
+
+
+def _stale_entry(entry: Entry, rules: list[Rule], root: Path) -> list[str]:
+    """Why a one-off entry no longer matches the tree, or is not needed (empty: it holds)."""
+    where = f"entry {entry.file}::{entry.function} `{entry.original.strip()}`"
+    if not (root / entry.file).is_file():
+        return [f"{where}: no file {entry.file}"]
+    problems = []
+    body = _function_lines(root / entry.file).get(entry.function)
+    if body is None:
+        problems.append(f"{where}: no function {entry.function!r} in {entry.file}")
+    elif normalise(entry.original) not in _line_runs(tuple(body)):
+        problems.append(f"{where}: the line is not in the function")
+    for mutant in entry.mutants:
+        covering = next((r.name for r in rules if r.applies_to(entry.file, entry.function)
+                         and r.matches(entry.original.strip(), mutant.strip())), None)
+        if covering is not None:
+            problems.append(f"{where} -> `{mutant.strip()}`: rule {covering!r} already covers it")
     return problems
 
 
@@ -462,7 +466,7 @@ def report(name: str, verbose: bool = True) -> int:
                 for ln in diff.splitlines():
                     if ln.startswith(("-", "+")) and not ln.startswith(("---", "+++")):
                         print(f"      {ln}")
-    total = Counter()
+    total: Counter[str] = Counter()
     for _, _, c, _ in rows:
         total.update(c)
     non_eq = sum(total.values()) - total["equivalent"] - total["not checked"]
