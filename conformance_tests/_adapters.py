@@ -156,6 +156,8 @@ class Adapter(Generic[CaseT, ResultT]):
                              f"{conv.global_normalizers}); the kit drew {case.agg!r}, num_tokens={case.num_tokens!r}")
         if conv.dual_clip == "required" and case.cfg.dual_clip is None:
             raise ValueError("the port declares dual_clip='required'; the kit drew clip_ratio_c=None")
+        if conv.dual_clip == "absent" and case.cfg.dual_clip is not None:
+            raise ValueError(f"the port declares dual_clip='absent'; the kit drew clip_ratio_c={case.cfg.dual_clip!r}")
         c = case.cfg
         kw: dict[str, Any] = {}
         if conv.agg_declared:  # verl's name for the mode; the normalizers as spec S8.2 names them

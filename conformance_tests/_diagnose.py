@@ -238,21 +238,29 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
     c_options: list[float | None] = [case.cfg.dual_clip]
     if case.cfg.dual_clip is None:
         c_options += list(_DEFAULT_C)
+    else:  # a port without a dual clip ignores the c it is given
+        c_options.append(None)
     eps_options: list[float | None] = [conv.normalizer_eps]
     if conv.normalizer_eps == 0.0:
         eps_options += [_eps_estimate(case, r, c) for c in c_options]
         if _small(case):
             eps_options += list(_EPS_CANDIDATES)
     f32_options = [conv.compute_dtype]
-    # float32 arithmetic shows in the loss's dtype; a float64 loss within float32 tolerance is something else
-    if case.dtype == "float64" and conv.compute_dtype is None and r.out_dtype == "float32":
+    # Float32 arithmetic on float64 inputs: the whole loss (it comes back float32), or a part of it cast
+    # back to float64 (SkyRL exponentiates the log-ratio in float32). Tried last: an epsilon of 1e-8 also
+    # meets float32 tolerance, and the exact explanation is the one to print.
+    if case.dtype == "float64" and conv.compute_dtype is None:
         f32_options.append("float32")
     seen = set()
     for c in c_options:
         for eps in dict.fromkeys(e for e in eps_options if e is not None):
             for cd in f32_options:
                 changes = []
-                if c != case.cfg.dual_clip:
+                if c is None and case.cfg.dual_clip is not None:
+                    changes.append(f"with clip_ratio_c={case.cfg.dual_clip:g} the result equals the reference without "
+                                   "a dual clip: the port ignores clip_ratio_c; declare --dual-clip absent "
+                                   "(dual_clip='absent') if it has no dual clip")
+                elif c != case.cfg.dual_clip:
                     changes.append(f"with clip_ratio_c=None the result equals the reference with c = {c:g}: a default "
                                    "dual clip; declare --dual-clip required (dual_clip='required') if the port has no "
                                    "off switch")
@@ -261,8 +269,11 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
                                    f"dividing by count + {eps:g}; declare --normalizer-eps {eps:g} "
                                    f"(normalizer_eps={eps:g}) if that is intended")
                 if cd != conv.compute_dtype:
-                    changes.append("float64 inputs match the reference computed in float32; declare --compute-dtype "
-                                   "float32 (compute_dtype='float32') if that is intended")
+                    where = ("" if r.out_dtype == "float32" else
+                             " only to float32 precision, though the loss comes back float64: part of the "
+                             "arithmetic runs in float32")
+                    changes.append(f"float64 inputs match the reference computed in float32{where}; declare "
+                                   "--compute-dtype float32 (compute_dtype='float32') if that is intended")
                 key = (c, eps, cd)
                 if not changes or key in seen:
                     continue

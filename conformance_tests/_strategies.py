@@ -51,10 +51,13 @@ _EXTREME_KINDS = ("extreme_below", "extreme_above", "infinite_below", "infinite_
 def draw_config(data: Any, *, dual: bool | None = None, beta: tuple[float, float] | None = None) -> CEGPPOConfig:
     """Hyperparameters: asymmetric eps, beta in [0, 2], dual clip on or off (or as asked).
 
-    Under a declared ``dual_clip="required"`` the dual clip is always on (the port has no off switch).
+    Under a declared ``dual_clip="required"`` the dual clip is always on (the port has no off switch);
+    under ``dual_clip="absent"`` always off (the port has none).
     """
     if active().dual_clip == "required":
         dual = True
+    elif active().dual_clip == "absent":
+        dual = False
     eps_low = data.draw(st.one_of(st.just(0.2), st.floats(0.01, 0.9)), label="eps_low")
     eps_high = data.draw(st.one_of(st.just(0.2), st.just(0.28), st.floats(0.01, 2.0)), label="eps_high")
     if beta is None:
