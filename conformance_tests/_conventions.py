@@ -11,7 +11,7 @@ the kit then evaluates the reference under the same convention (docs/conformance
   precision, and the all-masked batch must still give 0 (S8.4);
 - ``dual_clip="required"``: the port cannot turn the dual clip off, so the kit never passes
   ``clip_ratio_c=None`` (S7 is then checked against the reference with the clip on);
-  ``dual_clip="absent"``: the port has no dual clip (SkyRL's ``regular``, tunix's GRPO), so the
+  ``dual_clip="absent"``: the port has no dual clip (SkyRL's ``regular``), so the
   kit always passes ``clip_ratio_c=None``, and the dual-clip properties report ``DECLARED``;
 - ``compute_dtype="float32"``: float64 inputs are computed in float32; float64 draws are compared
   at float32 tolerance and drawn float32's margin away from the clip boundaries, and
