@@ -59,7 +59,8 @@ def _available(framework: str) -> bool:
 
 def run(names: list[str], max_examples: int, out: Path) -> int:
     """Check each of `names` with the kit's command line; returns how many could not run."""
-    exe = shutil.which("cegppo-conformance")
+    beside = Path(sys.executable).parent / "cegppo-conformance"  # this venv's, whatever PATH says
+    exe = str(beside) if beside.exists() else shutil.which("cegppo-conformance")
     if exe is None:
         print("cegppo-conformance is not on PATH: run this in a venv where cegppo is installed", file=sys.stderr)
         return len(names)
