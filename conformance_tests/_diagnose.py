@@ -70,6 +70,7 @@ _NO_FIT = "no hypothesis fits: compare the reproducer's loss and gradient with t
 _EPS_CANDIDATES = (1e-8, 1e-6, 1e-5, 1e-7, 1e-10, 1e-12)
 _DEFAULT_C = (3.0, 10.0)
 # Where exp(r) leaves the range of the compute dtype (spec S9.1): above it overflows, below it underflows.
+_F16_LOG_MAX = math.log(65504.0)  # float16's largest finite value
 _EXP_RANGE = {"float64": (-745.0, 709.7), "float32": (-103.9, 88.7)}
 
 
@@ -177,6 +178,18 @@ def _explain(case: Case, r: Result, ad: Adapter, prop_id: str) -> Diagnosis | No
 def _non_finite(case: Case, r: Result, ad: Adapter) -> Diagnosis:
     m = case.mask
     what = "loss" if not math.isfinite(r.value) else "gradient"
+    logr = case.log_prob - case.old_log_prob
+    # A ratio formed (or cast back) in float16 is inf beyond a log-ratio of 11.09, masked position or not;
+    # the finite value hides it, the backward pass does not (inf * 0 = NaN).
+    f16_over = np.isfinite(logr) & (logr > _F16_LOG_MAX)
+    if case.dtype == "float16" and f16_over.any():
+        tamed = case.with_(old_log_prob=np.where(f16_over, case.log_prob, case.old_log_prob))  # log-ratio 0 there
+        rt = ad.run(tamed)
+        if math.isfinite(rt.value) and (rt.grad is None or np.all(np.isfinite(rt.grad))):
+            return Diagnosis("non-finite", f"non-finite {what} where the ratio overflows float16 (log-ratio "
+                             f"{float(logr[f16_over][0])!r} > {_F16_LOG_MAX:.2f}, finite once that log-ratio is "
+                             "0): the ratio is formed or cast back in float16; keep it and the arithmetic after it "
+                             "in float32 (S9.5), and select masked positions away before exponentiating (S9.2, S9.3)")
     if not m.any():
         eps = case.conventions.normalizer_eps
         why = (f"count + {eps:g} computed in float16, where {eps:g} underflows to 0 (below 6e-8)"
@@ -202,7 +215,6 @@ def _non_finite(case: Case, r: Result, ad: Adapter) -> Diagnosis:
             return Diagnosis("aggregation", f"non-finite {what} from an empty row (a row with no valid token) in "
                              f"{case.agg}: the row's mean divides 0 by its count 0; give empty rows weight 0 and "
                              "count only non-empty rows in S (S8.1, S8.2)")
-    logr = case.log_prob - case.old_log_prob
     lo, hi = _EXP_RANGE["float64" if tol_dtype(case) == "float64" else "float32"]
     outside = m & ((logr > hi) | (logr < lo) | ~np.isfinite(logr))
     bad = (~np.isfinite(r.grad)) if r.grad is not None else np.zeros(case.shape, dtype=bool)

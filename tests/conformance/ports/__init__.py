@@ -108,6 +108,7 @@ CONVENTION_DEFECTS: dict[str, tuple[str, str, str, str]] = {
     "seq_mean_per_row_counts": ("seq_mean_token_mean", "S8.2", "aggregation", "from an empty row"),
     "drgrpo_longest_row": ("every_mode", "S8.2", "aggregation", "divides by"),
     "skyrl_half_arithmetic": ("skyrl_style", "S9.5 bfloat16", "precision", "consistent with computing in bfloat16"),
+    "skyrl_ratio_in_input_dtype": ("skyrl_style", "S8.4", "non-finite", "where the ratio overflows float16"),
     "tunix_ppo_clip": ("tunix_style", "S6.2 beta = 1 gives GPPO's gradient", "wrong gradient by region",
                        "the gradient of clipped tokens is 0"),
 }

@@ -196,6 +196,24 @@ def skyrl_half_arithmetic(log_prob, old_log_prob, advantages, response_mask, *, 
                   half_arithmetic=True)
 
 
+def skyrl_ratio_in_input_dtype(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                               beta_high, clip_ratio_c):
+    """DEFECT: the ratio is exponentiated in float32 at every position, then cast back to the input's dtype and
+    masked by multiplication (SkyRL's safe_exp_delta): a float16 ratio beyond exp(11.09) is inf, and a masked
+    inf times 0 makes the gradient NaN even when the value is right."""
+    del clip_ratio_c
+    valid = response_mask.bool()
+    adv = advantages.detach().float()
+    ratio = torch.exp((log_prob - old_log_prob.detach()).float()).to(log_prob.dtype).float()
+    low = (adv < 0) & (ratio < 1 - eps_low)
+    high = (adv > 0) & (ratio > 1 + eps_high)
+    one = ratio / ratio.detach()
+    factor = torch.where(low, beta_low * (1 - eps_low) * one,
+                         torch.where(high, beta_high * (1 + eps_high) * one, ratio))
+    loss = (-adv * factor * valid).sum() / valid.sum().clamp(min=1)
+    return loss.to(torch.float64) if log_prob.dtype == torch.float64 else loss
+
+
 def _seq_mean(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
               clip_ratio_c, *, empty_rows_safe=True):
     lp, olp, adv, valid = _inputs(log_prob, old_log_prob, advantages, response_mask, _spec_dtype(log_prob))
