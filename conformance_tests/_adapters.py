@@ -308,7 +308,10 @@ class TorchAdapter(Adapter[Case, Result]):
         """`x` on the adapter's device in `layout` (`LAYOUTS`); NaN (False) in the slack of a sliced buffer,
         so that a kernel reading past the view's bounds is seen."""
         torch, dev = self.torch, self.torch_device
-        if layout == "contiguous" or (layout == "transposed" and x.ndim < 2):
+        row_constant = x.ndim == 2 and x.dtype != np.bool_ and np.array_equal(x, np.broadcast_to(x[:, :1], x.shape))
+        if layout == "expanded" and row_constant:
+            return torch.tensor(x[:, :1], dtype=dt, device=dev).expand(x.shape)  # stride 0 along T
+        if layout in ("contiguous", "expanded") or (layout == "transposed" and x.ndim < 2):
             return torch.tensor(x, dtype=dt, device=dev)
         if layout == "transposed":
             return torch.tensor(np.ascontiguousarray(x.T), dtype=dt, device=dev).T

@@ -78,7 +78,7 @@ def test_undeclared_absent_dual_clip_and_partial_float32_are_diagnosed(ports: An
                       only=["S3 value equals"])
     (s3,) = report.failed
     assert s3.defect_class == "undeclared convention", s3.diagnosis
-    assert "only to float32 precision, though the loss comes back float64" in s3.diagnosis
+    assert "only to float32 rounding, though the loss comes back float64" in s3.diagnosis
     report = cc.check(ports.skyrl_style, "torch", max_examples=3, only=["S7", "S5 gradient bound dual_clip"],
                       **CONVENTION_PORTS["skyrl_style"][1])
     assert [r.status for r in report.results] == ["DECLARED", "DECLARED"], report.format()
