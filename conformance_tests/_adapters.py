@@ -156,6 +156,8 @@ class Adapter(Generic[CaseT, ResultT]):
                              f"{conv.global_normalizers}); the kit drew {case.agg!r}, num_tokens={case.num_tokens!r}")
         if conv.dual_clip == "required" and case.cfg.dual_clip is None:
             raise ValueError("the port declares dual_clip='required'; the kit drew clip_ratio_c=None")
+        if conv.dual_clip == "absent" and case.cfg.dual_clip is not None:
+            raise ValueError(f"the port declares dual_clip='absent'; the kit drew clip_ratio_c={case.cfg.dual_clip!r}")
         c = case.cfg
         kw: dict[str, Any] = {}
         if conv.agg_declared:  # verl's name for the mode; the normalizers as spec S8.2 names them
@@ -306,7 +308,10 @@ class TorchAdapter(Adapter[Case, Result]):
         """`x` on the adapter's device in `layout` (`LAYOUTS`); NaN (False) in the slack of a sliced buffer,
         so that a kernel reading past the view's bounds is seen."""
         torch, dev = self.torch, self.torch_device
-        if layout == "contiguous" or (layout == "transposed" and x.ndim < 2):
+        row_constant = x.ndim == 2 and x.dtype != np.bool_ and np.array_equal(x, np.broadcast_to(x[:, :1], x.shape))
+        if layout == "expanded" and row_constant:
+            return torch.tensor(x[:, :1], dtype=dt, device=dev).expand(x.shape)  # stride 0 along T
+        if layout in ("contiguous", "expanded") or (layout == "transposed" and x.ndim < 2):
             return torch.tensor(x, dtype=dt, device=dev)
         if layout == "transposed":
             return torch.tensor(np.ascontiguousarray(x.T), dtype=dt, device=dev).T

@@ -98,10 +98,12 @@ def round_to(x: Any, dtype: str) -> np.ndarray:
 
 
 _ARRAYS: tuple[str, ...] = ("log_prob", "old_log_prob", "advantages", "mask")
-LAYOUTS: tuple[str, ...] = ("contiguous", "sliced", "transposed")
+LAYOUTS: tuple[str, ...] = ("contiguous", "sliced", "transposed", "expanded")
 """Memory layouts of the inputs: contiguous; a slice of a wider padded buffer (verl hands
 ``log_probs[:, -response_length:]``, a view with a storage offset and a row stride above T); a
-transposed buffer (column-major strides, as after a ``.t()`` of a time-major batch)."""
+transposed buffer (column-major strides, as after a ``.t()`` of a time-major batch); per-token
+advantages that are one value per row, handed as a stride-0 view of one column
+(``adv[:, None].expand(B, T)``, as GRPO code broadcasts its (B,) advantages), the rest contiguous."""
 
 
 @dataclass(frozen=True, eq=False)

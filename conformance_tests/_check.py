@@ -298,7 +298,8 @@ def check(
         normalizer_eps: the port divides by count + normalizer_eps (verl's old masked_mean: 1e-8);
             the reference does the same (docs/conformance.md, "Conventions").
         dual_clip: ``"required"`` when the port cannot turn the dual clip off: the kit never passes
-            ``clip_ratio_c=None``. Default ``"optional"``.
+            ``clip_ratio_c=None``; ``"absent"`` when it has no dual clip: the kit always passes
+            ``clip_ratio_c=None`` and S7 and the dual-clip bound report DECLARED. Default ``"optional"``.
         compute_dtype: ``"float32"`` when the port computes float64 inputs in float32: float64
             draws are compared at float32 tolerance and S9.5 float64 reports DECLARED.
         agg: the aggregation modes the port takes as ``loss_agg_mode=`` (a comma list of verl's

@@ -171,8 +171,9 @@ def _add_convention_flags(c: argparse.ArgumentParser) -> None:
     g = c.add_argument_group("declared conventions (docs/conformance.md, Conventions)")
     g.add_argument("--normalizer-eps", type=float, default=0.0, metavar="EPS",
                    help="the port divides sums by count + EPS (verl's old masked_mean: 1e-8)")
-    g.add_argument("--dual-clip", choices=["optional", "required"], default="optional",
-                   help="required: the port has no off switch for the dual clip (clip_ratio_c=None is never passed)")
+    g.add_argument("--dual-clip", choices=["optional", "required", "absent"], default="optional",
+                   help="required: the port has no off switch for the dual clip (clip_ratio_c=None is never "
+                        "passed); absent: it has no dual clip (clip_ratio_c is always None)")
     g.add_argument("--compute-dtype", choices=["float32"], default=None,
                    help="float32: float64 inputs are computed in float32 (compared at float32 tolerance)")
     g.add_argument("--agg", default=None, metavar="MODES",

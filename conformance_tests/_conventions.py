@@ -11,6 +11,8 @@ the kit then evaluates the reference under the same convention (docs/conformance
   precision, and the all-masked batch must still give 0 (S8.4);
 - ``dual_clip="required"``: the port cannot turn the dual clip off, so the kit never passes
   ``clip_ratio_c=None`` (S7 is then checked against the reference with the clip on);
+  ``dual_clip="absent"``: the port has no dual clip (SkyRL's ``regular``), so the
+  kit always passes ``clip_ratio_c=None``, and the dual-clip properties report ``DECLARED``;
 - ``compute_dtype="float32"``: float64 inputs are computed in float32; float64 draws are compared
   at float32 tolerance and drawn float32's margin away from the clip boundaries, and
   ``S9.5 float64 inputs are computed in float64`` reports ``DECLARED``;
@@ -32,10 +34,12 @@ from typing import Any
 
 from cegppo import AGG_MODES
 
-__all__ = ["COMPUTE_DTYPES", "DUAL_CLIP_OPTIONS", "SPEC", "Conventions", "active", "conventions", "use"]
+__all__ = ["COMPUTE_DTYPES", "DUAL_CLIP_OPTIONS", "SPEC", "Conventions", "active", "conventions",
+           "declares_no_dual_clip", "use"]
 
-DUAL_CLIP_OPTIONS: tuple[str, ...] = ("optional", "required")
-"""``optional``: the port turns the dual clip off for clip_ratio_c=None (spec S7); ``required``: it cannot."""
+DUAL_CLIP_OPTIONS: tuple[str, ...] = ("optional", "required", "absent")
+"""``optional``: the port turns the dual clip off for clip_ratio_c=None (spec S7); ``required``: it cannot;
+``absent``: it has no dual clip to turn on."""
 COMPUTE_DTYPES: tuple[str, ...] = ("float32",)
 """Compute dtypes a port may declare instead of spec S9.5's promotion (float64 stays float64)."""
 
@@ -68,6 +72,8 @@ class Conventions:
         if self.dual_clip == "required":
             out.append("dual clip always on: clip_ratio_c=None is never passed (dual_clip='required', "
                        "--dual-clip required)")
+        if self.dual_clip == "absent":
+            out.append("no dual clip: clip_ratio_c is always None (dual_clip='absent', --dual-clip absent)")
         if self.compute_dtype is not None:
             out.append(f"float64 inputs computed in {self.compute_dtype}, compared at {self.compute_dtype} tolerance "
                        f"(compute_dtype={self.compute_dtype!r}, --compute-dtype {self.compute_dtype})")
@@ -108,6 +114,13 @@ def conventions(*, normalizer_eps: Any = 0.0, dual_clip: Any = "optional", compu
     if not isinstance(global_normalizers, bool):
         raise TypeError(f"global_normalizers must be a bool, got {type(global_normalizers).__name__}")
     return Conventions(float(normalizer_eps), dual_clip, compute_dtype, _agg_modes(agg), global_normalizers)
+
+
+def declares_no_dual_clip(adapter: Any) -> str | None:
+    """Why the dual-clip properties do not apply to `adapter`'s port (it declares none), or None."""
+    if adapter.conventions.dual_clip == "absent":
+        return "dual_clip='absent' declared: the port has no dual clip"
+    return None
 
 
 _ACTIVE: ContextVar[Conventions] = ContextVar("cegppo_conformance_conventions", default=SPEC)

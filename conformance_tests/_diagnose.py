@@ -70,6 +70,7 @@ _NO_FIT = "no hypothesis fits: compare the reproducer's loss and gradient with t
 _EPS_CANDIDATES = (1e-8, 1e-6, 1e-5, 1e-7, 1e-10, 1e-12)
 _DEFAULT_C = (3.0, 10.0)
 # Where exp(r) leaves the range of the compute dtype (spec S9.1): above it overflows, below it underflows.
+_F16_LOG_MAX = math.log(65504.0)  # float16's largest finite value
 _EXP_RANGE = {"float64": (-745.0, 709.7), "float32": (-103.9, 88.7)}
 
 
@@ -167,7 +168,7 @@ def _explain(case: Case, r: Result, ad: Adapter, prop_id: str) -> Diagnosis | No
                          "(compute_dtype='float32') if that is intended, else keep float64 (S9.5)")
     if _matches(case, r, want):
         return None
-    for hypothesis in (_convention_variant, _half_precision, _sign, _normalizer, _by_region, _ppo, _value_only):
+    for hypothesis in (_convention_variant, _partial_float32, _half_precision, _sign, _normalizer, _by_region, _ppo, _value_only):
         found = hypothesis(case, r, ad, want=want)
         if found is not None:
             return found
@@ -177,6 +178,18 @@ def _explain(case: Case, r: Result, ad: Adapter, prop_id: str) -> Diagnosis | No
 def _non_finite(case: Case, r: Result, ad: Adapter) -> Diagnosis:
     m = case.mask
     what = "loss" if not math.isfinite(r.value) else "gradient"
+    logr = case.log_prob - case.old_log_prob
+    # A ratio formed (or cast back) in float16 is inf beyond a log-ratio of 11.09, masked position or not;
+    # the finite value hides it, the backward pass does not (inf * 0 = NaN).
+    f16_over = np.isfinite(logr) & (logr > _F16_LOG_MAX)
+    if case.dtype == "float16" and f16_over.any():
+        tamed = case.with_(old_log_prob=np.where(f16_over, case.log_prob, case.old_log_prob))  # log-ratio 0 there
+        rt = ad.run(tamed)
+        if math.isfinite(rt.value) and (rt.grad is None or np.all(np.isfinite(rt.grad))):
+            return Diagnosis("non-finite", f"non-finite {what} where the ratio overflows float16 (log-ratio "
+                             f"{float(logr[f16_over][0])!r} > {_F16_LOG_MAX:.2f}, finite once that log-ratio is "
+                             "0): the ratio is formed or cast back in float16; keep it and the arithmetic after it "
+                             "in float32 (S9.5), and select masked positions away before exponentiating (S9.2, S9.3)")
     if not m.any():
         eps = case.conventions.normalizer_eps
         why = (f"count + {eps:g} computed in float16, where {eps:g} underflows to 0 (below 6e-8)"
@@ -202,7 +215,6 @@ def _non_finite(case: Case, r: Result, ad: Adapter) -> Diagnosis:
             return Diagnosis("aggregation", f"non-finite {what} from an empty row (a row with no valid token) in "
                              f"{case.agg}: the row's mean divides 0 by its count 0; give empty rows weight 0 and "
                              "count only non-empty rows in S (S8.1, S8.2)")
-    logr = case.log_prob - case.old_log_prob
     lo, hi = _EXP_RANGE["float64" if tol_dtype(case) == "float64" else "float32"]
     outside = m & ((logr > hi) | (logr < lo) | ~np.isfinite(logr))
     bad = (~np.isfinite(r.grad)) if r.grad is not None else np.zeros(case.shape, dtype=bool)
@@ -238,13 +250,16 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
     c_options: list[float | None] = [case.cfg.dual_clip]
     if case.cfg.dual_clip is None:
         c_options += list(_DEFAULT_C)
+    else:  # a port without a dual clip ignores the c it is given
+        c_options.append(None)
     eps_options: list[float | None] = [conv.normalizer_eps]
     if conv.normalizer_eps == 0.0:
         eps_options += [_eps_estimate(case, r, c) for c in c_options]
         if _small(case):
             eps_options += list(_EPS_CANDIDATES)
     f32_options = [conv.compute_dtype]
-    # float32 arithmetic shows in the loss's dtype; a float64 loss within float32 tolerance is something else
+    # float32 arithmetic shows in the loss's dtype; a float64 loss within float32 tolerance may be something
+    # else (a clamped log-ratio, an epsilon): `_partial_float32` asks for float32 rounding at every token
     if case.dtype == "float64" and conv.compute_dtype is None and r.out_dtype == "float32":
         f32_options.append("float32")
     seen = set()
@@ -252,7 +267,11 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
         for eps in dict.fromkeys(e for e in eps_options if e is not None):
             for cd in f32_options:
                 changes = []
-                if c != case.cfg.dual_clip:
+                if c is None and case.cfg.dual_clip is not None:
+                    changes.append(f"with clip_ratio_c={case.cfg.dual_clip:g} the result equals the reference without "
+                                   "a dual clip: the port ignores clip_ratio_c; declare --dual-clip absent "
+                                   "(dual_clip='absent') if it has no dual clip")
+                elif c != case.cfg.dual_clip:
                     changes.append(f"with clip_ratio_c=None the result equals the reference with c = {c:g}: a default "
                                    "dual clip; declare --dual-clip required (dual_clip='required') if the port has no "
                                    "off switch")
@@ -276,6 +295,31 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
         if _matches(variant, r, expected(variant)):
             return Diagnosis("undeclared convention", "; ".join(changes))
     return None
+
+
+_F32_ROUNDING = 1e-5
+"""Relative difference of a few float32 roundings (float32's epsilon is 1.2e-7) in a loss or a gradient."""
+
+
+def _partial_float32(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | None:
+    """A float64 loss that differs from the reference by float32 rounding only, at every token: part of the
+    arithmetic runs in float32 (SkyRL exponentiates the log-ratio in float32 and casts it back).
+
+    Token by token, not against the batch's scale: a clamped log-ratio also moves a million-token loss
+    by less than float32 tolerance, but it zeroes gradients, which no rounding does.
+    """
+    if case.dtype != "float64" or case.conventions.compute_dtype is not None or r.out_dtype != "float64":
+        return None
+    if abs(r.value - want.value) > _F32_ROUNDING * max(want.scale, abs(want.value)):
+        return None
+    if r.grad is not None:
+        # each token's gradient is its own product (-A F / N): rounding moves it relative to itself
+        off = np.abs(r.grad - want.grad) > _F32_ROUNDING * np.abs(want.grad) + 1e-30
+        if np.any(off & case.mask):
+            return None
+    return Diagnosis("undeclared convention", "float64 inputs match the reference only to float32 rounding, though "
+                     "the loss comes back float64: part of the arithmetic runs in float32; declare --compute-dtype "
+                     "float32 (compute_dtype='float32') if that is intended")
 
 
 def _small(case: Case) -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._adapters import Adapter
 from ._cases import GRAD_TOL, Case, Mismatch, tol_dtype, weights
+from ._conventions import declares_no_dual_clip
 from ._prop_objective import common_dtypes, in_declared_mode
 from ._registry import prop
 from ._strategies import draw_region_case
@@ -90,7 +91,7 @@ def bound_clip_high(ad: Adapter, data: Any) -> None:
     _bound_check(ad, data, "clip_high")
 
 
-@prop("S5", "gradient bound dual_clip", "bounds", needs_grad=True)
+@prop("S5", "gradient bound dual_clip", "bounds", needs_grad=True, declared=declares_no_dual_clip)
 def bound_dual_clip(ad: Adapter, data: Any) -> None:
     """dual_clip tokens (A < 0, delta > c): F = 0, finite even when delta overflows."""
     _bound_check(ad, data, "dual_clip")

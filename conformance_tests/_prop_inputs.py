@@ -148,12 +148,17 @@ def inputs_not_modified(ad: Adapter, data: Any) -> None:
 @prop("S1", "inputs as views (sliced, transposed)", "inputs", share=0.25,
       skip=lambda ad: None if ad.framework == "torch" else f"{ad.framework} inputs have no strided views to hand")
 def inputs_as_views(ad: Adapter, data: Any) -> None:
-    """Inputs handed as a slice of a wider buffer or a transposed one (as frameworks hand them) give the loss and gradient of contiguous ones."""
+    """Inputs handed as a slice of a wider buffer, a transposed one or (B,) advantages expanded to (B, T) (as frameworks hand them) give the loss and gradient of contiguous ones."""
+    layouts = LAYOUTS[1:] if "token" in ad.forms else tuple(x for x in LAYOUTS[1:] if x != "expanded")
+    layout = data.draw(st.sampled_from(layouts), label="memory layout")
+    forms = ("sequence",) if layout == "expanded" else ad.forms
     case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
-                     adv_forms=ad.forms)
+                     adv_forms=forms)
+    if layout == "expanded":  # one advantage per row, handed per token as a stride-0 view
+        case = case.with_(advantages=case.adv_2d())
     # compared with the port's own contiguous result, so that only the layout is under test
     flat = ad.run(case)
-    case = case.with_(layout=data.draw(st.sampled_from(LAYOUTS[1:]), label="memory layout"))
+    case = case.with_(layout=layout)
     got = ad.run(case)
     scale = expected(case).scale
     compare_value(f"loss of {case.layout} views vs contiguous inputs", case, got.value, flat.value, scale)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from ._adapters import Adapter
 from ._cases import Case, compare_grad, compare_value, expected, weights
+from ._conventions import declares_no_dual_clip
 from ._prop_objective import common_dtypes, in_declared_mode
 from ._registry import prop
 from ._strategies import draw_case, draw_config, draw_dual_clip_case
@@ -85,7 +86,7 @@ def beta1_is_gppo_gradient(ad: Adapter, data: Any) -> None:
     compare_grad("d loss / d log_prob vs GPPO", case, got.grad_or_fail(case), textbook(case)["gppo_grad"])
 
 
-@prop("S7", "dual clip acts only on A < 0 above c", "special")
+@prop("S7", "dual clip acts only on A < 0 above c", "special", declared=declares_no_dual_clip)
 def dual_clip_only_where_it_should(ad: Adapter, data: Any) -> None:
     """Turning dual clip off changes nothing but the tokens with A < 0 and delta > c, whose gradient is 0."""
     if data.draw(st.booleans(), label="every token above log c"):

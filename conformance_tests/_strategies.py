@@ -51,10 +51,13 @@ _EXTREME_KINDS = ("extreme_below", "extreme_above", "infinite_below", "infinite_
 def draw_config(data: Any, *, dual: bool | None = None, beta: tuple[float, float] | None = None) -> CEGPPOConfig:
     """Hyperparameters: asymmetric eps, beta in [0, 2], dual clip on or off (or as asked).
 
-    Under a declared ``dual_clip="required"`` the dual clip is always on (the port has no off switch).
+    Under a declared ``dual_clip="required"`` the dual clip is always on (the port has no off switch);
+    under ``dual_clip="absent"`` always off (the port has none).
     """
     if active().dual_clip == "required":
         dual = True
+    elif active().dual_clip == "absent":
+        dual = False
     eps_low = data.draw(st.one_of(st.just(0.2), st.floats(0.01, 0.9)), label="eps_low")
     eps_high = data.draw(st.one_of(st.just(0.2), st.just(0.28), st.floats(0.01, 2.0)), label="eps_high")
     if beta is None:
@@ -192,6 +195,11 @@ def push_away(lp: np.ndarray, olp: np.ndarray, cfg: CEGPPOConfig, dtype: str) ->
     return np.where(close, round_to(olp - 5.0, dtype), lp)
 
 
+ADVANTAGE_RANGES: tuple[float, ...] = (5.0,) * 5 + (100.0,)
+"""The bound of |A| of a case, drawn per case (shrinking to the first): 5 mostly; one case in six up to 100,
+as GRPO's (r - mean) / (std + eps) reaches sqrt(G - 1) (about 16 for G = 256) and unnormalized returns more."""
+
+
 def advantage_values(bound: float) -> st.SearchStrategy[float]:
     """One advantage: 0, +-1, or any value in [-bound, bound] whose magnitude is at least 1e-6.
 
@@ -235,7 +243,7 @@ def draw_case(
         cfg = draw_config(data)
     kinds = list(_KINDS) + (list(_EXTREME_KINDS) if extremes else [])
     per_seq = _draw_per_seq(data, adv_forms)
-    a_el = advantage_values(5.0)
+    a_el = advantage_values(data.draw(st.sampled_from(ADVANTAGE_RANGES), label="advantage range"))
     token = st.sampled_from(kinds).flatmap(lambda k: _logr_strategy(k, cfg))
     row = st.fixed_dictionaries({
         "log-ratios": st.lists(token, min_size=t, max_size=t),

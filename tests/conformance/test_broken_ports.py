@@ -149,3 +149,19 @@ def test_mutation_reproducer_shows_the_modified_inputs(ports: Any) -> None:
     with contextlib.redirect_stdout(out):
         exec(failure.reproducer, {})
     assert "modified in place: ['old_log_prob'" in out.getvalue()
+
+
+def test_views_reach_advantages_expanded_with_stride_zero(ports: Any) -> None:
+    """S1 inputs as views hands (B, T) advantages as a stride-0 expand of one column, as GRPO code broadcasts them."""
+    import torch
+
+    strides: set[tuple[int, ...]] = set()
+
+    def recording(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, *args: Any,
+                  **kw: Any) -> torch.Tensor:
+        strides.add(tuple(advantages.stride()))
+        return ports.correct(log_prob, old_log_prob, advantages, *args, **kw)
+
+    report = cc.check(recording, "torch", max_examples=40, only=["S1 inputs as views"], advantages="token")
+    assert report.ok, report.format()
+    assert any(len(s) == 2 and s[1] == 0 for s in strides), strides

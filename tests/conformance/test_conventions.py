@@ -66,6 +66,25 @@ def test_undeclared_dual_clip_is_diagnosed_as_a_default_dual_clip(ports: Any) ->
     assert "with clip_ratio_c=None the result equals the reference with c = 3: a default dual clip" in failure.diagnosis
 
 
+def test_undeclared_absent_dual_clip_and_partial_float32_are_diagnosed(ports: Any) -> None:
+    """skyrl_style ignores clip_ratio_c and returns float64 computed in float32: without its declarations S7 names
+    the missing dual clip and S3 the float32 arithmetic; with them S7 and the dual-clip bound report DECLARED."""
+    report = cc.check(ports.skyrl_style, "torch", max_examples=10, advantages="token", compute_dtype="float32",
+                      only=["S7"])
+    (s7,) = report.failed
+    assert s7.defect_class == "undeclared convention", s7.diagnosis
+    assert "the result equals the reference without a dual clip" in s7.diagnosis
+    report = cc.check(ports.skyrl_style, "torch", max_examples=10, advantages="token", dual_clip="absent",
+                      only=["S3 value equals"])
+    (s3,) = report.failed
+    assert s3.defect_class == "undeclared convention", s3.diagnosis
+    assert "only to float32 rounding, though the loss comes back float64" in s3.diagnosis
+    report = cc.check(ports.skyrl_style, "torch", max_examples=3, only=["S7", "S5 gradient bound dual_clip"],
+                      **CONVENTION_PORTS["skyrl_style"][1])
+    assert [r.status for r in report.results] == ["DECLARED", "DECLARED"], report.format()
+    assert "DECLARED  no dual clip" in report.format()
+
+
 def test_float32_arithmetic_is_declared_or_diagnosed(torch_ports: Any) -> None:
     """float32_always (a bug for the spec) conforms with compute_dtype='float32'; S9.5 float64 reports DECLARED."""
     only = ["S3 value equals", "S4 gradient equals", "S9.5 float64"]

@@ -94,6 +94,7 @@ CONVENTION_PORTS: dict[str, tuple[str, dict[str, object]]] = {
     "seq_mean_token_mean": ("torch", {"agg": "seq-mean-token-mean"}),
     "tunix_style": ("jax", {"compute_dtype": "float32", "advantages": "token"}),
     "every_mode": ("torch", {"agg": "all", "global_normalizers": True}),
+    "skyrl_style": ("torch", {"dual_clip": "absent", "compute_dtype": "float32", "advantages": "token"}),
 }
 """convention_torch_ports.py (and convention_jax_ports.py): ports correct under their declared conventions,
 each with its framework and the `check` keywords that declare them."""
@@ -106,6 +107,8 @@ CONVENTION_DEFECTS: dict[str, tuple[str, str, str, str]] = {
     "float32_clamped_log_ratio": ("float32_everywhere", "S9.1", "wrong gradient by region", "log-ratio is clamped"),
     "seq_mean_per_row_counts": ("seq_mean_token_mean", "S8.2", "aggregation", "from an empty row"),
     "drgrpo_longest_row": ("every_mode", "S8.2", "aggregation", "divides by"),
+    "skyrl_half_arithmetic": ("skyrl_style", "S9.5 bfloat16", "precision", "consistent with computing in bfloat16"),
+    "skyrl_ratio_in_input_dtype": ("skyrl_style", "S8.4", "non-finite", "where the ratio overflows float16"),
     "tunix_ppo_clip": ("tunix_style", "S6.2 beta = 1 gives GPPO's gradient", "wrong gradient by region",
                        "the gradient of clipped tokens is 0"),
 }

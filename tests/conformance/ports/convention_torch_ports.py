@@ -167,6 +167,53 @@ def float32_clamped_log_ratio(log_prob, old_log_prob, advantages, response_mask,
     return loss.sum() / valid.sum().clamp(min=1)
 
 
+def _skyrl(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high, *,
+           half_arithmetic=False):
+    """PPO-shaped CE-GPPO in SkyRL's `regular` conventions: no dual clip, float32 arithmetic, (B, T) advantages."""
+    if advantages.dim() != 2:
+        raise ValueError("advantages must be (B, T), as SkyRL passes them")
+    half = log_prob.dtype in (torch.float16, torch.bfloat16)
+    dt = log_prob.dtype if half_arithmetic and half else torch.float32
+    lp, olp, adv, valid = _inputs(log_prob, old_log_prob, advantages, response_mask, dt)
+    loss = _per_token_loss(lp, olp, adv, valid, eps_low, eps_high, beta_low, beta_high, None)
+    out = loss.sum() / valid.sum().clamp(min=1)
+    return out.to(torch.float64) if log_prob.dtype == torch.float64 else out.float()
+
+
+def skyrl_style(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
+                clip_ratio_c):
+    """SkyRL's `regular` conventions: no dual clip (clip_ratio_c is ignored), float32 arithmetic whatever the
+    input (SkyRL exponentiates the log-ratio in float32), the loss of float64 inputs handed back as float64."""
+    del clip_ratio_c  # no dual clip: declared as dual_clip="absent"
+    return _skyrl(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high)
+
+
+def skyrl_half_arithmetic(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                          beta_high, clip_ratio_c):
+    """DEFECT: the float32 ratio is cast back to the input's dtype, so bfloat16 inputs are computed in bfloat16."""
+    del clip_ratio_c
+    return _skyrl(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
+                  half_arithmetic=True)
+
+
+def skyrl_ratio_in_input_dtype(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
+                               beta_high, clip_ratio_c):
+    """DEFECT: the ratio is exponentiated in float32 at every position, then cast back to the input's dtype and
+    masked by multiplication (SkyRL's safe_exp_delta): a float16 ratio beyond exp(11.09) is inf, and a masked
+    inf times 0 makes the gradient NaN even when the value is right."""
+    del clip_ratio_c
+    valid = response_mask.bool()
+    adv = advantages.detach().float()
+    ratio = torch.exp((log_prob - old_log_prob.detach()).float()).to(log_prob.dtype).float()
+    low = (adv < 0) & (ratio < 1 - eps_low)
+    high = (adv > 0) & (ratio > 1 + eps_high)
+    one = ratio / ratio.detach()
+    factor = torch.where(low, beta_low * (1 - eps_low) * one,
+                         torch.where(high, beta_high * (1 + eps_high) * one, ratio))
+    loss = (-adv * factor * valid).sum() / valid.sum().clamp(min=1)
+    return loss.to(torch.float64) if log_prob.dtype == torch.float64 else loss
+
+
 def _seq_mean(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
               clip_ratio_c, *, empty_rows_safe=True):
     lp, olp, adv, valid = _inputs(log_prob, old_log_prob, advantages, response_mask, _spec_dtype(log_prob))
