@@ -8,8 +8,7 @@
 - `registered_loss`: a loss given by name (looked up in a framework's registry) or as the function itself;
 - `agg_kit_port`: the kit's port for a framework loss that takes an aggregation mode, forwarding the mode
   (and the global normalizers) that the kit's ``agg=`` declaration passes;
-- `host_floats`: a metrics dict of 0-d tensors as Python floats in one device-to-host copy;
-- `deprecated_names`: a module ``__getattr__`` that keeps renamed public names importable, with a warning.
+- `host_floats`: a metrics dict of 0-d tensors as Python floats in one device-to-host copy.
 
 Nothing here imports a framework: each adapter imports its own.
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,8 +25,7 @@ from cegppo._validation import AGG_TABLE
 
 from ._port import kit_port
 
-__all__ = ["AGG_TABLE", "DEFAULT", "agg_kit_port", "cegppo_config", "deprecated_names", "host_floats",
-           "registered_loss"]
+__all__ = ["AGG_TABLE", "DEFAULT", "agg_kit_port", "cegppo_config", "host_floats", "registered_loss"]
 
 DEFAULT = CEGPPOConfig()
 """The spec's defaults (eps 0.2 both sides, the paper's 1.5B betas 0.5 and 1.0, no dual clip)."""
@@ -112,16 +109,3 @@ def host_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     values = torch.stack([v.to(torch.float64) for v in metrics.values()]).tolist()
     return dict(zip(metrics, values, strict=True))
 
-
-def deprecated_names(module: str, renamed: Mapping[str, str], namespace: Mapping[str, Any]) -> Callable[[str], Any]:
-    """A module-level ``__getattr__`` for `module`: each old name of `renamed` gives the object now named
-    ``renamed[old]`` in `namespace` (the module's ``globals()``), with a DeprecationWarning saying the new name."""
-
-    def __getattr__(name: str) -> Any:
-        if name not in renamed:
-            raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        warnings.warn(f"{module}.{name} is deprecated: use {module}.{renamed[name]} (the same class)",
-                      DeprecationWarning, stacklevel=2)
-        return namespace[renamed[name]]
-
-    return __getattr__

@@ -64,7 +64,7 @@ import cegppo.torch as cg
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from ._common import AGG_TABLE, DEFAULT, cegppo_config, deprecated_names
+from ._common import AGG_TABLE, DEFAULT, cegppo_config
 
 __all__ = ["LOSS_TYPE_AGG", "METRIC_PREFIX", "CEGPPOTRLConfig", "CEGPPOTrainer", "cegppo_config_from_trl"]
 
@@ -306,8 +306,6 @@ class CEGPPOTrainer(GRPOTrainer):
             self._metrics[mode]["kl"].append(means[len(names) + 1])
 
 
-# Release 0.2.0 called it CEGPPOConfig, the name of the spec's class (the loss's hyperparameters).
-__getattr__ = deprecated_names(__name__, {"CEGPPOConfig": "CEGPPOTRLConfig"}, globals())
 
 
 _MULTIMODAL_KEYS = (

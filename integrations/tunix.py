@@ -67,7 +67,7 @@ from tunix.rl import common, function_registry
 from tunix.rl.grpo import grpo_learner
 from tunix.rl.ppo import ppo_learner
 
-from ._common import DEFAULT, agg_kit_port, cegppo_config, deprecated_names, registered_loss
+from ._common import DEFAULT, agg_kit_port, cegppo_config, registered_loss
 
 __all__ = [
     "LOSS_NAME",
@@ -443,7 +443,3 @@ def tunix_port(loss: str | Callable[..., Any] = LOSS_NAME, *, learner: str | Non
 
     return agg_kit_port(call, name=f"tunix_{name}",
                         doc=f"tunix policy loss {name!r} ({family} config) as a cegppo conformance port.")
-
-
-# Release 0.2.0 called it CEGPPOConfig, the name of the spec's class (the loss's hyperparameters).
-__getattr__ = deprecated_names(__name__, {"CEGPPOConfig": "CEGPPOGRPOConfig"}, globals())
