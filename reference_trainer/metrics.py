@@ -116,14 +116,19 @@ class UpdateStats:
 
     def sums(self) -> dict[str, float]:
         """Every sum (not ratio_max, not updates) by name, for one all-reduce over ranks."""
-        scalars = {k: getattr(self, k) for k in ("tokens", "loss", "pg_loss", "kl_ref", "grad_norm")}
+        scalars = {"tokens": self.tokens, "loss": self.loss, "pg_loss": self.pg_loss, "kl_ref": self.kl_ref,
+                   "grad_norm": self.grad_norm}
         return {**scalars, **self.token_weighted, **self.token_sums}
 
     def with_sums(self, reduced: Mapping[str, float]) -> UpdateStats:
         """A copy holding `reduced` (the `sums()` summed over ranks) in place of this rank's sums."""
         return dataclasses.replace(
             self,
-            **{k: reduced[k] for k in ("tokens", "loss", "pg_loss", "kl_ref", "grad_norm")},
+            tokens=reduced["tokens"],
+            loss=reduced["loss"],
+            pg_loss=reduced["pg_loss"],
+            kl_ref=reduced["kl_ref"],
+            grad_norm=reduced["grad_norm"],
             token_weighted={k: reduced[k] for k in TOKEN_MEAN_KEYS},
             token_sums={k: reduced[k] for k in TOKEN_SUM_KEYS},
         )
