@@ -194,11 +194,10 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
                 raise ValueError(f"rollout_log_probs is required with is_correction_level={self.is_correction_level!r}")
             coef, vllm_kl, is_filter_ratio = self._is_correction(old_log_probs, rollout_log_probs, action_mask)
             adv = advantages.detach() * coef
-        given = {"batch_num_tokens": batch_num_tokens, "global_batch_size": global_batch_size}
-        needed = AGG_TABLE[self.agg].normalizer  # token-mean: num_tokens; seq-mean-token-mean: num_seqs
-        norm = {needed: given[_BATCH_INFO_ARG[needed]]}
+        given = {"num_tokens": batch_num_tokens, "num_seqs": global_batch_size}  # spec S8.2's names
+        norm = {name: value for name, value in given.items() if name == AGG_TABLE[self.agg].normalizer}
         # A global normalizer comes with OpenRLHF's dp_size pre-compensation; a local mean has none.
-        scale = dp_size if norm[needed] is not None else 1
+        scale = dp_size if any(value is not None for value in norm.values()) else 1
         loss = cg.policy_loss(log_probs, old_log_probs, adv, valid, cfg, agg=self.agg, **norm)
         if scale != 1:
             loss = loss * scale
