@@ -59,8 +59,8 @@ import cegppo
 import cegppo.torch as cg
 import torch
 
+from ._common import AGG_TABLE, DEFAULT, agg_kit_port, cegppo_config
 from ._loading import import_loss_module
-from ._port import kit_port
 
 _loss_module = import_loss_module("openrlhf.models.loss", ("openrlhf.models",))
 PolicyLoss = _loss_module.PolicyLoss
@@ -68,10 +68,13 @@ _masked_mean = _loss_module.masked_mean  # OpenRLHF's own (openrlhf.models.utils
 
 __all__ = ["AGG_OF_TOKEN_LEVEL", "CEGPPOPolicyLoss", "PolicyLoss", "openrlhf_port"]
 
-_DEFAULT = cegppo.CEGPPOConfig()
-
 AGG_OF_TOKEN_LEVEL: dict[bool, str] = {True: "token-mean", False: "seq-mean-token-mean"}
 """The aggregation mode (spec S8) of OpenRLHF's ``token_level_loss`` flag."""
+
+_TOKEN_LEVEL_OF_AGG = {mode: level for level, mode in AGG_OF_TOKEN_LEVEL.items()}
+
+_BATCH_INFO_ARG = {"num_tokens": "batch_num_tokens", "num_seqs": "global_batch_size"}
+"""OpenRLHF's ``forward`` argument holding each global normalizer (spec S8.2)."""
 
 
 def _valid_mask(action_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -92,8 +95,8 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
             as `cegppo.CEGPPOConfig` names them, or by OpenRLHF's own checks).
     """
 
-    default_beta_low: ClassVar[float] = _DEFAULT.beta_low
-    default_beta_high: ClassVar[float] = _DEFAULT.beta_high
+    default_beta_low: ClassVar[float] = DEFAULT.beta_low
+    default_beta_high: ClassVar[float] = DEFAULT.beta_high
 
     def __init__(
         self,
@@ -114,12 +117,12 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
             raise ValueError(
                 f"policy_loss_type must be 'ppo' for CE-GPPO (a token-level objective), got {policy_loss_type!r}"
             )
-        config = cegppo.CEGPPOConfig(  # checked before OpenRLHF's assert on dual_clip
-            eps_low=float(clip_eps_low),
-            eps_high=float(clip_eps_high),
-            beta_low=float(self.default_beta_low if beta_low is None else beta_low),
-            beta_high=float(self.default_beta_high if beta_high is None else beta_high),
-            dual_clip=None if dual_clip is None else float(dual_clip),
+        config = cegppo_config(  # checked before OpenRLHF's assert on dual_clip
+            eps_low=clip_eps_low,
+            eps_high=clip_eps_high,
+            beta_low=self.default_beta_low if beta_low is None else beta_low,
+            beta_high=self.default_beta_high if beta_high is None else beta_high,
+            dual_clip=dual_clip,
         )
         super().__init__(
             clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high, dual_clip=dual_clip,
@@ -191,12 +194,10 @@ class CEGPPOPolicyLoss(PolicyLoss):  # type: ignore[misc, valid-type]
                 raise ValueError(f"rollout_log_probs is required with is_correction_level={self.is_correction_level!r}")
             coef, vllm_kl, is_filter_ratio = self._is_correction(old_log_probs, rollout_log_probs, action_mask)
             adv = advantages.detach() * coef
-        if self.agg == "token-mean":
-            norm: dict[str, Any] = {"num_tokens": batch_num_tokens}
-            scale = dp_size if batch_num_tokens is not None else 1
-        else:
-            norm = {"num_seqs": global_batch_size}
-            scale = dp_size if global_batch_size is not None else 1
+        given = {"num_tokens": batch_num_tokens, "num_seqs": global_batch_size}  # spec S8.2's names
+        norm = {name: value for name, value in given.items() if name == AGG_TABLE[self.agg].normalizer}
+        # A global normalizer comes with OpenRLHF's dp_size pre-compensation; a local mean has none.
+        scale = dp_size if any(value is not None for value in norm.values()) else 1
         loss = cg.policy_loss(log_probs, old_log_probs, adv, valid, cfg, agg=self.agg, **norm)
         if scale != 1:
             loss = loss * scale
@@ -257,6 +258,11 @@ def openrlhf_port(loss_cls: type[Any] | None = None) -> Any:
     loss. Default class: `CEGPPOPolicyLoss`; pass ``openrlhf.models.loss.PolicyLoss`` to check
     OpenRLHF's own PPO loss. This is what ``cegppo-conformance check --framework-loss openrlhf`` runs.
 
+    Checked with the kit's ``agg=`` declaration (``token-mean`` and ``seq-mean-token-mean``, the two
+    modes of OpenRLHF's ``token_level_loss``), the port also takes ``loss_agg_mode=`` and, with
+    ``global_normalizers=True``, ``num_tokens=`` / ``num_seqs=``, handed to ``forward`` as OpenRLHF's
+    ``batch_num_tokens`` / ``global_batch_size`` (``dp_size`` 1).
+
     Raises:
         TypeError: `loss_cls` is not a class.
     """
@@ -269,11 +275,17 @@ def openrlhf_port(loss_cls: type[Any] | None = None) -> Any:
     takes_betas = "beta_low" in params and "beta_high" in params
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
-             response_mask: torch.Tensor, **hyper: Any) -> torch.Tensor:
+             response_mask: torch.Tensor, *, loss_agg_mode: str, num_tokens: Any, num_seqs: Any,
+             **hyper: Any) -> torch.Tensor:
+        if loss_agg_mode not in _TOKEN_LEVEL_OF_AGG:
+            raise ValueError(f"loss_agg_mode must be one of {sorted(_TOKEN_LEVEL_OF_AGG)} (OpenRLHF's "
+                             f"token_level_loss), got {loss_agg_mode!r}")
         betas = {"beta_low": hyper["beta_low"], "beta_high": hyper["beta_high"]} if takes_betas else {}
         loss_fn = cls(clip_eps_low=hyper["eps_low"], clip_eps_high=hyper["eps_high"], dual_clip=hyper["clip_ratio_c"],
-                      token_level_loss=True, **betas)
-        return loss_fn(log_prob, old_log_prob, advantages, action_mask=response_mask)[0]
+                      token_level_loss=_TOKEN_LEVEL_OF_AGG[loss_agg_mode], **betas)
+        given = {"num_tokens": num_tokens, "num_seqs": num_seqs}
+        info = {_BATCH_INFO_ARG[k]: v for k, v in given.items() if v is not None}
+        return loss_fn(log_prob, old_log_prob, advantages, action_mask=response_mask, **info)[0]
 
-    return kit_port(call, name=f"openrlhf_{cls.__name__}", token_advantages=True,
-                    doc=f"OpenRLHF policy loss {cls.__module__}.{cls.__qualname__} as a cegppo conformance port.")
+    return agg_kit_port(call, name=f"openrlhf_{cls.__name__}", token_advantages=True,
+                        doc=f"OpenRLHF policy loss {cls.__module__}.{cls.__qualname__} as a cegppo conformance port.")

@@ -59,6 +59,7 @@ import cegppo
 import cegppo.torch as cg
 import torch
 
+from ._common import DEFAULT, cegppo_config, host_floats, registered_loss
 from ._loading import import_loss_module
 from ._port import kit_port
 
@@ -88,9 +89,7 @@ LOSS_NAME = "ce_gppo"
 METRIC_PREFIX = "ce_gppo/"
 """Prefix of our metrics (`cegppo.METRIC_KEYS`) in the dict the loss returns."""
 
-_DEFAULT = cegppo.CEGPPOConfig()
 _log = logging.getLogger(__name__)
-_warned_defaults = False
 
 
 @dataclass
@@ -98,9 +97,9 @@ class CEGPPOAlgorithmConfig(AlgorithmConfig):
     """SkyRL's ``AlgorithmConfig`` plus the CE-GPPO betas (arXiv 2509.20712, Eq. 8); ``ce_gppo`` selected."""
 
     policy_loss_type: str = LOSS_NAME
-    beta_low: float = _DEFAULT.beta_low
+    beta_low: float = DEFAULT.beta_low
     """beta_1: gradient scale kept for clip_low tokens (ratio < 1 - eps_clip_low, A < 0). >= 0."""
-    beta_high: float = _DEFAULT.beta_high
+    beta_high: float = DEFAULT.beta_high
     """beta_2: gradient scale kept for clip_high tokens (ratio > 1 + eps_clip_high, A > 0). >= 0."""
     use_dual_clip: bool = True
     """Apply dual clip with c = ``clip_ratio_c`` (as SkyRL's ``dual_clip`` loss does)."""
@@ -128,23 +127,16 @@ def cegppo_config_from_skyrl(config: Any) -> cegppo.CEGPPOConfig:
     Raises:
         ValueError: `config` is None, or a value is out of range (named as CEGPPOConfig names it).
     """
-    global _warned_defaults
     if config is None:
         raise ValueError("config must be SkyRL's algorithm config (got None): the loss reads eps, c and the betas")
-    beta_low = getattr(config, "beta_low", None)
-    beta_high = getattr(config, "beta_high", None)
-    if (beta_low is None or beta_high is None) and not _warned_defaults:
-        _warned_defaults = True
-        _log.warning("ce_gppo: trainer.algorithm has no beta_low/beta_high (use %s.CEGPPOSkyRLTrainConfig); "
-                     "using the paper's defaults beta_low=%s, beta_high=%s",
-                     __name__, _DEFAULT.beta_low, _DEFAULT.beta_high)
-    use_dual_clip = bool(getattr(config, "use_dual_clip", True))
-    return cegppo.CEGPPOConfig(
-        eps_low=float(config.eps_clip_low),
-        eps_high=float(config.eps_clip_high),
-        beta_low=float(_DEFAULT.beta_low if beta_low is None else beta_low),
-        beta_high=float(_DEFAULT.beta_high if beta_high is None else beta_high),
-        dual_clip=float(config.clip_ratio_c) if use_dual_clip else None,
+    return cegppo_config(
+        eps_low=config.eps_clip_low,
+        eps_high=config.eps_clip_high,
+        beta_low=getattr(config, "beta_low", None),
+        beta_high=getattr(config, "beta_high", None),
+        dual_clip=config.clip_ratio_c if bool(getattr(config, "use_dual_clip", True)) else None,
+        log=_log,
+        missing_betas=f"trainer.algorithm has no beta_low/beta_high (use {__name__}.CEGPPOSkyRLTrainConfig)",
     )
 
 
@@ -191,9 +183,7 @@ def compute_policy_loss_ce_gppo(
         out.update(off_metrics)
     adv = advantages.detach() * weight.detach()
     loss = cg.policy_loss(log_probs, old_log_probs, adv, weight != 0, cfg, agg="token-sum")
-    metrics = cg.policy_metrics(log_probs, old_log_probs, advantages, metric_mask, cfg)
-    values = torch.stack([v.to(torch.float64) for v in metrics.values()]).tolist()  # one host sync
-    ours = dict(zip(metrics, values, strict=True))
+    ours = host_floats(cg.policy_metrics(log_probs, old_log_probs, advantages, metric_mask, cfg))
     result: dict[str, float] = {"clip_ratio": ours["clip_frac"], **out}
     result.update({METRIC_PREFIX + k: v for k, v in ours.items()})
     return loss, result
@@ -214,10 +204,10 @@ _register()
 
 def algorithm_config(
     *,
-    eps_low: float = _DEFAULT.eps_low,
-    eps_high: float = _DEFAULT.eps_high,
-    beta_low: float = _DEFAULT.beta_low,
-    beta_high: float = _DEFAULT.beta_high,
+    eps_low: float = DEFAULT.eps_low,
+    eps_high: float = DEFAULT.eps_high,
+    beta_low: float = DEFAULT.beta_low,
+    beta_high: float = DEFAULT.beta_high,
     clip_ratio_c: float | None = 3.0,
     policy_loss_type: str = LOSS_NAME,
 ) -> CEGPPOAlgorithmConfig:
@@ -266,10 +256,7 @@ def skyrl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
     Raises:
         ValueError: when no SkyRL policy loss is registered under `name`.
     """
-    if callable(name):
-        fn, name = name, getattr(name, "__name__", "loss")
-    else:
-        fn = PolicyLossRegistry.get(name)  # ValueError listing the registered names
+    fn, name = registered_loss(name, PolicyLossRegistry.get)  # SkyRL's lookup: ValueError listing the names
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
              response_mask: torch.Tensor, **hyper: Any) -> torch.Tensor:

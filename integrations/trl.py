@@ -1,18 +1,18 @@
 """CE-GPPO in TRL's ``GRPOTrainer`` (docs/integrations.md, "TRL").
 
 `CEGPPOTrainer` is a ``trl.GRPOTrainer`` whose policy loss is `cegppo.torch.policy_loss`
-(arXiv 2509.20712, Eq. 8; docs/spec.md S3), configured by `CEGPPOConfig`, a ``trl.GRPOConfig``
+(arXiv 2509.20712, Eq. 8; docs/spec.md S3), configured by `CEGPPOTRLConfig`, a ``trl.GRPOConfig``
 with the CE-GPPO fields added. Everything else (generation, rewards, group advantages, the
 reference model and its KL term, logging) is TRL's own::
 
-    from cegppo.integrations.trl import CEGPPOConfig, CEGPPOTrainer
-    args = CEGPPOConfig(output_dir="out", beta_low=0.5, beta_high=1.0, epsilon=0.2, epsilon_high=0.2)
+    from cegppo.integrations.trl import CEGPPOTRLConfig, CEGPPOTrainer
+    args = CEGPPOTRLConfig(output_dir="out", beta_low=0.5, beta_high=1.0, epsilon=0.2, epsilon_high=0.2)
     trainer = CEGPPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds,
                             processing_class=tokenizer)
     trainer.train()
 
 ==============================  =================================  ===========================================
-CE-GPPO (spec S1)               `CEGPPOConfig` field               default
+CE-GPPO (spec S1)               `CEGPPOTRLConfig` field            default
 ==============================  =================================  ===========================================
 eps_low                         ``epsilon`` (TRL's)                0.2
 eps_high                        ``epsilon_high`` (TRL's)           ``epsilon``
@@ -64,9 +64,9 @@ import cegppo.torch as cg
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-__all__ = ["LOSS_TYPE_AGG", "METRIC_PREFIX", "CEGPPOConfig", "CEGPPOTrainer", "cegppo_config_from_trl"]
+from ._common import AGG_TABLE, DEFAULT, cegppo_config
 
-_DEFAULT = cegppo.CEGPPOConfig()
+__all__ = ["LOSS_TYPE_AGG", "METRIC_PREFIX", "CEGPPOTRLConfig", "CEGPPOTrainer", "cegppo_config_from_trl"]
 
 METRIC_PREFIX = "ce_gppo/"
 """Prefix of our metrics (`cegppo.METRIC_KEYS`) in the trainer's logs."""
@@ -81,7 +81,7 @@ LOSS_TYPE_AGG: dict[str, str] = {
 
 
 @dataclass
-class CEGPPOConfig(GRPOConfig):
+class CEGPPOTRLConfig(GRPOConfig):
     """``trl.GRPOConfig`` plus the CE-GPPO hyperparameters (arXiv 2509.20712, Eq. 8).
 
     eps_low and eps_high are TRL's ``epsilon`` and ``epsilon_high``; every GRPOConfig field keeps
@@ -89,13 +89,13 @@ class CEGPPOConfig(GRPOConfig):
     """
 
     beta_low: float = field(
-        default=_DEFAULT.beta_low,
+        default=DEFAULT.beta_low,
         metadata={
             "help": "beta_1: gradient scale kept for clip_low tokens (ratio < 1 - epsilon, A < 0). >= 0."
         },
     )
     beta_high: float = field(
-        default=_DEFAULT.beta_high,
+        default=DEFAULT.beta_high,
         metadata={
             "help": "beta_2: gradient scale kept for clip_high tokens (ratio > 1 + epsilon_high, A > 0). >= 0."
         },
@@ -121,12 +121,11 @@ def cegppo_config_from_trl(args: GRPOConfig) -> cegppo.CEGPPOConfig:
         ValueError: a value out of range, named as `cegppo.CEGPPOConfig` names it.
     """
     eps_low = float(args.epsilon)
-    eps_high = float(args.epsilon_high) if args.epsilon_high is not None else eps_low
-    return cegppo.CEGPPOConfig(
+    return cegppo_config(
         eps_low=eps_low,
-        eps_high=eps_high,
-        beta_low=getattr(args, "beta_low", _DEFAULT.beta_low),
-        beta_high=getattr(args, "beta_high", _DEFAULT.beta_high),
+        eps_high=eps_low if args.epsilon_high is None else args.epsilon_high,
+        beta_low=getattr(args, "beta_low", None),
+        beta_high=getattr(args, "beta_high", None),
         dual_clip=getattr(args, "dual_clip", None),
     )
 
@@ -148,7 +147,7 @@ def _agg_mode(args: GRPOConfig) -> str:
 class CEGPPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` training with the CE-GPPO loss (`cegppo.torch.policy_loss`).
 
-    Takes the arguments of ``GRPOTrainer``; ``args`` should be a `CEGPPOConfig` (a plain
+    Takes the arguments of ``GRPOTrainer``; ``args`` should be a `CEGPPOTRLConfig` (a plain
     ``GRPOConfig`` gets the paper's betas). See the module docstring for what is kept from TRL.
 
     Raises:
@@ -193,9 +192,9 @@ class CEGPPOTrainer(GRPOTrainer):
     def _normalizers(self, mask: torch.Tensor, inputs: dict[str, Any], train: bool) -> dict[str, Any]:
         """num_tokens / num_seqs / norm_length so that one micro-batch's loss is its share of TRL's loss."""
         accum = self.current_gradient_accumulation_steps if train else 1
-        mode, loss_type = self.loss_agg_mode, self.args.loss_type
-        if mode == "token-mean":
-            if loss_type == "bnpo" and self.args.loss_agg_mode is None:  # TRL: the micro-batch's own count
+        rule = AGG_TABLE[self.loss_agg_mode]
+        if rule.normalizer == "num_tokens":
+            if self.args.loss_type == "bnpo" and self.args.loss_agg_mode is None:  # TRL: the micro-batch's own count
                 return {"num_tokens": mask.sum().clamp(min=1) * accum}
             # TRL's dapo normaliser: the accumulated global batch's tokens per process.
             normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
@@ -204,12 +203,13 @@ class CEGPPOTrainer(GRPOTrainer):
                     normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
                 )
             return {"num_tokens": normalizer}
-        if mode.startswith("seq-mean"):
-            out: dict[str, Any] = {"num_seqs": mask.shape[0] * accum}
-            if mode == "seq-mean-token-sum-norm":
-                out["norm_length"] = float(self.max_completion_length)
-            return out
-        return {}  # token-sum: additive over micro-batches; the process count is restored in _cegppo_loss
+        out: dict[str, Any] = {}
+        if rule.normalizer == "num_seqs":
+            out["num_seqs"] = mask.shape[0] * accum
+        if rule.by_length:
+            out["norm_length"] = float(self.max_completion_length)
+        return out  # token-sum: additive over micro-batches; the process count is restored in _cegppo_loss
+
 
     def _cegppo_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
@@ -260,8 +260,8 @@ class CEGPPOTrainer(GRPOTrainer):
             if self.args.use_bias_correction_kl:
                 per_token_kl = per_token_kl * torch.exp(per_token_logps - old)
             loss = loss + self.beta * cg.aggregate_loss(per_token_kl, valid, self.loss_agg_mode, **norm)
-        if self.loss_agg_mode == "token-sum" and self.accelerator.num_processes > 1:
-            # DDP averages gradients over processes; the sum over the global batch needs x num_processes.
+        if AGG_TABLE[self.loss_agg_mode].normalizer is None and self.accelerator.num_processes > 1:
+            # A sum (no normalizer) over the global batch: DDP averages gradients over processes, so x num_processes.
             loss = loss * self.accelerator.num_processes
         if self.aux_loss_enabled:
             accum = self.current_gradient_accumulation_steps if train else 1.0
@@ -304,6 +304,8 @@ class CEGPPOTrainer(GRPOTrainer):
         self._metrics[mode]["entropy"].append(means[len(names)])
         if per_token_kl is not None:
             self._metrics[mode]["kl"].append(means[len(names) + 1])
+
+
 
 
 _MULTIMODAL_KEYS = (

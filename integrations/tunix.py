@@ -4,12 +4,12 @@ Importing this module registers ``ce_gppo`` in tunix's policy-loss registry
 (``tunix.rl.function_registry.register_policy_loss_fn``). tunix's learners look their loss up by
 name from ``algo_config.policy_loss_fn``, so a tunix run selects CE-GPPO with one setting:
 
-    from cegppo.integrations.tunix import CEGPPOConfig          # GRPOConfig + the CE-GPPO fields
-    algo_config = CEGPPOConfig(num_generations=4, beta=0.0, beta_low=0.5, beta_high=1.0,
-                               epsilon=0.2, epsilon_high=0.2, epsilon_c=10.0)
+    from cegppo.integrations.tunix import CEGPPOGRPOConfig      # GRPOConfig + the CE-GPPO fields
+    algo_config = CEGPPOGRPOConfig(num_generations=4, beta=0.0, beta_low=0.5, beta_high=1.0,
+                                   epsilon=0.2, epsilon_high=0.2, epsilon_c=10.0)
     learner = GRPOLearner(rl_cluster=cluster, algo_config=algo_config, reward_fns=...)
 
-(``CEGPPOConfig`` sets ``policy_loss_fn="ce_gppo"``; with tunix's own ``GRPOConfig`` or
+(``CEGPPOGRPOConfig`` sets ``policy_loss_fn="ce_gppo"``; with tunix's own ``GRPOConfig`` or
 ``PPOConfig``, set ``policy_loss_fn="ce_gppo"`` after importing this module: the betas then take
 the paper's defaults, with a warning.) The loss runs `cegppo.jax.policy_loss` and
 `cegppo.jax.policy_metrics` (the same jitted functions as everywhere else) on the per-token
@@ -21,8 +21,8 @@ CE-GPPO (spec S1)           tunix config field                          default
 eps_low                     ``epsilon`` (PPOConfig: ``epsilon_low``)     0.2
 eps_high                    ``epsilon_high`` (else eps_low)              eps_low
 dual_clip c                 ``epsilon_c`` (None: no dual clip)           None (the paper's scripts: 10)
-beta_low (beta_1)           ``beta_low`` (CEGPPOConfig)                  0.5 (paper, 1.5B)
-beta_high (beta_2)          ``beta_high`` (CEGPPOConfig)                 1.0 (paper)
+beta_low (beta_1)           ``beta_low`` (CEGPPOGRPOConfig)              0.5 (paper, 1.5B)
+beta_high (beta_2)          ``beta_high`` (CEGPPOGRPOConfig)             1.0 (paper)
 aggregation (spec S8)       ``loss_agg_mode`` (GRPO; PPO: token-mean)   tunix's (see `TUNIX_AGG_MODES`)
 ==========================  ==========================================  =============================
 
@@ -67,13 +67,13 @@ from tunix.rl import common, function_registry
 from tunix.rl.grpo import grpo_learner
 from tunix.rl.ppo import ppo_learner
 
-from ._port import kit_port
+from ._common import DEFAULT, agg_kit_port, cegppo_config, registered_loss
 
 __all__ = [
     "LOSS_NAME",
     "METRIC_PREFIX",
     "TUNIX_AGG_MODES",
-    "CEGPPOConfig",
+    "CEGPPOGRPOConfig",
     "CEGPPOLearner",
     "CEGPPOPPOConfig",
     "ce_gppo_policy_loss_fn",
@@ -100,9 +100,12 @@ TUNIX_AGG_MODES: dict[str, str] = {
 """tunix's ``loss_agg_mode`` names -> ours (spec S8); each gives the value of tunix's
 ``common.aggregate_loss`` with its default normaliser (tested)."""
 
-_DEFAULT = cegppo.CEGPPOConfig()
 _log = logging.getLogger(__name__)
-_warned_defaults = False
+
+_TUNIX_NAME_OF_AGG = {ours: theirs for theirs, ours in reversed(TUNIX_AGG_MODES.items())}
+"""Our mode -> a tunix ``loss_agg_mode`` that computes it (the first, where two do)."""
+_FAMILY_AGG: dict[str, tuple[str, ...]] = {"grpo": tuple(_TUNIX_NAME_OF_AGG), "ppo": ("token-mean",)}
+"""The modes (ours) each tunix config family's loss can compute: tunix's ``ppo`` loss is token-mean only."""
 
 
 def _check_ce_gppo_fields(config: Any) -> None:
@@ -114,7 +117,7 @@ def _check_ce_gppo_fields(config: Any) -> None:
 
 
 @dataclasses.dataclass(kw_only=True)
-class CEGPPOConfig(grpo_learner.GRPOConfig):
+class CEGPPOGRPOConfig(grpo_learner.GRPOConfig):
     """tunix's ``GRPOConfig`` with the CE-GPPO loss and its fields (arXiv 2509.20712, Eq. 8).
 
     Every field of tunix's class keeps its meaning; note that ``beta`` stays tunix's KL
@@ -128,9 +131,9 @@ class CEGPPOConfig(grpo_learner.GRPOConfig):
     """eps_high: upper clip bound is 1 + epsilon_high (None: ``epsilon``)."""
     epsilon_c: float | None = None
     """Dual-clip constant c > 1 for A < 0 (None: no dual clip)."""
-    beta_low: float = _DEFAULT.beta_low
+    beta_low: float = DEFAULT.beta_low
     """beta_1: gradient scale kept for clip_low tokens (ratio < 1 - eps_low, A < 0). >= 0."""
-    beta_high: float = _DEFAULT.beta_high
+    beta_high: float = DEFAULT.beta_high
     """beta_2: gradient scale kept for clip_high tokens (ratio > 1 + eps_high, A > 0). >= 0."""
 
     def __post_init__(self) -> None:
@@ -150,9 +153,9 @@ class CEGPPOPPOConfig(ppo_learner.PPOConfig):
 
     policy_loss_fn: str = LOSS_NAME
     """The registered loss; ``ce_gppo`` for this module's loss."""
-    beta_low: float = _DEFAULT.beta_low
+    beta_low: float = DEFAULT.beta_low
     """beta_1: gradient scale kept for clip_low tokens. >= 0."""
-    beta_high: float = _DEFAULT.beta_high
+    beta_high: float = DEFAULT.beta_high
     """beta_2: gradient scale kept for clip_high tokens. >= 0."""
 
     def __post_init__(self) -> None:
@@ -164,9 +167,8 @@ def cegppo_config_from_tunix(algo_config: Any) -> cegppo.CEGPPOConfig:
     """The `cegppo.CEGPPOConfig` that a tunix algorithm config describes (module docstring's table).
 
     Raises:
-        ValueError: when `algo_config` is None, or a value is out of range (as CEGPPOConfig names it).
+        ValueError: when `algo_config` is None, or a value is out of range (as CEGPPOGRPOConfig names it).
     """
-    global _warned_defaults
     if algo_config is None:
         raise ValueError("algo_config must be tunix's algorithm config (got None): the loss reads eps, c and "
                          "the betas from it")
@@ -174,23 +176,14 @@ def cegppo_config_from_tunix(algo_config: Any) -> cegppo.CEGPPOConfig:
     if eps_low is None:
         eps_low = algo_config.epsilon
     eps_high = getattr(algo_config, "epsilon_high", None)
-    if eps_high is None:
-        eps_high = eps_low
-    beta_low = getattr(algo_config, "beta_low", None)
-    beta_high = getattr(algo_config, "beta_high", None)
-    if (beta_low is None or beta_high is None) and not _warned_defaults:
-        _warned_defaults = True
-        _log.warning(
-            "ce_gppo: %s has no beta_low/beta_high (use %s.CEGPPOConfig); using the paper's defaults "
-            "beta_low=%s, beta_high=%s", type(algo_config).__name__, __name__, _DEFAULT.beta_low, _DEFAULT.beta_high,
-        )
-    dual_clip = getattr(algo_config, "epsilon_c", None)
-    return cegppo.CEGPPOConfig(
-        eps_low=float(eps_low),
-        eps_high=float(eps_high),
-        beta_low=float(_DEFAULT.beta_low if beta_low is None else beta_low),
-        beta_high=float(_DEFAULT.beta_high if beta_high is None else beta_high),
-        dual_clip=None if dual_clip is None else float(dual_clip),
+    return cegppo_config(
+        eps_low=eps_low,
+        eps_high=eps_low if eps_high is None else eps_high,
+        beta_low=getattr(algo_config, "beta_low", None),
+        beta_high=getattr(algo_config, "beta_high", None),
+        dual_clip=getattr(algo_config, "epsilon_c", None),
+        log=_log,
+        missing_betas=f"{type(algo_config).__name__} has no beta_low/beta_high (use {__name__}.CEGPPOGRPOConfig)",
     )
 
 
@@ -260,7 +253,7 @@ def ce_gppo_policy_loss_fn(
         train_example: tunix's ``TrainExample`` (prompt/completion ids and masks, ``advantages``
             (B,) or (B, T), ``old_per_token_logps`` (None: this policy's, detached, as tunix),
             ``ref_per_token_logps``, optional ``sampler_is_weights``).
-        algo_config: tunix's algorithm config (`CEGPPOConfig`, `CEGPPOPPOConfig`, or tunix's own).
+        algo_config: tunix's algorithm config (`CEGPPOGRPOConfig`, `CEGPPOPPOConfig`, or tunix's own).
         pad_id: the tokenizer's pad id.
         eos_id: the tokenizer's eos id.
         **kwargs: ignored (tunix's losses take them too).
@@ -334,14 +327,14 @@ def log_cegppo_metrics(learner: Any) -> None:
 class CEGPPOLearner(grpo_learner.GRPOLearner):
     """tunix's ``GRPOLearner`` that also logs the CE-GPPO metrics (`log_cegppo_metrics`).
 
-    Takes tunix's arguments; ``algo_config.policy_loss_fn`` must be ``ce_gppo`` (`CEGPPOConfig`'s
+    Takes tunix's arguments; ``algo_config.policy_loss_fn`` must be ``ce_gppo`` (`CEGPPOGRPOConfig`'s
     default), else a ValueError: the metrics it logs exist only in this loss's aux.
     """
 
     def __init__(self, rl_cluster: Any, algo_config: Any, reward_fns: Any, *args: Any, **kwargs: Any) -> None:
         if getattr(algo_config, "policy_loss_fn", None) != LOSS_NAME:  # before tunix wires the loss in
             raise ValueError(f"algo_config.policy_loss_fn must be {LOSS_NAME!r} for CEGPPOLearner, got "
-                             f"{getattr(algo_config, 'policy_loss_fn', None)!r} (use CEGPPOConfig, or tunix's "
+                             f"{getattr(algo_config, 'policy_loss_fn', None)!r} (use CEGPPOGRPOConfig, or tunix's "
                              "GRPOLearner)")
         super().__init__(rl_cluster, algo_config, reward_fns, *args, **kwargs)
         log_cegppo_metrics(self)
@@ -374,15 +367,28 @@ def _supplied_log_probs(log_prob: Any) -> Iterator[None]:
         common.compute_per_token_logps = real
 
 
-def _port_config(learner: str, name: str, *, eps_low: float, eps_high: float, beta_low: float,
+def _port_config(learner: str, name: str, loss_agg_mode: str, *, eps_low: float, eps_high: float, beta_low: float,
                  beta_high: float, clip_ratio_c: float | None) -> Any:
+    if loss_agg_mode not in _FAMILY_AGG[learner]:
+        raise ValueError(f"loss_agg_mode must be one of {sorted(_FAMILY_AGG[learner])} with tunix's {learner} "
+                         f"config (those its loss computes), got {loss_agg_mode!r}")
     if learner == "ppo":
         return CEGPPOPPOConfig(policy_loss_fn=name, epsilon=eps_low, epsilon_low=eps_low, epsilon_high=eps_high,
                                epsilon_c=clip_ratio_c, beta_low=beta_low, beta_high=beta_high)
-    config = CEGPPOConfig(policy_loss_fn=name, loss_agg_mode="token-mean", beta=0.0, epsilon=eps_low,
-                          epsilon_high=eps_high, epsilon_c=clip_ratio_c, beta_low=beta_low, beta_high=beta_high)
+    config = CEGPPOGRPOConfig(policy_loss_fn=name, loss_agg_mode=_TUNIX_NAME_OF_AGG[loss_agg_mode], beta=0.0,
+                              epsilon=eps_low, epsilon_high=eps_high, epsilon_c=clip_ratio_c, beta_low=beta_low,
+                              beta_high=beta_high)
     config.temperature = 1.0  # set by GRPOLearner from the rollout config; tunix's grpo loss reads it
     return config
+
+
+def _registered_tunix_loss(name: str) -> Callable[..., Any]:
+    """tunix's policy loss registered as `name` (ValueError listing the registered names)."""
+    try:
+        return function_registry.get_policy_loss_fn(name)
+    except LookupError as exc:
+        known = function_registry.default_registry.list_functions("policy_loss_fn")
+        raise ValueError(f"no tunix policy loss named {name!r} (registered: {sorted(known)})") from exc
 
 
 def tunix_port(loss: str | Callable[..., Any] = LOSS_NAME, *, learner: str | None = None) -> Callable[..., Any]:
@@ -393,33 +399,34 @@ def tunix_port(loss: str | Callable[..., Any] = LOSS_NAME, *, learner: str | Non
     The port has the kit's signature ``port(log_prob, old_log_prob, advantages, response_mask, *,
     eps_low, eps_high, beta_low, beta_high, clip_ratio_c)`` and returns the loss's value. The
     hyperparameters reach the loss through a tunix config of `learner`'s family: ``"grpo"``
-    (`CEGPPOConfig`: ``epsilon``, ``epsilon_high``, ``epsilon_c``, ``beta_low``, ``beta_high``,
+    (`CEGPPOGRPOConfig`: ``epsilon``, ``epsilon_high``, ``epsilon_c``, ``beta_low``, ``beta_high``,
     ``loss_agg_mode="token-mean"``, KL ``beta=0``) or ``"ppo"`` (`CEGPPOPPOConfig`:
     ``epsilon_low``, ``epsilon_high``, ``epsilon_c``, the betas); default ``"ppo"`` for tunix's
     ``ppo`` loss, else ``"grpo"``. The kit's log-probs replace the model's
     (``common.compute_per_token_logps``); the rest is the loss's code. This is what
     ``cegppo-conformance check --framework-loss tunix --loss NAME`` runs.
 
+    Checked with the kit's ``agg=`` declaration, the port also takes ``loss_agg_mode=`` (verl's names),
+    set as the ``grpo`` config's ``loss_agg_mode`` under tunix's name for it (`TUNIX_AGG_MODES`;
+    ``token-sum`` has none, and the ``ppo`` family is token-mean only). tunix's losses take no global
+    normalizers: declaring ``global_normalizers=True`` makes the port raise.
+
     Raises:
         ValueError: when no tunix policy loss is registered under `loss`, or `learner` is unknown.
     """
-    if callable(loss):
-        fn, name = loss, getattr(loss, "__name__", "loss")
-        registered = LOSS_NAME
-    else:
-        try:
-            fn = function_registry.get_policy_loss_fn(loss)
-        except LookupError as exc:
-            known = function_registry.default_registry.list_functions("policy_loss_fn")
-            raise ValueError(f"no tunix policy loss named {loss!r} (registered: {sorted(known)})") from exc
-        name = registered = loss
+    fn, name = registered_loss(loss, _registered_tunix_loss)
+    registered = LOSS_NAME if callable(loss) else name
     family = learner or ("ppo" if registered == "ppo" else "grpo")
     if family not in ("grpo", "ppo"):
         raise ValueError(f"learner must be 'grpo' or 'ppo', got {learner!r}")
     model = _NoModel()
 
-    def call(log_prob: Any, old_log_prob: Any, advantages: Any, response_mask: Any, **hyper: Any) -> Any:
-        config = _port_config(family, registered, **hyper)
+    def call(log_prob: Any, old_log_prob: Any, advantages: Any, response_mask: Any, *, loss_agg_mode: str,
+             num_tokens: Any, num_seqs: Any, **hyper: Any) -> Any:
+        if num_tokens is not None or num_seqs is not None:
+            raise ValueError("tunix's losses take no global normalizers (num_tokens, num_seqs): declare "
+                             "global_normalizers=False")
+        config = _port_config(family, registered, loss_agg_mode, **hyper)
         b = log_prob.shape[0]
         example = grpo_learner.TrainExample(
             prompt_ids=jnp.zeros((b, 0), jnp.int32),
@@ -434,5 +441,5 @@ def tunix_port(loss: str | Callable[..., Any] = LOSS_NAME, *, learner: str | Non
             out, _ = fn(model, example, algo_config=config, pad_id=0, eos_id=1)
         return out
 
-    return kit_port(call, name=f"tunix_{name}",
-                    doc=f"tunix policy loss {name!r} ({family} config) as a cegppo conformance port.")
+    return agg_kit_port(call, name=f"tunix_{name}",
+                        doc=f"tunix policy loss {name!r} ({family} config) as a cegppo conformance port.")

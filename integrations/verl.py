@@ -63,7 +63,7 @@ from cegppo import CEGPPOConfig
 from verl.trainer.ppo.core_algos import get_policy_loss_fn, register_policy_loss
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
-from ._port import kit_port
+from ._common import AGG_TABLE, DEFAULT, agg_kit_port, cegppo_config, host_floats, registered_loss
 
 __all__ = [
     "LOSS_NAME",
@@ -81,9 +81,10 @@ LOSS_NAME = "ce_gppo"
 METRIC_PREFIX = "actor/ce_gppo/"
 """Prefix of our metrics (`cegppo.METRIC_KEYS`) in the dict the loss returns."""
 
-_DEFAULT = CEGPPOConfig()
 _log = logging.getLogger(__name__)
-_warned_defaults = False
+
+_BATCH_INFO_KEY = {"num_tokens": "batch_num_tokens", "num_seqs": "global_batch_size"}
+"""verl's ``global_batch_info`` key of each global normalizer (spec S8.2)."""
 
 
 @dataclass
@@ -96,9 +97,9 @@ class CEGPPOPolicyLossConfig(PolicyLossConfig):
 
     loss_mode: str = LOSS_NAME
     """The registered loss to use; ``ce_gppo`` for this module's loss."""
-    beta_low: float = _DEFAULT.beta_low
+    beta_low: float = DEFAULT.beta_low
     """beta_1: gradient scale kept for clip_low tokens (ratio < 1 - eps_low, A < 0). >= 0."""
-    beta_high: float = _DEFAULT.beta_high
+    beta_high: float = DEFAULT.beta_high
     """beta_2: gradient scale kept for clip_high tokens (ratio > 1 + eps_high, A > 0). >= 0."""
     use_dual_clip: bool = True
     """Apply dual clip with c = ``actor.clip_ratio_c`` (verl's vanilla loss always does)."""
@@ -127,48 +128,34 @@ def cegppo_config_from_verl(config: Any) -> CEGPPOConfig:
     Raises:
         ValueError: when `config` is None, or a value is out of range (named as CEGPPOConfig names it).
     """
-    global _warned_defaults
     if config is None:
         raise ValueError("config must be verl's actor config (got None): the loss reads eps, c and the betas from it")
-    clip_ratio = _get(config, "clip_ratio", _DEFAULT.eps_low)
-    eps_low = _get(config, "clip_ratio_low", clip_ratio)
-    eps_high = _get(config, "clip_ratio_high", clip_ratio)
+    clip_ratio = _get(config, "clip_ratio", DEFAULT.eps_low)
     policy_loss = _get(config, "policy_loss")
-    beta_low = _get(policy_loss, "beta_low")
-    beta_high = _get(policy_loss, "beta_high")
-    if (beta_low is None or beta_high is None) and not _warned_defaults:
-        _warned_defaults = True
-        _log.warning(
-            "ce_gppo: actor.policy_loss has no beta_low/beta_high (use _target_=%s.CEGPPOPolicyLossConfig); "
-            "using the paper's defaults beta_low=%s, beta_high=%s",
-            __name__, _DEFAULT.beta_low, _DEFAULT.beta_high,
-        )
-    use_dual_clip = bool(_get(policy_loss, "use_dual_clip", True))
-    dual_clip = _get(config, "clip_ratio_c", 3.0) if use_dual_clip else None
-    if dual_clip is not None and dual_clip == float("inf"):
-        dual_clip = None
-    return CEGPPOConfig(
-        eps_low=float(eps_low),
-        eps_high=float(eps_high),
-        beta_low=float(_DEFAULT.beta_low if beta_low is None else beta_low),
-        beta_high=float(_DEFAULT.beta_high if beta_high is None else beta_high),
-        dual_clip=None if dual_clip is None else float(dual_clip),
+    dual_clip = _get(config, "clip_ratio_c", 3.0) if bool(_get(policy_loss, "use_dual_clip", True)) else None
+    return cegppo_config(
+        eps_low=_get(config, "clip_ratio_low", clip_ratio),
+        eps_high=_get(config, "clip_ratio_high", clip_ratio),
+        beta_low=_get(policy_loss, "beta_low"),
+        beta_high=_get(policy_loss, "beta_high"),
+        dual_clip=None if dual_clip == float("inf") else dual_clip,  # verl's c = inf: no dual clip
+        log=_log,
+        missing_betas=f"actor.policy_loss has no beta_low/beta_high (use _target_={__name__}.CEGPPOPolicyLossConfig)",
     )
 
 
-def _batch_info(config: Any, loss_agg_mode: str, mask: torch.Tensor) -> tuple[int, Any, Any, Any]:
-    """(dp_size, num_tokens, num_seqs, norm_length) from verl's ``config.global_batch_info``."""
+def _batch_info(config: Any, loss_agg_mode: str) -> tuple[int, dict[str, Any]]:
+    """(dp_size, the normalizers of `cegppo.torch.policy_loss`) from verl's ``config.global_batch_info``."""
     info = _get(config, "global_batch_info", {}) or {}
     dp_size = int(_get(info, "dp_size", 1))
-    num_tokens = _get(info, "batch_num_tokens")
-    num_seqs = _get(info, "global_batch_size")
-    norm_length = _get(info, "loss_scale_factor", _get(config, "loss_scale_factor"))
-    # verl's agg_loss refuses a local normaliser under data parallelism; so do we.
-    if dp_size > 1 and loss_agg_mode == "token-mean" and num_tokens is None:
-        raise ValueError("global_batch_info['batch_num_tokens'] is required when dp_size > 1 (token-mean)")
-    if dp_size > 1 and loss_agg_mode.startswith("seq-mean") and num_seqs is None:
-        raise ValueError(f"global_batch_info['global_batch_size'] is required when dp_size > 1 ({loss_agg_mode})")
-    return dp_size, num_tokens, num_seqs, norm_length
+    norm = {ours: _get(info, theirs) for ours, theirs in _BATCH_INFO_KEY.items()}
+    norm["norm_length"] = _get(info, "loss_scale_factor", _get(config, "loss_scale_factor"))
+    # Under data parallelism a local count would make each rank divide by its own share; verl's agg_loss
+    # refuses that, and so do we. An unknown mode is left to policy_loss, whose error names the modes.
+    needed = AGG_TABLE[loss_agg_mode].normalizer if loss_agg_mode in AGG_TABLE else None
+    if dp_size > 1 and needed is not None and norm[needed] is None:
+        raise ValueError(f"global_batch_info[{_BATCH_INFO_KEY[needed]!r}] is required when dp_size > 1 ({loss_agg_mode})")
+    return dp_size, norm
 
 
 @register_policy_loss(LOSS_NAME)  # type: ignore[arg-type]
@@ -204,17 +191,12 @@ def compute_policy_loss_ce_gppo(
         (loss, metrics): a 0-d tensor and a dict of floats (verl's names plus ``actor/ce_gppo/*``).
     """
     cfg = cegppo_config_from_verl(config)
-    dp_size, num_tokens, num_seqs, norm_length = _batch_info(config, loss_agg_mode, response_mask)
+    dp_size, norm = _batch_info(config, loss_agg_mode)
     adv = advantages if rollout_is_weights is None else advantages * rollout_is_weights.detach()
-    loss = cg.policy_loss(
-        log_prob, old_log_prob, adv, response_mask, cfg, agg=loss_agg_mode,
-        num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length,
-    )
+    loss = cg.policy_loss(log_prob, old_log_prob, adv, response_mask, cfg, agg=loss_agg_mode, **norm)
     if dp_size != 1:
         loss = loss * dp_size
-    metrics = cg.policy_metrics(log_prob, old_log_prob, advantages, response_mask, cfg)
-    values = torch.stack([v.to(torch.float64) for v in metrics.values()]).tolist()  # one host sync
-    ours = dict(zip(metrics, values, strict=True))
+    ours = host_floats(cg.policy_metrics(log_prob, old_log_prob, advantages, response_mask, cfg))
     out: dict[str, Any] = {
         "actor/pg_clipfrac": ours["clip_frac"],
         "actor/ppo_kl": ours["approx_kl_k1"],
@@ -226,10 +208,10 @@ def compute_policy_loss_ce_gppo(
 
 def actor_config(
     *,
-    eps_low: float = _DEFAULT.eps_low,
-    eps_high: float = _DEFAULT.eps_high,
-    beta_low: float = _DEFAULT.beta_low,
-    beta_high: float = _DEFAULT.beta_high,
+    eps_low: float = DEFAULT.eps_low,
+    eps_high: float = DEFAULT.eps_high,
+    beta_low: float = DEFAULT.beta_low,
+    beta_high: float = DEFAULT.beta_high,
     clip_ratio_c: float | None = 3.0,
     loss_mode: str = LOSS_NAME,
     loss_agg_mode: str = "token-mean",
@@ -273,22 +255,27 @@ def verl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
     user-written CE-GPPO loss should read them too. This is what
     ``cegppo-conformance check --verl-loss NAME`` runs.
 
+    Checked with the kit's ``agg=`` declaration, the port also takes ``loss_agg_mode=`` (handed to the
+    loss as verl's ``loss_agg_mode``) and, with ``global_normalizers=True``, ``num_tokens=`` /
+    ``num_seqs=`` (handed over as verl's ``global_batch_info`` ``batch_num_tokens`` /
+    ``global_batch_size``, with ``dp_size`` 1).
+
     Raises:
         ValueError: when no verl policy loss is registered under `name`.
     """
-    if callable(name):
-        fn, name = name, getattr(name, "__name__", "loss")
-    else:
-        fn = get_policy_loss_fn(name)  # raises ValueError listing the registered names
+    fn, name = registered_loss(name, get_policy_loss_fn)  # verl's lookup raises ValueError listing the names
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
-             response_mask: torch.Tensor, **hyper: Any) -> torch.Tensor:
+             response_mask: torch.Tensor, *, loss_agg_mode: str, num_tokens: Any, num_seqs: Any,
+             **hyper: Any) -> torch.Tensor:
+        given = {"num_tokens": num_tokens, "num_seqs": num_seqs}
+        info = {_BATCH_INFO_KEY[k]: v for k, v in given.items() if v is not None}
+        config = actor_config(**hyper, loss_mode=str(name), loss_agg_mode=loss_agg_mode, global_batch_info=info)
         loss, _ = fn(
             old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages, response_mask=response_mask,
-            loss_agg_mode="token-mean", config=actor_config(**hyper, loss_mode=str(name)),
+            loss_agg_mode=loss_agg_mode, config=config,
         )
         return loss
 
-    return kit_port(call, name=f"verl_{name}", doc=f"verl policy loss {name!r} as a cegppo conformance port.",
-                    token_advantages=True)
-
+    return agg_kit_port(call, name=f"verl_{name}", doc=f"verl policy loss {name!r} as a cegppo conformance port.",
+                        token_advantages=True)

@@ -17,8 +17,8 @@ from typing import Any, SupportsFloat
 
 from cegppo._progress import LogBar, is_terminal
 
-__all__ = ["METRICS", "REGIONS", "TIMING_METRICS", "RolloutStats", "UpdateStats", "progress_bar", "step_row",
-           "strict_json"]
+__all__ = ["LOG_NAMES", "METRICS", "REGIONS", "TIMING_METRICS", "TOKEN_MEAN_KEYS", "TOKEN_SUM_KEYS", "RolloutStats",
+           "UpdateStats", "progress_bar", "step_row", "strict_json"]
 
 METRICS: dict[str, str] = {
     "step": "training step (1-based)",
@@ -62,6 +62,16 @@ REGIONS = ("clip_low", "clip_high", "dual_clip", "inside")
 
 CLIPPED = ("clip_low", "clip_high")
 
+TOKEN_MEAN_KEYS: tuple[str, ...] = (*(f"{r}_frac" for r in REGIONS), "ratio_mean", "approx_kl_k3",
+                                    "grad_weight_abs_mean")
+"""cegppo's per-token means (`cegppo.METRIC_KEYS`) that a step averages over its updates, weighted by tokens."""
+TOKEN_SUM_KEYS: tuple[str, ...] = (*(f"entropy_change_{r}" for r in REGIONS), *(f"old_prob_sum_{r}" for r in CLIPPED))
+"""Sums over an update's tokens that a step adds up: the first-order entropy change by region (the fused head's
+`cegppo.FUSED_METRIC_KEYS` names) and pi_old summed over each clipped region (absent with --fused-head)."""
+LOG_NAMES: dict[str, str] = {"approx_kl_k3": "approx_kl", **{f"entropy_change_{r}": f"dH_{r}" for r in REGIONS}}
+"""cegppo's metric key -> its metrics.jsonl key, where the two differ: the log keeps the names that docs/trainer.md,
+the plots and existing runs' files use (`METRICS`), so runs stay comparable."""
+
 
 def _zeros(keys: tuple[str, ...]) -> Callable[[], dict[str, float]]:
     return lambda: dict.fromkeys(keys, 0.0)
@@ -77,12 +87,10 @@ class UpdateStats:
     pg_loss: float = 0.0
     kl_ref: float = 0.0
     grad_norm: float = 0.0
-    ratio_sum: float = 0.0
-    approx_kl_sum: float = 0.0
-    grad_weight_sum: float = 0.0
-    region_tokens: dict[str, float] = field(default_factory=_zeros(REGIONS))
-    entropy_change: dict[str, float] = field(default_factory=_zeros(REGIONS))
-    old_prob_sum: dict[str, float] = field(default_factory=_zeros(CLIPPED))
+    token_weighted: dict[str, float] = field(default_factory=_zeros(TOKEN_MEAN_KEYS))
+    """Each of `TOKEN_MEAN_KEYS` times the update's token count, summed over updates."""
+    token_sums: dict[str, float] = field(default_factory=_zeros(TOKEN_SUM_KEYS))
+    """Each of `TOKEN_SUM_KEYS` summed over updates."""
     old_prob_known: bool = True
     ratio_max: float = 0.0
 
@@ -96,46 +104,33 @@ class UpdateStats:
         self.grad_norm += grad_norm
 
     def add_token_metrics(self, m: Mapping[str, SupportsFloat], tokens: float) -> None:
-        """The per-token diagnostics of one update, as cegppo's policy_metrics / fused head name them
-        (`<region>_frac`, `ratio_mean`, `ratio_max`, `approx_kl_k3`, `grad_weight_abs_mean`,
-        `entropy_change_<region>`, and `old_prob_sum_<clip region>` where known)."""
-        for r in REGIONS:
-            self.region_tokens[r] += float(m.get(f"{r}_frac", 0.0)) * tokens
-            self.entropy_change[r] += float(m.get(f"entropy_change_{r}", 0.0))
-        self.ratio_sum += float(m.get("ratio_mean", 0.0)) * tokens
-        self.approx_kl_sum += float(m.get("approx_kl_k3", 0.0)) * tokens
-        self.grad_weight_sum += float(m.get("grad_weight_abs_mean", 0.0)) * tokens
+        """The per-token diagnostics of one update, keyed as cegppo's policy_metrics / fused head key them
+        (`TOKEN_MEAN_KEYS`, `ratio_max`, `TOKEN_SUM_KEYS`); a missing `old_prob_sum_<region>` marks the step's
+        old probabilities unknown."""
+        for key in TOKEN_MEAN_KEYS:
+            self.token_weighted[key] += float(m.get(key, 0.0)) * tokens
+        for key in TOKEN_SUM_KEYS:
+            self.token_sums[key] += float(m.get(key, 0.0))
         self.ratio_max = max(self.ratio_max, float(m.get("ratio_max", 0.0)))
-        for r in CLIPPED:
-            if f"old_prob_sum_{r}" in m:
-                self.old_prob_sum[r] += float(m[f"old_prob_sum_{r}"])
-            else:
-                self.old_prob_known = False
+        self.old_prob_known = self.old_prob_known and all(f"old_prob_sum_{r}" in m for r in CLIPPED)
 
-    def sums(self) -> list[float]:
-        """Every sum (not ratio_max, not updates) as one flat list, for one all-reduce over ranks."""
-        flat = [self.tokens, self.loss, self.pg_loss, self.kl_ref, self.grad_norm]
-        flat += [self.ratio_sum, self.approx_kl_sum, self.grad_weight_sum]
-        flat += [*self.region_tokens.values(), *self.entropy_change.values(), *self.old_prob_sum.values()]
-        return flat
+    def sums(self) -> dict[str, float]:
+        """Every sum (not ratio_max, not updates) by name, for one all-reduce over ranks."""
+        scalars = {"tokens": self.tokens, "loss": self.loss, "pg_loss": self.pg_loss, "kl_ref": self.kl_ref,
+                   "grad_norm": self.grad_norm}
+        return {**scalars, **self.token_weighted, **self.token_sums}
 
-    def with_sums(self, flat: list[float]) -> UpdateStats:
-        """A copy holding `flat` (the reduced `sums()`) in place of this rank's sums."""
-        it = iter(flat)
-        # In the order of `sums()`: keyword arguments are evaluated left to right.
+    def with_sums(self, reduced: Mapping[str, float]) -> UpdateStats:
+        """A copy holding `reduced` (the `sums()` summed over ranks) in place of this rank's sums."""
         return dataclasses.replace(
             self,
-            tokens=next(it),
-            loss=next(it),
-            pg_loss=next(it),
-            kl_ref=next(it),
-            grad_norm=next(it),
-            ratio_sum=next(it),
-            approx_kl_sum=next(it),
-            grad_weight_sum=next(it),
-            region_tokens={r: next(it) for r in REGIONS},
-            entropy_change={r: next(it) for r in REGIONS},
-            old_prob_sum={r: next(it) for r in CLIPPED},
+            tokens=reduced["tokens"],
+            loss=reduced["loss"],
+            pg_loss=reduced["pg_loss"],
+            kl_ref=reduced["kl_ref"],
+            grad_norm=reduced["grad_norm"],
+            token_weighted={k: reduced[k] for k in TOKEN_MEAN_KEYS},
+            token_sums={k: reduced[k] for k in TOKEN_SUM_KEYS},
         )
 
 
@@ -151,8 +146,9 @@ class RolloutStats:
     response_tokens: float
     entropy_sum: float
 
-    def sums(self) -> list[float]:
-        return list(dataclasses.astuple(self))
+    def sums(self) -> dict[str, float]:
+        """Every sum by name (the fields), for one all-reduce over ranks."""
+        return dataclasses.asdict(self)
 
 
 def step_row(
@@ -162,7 +158,9 @@ def step_row(
     n_seq = rollout.sequences
     ntok = max(stats.tokens, 1.0)
     reward_mean = rollout.reward_sum / n_seq
-    clipped = stats.region_tokens
+    clipped = {r: stats.token_weighted[f"{r}_frac"] for r in REGIONS}  # the tokens of each region
+    mean = {LOG_NAMES.get(k, k): stats.token_weighted[k] / ntok for k in TOKEN_MEAN_KEYS}
+    dh = {LOG_NAMES[f"entropy_change_{r}"]: stats.token_sums[f"entropy_change_{r}"] for r in REGIONS}
     return {
         "step": step,
         "lr": lr,
@@ -175,18 +173,19 @@ def step_row(
         "loss": stats.loss / stats.updates,
         "pg_loss": stats.pg_loss / stats.updates,
         "kl_ref": stats.kl_ref / stats.updates,
-        **{f"{r}_frac": clipped[r] / ntok for r in REGIONS},
+        **{f"{r}_frac": mean[f"{r}_frac"] for r in REGIONS},
         "clip_frac": (clipped["clip_low"] + clipped["clip_high"]) / ntok,
-        "ratio_mean": stats.ratio_sum / ntok,
+        "ratio_mean": mean["ratio_mean"],
         "ratio_max": stats.ratio_max,
-        "approx_kl": stats.approx_kl_sum / ntok,
-        "grad_weight_abs_mean": stats.grad_weight_sum / ntok,
+        "approx_kl": mean["approx_kl"],
+        "grad_weight_abs_mean": mean["grad_weight_abs_mean"],
         **{
-            f"{r}_old_prob": stats.old_prob_sum[r] / clipped[r] if clipped[r] > 0 and stats.old_prob_known else math.nan
+            f"{r}_old_prob": stats.token_sums[f"old_prob_sum_{r}"] / clipped[r]
+            if clipped[r] > 0 and stats.old_prob_known else math.nan
             for r in CLIPPED
         },
-        **{f"dH_{r}": stats.entropy_change[r] for r in REGIONS},
-        "dH_total": sum(stats.entropy_change[r] for r in REGIONS),
+        **dh,
+        "dH_total": sum(dh.values()),
         "grad_norm": stats.grad_norm / world / stats.updates,  # each rank added the (identical) global norm
         "tokens_per_s": rollout.response_tokens / seconds,
         "step_time_s": seconds,

@@ -286,6 +286,8 @@ def update_minibatch(run: Run, rollout: Rollout, idx: torch.Tensor, step: int, s
         pg_loss = cg.policy_loss(log_prob, olp, adv, mask, run.loss_cfg, cfg.agg, **norm)
         loss = pg_loss
         if rollout.ref_log_prob is not None:
+            # k3 of KL(pi || pi_ref) as a loss term: differentiable and aggregated like pg_loss. cegppo's
+            # approx_kl_k3 is another quantity (a detached token mean of KL(pi_old || pi)).
             d = rollout.ref_log_prob[idx] - log_prob
             kl = cg.aggregate_loss(torch.expm1(d) - d, mask, cfg.agg, **norm)
             loss = loss + cfg.kl_coef * kl
@@ -346,12 +348,10 @@ class TrainingDiverged(RuntimeError):
 
 def reduce_step_metrics(run: Run, step: int, lr: float, rollout: Rollout, stats: UpdateStats, seconds: float) -> dict[str, float]:
     """The step's metrics row, every sum reduced over ranks (one float64 all-reduce, and one max)."""
-    local = rollout.stats.sums() + stats.sums()
-    total = _all_reduce(local, run.device)
-    n = len(rollout.stats.sums())
-    reduced = stats.with_sums(total[n:])
+    rollout_sums, update_sums = _sum_over_ranks(run.device, rollout.stats.sums(), stats.sums())
+    reduced = stats.with_sums(update_sums)
     reduced.ratio_max = _all_reduce([stats.ratio_max], run.device, dist.ReduceOp.MAX if run.world > 1 else None)[0]
-    rollout_total = RolloutStats(*total[:n])
+    rollout_total = RolloutStats(**rollout_sums)
     return step_row(step, lr, rollout_total, reduced, run.cfg.prompts_per_step, run.world, seconds)
 
 
@@ -491,6 +491,12 @@ def _all_reduce(values: list[float], device: torch.device, op: Any = None) -> li
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def _sum_over_ranks(device: torch.device, *groups: Mapping[str, float]) -> list[dict[str, float]]:
+    """Each group of named sums, summed over ranks, in one float64 all-reduce."""
+    total = iter(_all_reduce([v for group in groups for v in group.values()], device))
+    return [{k: next(total) for k in group} for group in groups]
 
 
 def _select(batch: Batch, idx: torch.Tensor) -> Batch:

@@ -24,14 +24,39 @@ def test_the_mode_table_is_the_one_list_of_modes() -> None:
         assert read == ([] if mode.normalizer is None else [mode.normalizer]), agg
 
 
-def test_no_backend_branches_on_a_mode_name() -> None:
-    """The backends branch on AGG_TABLE's fields, never on mode names: a mode is defined in one place.
-    (Each used to carry its own if-chain `if agg == "token-sum": ...`, twice.)"""
-    branch = re.compile(r'agg\s*(==|!=|in\b)|agg\.startswith\(|"(' + "|".join(map(re.escape, cegppo.AGG_MODES)) + r')"\s*(==|in\b)')
-    for path in sorted((ROOT / "backends").rglob("*.py")):
+_MODE = "|".join(map(re.escape, cegppo.AGG_MODES))
+BRANCH_ON_MODE_NAME = re.compile(
+    r"agg\s*(==|!=|in\b)"  # agg == ..., agg in (...)
+    r"|\w\.startswith\(['\"](seq-|token-)"  # mode.startswith("seq-mean")
+    rf"|['\"]({_MODE})['\"]\s*(==|!=|in\b)"  # "token-sum" == mode
+    rf"|(==|!=)\s*['\"]({_MODE})['\"]"  # loss_agg_mode == "token-mean"
+)
+"""A comparison that tells aggregation modes apart by name instead of by AGG_TABLE's fields."""
+
+
+@pytest.mark.parametrize("folder", ["backends", "integrations"])
+def test_no_branch_on_a_mode_name(folder: str) -> None:
+    """The backends and the framework adapters branch on AGG_TABLE's fields, never on mode names: a mode is
+    defined in one place, so a new mode is one row of the table, not an edit of every if-chain."""
+    for path in sorted((ROOT / folder).rglob("*.py")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            assert not branch.search(line), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
-    assert branch.search('    if agg == "token-sum":') and branch.search("if agg.startswith('seq-mean'):")
+            assert not BRANCH_ON_MODE_NAME.search(line), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+
+
+@pytest.mark.parametrize("line", [
+    '    if agg == "token-sum":', "if agg.startswith('seq-mean'):", 'if loss_agg_mode.startswith("seq-mean"):',
+    'if self.agg == "token-mean":', 'if mode != "seq-mean-token-sum-norm":', 'if "token-sum" in modes:',
+])
+def test_the_mode_name_rule_sees_a_branch(line: str) -> None:
+    assert BRANCH_ON_MODE_NAME.search(line)
+
+
+@pytest.mark.parametrize("line", [
+    'agg="token-sum"', '"token-mean": "token-mean",', "if AGG_TABLE[mode].normalizer is None:",
+    'if loss_agg_mode not in _TOKEN_LEVEL_OF_AGG:', '"token-mean" if ppo else agg',
+])
+def test_the_mode_name_rule_lets_a_mode_name_be_a_value(line: str) -> None:
+    assert not BRANCH_ON_MODE_NAME.search(line)
 
 
 def test_metric_table_lists_the_keys_in_order() -> None:

@@ -36,6 +36,19 @@ def test_openrlhf_policy_loss_fails_where_ppo_differs(capsys) -> None:
         assert line in out, out
 
 
+def test_the_port_hands_the_declared_modes_to_openrlhf(capsys) -> None:
+    """--agg: the mode reaches OpenRLHF as its token_level_loss, the global normalizers as its batch info;
+    ours conforms in both of OpenRLHF's modes, and a mode OpenRLHF lacks is refused in one line."""
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", *KIT_FAST, "--agg",
+                           "token-mean,seq-mean-token-mean", "--global-normalizers", "--only", "S4 gradient equals",
+                           "--only", "S8.3")
+    assert code == 0, out
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", *KIT_FAST, "--agg", "token-sum",
+                           "--only", "S8.2")
+    assert code == 1, out
+    assert "loss_agg_mode must be one of ['seq-mean-token-mean', 'token-mean'] (OpenRLHF's token_level_loss)" in out
+
+
 def test_user_classes(capsys) -> None:
     code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", "--loss", "openrlhf_user_losses:UserPolicyLoss",
                        *KIT_FAST, "--only", "S3", "--only", "S4")

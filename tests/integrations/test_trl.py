@@ -85,7 +85,7 @@ def make_trainer(tmp_path, **overrides) -> ct.CEGPPOTrainer:
         dual_clip=10.0,
     )
     kwargs.update(overrides)
-    args = ct.CEGPPOConfig(**kwargs)
+    args = ct.CEGPPOTRLConfig(**kwargs)
     ds = Dataset.from_dict({"prompt": ["abc", "bcd", "cde", "def"] * 2})
     return ct.CEGPPOTrainer(
         model=tiny_model(),
@@ -278,12 +278,12 @@ def test_kl_term_is_aggregated_like_the_loss(trainer, monkeypatch) -> None:
 
 def test_config_maps_to_cegppo_config() -> None:
     cpu = {"output_dir": "unused", "use_cpu": True, "bf16": False}
-    args = ct.CEGPPOConfig(**cpu, epsilon=0.2, epsilon_high=0.28, beta_low=0.75, dual_clip=10.0)
+    args = ct.CEGPPOTRLConfig(**cpu, epsilon=0.2, epsilon_high=0.28, beta_low=0.75, dual_clip=10.0)
     assert ct.cegppo_config_from_trl(args) == cegppo.CEGPPOConfig(
         eps_low=0.2, eps_high=0.28, beta_low=0.75, beta_high=1.0, dual_clip=10.0
     )
     with pytest.raises(ValueError, match="beta_high"):
-        ct.cegppo_config_from_trl(ct.CEGPPOConfig(**cpu, beta_high=-1.0))
+        ct.cegppo_config_from_trl(ct.CEGPPOTRLConfig(**cpu, beta_high=-1.0))
 
 
 @pytest.mark.parametrize(

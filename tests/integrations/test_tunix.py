@@ -111,7 +111,7 @@ def run() -> Run:
                     max_tokens_to_generate=6, max_prompt_length=8, kv_cache_size=64, temperature=1.0),
             ),
         )
-        algo = ct.CEGPPOConfig(num_generations=2, num_iterations=2, beta=0.0, loss_agg_mode="token-mean",
+        algo = ct.CEGPPOGRPOConfig(num_generations=2, num_iterations=2, beta=0.0, loss_agg_mode="token-mean",
                                **COMMON, **CE)
         learner = ct.CEGPPOLearner(rl_cluster=cluster, algo_config=algo, reward_fns=length_reward)
         recorder = Recorder()
@@ -229,7 +229,7 @@ def test_ppo_preset_gradient_equals_tunix_losses(run: Run, batch: str) -> None:
         if batch == "moved":
             assert all(r[valid].any() for r in (regions.clip_low, regions.clip_high, regions.dual_clip))
 
-        grpo_cfg = ct.CEGPPOConfig(num_generations=2, beta=0.0, loss_agg_mode="token-mean", **COMMON, **PPO)
+        grpo_cfg = ct.CEGPPOGRPOConfig(num_generations=2, beta=0.0, loss_agg_mode="token-mean", **COMMON, **PPO)
         grpo_cfg.temperature = 1.0
         ours = _grads(ct.ce_gppo_policy_loss_fn, model, example, grpo_cfg, run.pad_id, run.eos_id)
         tunix_grpo = _grads(function_registry.get_policy_loss_fn("grpo"), model, example, grpo_cfg, run.pad_id,
@@ -263,7 +263,7 @@ def test_kl_term_and_sampler_weights_as_tunix(run: Run) -> None:
         example = _moved_batch(run.examples[0], lp).replace(
             ref_per_token_logps=lp + jnp.asarray(rng.normal(0.0, 0.3, lp.shape), lp.dtype),
             sampler_is_weights=jnp.asarray(rng.uniform(0.2, 1.5, lp.shape), lp.dtype))
-        cfg = ct.CEGPPOConfig(num_generations=2, beta=0.04, loss_agg_mode="sequence-mean-token-mean", **COMMON, **PPO)
+        cfg = ct.CEGPPOGRPOConfig(num_generations=2, beta=0.04, loss_agg_mode="sequence-mean-token-mean", **COMMON, **PPO)
         cfg.temperature = 1.0
         ours = _grads(ct.ce_gppo_policy_loss_fn, model, example, cfg, run.pad_id, run.eos_id)
         theirs = _grads(function_registry.get_policy_loss_fn("grpo"), model, example, cfg, run.pad_id, run.eos_id)
@@ -286,9 +286,9 @@ def test_every_tunix_aggregation_maps_to_ours(mode: str) -> None:
 
 def test_registered_and_selected_by_name() -> None:
     assert function_registry.get_policy_loss_fn("ce_gppo") is ct.ce_gppo_policy_loss_fn
-    config = ct.CEGPPOConfig(num_generations=2)
+    config = ct.CEGPPOGRPOConfig(num_generations=2)
     assert config.policy_loss_fn == "ce_gppo" and config.epsilon_high == config.epsilon
-    assert ct.cegppo_config_from_tunix(ct.CEGPPOConfig(num_generations=2, epsilon=0.1, epsilon_high=0.3,
+    assert ct.cegppo_config_from_tunix(ct.CEGPPOGRPOConfig(num_generations=2, epsilon=0.1, epsilon_high=0.3,
                                                        epsilon_c=10.0, beta_low=0.75)) == cegppo.CEGPPOConfig(
         eps_low=0.1, eps_high=0.3, beta_low=0.75, beta_high=1.0, dual_clip=10.0)
     assert ct.cegppo_config_from_tunix(ct.CEGPPOPPOConfig(epsilon=0.3)).eps_high == 0.3
@@ -297,8 +297,8 @@ def test_registered_and_selected_by_name() -> None:
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
-        (lambda: ct.CEGPPOConfig(num_generations=2, beta_low=-1.0), "beta_low"),
-        (lambda: ct.CEGPPOConfig(num_generations=2, epsilon_c=0.5), "dual_clip"),
+        (lambda: ct.CEGPPOGRPOConfig(num_generations=2, beta_low=-1.0), "beta_low"),
+        (lambda: ct.CEGPPOGRPOConfig(num_generations=2, epsilon_c=0.5), "dual_clip"),
         (lambda: ct.CEGPPOPPOConfig(beta_high=-0.1), "beta_high"),
         (lambda: ct.cegppo_config_from_tunix(None), "algo_config"),
     ],
@@ -321,9 +321,9 @@ def _call(config) -> None:
 @pytest.mark.parametrize(
     ("config", "needle"),
     [
-        (lambda: ct.CEGPPOConfig(num_generations=2, loss_algo="gspo-token"), "loss_algo='gspo-token'"),
+        (lambda: ct.CEGPPOGRPOConfig(num_generations=2, loss_algo="gspo-token"), "loss_algo='gspo-token'"),
         (lambda: ct.CEGPPOPPOConfig(entropy_coef=0.01), "entropy_coef"),
-        (lambda: dataclasses.replace(ct.CEGPPOConfig(num_generations=2), loss_agg_mode="token-sum"),
+        (lambda: dataclasses.replace(ct.CEGPPOGRPOConfig(num_generations=2), loss_agg_mode="token-sum"),
          "loss_agg_mode"),
     ],
 )
@@ -336,4 +336,4 @@ def test_learner_needs_the_ce_gppo_loss(run: Run) -> None:
     cluster = run.learner.rl_cluster
     with pytest.raises(ValueError, match="policy_loss_fn must be 'ce_gppo'"):
         ct.CEGPPOLearner(rl_cluster=cluster, reward_fns=length_reward,
-                         algo_config=ct.CEGPPOConfig(num_generations=2, policy_loss_fn="grpo"))
+                         algo_config=ct.CEGPPOGRPOConfig(num_generations=2, policy_loss_fn="grpo"))

@@ -93,6 +93,20 @@ def test_tunix_ppo_fails_the_beta_properties(capsys) -> None:
     assert statuses(out)["S6.1 beta = 0 gives PPO's gradient"] == "PASS"
 
 
+def test_the_port_hands_the_declared_modes_to_tunix(capsys) -> None:
+    """--agg: the mode reaches tunix's config under tunix's name for it; ours conforms in each of tunix's four,
+    and the ppo family, token-mean only, refuses another mode in one line."""
+    modes = "token-mean,seq-mean-token-mean,seq-mean-token-sum,seq-mean-token-sum-norm"
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", *FAST, "--agg", modes,
+                           "--only", "S4 gradient equals", "--only", "S8.2")
+    assert code == 0, out
+    assert "takes loss_agg_mode= in " + modes.replace(",", ", ") in out
+    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token",
+                           *FAST, "--agg", "seq-mean-token-mean", "--only", "S8.2")
+    assert code == 1, out
+    assert "loss_agg_mode must be one of ['token-mean'] with tunix's ppo config" in out
+
+
 def test_python_api() -> None:
     """`cegppo.conformance.port_from_tunix` (the Python face of --framework-loss tunix)."""
     import cegppo.conformance as cc

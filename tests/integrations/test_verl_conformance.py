@@ -5,7 +5,8 @@
   the betas swapped fails the value/gradient properties (exit 1) with a reproducer naming the loss;
 - verl's own ``vanilla`` (PPO with dual clip, log-ratio clamped at +-20) does not conform;
 - bad uses exit 2 with a message: unknown name, a non-torch framework, both or neither of a port and
-  --verl-loss.
+  --verl-loss;
+- declared with ``agg=``, the port hands the kit's mode (and global normalizers) to the verl loss.
 """
 
 from __future__ import annotations
@@ -112,3 +113,22 @@ def test_port_from_verl_loss_python_api() -> None:
     assert not vanilla.ok
     with pytest.raises(ValueError):
         cc.port_from_verl_loss("no_such_loss")
+
+
+def test_the_port_hands_the_declared_modes_to_verl() -> None:
+    """agg= makes the kit call the port with loss_agg_mode= (and num_tokens= / num_seqs=): ours, written to the
+    spec, conforms in every mode with verl's global batch info; verl's `vanilla` is checked in its
+    seq-mean-token-mean."""
+    import cegppo.conformance as cc
+    from cegppo.integrations.verl import verl_port
+
+    ours = cc.check(verl_port("ce_gppo"), "torch", max_examples=3, only=["S4 gradient equals", "S8.3"], shrink=False,
+                    agg="all", global_normalizers=True)
+    assert ours.ok, ours.format()
+    vanilla = cc.check(verl_port("vanilla"), "torch", max_examples=5, only=["S8.2", "S8.4"], shrink=False,
+                       agg="seq-mean-token-mean", advantages="token", mask_dtype="float")
+    status = {r.id.split()[0]: r.status for r in vanilla.results}
+    # Empty rows and padded columns compare with the reference's seq-mean-token-mean: verl computed that mode.
+    assert status["S8.2"] == "PASS", vanilla.format()
+    # verl divides by the number of non-empty rows, 0 for an all-masked batch: 0/0 (docs/conformance.md).
+    assert status["S8.4"] == "FAIL", vanilla.format()
