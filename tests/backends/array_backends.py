@@ -61,7 +61,10 @@ class Backend:
 
     def to_np(self, x: Any) -> np.ndarray:
         """A NumPy copy, float64 for floating arrays (exact from every lower precision)."""
-        a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+        if hasattr(x, "detach"):  # a torch tensor: NumPy has no bfloat16
+            x = x.detach().cpu()
+            x = x.double() if x.is_floating_point() else x
+        a = np.asarray(x)
         return a.astype(np.float64) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
 
     def dtype_name(self, x: Any) -> str:

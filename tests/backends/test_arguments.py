@@ -7,6 +7,7 @@ tracing)."""
 from __future__ import annotations
 
 import re
+
 import cegppo
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ import cegppo
 import numpy as np
 import pytest
 from array_backends import Backend, make_inputs
-from backend_cases import BOUNDARY_CFG, COMPUTE_DTYPE_CASES, CONFIGS, boundary_batch, isclose_or_same_nonfinite
+from backend_cases import COMPUTE_DTYPE_CASES, CONFIGS, isclose_or_same_nonfinite
 from cegppo.conformance import MARGIN
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,6 +45,27 @@ def test_S2_S3_S4_per_token_functions_match_reference(backend: Backend, dtype: s
     a = np.broadcast_to(radv[:, None], rlp.shape) if radv.ndim == 1 else radv
     np.testing.assert_allclose(backend.to_np(grad), np.where(a == 0, 0, f * a), rtol=rtol, atol=atol)
     np.testing.assert_allclose(backend.to_np(cg.grad_weight(lp, olp, adv, cfg)), f, rtol=rtol, atol=atol)
+
+
+BOUNDARY_CFG = cegppo.CEGPPOConfig(eps_low=0.15, eps_high=0.3, beta_low=0.5, beta_high=1.0, dual_clip=3.0)
+"""A config with all three boundaries of spec S2 (beta_low != 1, so clip_low and inside differ in value).
+Its eps values round in float32 to the side where a comparison made in float64 instead of the compute
+dtype would move the boundary token out of inside (the boundary test below asserts it)."""
+
+
+def boundary_batch(dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log_prob, old_log_prob, advantages) with log-ratios exactly on the boundaries of `BOUNDARY_CFG`.
+
+    delta = 1 - eps_low (A < 0), 1 + eps_high (A > 0) and c (A < 0), in `dtype`, with old_log_prob 0 so
+    that the log-ratio is the log-prob itself. Each boundary belongs to inside (spec S2, compared in the
+    compute dtype, S9.1). The conformance kit keeps its draws away from the boundaries, where a port
+    that compares ratios rather than log-ratios may round either way; cegppo's backends compare
+    log-ratios as the reference does, so they must agree with it exactly there.
+    """
+    cfg = BOUNDARY_CFG
+    assert cfg.log_dual_clip is not None
+    lp = np.array([[cfg.log_lower, cfg.log_upper, cfg.log_dual_clip]], dtype=dtype)
+    return lp, np.zeros_like(lp), np.array([[-1.0, 1.0, -1.0]], dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
