@@ -47,3 +47,20 @@ def test_a_complex_weight_is_refused_not_truncated(backend: Backend) -> None:
 def test_public_signatures_extend_the_reference_s(backend: Backend) -> None:
     assert signature_drift(backend.cg) == []
 
+
+
+class ForeignArray:
+    """An array of another framework (a NumPy array is one for torch): a shape and a dtype, nothing else."""
+
+    shape = (1, 1)
+    dtype = np.dtype(bool)
+
+
+def test_S11_the_fused_head_refuses_an_array_of_another_framework_before_reading_its_shape(backend: Backend) -> None:
+    """Each argument meets the backend's type check first: a foreign mask of the wrong shape is refused by
+    type, naming the argument, not by its shape."""
+    rng = np.random.default_rng(0)
+    arrays = [backend.asarray(x) for x in (rng.normal(size=(2, 3, 4)), rng.normal(size=(5, 4)), np.zeros((2, 3), np.int64),
+                                           np.full((2, 3), -1.5), np.array([1.0, -1.0]))]
+    with pytest.raises(TypeError, match=r"^mask must be a \S+( or \S+)?, got ForeignArray$"):
+        backend.cg.fused_linear_policy_loss(*arrays, ForeignArray(), cegppo.CEGPPOConfig())
