@@ -292,10 +292,6 @@ def gpu(session: nox.Session) -> None:
 # Mutation testing (`nox -s mutation`, not in CI): each target names the modules mutated and the test
 # suites that must kill the mutants. This table is the one place to change either; `nox -s mutation
 # -- spec` runs one target. tools/mutation.py stages, runs mutmut and prints the score per module.
-# The shared backend suite (tests/backends) without its fused-head file (the fused head is not mutated);
-# each target's --backend picks its framework's cases.
-BACKEND_MUTATION_TESTS = ["tests/backends/test_policy_loss.py", "tests/backends/test_aggregation.py",
-                          "tests/backends/test_arguments.py"]
 MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
     "spec": {
         # Every module of spec/ with code (not __init__, which re-exports, nor __main__, the `python -m cegppo` demo).
@@ -309,8 +305,10 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         "mutate": ["backends/torch/_objective.py", "backends/torch/_aggregation.py"],
         # Not test_compile (a torch.compile per mutant) nor test_distributed (its ranks run in
         # subprocesses, which see no mutant); not test_fused (the fused head is not mutated).
+        # tests/backends: its torch cases (--backend=torch), without test_fused.
         "tests": ["tests/conformance/test_properties.py", "tests/torch/test_policy_loss.py",
-                  "tests/torch/test_torch_shared_rules.py", *BACKEND_MUTATION_TESTS],
+                  "tests/torch/test_torch_shared_rules.py", "tests/backends/test_policy_loss.py",
+                  "tests/backends/test_aggregation.py", "tests/backends/test_arguments.py"],
         "pytest_args": ["--backend=torch"],
     },
     "jax": {
@@ -318,7 +316,9 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         # Not test_sharding / test_memory_traffic (compiled-HLO inspection, minutes per mutant),
         # nor test_fused (as for torch).
         "tests": ["tests/conformance/test_properties.py", "tests/jax/test_policy_loss.py",
-                  "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py", *BACKEND_MUTATION_TESTS],
+                  "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py",
+                  "tests/backends/test_policy_loss.py", "tests/backends/test_aggregation.py",
+                  "tests/backends/test_arguments.py"],
         "pytest_args": ["--backend=jax"],
         "isolation": ["forkserver"],  # JAX's runtime segfaults in a forked worker (exit -11)
     },
