@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from backend_cases import FUSED_BAD_OPTIONS, fused_option_id
-from cegppo.jax._fused import FUSED_METRIC_KEYS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -178,7 +177,7 @@ def assert_matches(
     got: tuple[Any, dict, dict], want: tuple[Any, dict, dict], dt: str, grad_dt: str, terms: dict[str, np.ndarray]
 ) -> None:
     close("loss", got[0], want[0], TOL[dt]["value"])
-    assert set(got[1]) == set(FUSED_METRIC_KEYS)
+    assert set(got[1]) == set(cj.FUSED_METRIC_KEYS)
     for k, v in want[1].items():
         close(f"metric {k}", got[1][k], v, TOL[dt]["value"])
     assert set(got[2]) == set(want[2])
