@@ -94,14 +94,16 @@ def _pytest(session: nox.Session, *args: str, env: dict[str, str] = TEST_ENV) ->
 def tests(session: nox.Session, backend: str) -> None:
     """Unit tests of one implementation (`numpy`: the reference, `torch`, `jax`) and the conformance suite on it.
 
-    One pytest run over both folders: the workers share them out, so the slowest file no longer
-    sets the pace of a run of its own. tests/torch and tests/jax hold only what is framework-specific:
-    the clauses every backend must meet are the conformance suite's. `nox -s conformance` runs the
+    One pytest run over the folders: the workers share them out, so the slowest file no longer
+    sets the pace of a run of its own. The clauses every backend must meet are the conformance
+    suite's; tests/backends holds the unit tests torch and JAX share, parametrised over a `backend`
+    fixture that `--backend` narrows to this session's framework (so each of its cases runs once, here);
+    tests/torch and tests/jax hold only what is framework-specific. `nox -s conformance` runs the
     conformance suite alone.
     """
     _install(session, EXTRAS[backend], *TEST_TOOLS)
-    folder = "tests/core" if backend == "numpy" else f"tests/{backend}"
-    _pytest(session, folder, "tests/conformance", f"--backend={backend}")
+    folders = ["tests/core"] if backend == "numpy" else [f"tests/{backend}", "tests/backends"]
+    _pytest(session, *folders, "tests/conformance", f"--backend={backend}")
 
 
 @nox.session(python=PYTHON, default=False)
@@ -269,7 +271,7 @@ def gpu(session: nox.Session) -> None:
 
     Installs CUDA builds of torch and jax instead of the CPU pin of constraints.txt
     (CEGPPO_GPU_TORCH / CEGPPO_GPU_JAX override the requirements), then runs tests/torch,
-    tests/jax and the conformance suite of both backends with ``--device cuda``, and the policy-loss
+    tests/jax, tests/backends and the conformance suite of both backends with ``--device cuda``, and the policy-loss
     benchmark on CUDA. Extra arguments go to pytest (e.g. ``nox -s gpu -- -x``).
     """
     if shutil.which("nvidia-smi") is None:
@@ -281,7 +283,8 @@ def gpu(session: nox.Session) -> None:
     session.run("python", "-c", _CHECK_CUDA)
     env = TEST_ENV
     for backend in ("torch", "jax"):
-        session.run("pytest", f"tests/{backend}", "--device=cuda", *session.posargs, env=env)
+        session.run("pytest", f"tests/{backend}", "tests/backends", f"--backend={backend}", "--device=cuda",
+                    *session.posargs, env=env)
         session.run("pytest", "tests/conformance", f"--backend={backend}", "--device=cuda", *session.posargs, env=env)
     session.run("python", "benchmarks/bench_policy_loss.py", "--device", "cuda")
 
@@ -302,8 +305,10 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         "mutate": ["backends/torch/_objective.py", "backends/torch/_aggregation.py"],
         # Not test_compile (a torch.compile per mutant) nor test_distributed (its ranks run in
         # subprocesses, which see no mutant); not test_fused (the fused head is not mutated).
+        # tests/backends: its torch cases (--backend=torch), without test_fused.
         "tests": ["tests/conformance/test_properties.py", "tests/torch/test_policy_loss.py",
-                  "tests/torch/test_torch_shared_rules.py"],
+                  "tests/torch/test_torch_shared_rules.py", "tests/backends/test_policy_loss.py",
+                  "tests/backends/test_aggregation.py", "tests/backends/test_arguments.py"],
         "pytest_args": ["--backend=torch"],
     },
     "jax": {
@@ -311,7 +316,9 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         # Not test_sharding / test_memory_traffic (compiled-HLO inspection, minutes per mutant),
         # nor test_fused (as for torch).
         "tests": ["tests/conformance/test_properties.py", "tests/jax/test_policy_loss.py",
-                  "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py"],
+                  "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py",
+                  "tests/backends/test_policy_loss.py", "tests/backends/test_aggregation.py",
+                  "tests/backends/test_arguments.py"],
         "pytest_args": ["--backend=jax"],
         "isolation": ["forkserver"],  # JAX's runtime segfaults in a forked worker (exit -11)
     },

@@ -1,7 +1,8 @@
-"""Strategies and helpers shared by the cegppo.torch and cegppo.jax tests (tests/torch, tests/jax).
+"""Strategies and helpers shared by the backend tests (tests/backends, tests/torch, tests/jax) and the
+reference's (tests/core) where a rule is the same everywhere.
 
-Framework-neutral (NumPy only); each backend folder adds its own tolerances and conversions
-(torch_cases.py, jax_cases.py). The conformance suite has its own, public, strategies
+Framework-neutral (NumPy only): tests/backends reaches a framework through its `backend` fixture,
+and each framework folder adds its own tolerances and conversions (torch_cases.py, jax_cases.py). The conformance suite has its own, public, strategies
 (cegppo.conformance: draw_case, draw_config ...) for the clauses it owns; these serve the
 backend-only tests (per-token functions, aggregation helpers, metrics).
 """
@@ -13,6 +14,7 @@ from typing import Any
 import cegppo
 import numpy as np
 import pytest
+from cegppo.conformance import MARGIN
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -20,16 +22,13 @@ __all__ = [
     "AGGREGATION_SHAPE_CASES",
     "BAD_TYPE_CALLS",
     "BAD_VALUE_CALLS",
-    "BOUNDARY_CFG",
     "COMPUTE_DTYPE_CASES",
     "CONFIGS",
     "FUSED_BAD_OPTIONS",
     "aggregation_shape_case_id",
     "away_from_kinks",
     "bad_type_argument",
-    "boundary_batch",
     "check_aggregation_shape_case",
-    "check_boundaries_belong_to_inside",
     "fused_option_id",
     "isclose_or_same_nonfinite",
     "policy_batches",
@@ -49,8 +48,11 @@ CONFIGS = [
 """The presets and one asymmetric dual-clip config: every region of spec S2 with paper values."""
 
 
-def away_from_kinks(logr: np.ndarray, cfg: cegppo.CEGPPOConfig, gap: float = 1e-3) -> np.ndarray:
-    """Move log-ratios within `gap` of a region boundary (clip bounds, dual clip) out of that band."""
+def away_from_kinks(logr: np.ndarray, cfg: cegppo.CEGPPOConfig, gap: float = MARGIN["float32"]) -> np.ndarray:
+    """Move log-ratios within `gap` of a region boundary (clip bounds, dual clip) out of that band.
+
+    The default is the conformance kit's margin for float32 and lower precisions, which covers the
+    float32 and float64 comparisons of these tests."""
     out = np.array(logr, dtype=np.float64)
     bounds = [cfg.log_lower, cfg.log_upper] + ([] if cfg.log_dual_clip is None else [cfg.log_dual_clip])
     for b in bounds:
@@ -215,44 +217,6 @@ def signature_drift(backend: Any) -> list[str]:
             if extra:
                 drift.append(f"{name}: {backend.__name__} adds positional parameter(s) {[q.name for q in extra]}")
     return drift
-
-
-BOUNDARY_CFG = cegppo.CEGPPOConfig(eps_low=0.15, eps_high=0.3, beta_low=0.5, beta_high=1.0, dual_clip=3.0)
-"""A config with all three boundaries of spec S2 (beta_low != 1, so clip_low and inside differ in value).
-Its eps values round in float32 to the side where a comparison made in float64 instead of the compute
-dtype would move the boundary token out of inside (`check_boundaries_belong_to_inside` asserts it)."""
-
-
-def boundary_batch(dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(log_prob, old_log_prob, advantages) with log-ratios exactly on the boundaries of `BOUNDARY_CFG`.
-
-    delta = 1 - eps_low (A < 0), 1 + eps_high (A > 0) and c (A < 0), in `dtype`, with old_log_prob 0 so
-    that the log-ratio is the log-prob itself. Each boundary belongs to inside (spec S2, compared in the
-    compute dtype, S9.1). The conformance kit keeps its draws away from the boundaries, where a port
-    that compares ratios rather than log-ratios may round either way; cegppo's backends compare
-    log-ratios as the reference does, so they must agree with it exactly there.
-    """
-    cfg = BOUNDARY_CFG
-    assert cfg.log_dual_clip is not None
-    lp = np.array([[cfg.log_lower, cfg.log_upper, cfg.log_dual_clip]], dtype=dtype)
-    return lp, np.zeros_like(lp), np.array([[-1.0, 1.0, -1.0]], dtype=dtype)
-
-
-def check_boundaries_belong_to_inside(backend: Any, to_backend: Any, to_numpy: Any, dtype: Any) -> None:
-    """`backend.token_regions` and `grad_weight` on `boundary_batch(dtype)` equal the reference's (spec S2:
-    each boundary is inside). `to_backend` / `to_numpy` convert arrays to the backend and back."""
-    lp, olp, adv = boundary_batch(dtype)
-    if np.dtype(dtype) == np.float32:  # so that a bound kept in float64 (not the compute dtype) shows
-        cfg = BOUNDARY_CFG
-        assert float(lp[0, 0]) < cfg.log_lower and float(lp[0, 1]) > cfg.log_upper and float(lp[0, 2]) > cfg.log_dual_clip
-    ref = cegppo.token_regions(lp, olp, adv, BOUNDARY_CFG)
-    assert ref.inside.all()
-    args = [to_backend(x) for x in (lp, olp, adv)]
-    got = backend.token_regions(*args, BOUNDARY_CFG)
-    for region in ("inside", "clip_low", "clip_high", "dual_clip"):
-        np.testing.assert_array_equal(to_numpy(getattr(got, region)), getattr(ref, region), err_msg=region)
-    f = backend.grad_weight(*args, BOUNDARY_CFG)
-    np.testing.assert_allclose(to_numpy(f), cegppo.grad_weight(lp, olp, adv, BOUNDARY_CFG), rtol=1e-6)
 
 
 FUSED_BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [

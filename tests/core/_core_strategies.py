@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cegppo
 import hypothesis.extra.numpy as hnp
 import numpy as np
+from cegppo.conformance import MARGIN
 from hypothesis import strategies as st
 
 AGG_MODES = (
@@ -24,8 +25,9 @@ AGG_MODES = (
     "seq-mean-token-sum-norm",
 )
 
-# Distance kept from every kink, in log-ratio units. Finite-difference steps are ~1e-6.
-MARGIN = 1e-3
+# Distance kept from every kink, in log-ratio units: the conformance kit's margin for float32 (1e-3), far
+# beyond the ~1e-6 steps of the finite differences.
+KINK_GAP = MARGIN["float32"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,12 +49,12 @@ def configs(draw: st.DrawFn, dual: bool | None = None) -> cegppo.CEGPPOConfig:
 
 
 def _bands(cfg: cegppo.CEGPPOConfig) -> list[tuple[float, float]]:
-    """Open log-ratio bands between the kinks of `cfg`, each shrunk by MARGIN."""
+    """Open log-ratio bands between the kinks of `cfg`, each shrunk by KINK_GAP."""
     kinks = [cfg.log_lower, cfg.log_upper]
     if cfg.dual_clip is not None:
         kinks.append(math.log(cfg.dual_clip))
     edges = [-4.0, *kinks, max(kinks) + 2.0]
-    return [(lo + MARGIN, hi - MARGIN) for lo, hi in itertools.pairwise(edges)]
+    return [(lo + KINK_GAP, hi - KINK_GAP) for lo, hi in itertools.pairwise(edges)]
 
 
 @dataclass
@@ -84,7 +86,7 @@ def batches(
     per_sequence: bool | None = None,
     holes: bool = True,
 ) -> Batch:
-    """A float64 batch whose log-ratios lie at least MARGIN away from every kink of `cfg`.
+    """A float64 batch whose log-ratios lie at least KINK_GAP away from every kink of `cfg`.
 
     Each token picks a band (below the interval, inside, above, above c) and a position in it, so
     every region of S2 is hit; advantages are drawn from {-2..2} plus continuous values, zero

@@ -147,9 +147,15 @@ def test_an_argument_without_a_shape_is_refused_by_name(name: str) -> None:
 
 
 def test_a_vocabulary_of_one_is_a_vocabulary() -> None:
+    """V = 1 is a head (weight (1, H)), not a shape error: every token has log-prob 0 and entropy 0, so the
+    fused loss is the policy loss of log_prob = 0."""
     a = _arrays()
-    assert check_fused_shapes(a["hidden"], a["weight"][:1], np.zeros((B, T), np.int64), a["old_log_prob"],
-                              a["advantages"], a["mask"]) == (B, T, H, 1)
+    ids = np.zeros((B, T), np.int64)
+    loss, metrics = cegppo.fused_linear_policy_loss(a["hidden"], a["weight"][:1], ids, a["old_log_prob"],
+                                                    a["advantages"], a["mask"], cegppo.CEGPPOConfig(), bias=a["bias"][:1])
+    assert float(loss) == float(cegppo.policy_loss(np.zeros((B, T)), a["old_log_prob"], a["advantages"], a["mask"],
+                                                   cegppo.CEGPPOConfig()))
+    assert float(metrics["entropy_mean"]) == 0.0
 
 
 def test_check_fused_args_checks_the_normalizers_and_hands_every_array_to_the_type_check() -> None:

@@ -1,7 +1,7 @@
 """Reference self-checks for docs/spec.md S2 (regions) to S7 (dual clip).
 
-Test names carry the clause they check. Every gradient check draws log-ratios at least MARGIN
-away from the kinks (1 - eps_low, 1 + eps_high, c), where the loss is smooth.
+Test names carry the clause they check. Every gradient check draws log-ratios at least KINK_GAP
+(the kit's MARGIN["float32"]) away from the kinks (1 - eps_low, 1 + eps_high, c), where the loss is smooth.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 REL = 1e-12  # independent float64 implementation: value and gradient (issue 2, "Done when")
-FD_RTOL = 1e-6  # central differences with h = 1e-6 on a function smooth to MARGIN = 1e-3
+FD_RTOL = 1e-6  # central differences with h = 1e-6 on a function smooth to KINK_GAP = 1e-3 (_core_strategies.py)
 
 
 def _args(b: Batch) -> tuple:

@@ -1,6 +1,6 @@
-"""cegppo.jax with the rules written once in spec/ (issue 13): validate on aggregate_loss and
-aggregation_weights, host token ids range-checked always in the fused head as in token_log_probs
-(spec S8.2, S9.6, S11)."""
+"""cegppo.jax with the rules written once in spec/: host token ids range-checked always in the fused
+head as in token_log_probs, global normalizers on the host or the device, validate under jit, counts
+under a named axis, dtypes with x64 on and off (spec S8, S9.5, S9.6, S11)."""
 
 from __future__ import annotations
 
@@ -12,36 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from backend_cases import (
-    AGGREGATION_SHAPE_CASES,
-    COMPUTE_DTYPE_CASES,
-    aggregation_shape_case_id,
-    check_aggregation_shape_case,
-    check_boundaries_belong_to_inside,
-    signature_drift,
-)
 
 MASK = np.array([[True, False], [True, True]])
-
-
-def test_aggregate_loss_validate_checks_valid_positions_and_normalizers() -> None:
-    loss = jnp.asarray([[1.0, np.nan], [2.0, 3.0]])
-    assert float(cj.aggregate_loss(loss, MASK, validate=True)) == pytest.approx(2.0)  # NaN is masked
-    with pytest.raises(ValueError, match=r"^per_token_loss holds non-finite values at valid \(mask = True\) positions$"):
-        cj.aggregate_loss(loss.at[1, 1].set(np.inf), MASK, validate=True)
-    zero = jnp.asarray(0.0)
-    assert np.isnan(float(cj.aggregate_loss(loss, MASK, num_tokens=zero)))
-    with pytest.raises(ValueError, match="num_tokens"):
-        cj.aggregate_loss(loss, MASK, num_tokens=zero, validate=True)
-    with pytest.raises(ValueError, match="num_seqs"):  # the normalizer the mode reads, whichever it is
-        cj.aggregate_loss(loss, MASK, "seq-mean-token-sum", num_seqs=jnp.asarray(-1.0), validate=True)
-
-
-def test_aggregation_weights_validate_checks_the_normalizer_the_mode_reads() -> None:
-    with pytest.raises(ValueError, match="num_seqs"):
-        cj.aggregation_weights(MASK, "seq-mean-token-sum", num_seqs=jnp.asarray(-1.0), validate=True)
-    c = cj.aggregation_weights(MASK, "token-mean", num_seqs=jnp.asarray(-1.0), validate=True)
-    np.testing.assert_allclose(np.asarray(c), cegppo.aggregation_weights(MASK, "token-mean"), rtol=1e-6)
 
 
 def _fused_args(ids: object) -> list[object]:
@@ -65,47 +37,9 @@ def test_fused_head_range_checks_host_token_ids_always() -> None:
         cj.fused_linear_policy_loss(*_fused_args(jnp.asarray(bad)), cfg, validate=True)
 
 
-def test_public_signatures_extend_the_reference_s() -> None:
-    assert signature_drift(cj) == []
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_S2_each_boundary_belongs_to_inside_as_in_the_reference(dtype: type) -> None:
-    check_boundaries_belong_to_inside(cj, jnp.asarray, np.asarray, dtype)
-
-
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])
-@pytest.mark.parametrize(
-    "form", [float, np.float64, np.array, lambda v: np.array([v]), lambda v: jnp.asarray(v, dtype=jnp.float64)],
-    ids=["float", "np.float64", "np 0-d", "np (1,)", "jax 0-d"],
-)
-def test_S8_2_a_normalizer_in_any_accepted_form_divides_exactly(agg: str, form: Any) -> None:
-    """A global normalizer as a host number, a 0-d or (1,) NumPy array or a 0-d jax array: the same float64
-    loss as the reference's (3.3 is not a float32 number, so a divisor rounded to float32 shows), eagerly
-    and under jit."""
-    loss = np.array([[1.0, np.nan], [2.0, 3.0]])
-    name = "num_tokens" if agg == "token-mean" else "num_seqs"
-    expected = float(cegppo.aggregate_loss(loss, MASK, agg, **{name: 3.3}))
-    eager = cj.aggregate_loss(jnp.asarray(loss), MASK, agg, **{name: form(3.3)})
-    jitted = jax.jit(lambda x, n: cj.aggregate_loss(x, MASK, agg, **{name: n}))(jnp.asarray(loss), form(3.3))
-    for got in (eager, jitted):
-        assert got.dtype == jnp.float64
-        assert float(got) == pytest.approx(expected, rel=1e-15)
-
-
-def test_a_complex_weight_is_refused_not_truncated() -> None:
-    """The shared dtype rule (check_input_dtype): integer weights are fine, complex ones would lose their
-    imaginary part in a cast, so they are refused by name."""
-    z, ids = jnp.zeros((2, 4)), jnp.asarray([1, 3])
-    cj.entropy_change_first_order(z, ids, jnp.asarray([2, -1]))
-    with pytest.raises(TypeError, match=r"^weight must be a real numeric array, got dtype complex64$"):
-        cj.entropy_change_first_order(z, ids, jnp.asarray([1j, 1], dtype=jnp.complex64))
-
-
 # ---------------------------------------------------------------- aggregation: normalizers, dtypes, counts (S8)
-# Added when mutation testing (`nox -s mutation -- jax`, docs/contributing.md) showed the JAX aggregation
-# functions checked only with their default normalizers: the global normalizers, their checks, the
-# default dtype, the validate=True rules and the counts were reached by no test of the jax target.
+# The global normalizers, their checks, the default dtype, the validate=True rules and the counts: the
+# jax mutation target (`nox -s mutation -- jax`) needs them reached by a test.
 
 MASK3 = np.array([[True, True, True], [True, True, True], [False, False, False]])
 LOSS3 = np.arange(9.0).reshape(3, 3)
@@ -197,13 +131,6 @@ def test_S8_3_local_and_global_counts() -> None:
     assert [int(x) for x in cj.global_counts(MASK3)] == [6, 2]
 
 
-@pytest.mark.parametrize("fn", ["per_token_objective", "grad_weight"])
-@pytest.mark.parametrize(("lp", "olp", "adv", "expected"), COMPUTE_DTYPE_CASES)
-def test_S9_5_every_input_takes_part_in_the_compute_dtype(fn: str, lp: Any, olp: Any, adv: Any, expected: Any) -> None:
-    args = [jnp.full((2, 3), v, dtype=d) for v, d in ((-0.5, lp), (-0.4, olp), (1, adv))]
-    assert getattr(cj, fn)(*args, cegppo.CEGPPOConfig()).dtype == np.dtype(expected)
-
-
 @pytest.mark.parametrize("which", [0, 1, 2], ids=["log_prob", "old_log_prob", "advantages"])
 def test_S9_6_a_complex_per_token_input_is_refused_by_name(which: int) -> None:
     args = [jnp.full((2, 3), -0.5), jnp.full((2, 3), -0.4), jnp.ones((2, 3))]
@@ -212,12 +139,6 @@ def test_S9_6_a_complex_per_token_input_is_refused_by_name(which: int) -> None:
     for fn in ("per_token_objective", "grad_weight", "token_regions"):
         with pytest.raises(TypeError, match=rf"^{name} must be a real numeric array"):
             getattr(cj, fn)(*args, cegppo.CEGPPOConfig())
-
-
-@pytest.mark.parametrize("case", AGGREGATION_SHAPE_CASES, ids=[aggregation_shape_case_id(c) for c in AGGREGATION_SHAPE_CASES])
-def test_S9_6_aggregation_shapes_follow_the_one_rule(case: tuple[str, list[tuple[int, ...]], str]) -> None:
-    """`check_aggregation_shapes`: a (B, T) mask, a loss of its shape, the same message everywhere."""
-    check_aggregation_shape_case(cj, case, jnp.zeros, lambda s: np.ones(s, bool))
 
 
 def test_S9_5_S9_6_per_token_loss_dtype_and_type() -> None:

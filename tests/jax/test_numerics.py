@@ -1,5 +1,5 @@
-"""cegppo.jax numerics (spec S9) beyond the conformance suite: A = 0 at an overflowing ratio, empty
-shapes, dtype rules with and without x64, errors at trace time, validate, subnormal advantages.
+"""cegppo.jax numerics (spec S9) beyond the conformance suite and tests/backends: A = 0 at an
+overflowing ratio, dtypes without x64, errors at trace time, validate, subnormal advantages.
 
 Extreme and infinite log-ratios (S9.1) and masked garbage (S9.3) are clauses of the conformance
 suite (`pytest tests/conformance --backend=jax`), which owns them for every backend.
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from backend_cases import BAD_TYPE_CALLS, BAD_VALUE_CALLS, bad_type_argument
+from backend_cases import BAD_VALUE_CALLS
 from jax_cases import to_np
 
 
@@ -34,61 +34,6 @@ def test_S9_2_zero_advantage_with_overflowing_ratio_is_exactly_zero(dtype):
     assert np.array_equal(to_np(cg.per_token_objective(lp, olp, adv, cfg)), np.zeros((1, 2)))
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
-@pytest.mark.parametrize("shape", [(3, 5), (1, 1), (0, 4), (2, 0)])
-def test_S8_4_S9_4_all_masked_is_zero(agg, dtype, shape):
-    """No valid token (incl. empty shapes): loss exactly 0 and gradient exactly 0, even with garbage everywhere."""
-    lp = jnp.full(shape, jnp.nan, dtype)
-    olp = jnp.full(shape, jnp.inf, dtype)
-    adv = jnp.full(shape, -jnp.inf, dtype)
-    mask = jnp.zeros(shape, bool)
-    cfg = cegppo.presets.ce_gppo_official()
-    for norms in ({}, {"num_tokens": jnp.asarray(0), "num_seqs": 0}):
-        loss, grad = _value_and_grad(lp, olp, adv, mask, cfg, agg, **norms)
-        assert float(loss) == 0.0 and not np.isnan(to_np(loss))
-        assert grad.dtype == jnp.dtype(dtype) and np.array_equal(to_np(grad), np.zeros(shape))
-    metrics = cg.policy_metrics(lp, olp, adv, mask, cfg)
-    assert all(float(v) == 0.0 for v in metrics.values())
-
-
-@pytest.mark.parametrize(
-    ("dtypes", "want"),
-    [
-        (("float64", "float64", "float64"), "float64"),
-        (("float32", "float32", "float32"), "float32"),
-        (("bfloat16", "bfloat16", "bfloat16"), "float32"),
-        (("float16", "bfloat16", "float16"), "float32"),
-        (("float32", "float64", "float32"), "float64"),
-        (("float64", "float64", "int64"), "float64"),
-        (("bfloat16", "bfloat16", "int32"), "float32"),
-        (("float32", "float32", "bool"), "float32"),
-    ],
-    ids=str,
-)
-def test_S9_5_dtype_rules(dtypes, want):
-    """Compute dtype = promotion of the floating inputs, at least float32, as the reference's (x64 enabled)."""
-    cfg = cegppo.CEGPPOConfig(dual_clip=3.0)
-    lp = jnp.zeros((2, 3), dtypes[0])
-    olp = jnp.full((2, 3), -0.5, dtypes[1])
-    adv = jnp.ones((2, 3), dtypes[2])
-    mask = jnp.ones((2, 3), bool)
-    # NumPy has no bfloat16: float16 stands in for it on the reference side (both are "low precision").
-    np_of = {"bfloat16": np.float16}
-    ref = cegppo.policy_loss(
-        *(np.asarray(t).astype(np_of.get(t.dtype.name, t.dtype)) for t in (lp, olp, adv)),
-        np.asarray(mask),
-        cfg,
-    )
-    assert np.dtype(ref.dtype) == np.dtype(want)
-    assert cg.policy_loss(lp, olp, adv, mask, cfg).dtype == want
-    assert cg.per_token_objective(lp, olp, adv, cfg).dtype == want
-    assert cg.grad_weight(lp, olp, adv, cfg).dtype == want
-    assert all(v.dtype == want for v in cg.policy_metrics(lp, olp, adv, mask, cfg).values())
-    grad = jax.grad(lambda x: cg.policy_loss(x, olp, adv, mask, cfg))(lp)
-    assert grad.dtype == lp.dtype
-
-
 def test_S9_5_without_x64_float64_inputs_compute_in_float32():
     """With jax_enable_x64 off (JAX's default) JAX has no float64: NumPy float64 inputs give a float32 result."""
     cfg = cegppo.CEGPPOConfig()
@@ -104,26 +49,6 @@ def test_S9_5_without_x64_float64_inputs_compute_in_float32():
         assert cg.grpo_advantages(np.array([1, 0, 1, 1]), 2).dtype == jnp.float32
 
 
-def test_S9_5_float64_keeps_float64_constants():
-    """float64 stays float64 end to end: constants (1 - eps) beta, c and the bounds are not rounded to float32."""
-    cfg = cegppo.CEGPPOConfig(eps_low=0.1 + 1e-12, eps_high=0.3, beta_low=1 / 3, beta_high=0.7, dual_clip=1.1)
-    logr = np.array([[np.log1p(-cfg.eps_low) - 1e-14, 0.5, 0.1, -0.7, np.log(1.1) + 1e-14, 0.0]])
-    lp = np.zeros_like(logr)
-    adv = np.array([[-1.0, 1.0, 1.0, -2.0, -3.0, 0.0]])
-    mask = np.ones_like(lp, dtype=bool)
-    loss, grad = _value_and_grad(jnp.asarray(lp), lp - logr, adv, mask, cfg, "token-sum")
-    assert float(loss) == pytest.approx(
-        float(cegppo.policy_loss(lp, lp - logr, adv, mask, cfg, "token-sum")), rel=1e-15
-    )
-    np.testing.assert_allclose(
-        to_np(grad), cegppo.policy_loss_grad(lp, lp - logr, adv, mask, cfg, "token-sum"), rtol=1e-15, atol=0
-    )
-    for got, exp in zip(
-        cg.token_regions(lp, lp - logr, adv, cfg), cegppo.token_regions(lp, lp - logr, adv, cfg), strict=True
-    ):
-        assert np.array_equal(to_np(got), exp)
-
-
 # --------------------------------------------------------------------------------------------
 # Errors (spec S9.6): the reference's exceptions, raised at trace time
 
@@ -135,10 +60,6 @@ def _good():
         np.zeros((2, 3), np.float32),
         np.ones((2, 3), bool),
     )
-
-
-def _cast(x: np.ndarray, dtype: str) -> np.ndarray:
-    return x.astype(dtype)
 
 
 BATCH = range(4)
@@ -170,17 +91,6 @@ def test_S9_6_value_errors_as_reference_at_trace_time(name):
     with pytest.raises(ValueError) as got_traced:
         jax.eval_shape(traced, *(args[i] for i in arrays))
     assert str(got_traced.value) == str(ref.value)
-
-
-@pytest.mark.parametrize("name", sorted(BAD_TYPE_CALLS))
-def test_S9_6_type_errors_name_the_argument(name):
-    """Same exception type as the reference; the message names the argument."""
-    args, kwargs = BAD_TYPE_CALLS[name](*_good(), cegppo.CEGPPOConfig(), _cast)
-    with pytest.raises(TypeError):
-        cegppo.policy_loss(*args, **kwargs)
-    with pytest.raises(TypeError) as got:
-        cg.policy_loss(*_as_jax(args), **kwargs)
-    assert bad_type_argument(name) in str(got.value)
 
 
 def test_S9_6_non_array_inputs_are_type_errors():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from backend_cases import CONFIGS, away_from_kinks, isclose_or_same_nonfinite, policy_batches
+from backend_cases import CONFIGS, away_from_kinks
 
 # (rtol, atol) per dtype: values and gradients (the reference runs in the same compute dtype).
 TOL: dict[torch.dtype, dict[str, tuple[float, float]]] = {
@@ -22,24 +22,8 @@ TOL: dict[torch.dtype, dict[str, tuple[float, float]]] = {
     torch.float16: {"value": (1e-5, 1e-5), "grad": (2**-11, 1e-6)},
 }
 
-NP_COMPUTE = {
-    torch.float64: np.float64,
-    torch.float32: np.float32,
-    torch.bfloat16: np.float32,
-    torch.float16: np.float32,
-}
-
-
 def to_np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64 if t.dtype.is_floating_point else t.dtype).numpy()
 
 
-__all__ = [
-    "CONFIGS",
-    "NP_COMPUTE",
-    "TOL",
-    "away_from_kinks",
-    "isclose_or_same_nonfinite",
-    "policy_batches",
-    "to_np",
-]
+__all__ = ["CONFIGS", "TOL", "away_from_kinks", "to_np"]
