@@ -7,29 +7,20 @@ so these checks cost nothing and never synchronise a GPU. Data-dependent checks 
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 import numpy as np
 
-from ._config import CEGPPOConfig
-from ._scalars import check_positive, check_real
+from ._aggregation_modes import AGG_MODES, AGG_TABLE
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS",
-    "AGG_MODES",
-    "AGG_TABLE",
-    "AggMode",
-    "FusedArgs",
-    "agg_length",
     "check_agg",
     "check_aggregation",
     "check_aggregation_shapes",
     "check_chunk_size",
-    "check_config",
-    "check_estimator",
-    "check_fused_args",
     "check_fused_shapes",
     "check_group_shape",
     "check_id_range",
@@ -41,50 +32,32 @@ __all__ = [
     "check_positive",
     "check_real",
     "dtype_kind",
-    "read_normalizers",
     "require_finite",
-    "run_estimator",
 ]
 
 
-class AggMode(NamedTuple):
-    """How one aggregation mode forms its coefficients (spec S8):
+def check_real(name: str, value: Any) -> float:
+    """A finite real Python number (int or float, never bool), returned as float.
 
-        c_t = m_t / ([n_i if per_row_mean] * [N or S, the normalizer] * [L if by_length])
-
-    Every implementation reads this table and keeps only its own arithmetic: which count a mode
-    divides by is written once, here.
+    `bool` is an int subclass, but ``eps_low=True`` or ``entropy_coef=True`` is a bug, not 1.0.
+    NumPy's float64 is a float subclass and passes; other NumPy scalars do not (the rule of the
+    config fields, S1, which every other scalar argument follows).
     """
-
-    normalizer: str | None
-    """The global normalizer the mode divides by: "num_tokens" (N), "num_seqs" (S) or None."""
-    per_row_mean: bool
-    """Divide each row by its own number of valid tokens n_i first (rows with n_i = 0 get 0)."""
-    by_length: bool
-    """Also divide by the constant length L (`norm_length`, default T; Dr.GRPO, arXiv 2503.20783 Eq. 4)."""
-
-
-AGG_TABLE: dict[str, AggMode] = {
-    "token-mean": AggMode("num_tokens", per_row_mean=False, by_length=False),
-    "token-sum": AggMode(None, per_row_mean=False, by_length=False),
-    "seq-mean-token-mean": AggMode("num_seqs", per_row_mean=True, by_length=False),
-    "seq-mean-token-sum": AggMode("num_seqs", per_row_mean=False, by_length=False),
-    "seq-mean-token-sum-norm": AggMode("num_seqs", per_row_mean=False, by_length=True),
-}
-"""The aggregation modes of spec clause S8, named as in verl, and what each divides by."""
-
-AGG_MODES: tuple[str, ...] = tuple(AGG_TABLE)
-"""Loss aggregation modes, named as in verl (spec clause S8)."""
-
-ADVANTAGE_ESTIMATORS: tuple[str, ...] = ("grpo", "drgrpo", "rloo")
-"""Group-relative advantage estimators (spec clause S12)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    real = float(value)
+    if not math.isfinite(real):
+        raise ValueError(f"{name} must be finite, got {real!r}")
+    return real
 
 
-def check_config(cfg: Any) -> CEGPPOConfig:
-    """`cfg` must be a CEGPPOConfig (already validated at construction)."""
-    if not isinstance(cfg, CEGPPOConfig):
-        raise TypeError(f"cfg must be a cegppo.CEGPPOConfig, got {type(cfg).__name__}")
-    return cfg
+def check_positive(name: str, value: Any) -> float:
+    """A finite number > 0 (eps, norm_length, temperature)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_agg(agg: Any) -> str:
@@ -92,14 +65,6 @@ def check_agg(agg: Any) -> str:
     if not isinstance(agg, str) or agg not in AGG_TABLE:
         raise ValueError(f"agg must be one of {list(AGG_MODES)}, got {agg!r}")
     return agg
-
-
-def agg_length(norm_length: float | None, width: int) -> float:
-    """L of seq-mean-token-sum-norm (spec S8.2): `norm_length`, default the padded width T.
-
-    A width of 0 (no token at all) gives 1, so an empty batch divides 0 by 1, never by 0.
-    """
-    return float(max(width, 1)) if norm_length is None else float(norm_length)
 
 
 def check_input_dtype(name: str, dtype: Any, *, floating_only: bool) -> None:
@@ -244,18 +209,6 @@ def check_normalizer(name: str, value: Any) -> None:
             raise _bad_normalizer(name, v)
 
 
-def read_normalizers(agg: str, num_tokens: Any, num_seqs: Any) -> tuple[tuple[str, Any], ...]:
-    """The normalizers that aggregation mode `agg` reads, as (name, value) pairs (spec S8.2).
-
-    token-mean reads `num_tokens`, the seq-mean modes read `num_seqs`, token-sum reads neither
-    (`AGG_TABLE`).
-    """
-    name = AGG_TABLE[agg].normalizer
-    if name is None:
-        return ()
-    return ((name, num_tokens if name == "num_tokens" else num_seqs),)
-
-
 def check_normalizer_value(name: str, value: float, local_count: int) -> None:
     """The value rule for a normalizer the mode reads (spec S8.2), given this batch's local count.
 
@@ -310,37 +263,6 @@ def check_group_shape(rewards_shape: Sequence[int], group_size: Any) -> int:
     if n == 0 or n % group_size:
         raise ValueError(f"rewards length {n} must be a positive multiple of group_size={group_size}")
     return n // group_size
-
-
-def check_estimator(estimator: Any) -> str:
-    """`estimator` must name one of ADVANTAGE_ESTIMATORS."""
-    if estimator not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {list(ADVANTAGE_ESTIMATORS)}, got {estimator!r}")
-    return str(estimator)
-
-
-_Adv = TypeVar("_Adv")
-"""A backend's advantages array type."""
-
-
-def run_estimator(
-    estimator: Any,
-    rewards: Any,
-    group_size: int,
-    eps: float,
-    *,
-    grpo: Callable[[Any, int, float], _Adv],
-    drgrpo: Callable[[Any, int], _Adv],
-    rloo: Callable[[Any, int], _Adv],
-) -> _Adv:
-    """`group_advantages`' dispatch by name (spec S12), for every backend: each passes its own estimators.
-
-    Only GRPO takes `eps` (its std guard); Dr.GRPO and RLOO divide by no std.
-    """
-    estimator = check_estimator(estimator)
-    if estimator == "grpo":
-        return grpo(rewards, group_size, eps)
-    return (drgrpo if estimator == "drgrpo" else rloo)(rewards, group_size)
 
 
 def check_chunk_size(chunk_size: Any) -> int | None:
@@ -421,54 +343,3 @@ def require_finite(name: str, all_finite: bool) -> None:
     position, as the caller's framework computed it (spec S9.6); ValueError naming it if not."""
     if not all_finite:
         raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
-
-
-class FusedArgs(NamedTuple):
-    """The fused head's checked arguments (`check_fused_args`)."""
-
-    agg: str
-    norm_length: float | None
-    temperature: float
-    entropy_coef: float
-    chunk_size: int | None
-    shape: tuple[int, int, int, int]
-    """(B, T, H, V)."""
-    float_inputs: tuple[tuple[str, Any], ...]
-    """The named arrays whose dtypes set the compute dtype (spec S9.5): hidden, weight, old_log_prob,
-    advantages, and bias when given (token_ids and mask are indices and flags)."""
-
-
-def check_fused_args(
-    hidden: Any,
-    weight: Any,
-    token_ids: Any,
-    old_log_prob: Any,
-    advantages: Any,
-    mask: Any,
-    cfg: Any,
-    *,
-    bias: Any,
-    temperature: Any,
-    entropy_coef: Any,
-    agg: Any,
-    num_tokens: Any,
-    num_seqs: Any,
-    norm_length: Any,
-    chunk_size: Any,
-    array_type: Callable[[str, Any], Any] | None = None,
-) -> FusedArgs:
-    """Every metadata check of a fused head's call (spec S9.6, S11.1), in the order the reference and
-    every backend apply them: cfg, the aggregation arguments, temperature > 0, a finite
-    entropy_coef, chunk_size, then the arrays (`check_fused_shapes`)."""
-    check_config(cfg)
-    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=array_type)
-    return FusedArgs(
-        agg,
-        norm_length,
-        check_positive("temperature", temperature),
-        check_real("entropy_coef", entropy_coef),
-        check_chunk_size(chunk_size),
-        check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=array_type),
-        (("hidden", hidden), ("weight", weight), ("old_log_prob", old_log_prob), ("advantages", advantages))
-        + (() if bias is None else (("bias", bias),)),
-    )
