@@ -35,6 +35,7 @@ __all__ = [
     "aggregate",
     "aggregation_weights",
     "local_count",
+    "local_counts",
     "policy_inputs",
     "validate_loss",
     "validate_normalizers",
@@ -93,24 +94,16 @@ class ArrayOps(ABC):
         """`x` in `dtype`."""
 
     @abstractmethod
-    def total(self, x: Array) -> Array:
-        """The sum of every element, 0-d."""
+    def total(self, x: Array, dtype: Any = None) -> Array:
+        """The sum of every element, 0-d; a mask's count in `dtype` when given."""
 
     @abstractmethod
-    def row_total(self, x: Array) -> Array:
-        """The sum over the last axis."""
+    def row_total(self, x: Array, dtype: Any = None, *, keepdims: bool = False) -> Array:
+        """The sum over the last axis, (B,) or (B, 1) with `keepdims`; in `dtype` when given."""
 
     @abstractmethod
-    def count_valid(self, m: Array, dtype: Any) -> Array:
-        """sum_t m_t over the whole (B, T) mask, 0-d in `dtype`."""
-
-    @abstractmethod
-    def count_rows(self, m: Array, dtype: Any) -> Array:
-        """#{i : any_t m_it}, the rows with a valid token, 0-d in `dtype`."""
-
-    @abstractmethod
-    def count_per_row(self, m: Array, dtype: Any, *, keepdims: bool) -> Array:
-        """n_i = sum_t m_it per row, in `dtype`: (B,), or (B, 1) with `keepdims`."""
+    def any_per_row(self, m: Array) -> Array:
+        """Whether each row of a (B, T) mask holds a valid token, (B,)."""
 
     @abstractmethod
     def normalizer(self, value: Any, like: Array) -> Array:
@@ -189,7 +182,12 @@ def zero_masked(ops: ArrayOps, m: Array, *xs: Array) -> tuple[Array, ...]:
 
 def local_count(ops: ArrayOps, m: Array, name: str, dtype: Any) -> Array:
     """This batch's own value of normalizer `name`: its valid tokens (N) or its non-empty rows (S)."""
-    return ops.count_valid(m, dtype) if name == "num_tokens" else ops.count_rows(m, dtype)
+    return ops.total(m if name == "num_tokens" else ops.any_per_row(m), dtype)
+
+
+def local_counts(ops: ArrayOps, m: Array) -> tuple[Array, Array]:
+    """(valid tokens, rows with a valid token) of a (B, T) mask, 0-d counts in `ops.index_dtype`."""
+    return local_count(ops, m, "num_tokens", ops.index_dtype), local_count(ops, m, "num_seqs", ops.index_dtype)
 
 
 def validate_normalizers(ops: ArrayOps, agg: str, m: Array, num_tokens: Any, num_seqs: Any) -> None:
@@ -241,7 +239,7 @@ def _divisor(
 
 def _row_counts(ops: ArrayOps, m: Array, dtype: Any, *, keepdims: bool = False) -> Array:
     """n_i, the valid tokens of each row, with 1 for an empty row (whose sum is 0 anyway)."""
-    per_row = ops.count_per_row(m, dtype, keepdims=keepdims)
+    per_row = ops.row_total(m, dtype, keepdims=keepdims)
     return ops.where(per_row > 0, per_row, ops.scalar(1.0, per_row))
 
 

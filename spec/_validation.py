@@ -17,11 +17,11 @@ import numpy as np
 from ._aggregation_modes import AGG_MODES, AGG_TABLE
 
 __all__ = [
+    "array_shape",
     "check_agg",
     "check_aggregation",
     "check_aggregation_shapes",
     "check_chunk_size",
-    "check_fused_shapes",
     "check_group_shape",
     "check_id_range",
     "check_input_dtype",
@@ -106,7 +106,8 @@ def dtype_kind(dtype: Any) -> str:
     return "other"
 
 
-def _shape(name: str, x: Any) -> tuple[int, ...]:
+def array_shape(name: str, x: Any) -> tuple[int, ...]:
+    """The shape of an array or tensor as ints; TypeError naming `name` when `x` has none."""
     shape = getattr(x, "shape", None)
     if shape is None:
         raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}")
@@ -118,17 +119,17 @@ def check_policy_shapes(log_prob: Any, old_log_prob: Any, advantages: Any, mask:
 
     Returns (B, T). Raises ValueError naming the offending argument and its shape.
     """
-    lp = _shape("log_prob", log_prob)
+    lp = array_shape("log_prob", log_prob)
     if len(lp) != 2:
         raise ValueError(f"log_prob must have shape (B, T), got shape {lp}")
-    olp = _shape("old_log_prob", old_log_prob)
+    olp = array_shape("old_log_prob", old_log_prob)
     if olp != lp:
         raise ValueError(f"old_log_prob must have the shape of log_prob {lp}, got shape {olp}")
-    adv = _shape("advantages", advantages)
+    adv = array_shape("advantages", advantages)
     if adv not in (lp, lp[:1]):
         raise ValueError(f"advantages must have shape {lp} (per token) or {lp[:1]} (per sequence), got shape {adv}")
     if mask is not None:
-        m = _shape("mask", mask)
+        m = array_shape("mask", mask)
         if m != lp:
             raise ValueError(f"mask must have the shape of log_prob {lp}, got shape {m}")
     return lp[0], lp[1]
@@ -141,9 +142,9 @@ def check_aggregation_shapes(mask: Any, per_token_loss: Any | None = None) -> tu
     Returns (B, T). Every implementation's `aggregate_loss`, `aggregation_weights` and
     `local_counts` call this one rule.
     """
-    m = _shape("mask", mask)
+    m = array_shape("mask", mask)
     if per_token_loss is not None:
-        loss = _shape("per_token_loss", per_token_loss)
+        loss = array_shape("per_token_loss", per_token_loss)
         if loss != m:
             raise ValueError(f"per_token_loss must have the shape of mask {m}, got shape {loss}")
     if len(m) != 2:
@@ -153,12 +154,12 @@ def check_aggregation_shapes(mask: Any, per_token_loss: Any | None = None) -> tu
 
 def check_logits_shapes(logits: Any, ids: Any | None = None, weight: Any | None = None) -> int:
     """logits (..., V) with V >= 1; ids and weight (...). Returns V."""
-    lg = _shape("logits", logits)
+    lg = array_shape("logits", logits)
     if len(lg) < 1 or lg[-1] < 1:
         raise ValueError(f"logits must have shape (..., V) with V >= 1, got shape {lg}")
     for name, arr in (("ids", ids), ("weight", weight)):
         if arr is not None:
-            s = _shape(name, arr)
+            s = array_shape(name, arr)
             if s != lg[:-1]:
                 raise ValueError(f"{name} must have shape {lg[:-1]} (logits without the vocab axis), got shape {s}")
     return lg[-1]
@@ -285,57 +286,6 @@ def check_id_range(name: str, lo: int, hi: int, v: int, *, valid_only: bool = Fa
     if lo < 0 or hi >= v:
         where = " at valid (mask = True) positions" if valid_only else " (the vocabulary)"
         raise ValueError(f"{name} must lie in [0, {v}){where}, got values in [{lo}, {hi}]")
-
-
-def check_fused_shapes(
-    hidden: Any,
-    weight: Any,
-    token_ids: Any,
-    old_log_prob: Any,
-    advantages: Any,
-    mask: Any,
-    bias: Any = None,
-    *,
-    array_type: Callable[[str, Any], Any] | None = None,
-) -> tuple[int, int, int, int]:
-    """Shapes and dtypes of the fused head's inputs (spec S11.1); returns (B, T, H, V).
-
-    hidden (B, T, H), weight (V, H) with V >= 1 (the `nn.Linear` / `lm_head.weight` layout), bias
-    (V,), token_ids, old_log_prob and mask (B, T), advantages (B, T) or (B,); hidden, weight and
-    bias floating-point, token_ids integer. Metadata only. `array_type` is a backend's own check
-    that an argument is one of its array types (TypeError otherwise), applied first to each.
-    """
-    if array_type is not None:
-        named = (("hidden", hidden), ("weight", weight), ("token_ids", token_ids),
-                 ("old_log_prob", old_log_prob), ("advantages", advantages), ("mask", mask), ("bias", bias))
-        for name, x in named:
-            if not (name == "bias" and x is None):  # bias is optional
-                array_type(name, x)
-    for name, x in (("hidden", hidden), ("weight", weight), ("bias", bias)):
-        if x is not None and dtype_kind(x.dtype) != "float":
-            raise TypeError(f"{name} must be floating-point, got dtype {x.dtype}")
-    hs = _shape("hidden", hidden)
-    if len(hs) != 3:
-        raise ValueError(f"hidden must have shape (B, T, H), got shape {hs}")
-    b_, t_, h_ = hs
-    ws = _shape("weight", weight)
-    if len(ws) != 2 or ws[1] != h_ or ws[0] < 1:
-        raise ValueError(f"weight must have shape (V, H) with H = {h_} (like lm_head.weight), got shape {ws}")
-    v_ = ws[0]
-    if bias is not None and _shape("bias", bias) != (v_,):
-        raise ValueError(f"bias must have shape ({v_},), got shape {_shape('bias', bias)}")
-    ids = _shape("token_ids", token_ids)
-    if ids != (b_, t_):
-        raise ValueError(f"token_ids must have shape {(b_, t_)} (B, T), got shape {ids}")
-    if dtype_kind(token_ids.dtype) != "int":
-        raise TypeError(f"token_ids must be integer, got dtype {token_ids.dtype}")
-    for name, x in (("old_log_prob", old_log_prob), ("mask", mask)):
-        if _shape(name, x) != (b_, t_):
-            raise ValueError(f"{name} must have shape {(b_, t_)} (B, T), got shape {_shape(name, x)}")
-    adv = _shape("advantages", advantages)
-    if adv not in ((b_, t_), (b_,)):
-        raise ValueError(f"advantages must have shape {(b_, t_)} (per token) or {(b_,)} (per sequence), got shape {adv}")
-    return b_, t_, h_, v_
 
 
 def require_finite(name: str, all_finite: bool) -> None:

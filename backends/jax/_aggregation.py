@@ -33,7 +33,7 @@ def local_counts(mask: Any) -> tuple[jax.Array, jax.Array]:
     """
     m = as_bool_mask(mask)
     check_aggregation_shapes(m)
-    return OPS.count_valid(m, jnp.int32), OPS.count_rows(m, jnp.int32)
+    return core.local_counts(OPS, m)
 
 
 def global_counts(

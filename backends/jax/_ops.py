@@ -1,6 +1,6 @@
 """JAX's row of the backends' primitive table (`cegppo._backend_core.ArrayOps`).
 
-Every primitive is traceable (jit, grad, vmap, shard_map): counts are summed in the dtype asked for,
+Every primitive is traceable (jit, grad, vmap, shard_map): a mask is counted in the dtype asked for,
 normalizers may be traced 0-d arrays. Reading values back (`all_finite`, `read_*`) happens only with
 ``validate=True``, after `require_concrete` has refused traced values by name.
 """
@@ -47,20 +47,14 @@ class _JaxOps(ArrayOps):
     def cast(self, x: jax.Array, dtype: Any) -> jax.Array:
         return x.astype(dtype)
 
-    def total(self, x: jax.Array) -> jax.Array:
-        return jnp.sum(x)
+    def total(self, x: jax.Array, dtype: Any = None) -> jax.Array:
+        return jnp.sum(x, dtype=dtype)
 
-    def row_total(self, x: jax.Array) -> jax.Array:
-        return jnp.sum(x, axis=-1)
+    def row_total(self, x: jax.Array, dtype: Any = None, *, keepdims: bool = False) -> jax.Array:
+        return jnp.sum(x, axis=-1, dtype=dtype, keepdims=keepdims)
 
-    def count_valid(self, m: jax.Array, dtype: Any) -> jax.Array:
-        return jnp.sum(m, dtype=dtype)
-
-    def count_rows(self, m: jax.Array, dtype: Any) -> jax.Array:
-        return jnp.sum(jnp.any(m, axis=-1), dtype=dtype)
-
-    def count_per_row(self, m: jax.Array, dtype: Any, *, keepdims: bool) -> jax.Array:
-        return jnp.sum(m, axis=-1, dtype=dtype, keepdims=keepdims)
+    def any_per_row(self, m: jax.Array) -> jax.Array:
+        return jnp.any(m, axis=-1)
 
     def normalizer(self, value: Any, like: jax.Array) -> jax.Array:
         return jnp.reshape(jnp.asarray(value).astype(like.dtype), ())

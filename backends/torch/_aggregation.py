@@ -28,7 +28,7 @@ def local_counts(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     m = as_bool_mask(mask)
     check_aggregation_shapes(m)
-    return OPS.count_valid(m, torch.int64), OPS.count_rows(m, torch.int64)
+    return core.local_counts(OPS, m)
 
 
 def global_counts(mask: torch.Tensor, group: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """PyTorch's row of the backends' primitive table (`cegppo._backend_core.ArrayOps`).
 
-Counts are summed in int64 and then cast (exact for any batch); a host number becomes a 0-d tensor on
+A mask is counted in int64 and then cast (exact for any batch); a host number becomes a 0-d tensor on
 the mask's device, while a normalizer tensor stays on its own device (a 0-d CPU tensor mixes with CUDA
 ones, and moving it would synchronise). Reading values back (`all_finite`, `read_*`) happens only with
 ``validate=True``.
@@ -46,20 +46,15 @@ class _TorchOps(ArrayOps):
     def cast(self, x: torch.Tensor, dtype: Any) -> torch.Tensor:
         return x.to(dtype)
 
-    def total(self, x: torch.Tensor) -> torch.Tensor:
-        return x.sum()
+    def total(self, x: torch.Tensor, dtype: Any = None) -> torch.Tensor:
+        return x.sum() if dtype is None else x.sum().to(dtype)
 
-    def row_total(self, x: torch.Tensor) -> torch.Tensor:
-        return x.sum(dim=-1)
+    def row_total(self, x: torch.Tensor, dtype: Any = None, *, keepdims: bool = False) -> torch.Tensor:
+        rows = x.sum(dim=-1, keepdim=keepdims)
+        return rows if dtype is None else rows.to(dtype)
 
-    def count_valid(self, m: torch.Tensor, dtype: Any) -> torch.Tensor:
-        return m.sum().to(dtype)
-
-    def count_rows(self, m: torch.Tensor, dtype: Any) -> torch.Tensor:
-        return m.any(dim=-1).sum().to(dtype)
-
-    def count_per_row(self, m: torch.Tensor, dtype: Any, *, keepdims: bool) -> torch.Tensor:
-        return m.sum(dim=-1, keepdim=keepdims).to(dtype)
+    def any_per_row(self, m: torch.Tensor) -> torch.Tensor:
+        return m.any(dim=-1)
 
     def normalizer(self, value: Any, like: torch.Tensor) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
