@@ -294,15 +294,18 @@ def gpu(session: nox.Session) -> None:
 # -- spec` runs one target. tools/mutation.py stages, runs mutmut and prints the score per module.
 MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
     "spec": {
-        # Every module of spec/ with code (not __init__, which re-exports, nor __main__, the `python -m cegppo` demo).
+        # Every module of spec/ with code (not __init__, which re-exports, nor __main__, the `python -m cegppo` demo),
+        # but _backend_core: the backends' shared algorithm, which only the backends' suites run.
         "mutate": ["spec/_objective.py", "spec/_aggregation.py", "spec/_loss.py", "spec/_logits.py",
-                   "spec/_advantages.py", "spec/_validation.py", "spec/_scalars.py", "spec/_metrics.py",
-                   "spec/_fused.py", "spec/_config.py", "spec/presets.py", "spec/_arrays.py"],
+                   "spec/_advantages.py", "spec/_validation.py", "spec/_metrics.py", "spec/_fused.py",
+                   "spec/_config.py", "spec/presets.py", "spec/_arrays.py", "spec/_aggregation_modes.py",
+                   "spec/_estimators.py", "spec/_fused_args.py"],
         "tests": ["tests/core"],
         "pytest_args": [],
     },
     "torch": {
-        "mutate": ["backends/torch/_objective.py", "backends/torch/_aggregation.py"],
+        "mutate": ["backends/torch/_objective.py", "backends/torch/_aggregation.py", "backends/torch/_ops.py",
+                   "spec/_backend_core.py"],
         # Not test_compile (a torch.compile per mutant) nor test_distributed (its ranks run in
         # subprocesses, which see no mutant); not test_fused (the fused head is not mutated).
         # tests/backends: its torch cases (--backend=torch), without test_fused.
@@ -312,7 +315,8 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         "pytest_args": ["--backend=torch"],
     },
     "jax": {
-        "mutate": ["backends/jax/_objective.py", "backends/jax/_aggregation.py"],
+        "mutate": ["backends/jax/_objective.py", "backends/jax/_aggregation.py", "backends/jax/_ops.py",
+                   "spec/_backend_core.py"],
         # Not test_sharding / test_memory_traffic (compiled-HLO inspection, minutes per mutant),
         # nor test_fused (as for torch).
         "tests": ["tests/conformance/test_properties.py", "tests/jax/test_policy_loss.py",

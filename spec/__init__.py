@@ -10,13 +10,14 @@ from __future__ import annotations
 from . import presets
 from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
 from ._aggregation import aggregate_loss, aggregation_weights, local_counts
+from ._aggregation_modes import AGG_MODES
 from ._config import CEGPPOConfig
+from ._estimators import ADVANTAGE_ESTIMATORS
 from ._fused import fused_linear_policy_loss, fused_linear_policy_loss_grad
 from ._logits import entropy, entropy_change_first_order, entropy_grad, token_log_probs, token_log_probs_grad
 from ._loss import policy_loss, policy_loss_grad, policy_metrics
 from ._metrics import FUSED_METRIC_KEYS, METRIC_KEYS
 from ._objective import TokenRegions, grad_weight, per_token_objective, token_regions
-from ._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it; CHANGELOG.md)
 

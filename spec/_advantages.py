@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_group_shape, check_positive, run_estimator
+from ._estimators import run_estimator
+from ._validation import check_group_shape, check_positive
 
 __all__ = ["GRPO_EPS", "drgrpo_advantages", "group_advantages", "grpo_advantages", "rloo_advantages"]
 

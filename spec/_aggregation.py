@@ -11,10 +11,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from ._aggregation_modes import AGG_TABLE, agg_length
 from ._arrays import as_bool_mask
 from ._validation import (
-    AGG_TABLE,
-    agg_length,
     check_aggregation,
     check_aggregation_shapes,
     check_input_dtype,
@@ -75,19 +74,19 @@ def aggregation_weights(
     check_aggregation_shapes(m)
     dtype = np.dtype(dtype)
     mode = AGG_TABLE[agg]
-    c = m.astype(dtype)
+    weights = m.astype(dtype)
     if mode.per_row_mean:
-        per_row = c.sum(axis=-1, keepdims=True)
-        c = c / np.where(per_row > 0, per_row, 1)
+        per_row = weights.sum(axis=-1, keepdims=True)
+        weights = weights / np.where(per_row > 0, per_row, 1)
     if mode.normalizer == "num_tokens":
         den = _denominator("num_tokens", num_tokens, m.sum(), dtype)
     elif mode.normalizer == "num_seqs":
         den = _denominator("num_seqs", num_seqs, m.any(axis=-1).sum(), dtype)
     else:
-        return c
+        return weights
     if mode.by_length:
         den = den * dtype.type(agg_length(norm_length, m.shape[-1]))
-    return cast(np.ndarray, c / den)
+    return cast(np.ndarray, weights / den)
 
 
 def aggregate_loss(
@@ -114,5 +113,5 @@ def aggregate_loss(
     if validate:
         require_finite("per_token_loss", bool(np.all(np.isfinite(loss[m]))))
     dtype = np.result_type(loss.dtype, np.float32)
-    c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=dtype)
-    return cast(np.ndarray, np.sum(c * np.where(m, loss, 0).astype(dtype)))
+    weights = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=dtype)
+    return cast(np.ndarray, np.sum(weights * np.where(m, loss, 0).astype(dtype)))

@@ -10,9 +10,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._scalars import check_real
+from ._validation import check_real
 
-__all__ = ["CEGPPOConfig"]
+__all__ = ["CEGPPOConfig", "check_config"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,10 @@ class CEGPPOConfig:
     def as_dict(self) -> dict[str, float | None]:
         """The fields as a plain dict (for logging and checkpoints)."""
         return asdict(self)
+
+
+def check_config(cfg: Any) -> CEGPPOConfig:
+    """`cfg` must be a CEGPPOConfig (already validated at construction)."""
+    if not isinstance(cfg, CEGPPOConfig):
+        raise TypeError(f"cfg must be a cegppo.CEGPPOConfig, got {type(cfg).__name__}")
+    return cfg

@@ -21,11 +21,12 @@ import numpy as np
 from ._aggregation import aggregate_loss, aggregation_weights
 from ._arrays import as_bool_mask
 from ._config import CEGPPOConfig
+from ._fused_args import check_fused_args
 from ._logits import entropy, entropy_change_first_order, entropy_grad, token_log_probs, token_log_probs_grad
 from ._loss import policy_loss, policy_loss_grad, policy_metrics
 from ._metrics import ENTROPY_REGION_KEYS, REGION_NAMES
 from ._objective import token_regions
-from ._validation import check_fused_args, check_id_range, require_finite
+from ._validation import check_id_range, require_finite
 
 __all__ = ["FusedHeadTerms", "fused_head_terms", "fused_linear_policy_loss", "fused_linear_policy_loss_grad"]
 
@@ -89,7 +90,7 @@ def fused_head_terms(
         entropy_coef=entropy_coef, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length,
         chunk_size=chunk_size,
     )  # the reference has no chunks: any valid chunk_size gives the same result
-    agg, norm_length, tau, k = args.agg, args.norm_length, args.temperature, args.entropy_coef
+    agg, norm_length, temperature, entropy_coef = args.agg, args.norm_length, args.temperature, args.entropy_coef
     b_, t_, _, v_ = args.shape
     m = as_bool_mask(mask)
     adv_bt = np.broadcast_to(advantages[:, None], (b_, t_)) if advantages.ndim == 1 else advantages
@@ -105,13 +106,14 @@ def fused_head_terms(
     adv = np.where(m, adv_bt.astype(f64), 0.0)
     w = weight.astype(f64)
     agg_kw: dict[str, Any] = {"num_tokens": num_tokens, "num_seqs": num_seqs, "norm_length": norm_length}
-    z = (hid @ w.T + (0.0 if bias is None else bias.astype(f64))) / tau
+    z = (hid @ w.T + (0.0 if bias is None else bias.astype(f64))) / temperature
     lp = token_log_probs(z, ids)
     ent = entropy(z)
-    c = aggregation_weights(m, agg, dtype=f64, **agg_kw)
-    value = float(policy_loss(lp, olp, adv, m, cfg, agg, **agg_kw) - k * aggregate_loss(np.where(m, ent, 0.0), m, agg, **agg_kw))
+    agg_weights = aggregation_weights(m, agg, dtype=f64, **agg_kw)
+    aggregated_entropy = aggregate_loss(np.where(m, ent, 0.0), m, agg, **agg_kw)
+    value = float(policy_loss(lp, olp, adv, m, cfg, agg, **agg_kw) - entropy_coef * aggregated_entropy)
     g_lp = np.asarray(policy_loss_grad(lp, olp, adv, m, cfg, agg, **agg_kw))  # -c F A
-    gz = (token_log_probs_grad(z, ids, g_lp) + entropy_grad(z, -k * c)) / tau
+    gz = (token_log_probs_grad(z, ids, g_lp) + entropy_grad(z, -entropy_coef * agg_weights)) / temperature
     grads = {"hidden": gz @ w, "weight": np.einsum("btv,bth->vh", gz, hid)}
     if bias is not None:
         grads["bias"] = gz.sum((0, 1))
@@ -121,7 +123,7 @@ def fused_head_terms(
     regions = token_regions(lp, olp, adv, cfg)
     for key, name in zip(ENTROPY_REGION_KEYS, REGION_NAMES, strict=True):
         metrics[key] = float(np.sum(np.where(getattr(regions, name) & m, dent, 0.0)))
-    return FusedHeadTerms(value, metrics, grads, m, hid, ids, z, lp, olp, adv, ent, c, g_lp)
+    return FusedHeadTerms(value, metrics, grads, m, hid, ids, z, lp, olp, adv, ent, agg_weights, g_lp)
 
 
 def fused_linear_policy_loss(

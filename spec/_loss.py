@@ -12,10 +12,10 @@ import numpy as np
 
 from ._aggregation import aggregation_weights
 from ._arrays import as_bool_mask, as_float, compute_dtype
-from ._config import CEGPPOConfig
+from ._config import CEGPPOConfig, check_config
 from ._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
 from ._objective import _regions, grad_weight, per_token_objective
-from ._validation import check_aggregation, check_config, check_policy_shapes, require_finite
+from ._validation import check_aggregation, check_policy_shapes, require_finite
 
 __all__ = ["METRIC_KEYS", "policy_loss", "policy_loss_grad", "policy_metrics"]
 
@@ -77,8 +77,10 @@ def policy_loss(
     check_aggregation(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
     per_token = -per_token_objective(lp, olp, adv, cfg)
-    c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=lp.dtype)
-    return cast(np.ndarray, np.sum(c * np.where(m, per_token, 0)))
+    agg_weights = aggregation_weights(
+        m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=lp.dtype
+    )
+    return cast(np.ndarray, np.sum(agg_weights * np.where(m, per_token, 0)))
 
 
 def policy_loss_grad(
@@ -105,9 +107,11 @@ def policy_loss_grad(
     check_aggregation(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
     f = grad_weight(lp, olp, adv, cfg)
-    fa = np.where(adv == 0, 0, f * np.where(adv == 0, 1, adv))
-    c = aggregation_weights(m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=lp.dtype)
-    return np.where(m, -c * fa, 0).astype(lp.dtype, copy=False)
+    objective_grad = np.where(adv == 0, 0, f * np.where(adv == 0, 1, adv))  # dJ_t / dlog_prob_t = F_t A_t
+    agg_weights = aggregation_weights(
+        m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=lp.dtype
+    )
+    return np.where(m, -agg_weights * objective_grad, 0).astype(lp.dtype, copy=False)
 
 
 def policy_metrics(

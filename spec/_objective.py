@@ -11,8 +11,8 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from ._arrays import as_float, compute_dtype
-from ._config import CEGPPOConfig
-from ._validation import check_config, check_policy_shapes
+from ._config import CEGPPOConfig, check_config
+from ._validation import check_policy_shapes
 
 __all__ = ["TokenRegions", "grad_weight", "per_token_objective", "token_regions"]
 

@@ -7,30 +7,21 @@ so these checks cost nothing and never synchronise a GPU. Data-dependent checks 
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 import numpy as np
 
-from ._config import CEGPPOConfig
-from ._scalars import check_positive, check_real
+from ._aggregation_modes import AGG_MODES, AGG_TABLE
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS",
-    "AGG_MODES",
-    "AGG_TABLE",
-    "AggMode",
-    "FusedArgs",
-    "agg_length",
+    "array_shape",
     "check_agg",
     "check_aggregation",
     "check_aggregation_shapes",
     "check_chunk_size",
-    "check_config",
-    "check_estimator",
-    "check_fused_args",
-    "check_fused_shapes",
     "check_group_shape",
     "check_id_range",
     "check_input_dtype",
@@ -41,50 +32,32 @@ __all__ = [
     "check_positive",
     "check_real",
     "dtype_kind",
-    "read_normalizers",
     "require_finite",
-    "run_estimator",
 ]
 
 
-class AggMode(NamedTuple):
-    """How one aggregation mode forms its coefficients (spec S8):
+def check_real(name: str, value: Any) -> float:
+    """A finite real Python number (int or float, never bool), returned as float.
 
-        c_t = m_t / ([n_i if per_row_mean] * [N or S, the normalizer] * [L if by_length])
-
-    Every implementation reads this table and keeps only its own arithmetic: which count a mode
-    divides by is written once, here.
+    `bool` is an int subclass, but ``eps_low=True`` or ``entropy_coef=True`` is a bug, not 1.0.
+    NumPy's float64 is a float subclass and passes; other NumPy scalars do not (the rule of the
+    config fields, S1, which every other scalar argument follows).
     """
-
-    normalizer: str | None
-    """The global normalizer the mode divides by: "num_tokens" (N), "num_seqs" (S) or None."""
-    per_row_mean: bool
-    """Divide each row by its own number of valid tokens n_i first (rows with n_i = 0 get 0)."""
-    by_length: bool
-    """Also divide by the constant length L (`norm_length`, default T; Dr.GRPO, arXiv 2503.20783 Eq. 4)."""
-
-
-AGG_TABLE: dict[str, AggMode] = {
-    "token-mean": AggMode("num_tokens", per_row_mean=False, by_length=False),
-    "token-sum": AggMode(None, per_row_mean=False, by_length=False),
-    "seq-mean-token-mean": AggMode("num_seqs", per_row_mean=True, by_length=False),
-    "seq-mean-token-sum": AggMode("num_seqs", per_row_mean=False, by_length=False),
-    "seq-mean-token-sum-norm": AggMode("num_seqs", per_row_mean=False, by_length=True),
-}
-"""The aggregation modes of spec clause S8, named as in verl, and what each divides by."""
-
-AGG_MODES: tuple[str, ...] = tuple(AGG_TABLE)
-"""Loss aggregation modes, named as in verl (spec clause S8)."""
-
-ADVANTAGE_ESTIMATORS: tuple[str, ...] = ("grpo", "drgrpo", "rloo")
-"""Group-relative advantage estimators (spec clause S12)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    real = float(value)
+    if not math.isfinite(real):
+        raise ValueError(f"{name} must be finite, got {real!r}")
+    return real
 
 
-def check_config(cfg: Any) -> CEGPPOConfig:
-    """`cfg` must be a CEGPPOConfig (already validated at construction)."""
-    if not isinstance(cfg, CEGPPOConfig):
-        raise TypeError(f"cfg must be a cegppo.CEGPPOConfig, got {type(cfg).__name__}")
-    return cfg
+def check_positive(name: str, value: Any) -> float:
+    """A finite number > 0 (eps, norm_length, temperature)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_agg(agg: Any) -> str:
@@ -92,14 +65,6 @@ def check_agg(agg: Any) -> str:
     if not isinstance(agg, str) or agg not in AGG_TABLE:
         raise ValueError(f"agg must be one of {list(AGG_MODES)}, got {agg!r}")
     return agg
-
-
-def agg_length(norm_length: float | None, width: int) -> float:
-    """L of seq-mean-token-sum-norm (spec S8.2): `norm_length`, default the padded width T.
-
-    A width of 0 (no token at all) gives 1, so an empty batch divides 0 by 1, never by 0.
-    """
-    return float(max(width, 1)) if norm_length is None else float(norm_length)
 
 
 def check_input_dtype(name: str, dtype: Any, *, floating_only: bool) -> None:
@@ -141,7 +106,8 @@ def dtype_kind(dtype: Any) -> str:
     return "other"
 
 
-def _shape(name: str, x: Any) -> tuple[int, ...]:
+def array_shape(name: str, x: Any) -> tuple[int, ...]:
+    """The shape of an array or tensor as ints; TypeError naming `name` when `x` has none."""
     shape = getattr(x, "shape", None)
     if shape is None:
         raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}")
@@ -153,17 +119,17 @@ def check_policy_shapes(log_prob: Any, old_log_prob: Any, advantages: Any, mask:
 
     Returns (B, T). Raises ValueError naming the offending argument and its shape.
     """
-    lp = _shape("log_prob", log_prob)
+    lp = array_shape("log_prob", log_prob)
     if len(lp) != 2:
         raise ValueError(f"log_prob must have shape (B, T), got shape {lp}")
-    olp = _shape("old_log_prob", old_log_prob)
+    olp = array_shape("old_log_prob", old_log_prob)
     if olp != lp:
         raise ValueError(f"old_log_prob must have the shape of log_prob {lp}, got shape {olp}")
-    adv = _shape("advantages", advantages)
+    adv = array_shape("advantages", advantages)
     if adv not in (lp, lp[:1]):
         raise ValueError(f"advantages must have shape {lp} (per token) or {lp[:1]} (per sequence), got shape {adv}")
     if mask is not None:
-        m = _shape("mask", mask)
+        m = array_shape("mask", mask)
         if m != lp:
             raise ValueError(f"mask must have the shape of log_prob {lp}, got shape {m}")
     return lp[0], lp[1]
@@ -176,9 +142,9 @@ def check_aggregation_shapes(mask: Any, per_token_loss: Any | None = None) -> tu
     Returns (B, T). Every implementation's `aggregate_loss`, `aggregation_weights` and
     `local_counts` call this one rule.
     """
-    m = _shape("mask", mask)
+    m = array_shape("mask", mask)
     if per_token_loss is not None:
-        loss = _shape("per_token_loss", per_token_loss)
+        loss = array_shape("per_token_loss", per_token_loss)
         if loss != m:
             raise ValueError(f"per_token_loss must have the shape of mask {m}, got shape {loss}")
     if len(m) != 2:
@@ -188,12 +154,12 @@ def check_aggregation_shapes(mask: Any, per_token_loss: Any | None = None) -> tu
 
 def check_logits_shapes(logits: Any, ids: Any | None = None, weight: Any | None = None) -> int:
     """logits (..., V) with V >= 1; ids and weight (...). Returns V."""
-    lg = _shape("logits", logits)
+    lg = array_shape("logits", logits)
     if len(lg) < 1 or lg[-1] < 1:
         raise ValueError(f"logits must have shape (..., V) with V >= 1, got shape {lg}")
     for name, arr in (("ids", ids), ("weight", weight)):
         if arr is not None:
-            s = _shape(name, arr)
+            s = array_shape(name, arr)
             if s != lg[:-1]:
                 raise ValueError(f"{name} must have shape {lg[:-1]} (logits without the vocab axis), got shape {s}")
     return lg[-1]
@@ -242,18 +208,6 @@ def check_normalizer(name: str, value: Any) -> None:
         v = value.reshape(()).item()
         if not (v >= 0 and v <= _FLOAT_MAX):
             raise _bad_normalizer(name, v)
-
-
-def read_normalizers(agg: str, num_tokens: Any, num_seqs: Any) -> tuple[tuple[str, Any], ...]:
-    """The normalizers that aggregation mode `agg` reads, as (name, value) pairs (spec S8.2).
-
-    token-mean reads `num_tokens`, the seq-mean modes read `num_seqs`, token-sum reads neither
-    (`AGG_TABLE`).
-    """
-    name = AGG_TABLE[agg].normalizer
-    if name is None:
-        return ()
-    return ((name, num_tokens if name == "num_tokens" else num_seqs),)
 
 
 def check_normalizer_value(name: str, value: float, local_count: int) -> None:
@@ -312,37 +266,6 @@ def check_group_shape(rewards_shape: Sequence[int], group_size: Any) -> int:
     return n // group_size
 
 
-def check_estimator(estimator: Any) -> str:
-    """`estimator` must name one of ADVANTAGE_ESTIMATORS."""
-    if estimator not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {list(ADVANTAGE_ESTIMATORS)}, got {estimator!r}")
-    return str(estimator)
-
-
-_Adv = TypeVar("_Adv")
-"""A backend's advantages array type."""
-
-
-def run_estimator(
-    estimator: Any,
-    rewards: Any,
-    group_size: int,
-    eps: float,
-    *,
-    grpo: Callable[[Any, int, float], _Adv],
-    drgrpo: Callable[[Any, int], _Adv],
-    rloo: Callable[[Any, int], _Adv],
-) -> _Adv:
-    """`group_advantages`' dispatch by name (spec S12), for every backend: each passes its own estimators.
-
-    Only GRPO takes `eps` (its std guard); Dr.GRPO and RLOO divide by no std.
-    """
-    estimator = check_estimator(estimator)
-    if estimator == "grpo":
-        return grpo(rewards, group_size, eps)
-    return (drgrpo if estimator == "drgrpo" else rloo)(rewards, group_size)
-
-
 def check_chunk_size(chunk_size: Any) -> int | None:
     """Rows per chunk of the chunked softmax head and of the fused head: None or an int >= 1 (spec S11)."""
     if chunk_size is None:
@@ -365,110 +288,8 @@ def check_id_range(name: str, lo: int, hi: int, v: int, *, valid_only: bool = Fa
         raise ValueError(f"{name} must lie in [0, {v}){where}, got values in [{lo}, {hi}]")
 
 
-def check_fused_shapes(
-    hidden: Any,
-    weight: Any,
-    token_ids: Any,
-    old_log_prob: Any,
-    advantages: Any,
-    mask: Any,
-    bias: Any = None,
-    *,
-    array_type: Callable[[str, Any], Any] | None = None,
-) -> tuple[int, int, int, int]:
-    """Shapes and dtypes of the fused head's inputs (spec S11.1); returns (B, T, H, V).
-
-    hidden (B, T, H), weight (V, H) with V >= 1 (the `nn.Linear` / `lm_head.weight` layout), bias
-    (V,), token_ids, old_log_prob and mask (B, T), advantages (B, T) or (B,); hidden, weight and
-    bias floating-point, token_ids integer. Metadata only. `array_type` is a backend's own check
-    that an argument is one of its array types (TypeError otherwise), applied first to each.
-    """
-    if array_type is not None:
-        named = (("hidden", hidden), ("weight", weight), ("token_ids", token_ids),
-                 ("old_log_prob", old_log_prob), ("advantages", advantages), ("mask", mask), ("bias", bias))
-        for name, x in named:
-            if not (name == "bias" and x is None):  # bias is optional
-                array_type(name, x)
-    for name, x in (("hidden", hidden), ("weight", weight), ("bias", bias)):
-        if x is not None and dtype_kind(x.dtype) != "float":
-            raise TypeError(f"{name} must be floating-point, got dtype {x.dtype}")
-    hs = _shape("hidden", hidden)
-    if len(hs) != 3:
-        raise ValueError(f"hidden must have shape (B, T, H), got shape {hs}")
-    b_, t_, h_ = hs
-    ws = _shape("weight", weight)
-    if len(ws) != 2 or ws[1] != h_ or ws[0] < 1:
-        raise ValueError(f"weight must have shape (V, H) with H = {h_} (like lm_head.weight), got shape {ws}")
-    v_ = ws[0]
-    if bias is not None and _shape("bias", bias) != (v_,):
-        raise ValueError(f"bias must have shape ({v_},), got shape {_shape('bias', bias)}")
-    ids = _shape("token_ids", token_ids)
-    if ids != (b_, t_):
-        raise ValueError(f"token_ids must have shape {(b_, t_)} (B, T), got shape {ids}")
-    if dtype_kind(token_ids.dtype) != "int":
-        raise TypeError(f"token_ids must be integer, got dtype {token_ids.dtype}")
-    for name, x in (("old_log_prob", old_log_prob), ("mask", mask)):
-        if _shape(name, x) != (b_, t_):
-            raise ValueError(f"{name} must have shape {(b_, t_)} (B, T), got shape {_shape(name, x)}")
-    adv = _shape("advantages", advantages)
-    if adv not in ((b_, t_), (b_,)):
-        raise ValueError(f"advantages must have shape {(b_, t_)} (per token) or {(b_,)} (per sequence), got shape {adv}")
-    return b_, t_, h_, v_
-
-
 def require_finite(name: str, all_finite: bool) -> None:
     """`validate=True`: `all_finite` says whether `name` is finite at every valid (mask = True)
     position, as the caller's framework computed it (spec S9.6); ValueError naming it if not."""
     if not all_finite:
         raise ValueError(f"{name} holds non-finite values at valid (mask = True) positions")
-
-
-class FusedArgs(NamedTuple):
-    """The fused head's checked arguments (`check_fused_args`)."""
-
-    agg: str
-    norm_length: float | None
-    temperature: float
-    entropy_coef: float
-    chunk_size: int | None
-    shape: tuple[int, int, int, int]
-    """(B, T, H, V)."""
-    float_inputs: tuple[tuple[str, Any], ...]
-    """The named arrays whose dtypes set the compute dtype (spec S9.5): hidden, weight, old_log_prob,
-    advantages, and bias when given (token_ids and mask are indices and flags)."""
-
-
-def check_fused_args(
-    hidden: Any,
-    weight: Any,
-    token_ids: Any,
-    old_log_prob: Any,
-    advantages: Any,
-    mask: Any,
-    cfg: Any,
-    *,
-    bias: Any,
-    temperature: Any,
-    entropy_coef: Any,
-    agg: Any,
-    num_tokens: Any,
-    num_seqs: Any,
-    norm_length: Any,
-    chunk_size: Any,
-    array_type: Callable[[str, Any], Any] | None = None,
-) -> FusedArgs:
-    """Every metadata check of a fused head's call (spec S9.6, S11.1), in the order the reference and
-    every backend apply them: cfg, the aggregation arguments, temperature > 0, a finite
-    entropy_coef, chunk_size, then the arrays (`check_fused_shapes`)."""
-    check_config(cfg)
-    agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=array_type)
-    return FusedArgs(
-        agg,
-        norm_length,
-        check_positive("temperature", temperature),
-        check_real("entropy_coef", entropy_coef),
-        check_chunk_size(chunk_size),
-        check_fused_shapes(hidden, weight, token_ids, old_log_prob, advantages, mask, bias, array_type=array_type),
-        (("hidden", hidden), ("weight", weight), ("old_log_prob", old_log_prob), ("advantages", advantages))
-        + (() if bias is None else (("bias", bias),)),
-    )

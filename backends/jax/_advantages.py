@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 from cegppo._advantages import GRPO_EPS
-from cegppo._validation import check_group_shape, check_positive, run_estimator
+from cegppo._estimators import run_estimator
+from cegppo._validation import check_group_shape, check_positive
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""The fused LM-head CE-GPPO loss with entropy in JAX: no (tokens x vocab) logits in memory (issue 5).
+"""The fused LM-head CE-GPPO loss with entropy in JAX: no (tokens x vocab) logits in memory.
 
     logits  z_t = (W h_t + b) / tau                                   (V,) per token, a chunk at a time
     log pi  l_t = z_t[a_t] - logsumexp(z_t),   H_t = -sum_j pi_tj log pi_tj          (spec S11)
@@ -17,17 +17,20 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
+from cegppo._fused_args import check_fused_args
 from cegppo._metrics import ENTROPY_REGION_KEYS, FUSED_METRIC_KEYS
-from cegppo._validation import check_fused_args, check_id_range, require_finite
+from cegppo._validation import check_id_range, require_finite
 
 import jax
 import jax.numpy as jnp
 
-from ._aggregation import _validate_normalizers, _weights, aggregate_loss
+from ._aggregation import aggregate_loss
 from ._common import as_bool_mask, as_float, check_array, compute_dtype, require_concrete
 from ._loss import policy_loss, policy_metrics
 from ._objective import _grad_weight, _regions
+from ._ops import OPS
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "FUSED_METRIC_KEYS", "fused_linear_policy_loss"]
 
@@ -42,39 +45,39 @@ _WEIGHT_GRAD_BLOCK_BYTES: int = 16 << 20
 440 x 896 x 151936, against 192 MiB in blocks, at equal speed; docs/fused.md, "Measured")."""
 
 
-def _add_weight_grad(gw: jax.Array, g: jax.Array, hc: jax.Array, dt: Any) -> jax.Array:
-    """gw + g^T hc, (V, H), accumulated block by block over the vocabulary (V) in place.
+def _add_weight_grad(gw: jax.Array, g: jax.Array, hidden_chunk: jax.Array, dt: Any) -> jax.Array:
+    """gw + g^T hidden_chunk, (V, H), accumulated block by block over the vocabulary (V) in place.
 
     A `fori_loop` over whole blocks (dynamic slices), then the remainder: a Python loop of
     static slices would not do, XLA schedules all their products before the first add."""
     v, h_dim = gw.shape
     blk = max(1, _WEIGHT_GRAD_BLOCK_BYTES // (h_dim * gw.dtype.itemsize))
     if blk >= v:
-        return gw + jnp.dot(g.T, hc, preferred_element_type=dt)
+        return gw + jnp.dot(g.T, hidden_chunk, preferred_element_type=dt)
 
     def block(k: jax.Array, acc: jax.Array) -> jax.Array:
         v0 = k * blk
         gk = jax.lax.dynamic_slice_in_dim(g, v0, blk, axis=1)
-        upd = jax.lax.dynamic_slice_in_dim(acc, v0, blk, axis=0) + jnp.dot(gk.T, hc, preferred_element_type=dt)
+        upd = jax.lax.dynamic_slice_in_dim(acc, v0, blk, axis=0) + jnp.dot(gk.T, hidden_chunk, preferred_element_type=dt)
         return jax.lax.dynamic_update_slice_in_dim(acc, upd, v0, axis=0)
 
     n_full = v // blk
     gw = jax.lax.fori_loop(0, n_full, block, gw)
     if n_full * blk < v:
         rest = slice(n_full * blk, v)
-        gw = gw.at[rest].add(jnp.dot(g[:, rest].T, hc, preferred_element_type=dt))
+        gw = gw.at[rest].add(jnp.dot(g[:, rest].T, hidden_chunk, preferred_element_type=dt))
     return gw
 
 
 def _policy_weight(
-    lp: jax.Array, olp: jax.Array, adv: jax.Array, coef: jax.Array, cfg: CEGPPOConfig
+    lp: jax.Array, olp: jax.Array, adv: jax.Array, agg_weight: jax.Array, cfg: CEGPPOConfig
 ) -> jax.Array:
     """w_t = c_t F_t A_t = -d loss / d log_prob_t (spec S4, S8); exactly 0 where A_t = 0 (or c_t = 0)."""
     logr = lp - olp
     f = _grad_weight(logr, _regions(logr, adv, cfg), cfg)
     zero = jnp.zeros((), lp.dtype)
-    fa = jnp.where(adv == 0, zero, f * jnp.where(adv == 0, jnp.ones((), lp.dtype), adv))
-    return jnp.where(coef == 0, zero, coef * fa)
+    objective_grad = jnp.where(adv == 0, zero, f * jnp.where(adv == 0, jnp.ones((), lp.dtype), adv))  # F_t A_t
+    return jnp.where(agg_weight == 0, zero, agg_weight * objective_grad)
 
 
 def _chunk_stats(
@@ -82,15 +85,15 @@ def _chunk_stats(
     with_grad: bool,
     w: jax.Array,
     b: jax.Array | None,
-    hc: jax.Array,
-    ac: jax.Array,
-    olpc: jax.Array,
-    advc: jax.Array,
-    cc: jax.Array,
+    hidden_chunk: jax.Array,
+    ids_chunk: jax.Array,
+    old_log_prob_chunk: jax.Array,
+    adv_chunk: jax.Array,
+    agg_weight_chunk: jax.Array,
 ) -> tuple[jax.Array, ...]:
     """One chunk: (logp, H, dH) per row and, with_grad, G = dloss/dz (rows, V) in the compute dtype."""
     cfg, inv_t, ecoef, dt, _ = statics
-    z = jnp.dot(hc, w.T, preferred_element_type=dt)
+    z = jnp.dot(hidden_chunk, w.T, preferred_element_type=dt)
     if b is not None:
         z = z + b.astype(dt)
     if inv_t != 1.0:
@@ -102,19 +105,19 @@ def _chunk_stats(
     m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
     lse = m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True))
     ls = z - lse
-    lp = jnp.take_along_axis(ls, ac[:, None], axis=-1)[:, 0]
+    lp = jnp.take_along_axis(ls, ids_chunk[:, None], axis=-1)[:, 0]
     p = jnp.exp(ls)
     ent = -jnp.sum(p * ls, axis=-1)
     s = p * (ls + ent[:, None])  # s_j = pi_j (log pi_j + H); dH/dz = -s
-    s_a = jnp.take_along_axis(s, ac[:, None], axis=-1)[:, 0]
-    wt = _policy_weight(lp, olpc, advc, cc, cfg)
+    s_a = jnp.take_along_axis(s, ids_chunk[:, None], axis=-1)[:, 0]
+    wt = _policy_weight(lp, old_log_prob_chunk, adv_chunk, agg_weight_chunk, cfg)
     dent = wt * (jnp.sum(p * s, axis=-1) - s_a)  # spec S11: first-order dH along w (e_a - pi)
     if not with_grad:
         return lp, ent, dent
-    onehot = jnp.arange(z.shape[-1], dtype=ac.dtype)[None, :] == ac[:, None]
+    onehot = jnp.arange(z.shape[-1], dtype=ids_chunk.dtype)[None, :] == ids_chunk[:, None]
     g = wt[:, None] * (p - onehot.astype(dt))
     if ecoef != 0.0:
-        g = g + (cc * np.asarray(ecoef, dt))[:, None] * s
+        g = g + (agg_weight_chunk * np.asarray(ecoef, dt))[:, None] * s
     if inv_t != 1.0:
         g = g * np.asarray(inv_t, dt)
     return lp, ent, dent, g
@@ -130,7 +133,7 @@ def _scan(
     ids: jax.Array,
     olp: jax.Array,
     adv: jax.Array,
-    coef: jax.Array,
+    agg_weight: jax.Array,
 ) -> tuple[Any, ...]:
     """lax.scan over chunks of `rows` tokens (h already padded to a multiple of rows)."""
     dt = statics[3]
@@ -141,7 +144,7 @@ def _scan(
         ids.reshape(n_chunks, rows),
         olp.reshape(n_chunks, rows),
         adv.reshape(n_chunks, rows),
-        coef.reshape(n_chunks, rows),
+        agg_weight.reshape(n_chunks, rows),
     )
     if not with_grad:
 
@@ -181,10 +184,10 @@ def _fused_core(
     ids: jax.Array,
     olp: jax.Array,
     adv: jax.Array,
-    coef: jax.Array,
+    agg_weight: jax.Array,
 ) -> tuple[jax.Array, ...]:
     """(carrier, logp, H, dH): carrier is a 0.0 whose VJP carries the gradient of the loss."""
-    lp, ent, dent = _scan(statics, rows, False, h, w, b, ids, olp, adv, coef)
+    lp, ent, dent = _scan(statics, rows, False, h, w, b, ids, olp, adv, agg_weight)
     return jnp.zeros((), statics[3]), lp, ent, dent
 
 
@@ -197,9 +200,9 @@ def _fused_core_fwd(
     ids: jax.Array,
     olp: jax.Array,
     adv: jax.Array,
-    coef: jax.Array,
+    agg_weight: jax.Array,
 ) -> tuple[tuple[jax.Array, ...], tuple[Any, ...]]:
-    lp, ent, dent, gh, gw, gb = _scan(statics, rows, True, h, w, b, ids, olp, adv, coef)
+    lp, ent, dent, gh, gw, gb = _scan(statics, rows, True, h, w, b, ids, olp, adv, agg_weight)
     return (jnp.zeros((), statics[3]), lp, ent, dent), (gh, gw, gb)
 
 
@@ -306,7 +309,7 @@ def fused_linear_policy_loss(
     if np.dtype(mm_dt) not in (np.dtype(jnp.bfloat16), np.dtype(jnp.float16)):
         mm_dt = dt
     if validate:
-        _validate_normalizers(agg, m, num_tokens, num_seqs)
+        core.validate_normalizers(OPS, agg, m, num_tokens, num_seqs)
         require_concrete("validate=True", ("token_ids", token_ids), ("mask", m), ("old_log_prob", olp))
     # Host (NumPy) token ids are range-checked always, as `token_log_probs` does (it costs no device
     # sync); device ids only with validate=True (unchecked, an out-of-range id gives a NaN loss).
@@ -318,7 +321,7 @@ def fused_linear_policy_loss(
     if validate:
         for name, arr in (("old_log_prob", olp), ("advantages", adv_bt)):
             require_finite(name, bool(np.all(np.isfinite(np.asarray(arr)[m_host]))))
-    coef = _weights(m, agg, num_tokens, num_seqs, norm_length, dt)
+    agg_weight = core.aggregation_weights(OPS, m, agg, num_tokens, num_seqs, norm_length, dt)
     n = b_ * t_
     itemsize = np.dtype(dt).itemsize
     rows = chunk_size if chunk_size is not None else max(1, DEFAULT_CHUNK_BYTES // (v_ * itemsize))
@@ -333,15 +336,15 @@ def fused_linear_policy_loss(
     ids = jnp.where(mf, jnp.asarray(token_ids).reshape(-1), 0).astype(jnp.int32)
     olp_f = jnp.where(mf, olp.reshape(-1), zero)
     adv_f = jnp.where(mf, adv_bt.reshape(-1), zero)
-    coef_f = jnp.where(mf, coef.reshape(-1), zero)
+    agg_weight_f = jnp.where(mf, agg_weight.reshape(-1), zero)
     if pad:
         h = jnp.pad(h, ((0, pad), (0, 0)))
-        ids, olp_f, adv_f, coef_f = (jnp.pad(x, (0, pad)) for x in (ids, olp_f, adv_f, coef_f))
+        ids, olp_f, adv_f, agg_weight_f = (jnp.pad(x, (0, pad)) for x in (ids, olp_f, adv_f, agg_weight_f))
     statics = (cfg, 1.0 / tau, ecoef, np.dtype(dt), np.dtype(mm_dt))
     w = jnp.asarray(weight).astype(mm_dt)
     b = None if bias is None else jnp.asarray(bias).astype(mm_dt)
     if n_pad:
-        carrier, lp, ent, dent = _fused_core(statics, rows, h, w, b, ids, olp_f, adv_f, coef_f)
+        carrier, lp, ent, dent = _fused_core(statics, rows, h, w, b, ids, olp_f, adv_f, agg_weight_f)
     else:  # no token at all (T = 0 or B = 0): loss 0, zero gradients
         carrier = jnp.zeros((), dt) * (jnp.sum(h) + jnp.sum(w) + (0 if b is None else jnp.sum(b))).astype(dt)
         lp = ent = dent = jnp.zeros((0,), dt)

@@ -15,71 +15,34 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import numpy as np
+from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
 from cegppo._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
-from cegppo._validation import check_aggregation, check_config, check_policy_shapes, require_finite
+from cegppo._validation import check_aggregation
 
 import jax
 import jax.numpy as jnp
 
-from ._aggregation import _aggregate, _validate_normalizers
-from ._common import as_bool_mask, as_float, check_array, compute_dtype, require_concrete
+from ._common import check_array
 from ._objective import _grad_weight, _objective, _regions
+from ._ops import OPS
 
 __all__ = ["METRIC_KEYS", "policy_loss", "policy_metrics"]
-
-
-def _cast(
-    log_prob: Any, old_log_prob: Any, advantages: Any, mask: Any, cfg: CEGPPOConfig, validate: bool
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Check metadata (and, with validate=True, the valid values), cast to the compute dtype."""
-    check_config(cfg)
-    check_policy_shapes(log_prob, old_log_prob, advantages, mask)
-    m = as_bool_mask(mask)
-    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
-    lp = as_float("log_prob", log_prob, dt)
-    # old_log_prob and advantages are constants (spec S4): no gradient flows into them, even when
-    # the caller computes them inside the differentiated function (torch detaches them likewise).
-    olp = jax.lax.stop_gradient(as_float("old_log_prob", old_log_prob, dt))
-    adv = jax.lax.stop_gradient(as_float("advantages", advantages, dt, floating_only=False))
-    if adv.ndim == 1:
-        adv = jnp.broadcast_to(adv[:, None], lp.shape)
-    if validate:
-        require_concrete(
-            "validate=True", ("log_prob", lp), ("old_log_prob", olp), ("advantages", adv), ("mask", m)
-        )
-        m_host = np.asarray(m)
-        for name, arr in (("log_prob", lp), ("old_log_prob", olp), ("advantages", adv)):
-            require_finite(name, bool(np.all(np.isfinite(np.asarray(arr)[m_host]))))
-    return lp, olp, adv, m
-
-
-def _zero_masked(
-    lp: jax.Array, olp: jax.Array, adv: jax.Array, m: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Zero the masked positions so garbage there never enters arithmetic (spec S9.3).
-
-    jnp.where (a select) also routes the backward pass: masked positions get an exactly zero
-    cotangent, whatever they hold.
-    """
-    zero = jnp.zeros((), lp.dtype)
-    return jnp.where(m, lp, zero), jnp.where(m, olp, zero), jnp.where(m, adv, zero)
 
 
 def _prepare(
     log_prob: Any, old_log_prob: Any, advantages: Any, mask: Any, cfg: CEGPPOConfig, validate: bool
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Check metadata, then zero the masked positions so garbage there never enters arithmetic."""
-    lp, olp, adv, m = _cast(log_prob, old_log_prob, advantages, mask, cfg, validate)
-    return (*_zero_masked(lp, olp, adv, m), m)
+    """The checked, cast inputs (`cegppo._backend_core.policy_inputs`) with masked positions zeroed."""
+    lp, olp, adv, m = core.policy_inputs(OPS, log_prob, old_log_prob, advantages, cfg, mask, validate)
+    return (*core.zero_masked(OPS, m, lp, olp, adv), m)
 
 
 def _masked_per_token_loss(
     lp: jax.Array, olp: jax.Array, adv: jax.Array, m: jax.Array, cfg: CEGPPOConfig
 ) -> jax.Array:
     """-J_t with masked positions zeroed first (so the loss is exactly 0 there)."""
-    lp, olp, adv = _zero_masked(lp, olp, adv, m)
+    lp, olp, adv = core.zero_masked(OPS, m, lp, olp, adv)
     logr = lp - olp
     return -_objective(logr, adv, _regions(logr, adv, cfg), cfg)
 
@@ -136,16 +99,16 @@ def policy_loss(
         TypeError / ValueError naming the argument, at trace time, before any computation (S9.6).
     """
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=check_array)
-    lp, olp, adv, m = _cast(log_prob, old_log_prob, advantages, mask, cfg, validate)
+    lp, olp, adv, m = core.policy_inputs(OPS, log_prob, old_log_prob, advantages, cfg, mask, validate)
     if validate:
-        _validate_normalizers(agg, m, num_tokens, num_seqs)
+        core.validate_normalizers(OPS, agg, m, num_tokens, num_seqs)
     # Rematerialised (jax.checkpoint): the backward pass recomputes the elementwise objective from
     # the inputs instead of keeping its region masks, exp and selects alive from the forward pass.
     # XLA then emits one fused pass per direction: about half the memory traffic (bytes accessed
     # per token 117 -> 60 on CPU, as the naive PPO loss) and ~2x faster; values are unchanged.
-    # `_aggregate` sums and divides once instead of materialising the weights c (69 -> 60).
+    # `aggregate` sums and divides once instead of materialising the aggregation weights (69 -> 60).
     per_token = jax.checkpoint(functools.partial(_masked_per_token_loss, cfg=cfg))(lp, olp, adv, m)
-    return _aggregate(per_token, m, agg, num_tokens, num_seqs, norm_length)
+    return core.aggregate(OPS, per_token, m, agg, num_tokens, num_seqs, norm_length)
 
 
 def policy_metrics(
@@ -153,13 +116,8 @@ def policy_metrics(
 ) -> dict[str, jax.Array]:
     """Diagnostics over the valid tokens of a batch (spec S10); each value is a 0-d array.
 
-    - `clip_low_frac`, `clip_high_frac`, `dual_clip_frac`, `inside_frac`: fraction of valid tokens
-      in each region of spec S2 (they sum to 1); `clip_frac` = clip_low + clip_high.
-    - `ratio_mean`, `ratio_max`: mean and max of delta = exp(log_prob - old_log_prob).
-    - `approx_kl_k1` = mean(-logr), `approx_kl_k3` = mean(delta - 1 - logr) (Schulman's k1, k3).
-    - `grad_weight_abs_mean`: mean over valid tokens of |F_t| [A_t != 0] (spec S4, S10): A_t = 0
-      tokens get no gradient and count as 0.
-
+    The metrics of `cegppo.policy_metrics`, which lists each key's definition (region fractions,
+    ratio mean and max, Schulman's k1 and k3 KL estimators, the mean |F_t| [A_t != 0]).
     Keys in the order of `METRIC_KEYS`. With no valid token every metric is 0. Values stay on the
     device (no host sync): converting them to Python floats is the caller's choice. Statistics
     are over the arrays as given: under `jit` on a sharded batch that is the global batch; inside

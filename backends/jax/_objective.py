@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
 from cegppo._objective import TokenRegions
-from cegppo._validation import check_config, check_policy_shapes
 
 import jax
 import jax.numpy as jnp
 
-from ._common import as_float, compute_dtype
+from ._ops import OPS
 
 __all__ = ["TokenRegions", "grad_weight", "per_token_objective", "token_regions"]
 
@@ -25,15 +25,8 @@ __all__ = ["TokenRegions", "grad_weight", "per_token_objective", "token_regions"
 def _inputs(
     log_prob: Any, old_log_prob: Any, advantages: Any, cfg: CEGPPOConfig
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    check_config(cfg)
-    check_policy_shapes(log_prob, old_log_prob, advantages, None)
-    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
-    lp = as_float("log_prob", log_prob, dt)
-    # old_log_prob and advantages are constants (spec S4), even when the caller traces them
-    olp = jax.lax.stop_gradient(as_float("old_log_prob", old_log_prob, dt))
-    adv = jax.lax.stop_gradient(as_float("advantages", advantages, dt, floating_only=False))
-    if adv.ndim == 1:  # per-sequence advantages broadcast over tokens (spec S1)
-        adv = jnp.broadcast_to(adv[:, None], lp.shape)
+    """Checked (metadata only) and cast to the compute dtype; (B,) advantages broadcast to (B, T)."""
+    lp, olp, adv, _ = core.policy_inputs(OPS, log_prob, old_log_prob, advantages, cfg)
     return lp, olp, adv
 
 

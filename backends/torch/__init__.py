@@ -19,10 +19,11 @@ from cegppo._extras import require
 require(__name__, "torch", ["torch"])  # first: a missing one is named with its extra
 
 from cegppo import presets
+from cegppo._aggregation_modes import AGG_MODES
 from cegppo._config import CEGPPOConfig
+from cegppo._estimators import ADVANTAGE_ESTIMATORS
 from cegppo._metrics import FUSED_METRIC_KEYS
 from cegppo._objective import TokenRegions
-from cegppo._validation import ADVANTAGE_ESTIMATORS, AGG_MODES
 
 from ._advantages import GRPO_EPS, drgrpo_advantages, group_advantages, grpo_advantages, rloo_advantages
 from ._aggregation import aggregate_loss, aggregation_weights, global_counts, local_counts

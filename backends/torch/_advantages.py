@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from cegppo._advantages import GRPO_EPS
-from cegppo._validation import check_group_shape, check_positive, run_estimator
+from cegppo._estimators import run_estimator
+from cegppo._validation import check_group_shape, check_positive
 
 import torch
 

@@ -1,4 +1,4 @@
-"""The fused LM-head CE-GPPO loss with entropy: no (tokens x vocab) logits in memory (issue 5).
+"""The fused LM-head CE-GPPO loss with entropy: no (tokens x vocab) logits in memory.
 
     logits  z_t = (W h_t + b) / tau                                   (V,) per token, never all at once
     log pi  l_t = z_t[a_t] - logsumexp(z_t)                           spec S11
@@ -23,16 +23,19 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
+from cegppo._fused_args import check_fused_args
 from cegppo._metrics import ENTROPY_REGION_KEYS, FUSED_METRIC_KEYS
-from cegppo._validation import check_fused_args, check_id_range, require_finite
+from cegppo._validation import check_id_range, require_finite
 
 import torch
 
-from ._aggregation import _validate_normalizers, aggregate_loss, aggregation_weights
+from ._aggregation import aggregate_loss, aggregation_weights
 from ._common import as_bool_mask, as_float, check_tensor, compute_dtype
 from ._loss import policy_loss, policy_metrics
 from ._objective import _grad_weight, _regions
+from ._ops import OPS
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -59,7 +62,7 @@ class _Plan(NamedTuple):
     ids: torch.Tensor  # (Nv,) int64 token ids of the valid tokens
     old_log_prob: torch.Tensor  # (Nv,) compute dtype
     advantages: torch.Tensor  # (Nv,) compute dtype
-    coef: torch.Tensor  # (Nv,) aggregation coefficients c_t
+    agg_weight: torch.Tensor  # (Nv,) aggregation weights c_t (spec S8)
     positions: torch.Tensor  # (Nv,) flat positions of the valid tokens in (B*T)
     cfg: CEGPPOConfig
     inv_temp: float
@@ -81,8 +84,8 @@ def _policy_weight(lp: torch.Tensor, plan: _Plan, sl: slice) -> torch.Tensor:
     adv = plan.advantages[sl]
     f = _grad_weight(lp - plan.old_log_prob[sl], adv, plan.cfg)
     zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
-    fa = torch.where(adv == 0, zero, f * torch.where(adv == 0, torch.ones_like(adv), adv))
-    return plan.coef[sl] * fa
+    objective_grad = torch.where(adv == 0, zero, f * torch.where(adv == 0, torch.ones_like(adv), adv))  # F_t A_t
+    return plan.agg_weight[sl] * objective_grad
 
 
 def _chunk_loop(
@@ -129,19 +132,19 @@ def _chunk_loop(
         bias_s = bias if inv_t == 1.0 else bias * inv_t
     for i0 in range(0, n_tok, rows):
         n = min(rows, n_tok - i0)
-        hc = h[i0 : i0 + n]
+        hidden_chunk = h[i0 : i0 + n]
         z = zbuf[:n]
         # z = (h W^T + b) / tau, the 1/tau folded into the GEMM's alpha/beta (no extra pass).
         if half:
-            zc = torch.mm(hc, wt) if bias is None else torch.addmm(bias, hc, wt)
+            zc = torch.mm(hidden_chunk, wt) if bias is None else torch.addmm(bias, hidden_chunk, wt)
             z.copy_(zc)
             del zc
             if inv_t != 1.0:
                 z.mul_(inv_t)
         elif bias_s is None:
-            torch.mm(hc, wt, out=z) if inv_t == 1.0 else torch.addmm(z, hc, wt, beta=0, alpha=inv_t, out=z)
+            torch.mm(hidden_chunk, wt, out=z) if inv_t == 1.0 else torch.addmm(z, hidden_chunk, wt, beta=0, alpha=inv_t, out=z)
         else:
-            torch.addmm(bias_s, hc, wt, alpha=inv_t, out=z)
+            torch.addmm(bias_s, hidden_chunk, wt, alpha=inv_t, out=z)
         for j0 in range(0, n, sub):
             r = min(sub, n - j0)
             sl = slice(i0 + j0, i0 + j0 + r)
@@ -162,7 +165,7 @@ def _chunk_loop(
                 # G = (1/tau) [ w (pi - e_a) + k s ]: written over pi in place.
                 zs.mul_((w * inv_t).unsqueeze(1))
                 if kcoef != 0.0:
-                    zs.addcmul_(s, (plan.coef[sl] * (kcoef * inv_t)).unsqueeze(1))
+                    zs.addcmul_(s, (plan.agg_weight[sl] * (kcoef * inv_t)).unsqueeze(1))
                 zs.scatter_add_(1, a, (w * -inv_t).unsqueeze(1))
                 if grad_b is not None and colsum is not None:
                     grad_b.add_(torch.sum(zs, 0, out=colsum))
@@ -175,13 +178,13 @@ def _chunk_loop(
             if grad_w is not None:
                 step = max(1, (16 << 20) // max(1, h.shape[1] * 2))
                 for v0 in range(0, v, step):
-                    grad_w[v0 : v0 + step].add_(torch.mm(gz[:, v0 : v0 + step].t(), hc))
+                    grad_w[v0 : v0 + step].add_(torch.mm(gz[:, v0 : v0 + step].t(), hidden_chunk))
             del gz
         else:
             if grad_h is not None:
                 torch.mm(z, weight, out=grad_h[i0 : i0 + n])
             if grad_w is not None:
-                grad_w.addmm_(z.t(), hc)
+                grad_w.addmm_(z.t(), hidden_chunk)
     return logp, ent, dent, grad_h, grad_w, grad_b
 
 
@@ -335,7 +338,7 @@ def fused_linear_policy_loss(
     olp = as_float("old_log_prob", old_log_prob, dt).detach()
     adv = as_float("advantages", advantages, dt, floating_only=False).detach()
     adv_bt = adv[:, None].expand(b_, t_) if adv.dim() == 1 else adv
-    coef = aggregation_weights(
+    agg_weight = aggregation_weights(
         m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length, dtype=dt
     )
     index = m.reshape(-1).nonzero().view(-1)
@@ -343,7 +346,7 @@ def fused_linear_policy_loss(
     olp_v = olp.reshape(-1).index_select(0, index)
     adv_v = adv_bt.reshape(-1).index_select(0, index)
     if validate:
-        _validate_normalizers(agg, m, num_tokens, num_seqs)
+        core.validate_normalizers(OPS, agg, m, num_tokens, num_seqs)
     if validate and index.numel():
         check_id_range("token_ids", int(ids_v.min()), int(ids_v.max()), v_, valid_only=True)
         for name, arr in (("old_log_prob", olp_v), ("advantages", adv_v)):
@@ -354,7 +357,7 @@ def fused_linear_policy_loss(
         ids=ids_v,
         old_log_prob=olp_v,
         advantages=adv_v,
-        coef=coef.reshape(-1).index_select(0, index),
+        agg_weight=agg_weight.reshape(-1).index_select(0, index),
         positions=index,
         cfg=cfg,
         inv_temp=1.0 / tau,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
 from cegppo._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
-from cegppo._validation import check_aggregation, check_config, check_policy_shapes, require_finite
+from cegppo._validation import check_aggregation
 
 import torch
 
-from ._aggregation import _aggregate, _validate_normalizers
-from ._common import as_bool_mask, as_float, compute_dtype
 from ._objective import _grad_weight, _objective, _regions
+from ._ops import OPS
 
 __all__ = ["METRIC_KEYS", "policy_loss", "policy_metrics"]
 
@@ -25,25 +25,9 @@ def _prepare(
     cfg: CEGPPOConfig,
     validate: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check everything (metadata only), cast to the compute dtype, zero the masked positions.
-
-    Masked positions are replaced by 0 with `torch.where` before any arithmetic, so NaN or inf
-    there reaches neither the value nor (through where's backward) any gradient (spec S9.3).
-    """
-    check_config(cfg)
-    check_policy_shapes(log_prob, old_log_prob, advantages, mask)
-    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
-    m = as_bool_mask(mask)
-    lp = as_float("log_prob", log_prob, dt)
-    olp = as_float("old_log_prob", old_log_prob, dt).detach()
-    adv = as_float("advantages", advantages, dt, floating_only=False).detach()
-    if adv.dim() == 1:
-        adv = adv[:, None].expand(lp.shape)
-    if validate:  # data-dependent: one host sync, only on request
-        for name, arr in (("log_prob", lp), ("old_log_prob", olp), ("advantages", adv)):
-            require_finite(name, bool(torch.isfinite(arr.detach())[m].all()))
-    zero = torch.zeros((), dtype=dt, device=lp.device)
-    return torch.where(m, lp, zero), torch.where(m, olp, zero), torch.where(m, adv, zero), m
+    """The checked, cast inputs (`cegppo._backend_core.policy_inputs`) with masked positions zeroed."""
+    lp, olp, adv, m = core.policy_inputs(OPS, log_prob, old_log_prob, advantages, cfg, mask, validate)
+    return (*core.zero_masked(OPS, m, lp, olp, adv), m)
 
 
 def policy_loss(
@@ -98,9 +82,9 @@ def policy_loss(
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length)
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, validate)
     if validate:
-        _validate_normalizers(agg, m, num_tokens, num_seqs)
+        core.validate_normalizers(OPS, agg, m, num_tokens, num_seqs)
     per_token = -_objective(lp - olp, adv, cfg)
-    return _aggregate(per_token, m, agg, num_tokens, num_seqs, norm_length)
+    return core.aggregate(OPS, per_token, m, agg, num_tokens, num_seqs, norm_length)
 
 
 def policy_metrics(
@@ -112,14 +96,8 @@ def policy_metrics(
 ) -> dict[str, torch.Tensor]:
     """Diagnostics over the valid tokens of a batch (spec S10), as 0-d tensors keyed by METRIC_KEYS.
 
-    - `clip_low_frac`, `clip_high_frac`, `dual_clip_frac`, `inside_frac`: fraction of valid tokens
-      per region (they sum to 1); `clip_frac` = clip_low + clip_high (verl's `pg_clipfrac`).
-    - `ratio_mean`, `ratio_max`: mean and max of delta = exp(logr) over valid tokens.
-    - `approx_kl_k1` = mean(-logr), `approx_kl_k3` = mean(delta - 1 - logr) (Schulman's estimators
-      of KL(pi_old || pi_theta)).
-    - `grad_weight_abs_mean`: mean over valid tokens of |F_t| [A_t != 0] (spec S4, S10): A_t = 0
-      tokens get no gradient and count as 0.
-
+    The metrics of `cegppo.policy_metrics`, which lists each key's definition (region fractions,
+    ratio mean and max, Schulman's k1 and k3 KL estimators, the mean |F_t| [A_t != 0]).
     Computed without gradient, in the compute dtype, on the inputs' device, with no host sync
     (calling `.item()` is the caller's choice). With no valid token every metric is 0. Local
     statistics of this batch (all-reduce them yourself for global ones).

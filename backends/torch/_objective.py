@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
 from cegppo._objective import TokenRegions
-from cegppo._validation import check_config, check_policy_shapes
 
 import torch
 
-from ._common import as_float, compute_dtype, scalar
+from ._common import scalar
+from ._ops import OPS
 
 __all__ = ["TokenRegions", "grad_weight", "per_token_objective", "token_regions"]
 
@@ -22,15 +23,8 @@ __all__ = ["TokenRegions", "grad_weight", "per_token_objective", "token_regions"
 def _inputs(
     log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, cfg: CEGPPOConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate (metadata only) and cast to the compute dtype; (B,) advantages broadcast to (B, T)."""
-    check_config(cfg)
-    check_policy_shapes(log_prob, old_log_prob, advantages, None)
-    dt = compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))
-    lp = as_float("log_prob", log_prob, dt)
-    olp = as_float("old_log_prob", old_log_prob, dt).detach()  # a constant (spec S4)
-    adv = as_float("advantages", advantages, dt, floating_only=False).detach()  # a constant (spec S4)
-    if adv.dim() == 1:  # per-sequence advantages broadcast over tokens (spec S1)
-        adv = adv[:, None].expand(lp.shape)
+    """Checked (metadata only) and cast to the compute dtype; (B,) advantages broadcast to (B, T)."""
+    lp, olp, adv, _ = core.policy_inputs(OPS, log_prob, old_log_prob, advantages, cfg)
     return lp, olp, adv
 
 

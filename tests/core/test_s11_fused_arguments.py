@@ -14,7 +14,7 @@ import cegppo
 import numpy as np
 import pytest
 from backend_cases import FUSED_BAD_OPTIONS, fused_option_id
-from cegppo._validation import FusedArgs, check_fused_args, check_fused_shapes
+from cegppo._fused_args import FusedArgs, check_fused_args, check_fused_shapes
 
 B, T, H, V = 2, 3, 4, 5
 

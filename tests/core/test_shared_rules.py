@@ -10,8 +10,9 @@ import cegppo
 import numpy as np
 import pytest
 from backend_cases import AGGREGATION_SHAPE_CASES, aggregation_shape_case_id, check_aggregation_shape_case
+from cegppo._aggregation_modes import AGG_TABLE, read_normalizers
 from cegppo._metrics import METRIC_TABLE
-from cegppo._validation import AGG_TABLE, check_chunk_size, check_normalizer, dtype_kind, read_normalizers
+from cegppo._validation import check_chunk_size, check_normalizer, dtype_kind
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cegppo
 import numpy as np
 import pytest
-from cegppo._validation import read_normalizers
+from cegppo._aggregation_modes import read_normalizers
 
 
 @pytest.mark.parametrize(
