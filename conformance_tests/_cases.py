@@ -16,7 +16,7 @@ from typing import Any
 import cegppo
 import numpy as np
 from cegppo import CEGPPOConfig
-from cegppo._validation import AGG_TABLE
+from cegppo._aggregation_modes import AGG_TABLE
 
 from ._conventions import Conventions, active
 

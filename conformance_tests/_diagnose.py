@@ -21,7 +21,7 @@ from typing import Any
 
 import cegppo
 import numpy as np
-from cegppo._validation import AGG_TABLE
+from cegppo._aggregation_modes import AGG_TABLE
 
 from ._adapters import Adapter, PortError, Result
 from ._cases import GRAD_TOL, VALUE_TOL, Case, Expected, expected, tol_dtype

@@ -16,7 +16,7 @@ import itertools
 from typing import Any
 
 import numpy as np
-from cegppo._validation import AGG_TABLE
+from cegppo._aggregation_modes import AGG_TABLE
 from hypothesis import strategies as st
 
 from ._adapters import Adapter

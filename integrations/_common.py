@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cegppo import CEGPPOConfig
-from cegppo._validation import AGG_TABLE
+from cegppo._aggregation_modes import AGG_TABLE
 
 from ._port import kit_port
 
