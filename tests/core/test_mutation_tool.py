@@ -46,6 +46,9 @@ def test_every_mutated_module_exists_and_stages_in_the_installed_layout() -> Non
 # numerics, each with its own tests in tests/core. They join MUTATION_TARGETS["spec"] with the next noxfile
 # change (and the docs/contributing.md row with them); until then they are the only ones allowed out.
 NOT_YET_MUTATED = {"spec/_extras.py", "spec/_progress.py"}
+# The family beside CE-GPPO (docs/spec.md S14): numerics, checked by tests/core/test_s14_family.py. They join
+# MUTATION_TARGETS["spec"] once a mutation run over them has classified every survivor; until then they are out.
+NOT_YET_MUTATED |= {"spec/_cispo.py", "spec/_sapo.py", "spec/_gspo.py", "spec/_family.py", "spec/_family_inputs.py"}
 
 
 def test_every_module_of_spec_with_code_is_mutated() -> None:
