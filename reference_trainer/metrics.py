@@ -26,6 +26,7 @@ METRICS: dict[str, str] = {
     "reward": "mean reward of the step's P * G responses",
     "reward_std": "standard deviation of those rewards",
     "accuracy": "fraction of responses the task counts as correct (exact answer)",
+    "pass_at_g": "fraction of the step's prompts with at least one correct response among the G of its group (pass@G)",
     "groups_with_signal": "fraction of groups whose rewards are not all equal (others have A = 0)",
     "response_length": "mean response length in tokens (eos included)",
     "entropy": "mean token entropy of the sampling policy over response tokens (nats, at temperature T)",
@@ -142,6 +143,7 @@ class RolloutStats:
     reward_sum: float
     reward_sq_sum: float
     correct: float
+    groups_with_correct: float
     groups_with_signal: float
     response_tokens: float
     entropy_sum: float
@@ -167,6 +169,7 @@ def step_row(
         "reward": reward_mean,
         "reward_std": math.sqrt(max(rollout.reward_sq_sum / n_seq - reward_mean**2, 0.0)),
         "accuracy": rollout.correct / n_seq,
+        "pass_at_g": rollout.groups_with_correct / groups,
         "groups_with_signal": rollout.groups_with_signal / groups,
         "response_length": rollout.response_tokens / n_seq,
         "entropy": rollout.entropy_sum / max(rollout.response_tokens, 1.0),

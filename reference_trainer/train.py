@@ -251,6 +251,7 @@ def collect_rollout(run: Run) -> Rollout:
         reward_sum=float(rewards.sum()),
         reward_sq_sum=float((rewards**2).sum()),
         correct=float(sum(correct)),
+        groups_with_correct=float(torch.tensor(correct).reshape(-1, g).any(dim=1).sum()),
         groups_with_signal=(flat != flat[:, :1]).any(dim=1).float().sum().item(),
         response_tokens=float(batch.response_mask.sum()),
         entropy_sum=float(entropy_sum),

@@ -18,7 +18,7 @@ from _trainer_helpers import ddp_rank, free_port, latest_weights, read_rows, tin
 from cegppo.trainer import TrainConfig, train
 
 COMPARED = (
-    "reward", "accuracy", "response_length", "groups_with_signal", "entropy", "loss", "pg_loss",
+    "reward", "accuracy", "pass_at_g", "response_length", "groups_with_signal", "entropy", "loss", "pg_loss",
     "clip_low_frac", "clip_high_frac", "inside_frac", "ratio_mean", "ratio_max", "approx_kl", "grad_norm",
     "grad_weight_abs_mean", "dH_clip_low", "dH_clip_high", "dH_inside",
 )  # fmt: skip

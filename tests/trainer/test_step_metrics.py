@@ -51,10 +51,11 @@ def test_log_names_map_library_keys_onto_documented_keys() -> None:
 
 def test_the_row_is_the_token_weighted_mean_and_the_sum_under_the_log_s_names() -> None:
     stats = _two_updates()
-    rollout = RolloutStats(sequences=4.0, reward_sum=2.0, reward_sq_sum=2.0, correct=1.0, groups_with_signal=1.0,
-                           response_tokens=8.0, entropy_sum=4.0)
+    rollout = RolloutStats(sequences=4.0, reward_sum=2.0, reward_sq_sum=2.0, correct=1.0, groups_with_correct=1.0,
+                           groups_with_signal=1.0, response_tokens=8.0, entropy_sum=4.0)
     row = step_row(1, 1e-3, rollout, stats, groups=2, world=1, seconds=1.0)
     assert set(row) == set(METRICS)
+    assert row["accuracy"] == 0.25 and row["pass_at_g"] == 0.5  # 1 of 4 responses, in 1 of 2 groups
     k3 = [_update_metrics(s)["approx_kl_k3"] for s in (1.0, 2.0)]
     assert row["approx_kl"] == pytest.approx((3 * k3[0] + 5 * k3[1]) / 8)
     for r in REGIONS:
