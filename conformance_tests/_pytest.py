@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._adapters import Adapter, port_adapter
-from ._check import DEFAULT_TIMEOUT, _check_run_args, _within, prepare, run_property, select
+from ._check import DEFAULT_TIMEOUT, _check_run_args, prepare, run_property, select, within
 from ._conventions import SPEC, conventions
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import Report
@@ -45,12 +45,12 @@ class _Suite:
         if self.hung:
             pytest.skip(f"not run: the implementation hung in {self.hung!r}")
         if self.notes is None:
-            done, notes = _within(self.timeout, prepare, self.adapter)
+            done, notes = within(self.timeout, lambda: prepare(self.adapter), self.adapter)
             if not done:
                 self.hung = "the advantage-shape probe"
                 pytest.fail(f"{p.id}: the first call of the implementation returned nothing after "
                             f"{self.timeout:g}s (it hangs, or raise timeout=)", pytrace=False)
-            self.notes = notes
+            self.notes = notes or []
         r = run_property(p, self.adapter, max_examples=self.max_examples, seed=self.seed, shrink=self.shrink,
                          timeout=self.timeout)
         if r.timed_out:
