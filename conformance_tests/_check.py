@@ -24,7 +24,7 @@ from ._cases import Mismatch, _short
 from ._conventions import SPEC, conventions, use
 from ._diagnose import diagnose
 from ._prop_inputs import InputsModified, advantage_form_message, probe_advantage_forms
-from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
+from ._registry import PROPERTIES, Property, properties_of
 from ._report import PropertyResult, Report, reproducer
 
 __all__ = ["DEFAULT_TIMEOUT", "check", "prepare", "run_property", "select", "within"]
@@ -224,7 +224,7 @@ def prepare(adapter: Adapter) -> list[str]:
     draw the other only (S1 ``declared advantage shapes are accepted`` still fails, in one line);
     when it rejects every form, nothing is narrowed and the properties show its exception.
     """
-    if adapter.target != "loss" or adapter.kind == "backend":
+    if not adapter.probes_advantages:
         return []
     with use(adapter.conventions):
         rejected = probe_advantage_forms(adapter)
@@ -317,7 +317,7 @@ def check(
     adapter = port if isinstance(port, Adapter) else port_adapter(
         port, framework, name=name, mask_dtype=mask_dtype, compile=compile, jit=jit, device=device,
         advantages=advantages, conventions=conv)
-    props = select(only, FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
+    props = select(only, properties_of(adapter))
     report = new_report(adapter, max_examples, seed)
     t0 = time.perf_counter()
     hung = ""

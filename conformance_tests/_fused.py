@@ -262,6 +262,8 @@ class FusedAdapter(Adapter[HeadCase, HeadResult]):
         elif jit:
             raise ValueError("jit=True is for framework='jax' only")
 
+    probes_advantages = False  # the S11.1 strategies draw both advantage shapes; the head must take both
+
     def _run(self, case: HeadCase, compiled: bool) -> HeadResult:
         return self._run_torch(case) if self.framework == "torch" else self._run_jax(case, compiled)
 

@@ -18,7 +18,7 @@ from typing import Any
 from ._adapters import Adapter, port_adapter
 from ._check import DEFAULT_TIMEOUT, _check_run_args, prepare, run_property, select, within
 from ._conventions import SPEC, conventions
-from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
+from ._registry import Property, properties_of
 from ._report import Report
 
 __all__ = ["pytest_suite"]
@@ -98,7 +98,7 @@ def pytest_suite(port: Callable[..., Any] | Adapter, framework: str = "torch", *
                                compile=options.get("compile", False), jit=options.get("jit", False),
                                device=options.get("device"), advantages=options.get("advantages", "both"),
                                conventions=conv)
-    props = select(options.get("only"), FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
+    props = select(options.get("only"), properties_of(adapter))
     suite = _Suite(adapter, options)
 
     @pytest.mark.parametrize("cegppo_property", props, ids=[p.id for p in props])
