@@ -376,8 +376,8 @@ def test_a_port_hanging_in_a_property_stops_the_run() -> None:
 
 def test_numpy_port_mutating_the_mask_after_its_loss_is_reported_as_mutating() -> None:
     """The kit keeps its own copy of the inputs: only S1 fails, and its reproducer shows the mutation."""
-    # The properties a mask written to after the loss used to break (the loss and the reference of
-    # later calls were computed from the written mask); the scale ones would add seconds, not cover.
+    # The properties whose later calls would see the written mask if the kit handed its own arrays (the
+    # loss and the reference would both be computed from it); the scale ones would add seconds, not cover.
     only = ["S1", "S3 value equals", "S7", "S8", "S9"]
     report = cc.check(numpy_ports.mutates_mask_after_loss, "numpy", max_examples=10, only=only)
     assert [r.id for r in report.failed] == ["S1 inputs are not modified"], report.format()
