@@ -74,67 +74,27 @@ ResultT = TypeVar("ResultT")
 
 
 class Signature:
-    """How an adapter calls its implementation, and what that signature lets the kit draw.
-
-    Two exist (`SIGNATURES`): the project backends' ``policy_loss(log_prob, old_log_prob, advantages,
-    mask, cfg, agg, num_tokens, num_seqs)`` and the port contract (`cegppo.conformance._port`).
-    """
-
-    kind: str = ""
-    declares_forms: bool = False
-    """Whether implementations of this signature declare the advantage shapes they take (ports do)."""
-
-    def check_conventions(self, conventions: Conventions) -> None:
-        """Raise ValueError when an implementation of this signature cannot declare `conventions`."""
-
-    def aggs(self, conventions: Conventions) -> tuple[str, ...]:
-        """The aggregation modes the kit may draw."""
-        raise NotImplementedError
-
-    def global_normalizers(self, conventions: Conventions) -> bool:
-        """Whether the kit may draw global normalizers (num_tokens, num_seqs)."""
-        raise NotImplementedError
-
-    def call(self, fn: Callable[..., Any], arrays: tuple[Any, Any, Any, Any], case: Case,
-             conventions: Conventions) -> Any:
-        """fn on (log_prob, old_log_prob, advantages, mask) with the case's config, mode and normalizers."""
-        raise NotImplementedError
-
-
-class _BackendSignature(Signature):
-    """A project backend: the full policy_loss API, every mode, the spec's conventions only."""
-
-    kind = "backend"
-
-    def check_conventions(self, conventions: Conventions) -> None:
-        if conventions != SPEC:
-            raise ValueError("a project backend follows the spec: it declares no conventions")
-
-    def aggs(self, conventions: Conventions) -> tuple[str, ...]:
-        return AGG_MODES
-
-    def global_normalizers(self, conventions: Conventions) -> bool:
-        return True
-
-    def call(self, fn: Callable[..., Any], arrays: tuple[Any, Any, Any, Any], case: Case,
-             conventions: Conventions) -> Any:
-        return fn(*arrays, case.cfg, case.agg, case.num_tokens, case.num_seqs)
-
-
-class _PortSignature(Signature):
-    """A port: the hyperparameters as keywords, and what its declarations add (`Conventions`)."""
+    """How an adapter calls its implementation: the port contract (`cegppo.conformance._port`), keywords and
+    all, with what the port declares (`Conventions`). `_BackendSignature` is the project backends' full API."""
 
     kind = "port"
     declares_forms = True
+    """Whether implementations of this signature declare the advantage shapes they take (ports do)."""
+
+    def check_conventions(self, conventions: Conventions) -> None:
+        """Raise ValueError when an implementation of this signature cannot declare `conventions` (a port may)."""
 
     def aggs(self, conventions: Conventions) -> tuple[str, ...]:
+        """The aggregation modes the kit may draw: those declared."""
         return conventions.agg
 
     def global_normalizers(self, conventions: Conventions) -> bool:
+        """Whether the kit may draw global normalizers (num_tokens, num_seqs): when declared."""
         return conventions.global_normalizers
 
     def call(self, fn: Callable[..., Any], arrays: tuple[Any, Any, Any, Any], case: Case,
              conventions: Conventions) -> Any:
+        """fn on (log_prob, old_log_prob, advantages, mask) with the case's config, mode and normalizers."""
         conv = conventions
         if case.agg not in conv.agg or (case.num_tokens is not None and not conv.global_normalizers):
             raise ValueError(f"the port declares the modes {conv.agg} (global normalizers: "
@@ -151,7 +111,29 @@ class _PortSignature(Signature):
         return fn(*arrays, **kw)
 
 
-SIGNATURES: dict[str, Signature] = {s.kind: s for s in (_BackendSignature(), _PortSignature())}
+class _BackendSignature(Signature):
+    """A project backend: ``policy_loss(log_prob, old_log_prob, advantages, mask, cfg, agg, num_tokens,
+    num_seqs)``, every mode and global normalizers, the spec's conventions only."""
+
+    kind = "backend"
+    declares_forms = False
+
+    def check_conventions(self, conventions: Conventions) -> None:
+        if conventions != SPEC:
+            raise ValueError("a project backend follows the spec: it declares no conventions")
+
+    def aggs(self, conventions: Conventions) -> tuple[str, ...]:
+        return AGG_MODES
+
+    def global_normalizers(self, conventions: Conventions) -> bool:
+        return True
+
+    def call(self, fn: Callable[..., Any], arrays: tuple[Any, Any, Any, Any], case: Case,
+             conventions: Conventions) -> Any:
+        return fn(*arrays, case.cfg, case.agg, case.num_tokens, case.num_seqs)
+
+
+SIGNATURES: dict[str, Signature] = {s.kind: s for s in (_BackendSignature(), Signature())}
 """An adapter's ``kind`` -> how it calls its implementation."""
 
 
