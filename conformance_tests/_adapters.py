@@ -601,8 +601,9 @@ def backend_adapter(backend: str, *, jit: bool = False, device: str | None = Non
         raise ValueError(f"jit=True is for the jax backend only, got backend={backend!r}")
     module = importlib.import_module("cegppo" if backend == "numpy" else f"cegppo.{backend}")
     name = "cegppo (NumPy reference)" if backend == "numpy" else f"cegppo.{backend}"
-    kw: dict[str, Any] = {"numpy": {"grad_fn": getattr(module, "policy_loss_grad", None)},
-                          "torch": {"check_compiled": True}, "jax": {"jit": jit}}[backend]
+    options: dict[str, dict[str, Any]] = {"numpy": {"grad_fn": getattr(module, "policy_loss_grad", None)},
+                                          "torch": {"check_compiled": True}, "jax": {"jit": jit}}
+    kw = options[backend]
     return _ADAPTERS[backend](module.policy_loss, name=name, kind="backend", device=device, **kw)
 
 
