@@ -38,8 +38,8 @@ from . import (  # registers
 from ._adapters import ADVANTAGE_FORMS, Adapter, Result, backend_adapter, port_adapter
 from ._cases import DTYPES, GRAD_TOL, MARGIN, VALUE_TOL, Case, Expected, Mismatch, expected
 from ._check import DEFAULT_TIMEOUT, check, run_property, select
-from ._cli import load_port
 from ._conventions import SPEC, Conventions, conventions
+from ._frameworks import port_from_openrlhf, port_from_skyrl, port_from_tunix, port_from_verl_loss
 from ._fused import (
     FusedAdapter,
     HeadCase,
@@ -49,11 +49,9 @@ from ._fused import (
     fused_adapter,
     head_expected,
 )
-from ._openrlhf import port_from_openrlhf
 from ._pytest import pytest_suite
 from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
 from ._report import PropertyResult, Report, reproducer
-from ._skyrl import port_from_skyrl
 from ._strategies import (
     BLOCK_B,
     BLOCK_T,
@@ -66,8 +64,7 @@ from ._strategies import (
     draw_scale_case,
     scale_case,
 )
-from ._tunix import port_from_tunix
-from ._verl import port_from_verl_loss
+from ._targets import load_port
 
 del _prop_aggregation, _prop_bounds, _prop_fused, _prop_inputs, _prop_numerics, _prop_objective, _prop_scale
 del _prop_special

@@ -29,6 +29,7 @@ from cegppo import AGG_MODES
 
 from ._cases import Case, Mismatch
 from ._conventions import SPEC, Conventions
+from ._port import port_keywords
 
 __all__ = ["ADVANTAGE_FORMS", "Adapter", "Result", "backend_adapter", "port_adapter"]
 
@@ -72,6 +73,70 @@ CaseT = TypeVar("CaseT", bound=_HasDtype)
 ResultT = TypeVar("ResultT")
 
 
+class Signature:
+    """How an adapter calls its implementation: the port contract (`cegppo.conformance._port`), keywords and
+    all, with what the port declares (`Conventions`). `_BackendSignature` is the project backends' full API."""
+
+    kind = "port"
+    declares_forms = True
+    """Whether implementations of this signature declare the advantage shapes they take (ports do)."""
+
+    def check_conventions(self, conventions: Conventions) -> None:
+        """Raise ValueError when an implementation of this signature cannot declare `conventions` (a port may)."""
+
+    def aggs(self, conventions: Conventions) -> tuple[str, ...]:
+        """The aggregation modes the kit may draw: those declared."""
+        return conventions.agg
+
+    def global_normalizers(self, conventions: Conventions) -> bool:
+        """Whether the kit may draw global normalizers (num_tokens, num_seqs): when declared."""
+        return conventions.global_normalizers
+
+    def call(self, fn: Callable[..., Any], arrays: tuple[Any, Any, Any, Any], case: Case,
+             conventions: Conventions) -> Any:
+        """fn on (log_prob, old_log_prob, advantages, mask) with the case's config, mode and normalizers."""
+        conv = conventions
+        if case.agg not in conv.agg or (case.num_tokens is not None and not conv.global_normalizers):
+            raise ValueError(f"the port declares the modes {conv.agg} (global normalizers: "
+                             f"{conv.global_normalizers}); the kit drew {case.agg!r}, num_tokens={case.num_tokens!r}")
+        if conv.dual_clip == "required" and case.cfg.dual_clip is None:
+            raise ValueError("the port declares dual_clip='required'; the kit drew clip_ratio_c=None")
+        if conv.dual_clip == "absent" and case.cfg.dual_clip is not None:
+            raise ValueError(f"the port declares dual_clip='absent'; the kit drew clip_ratio_c={case.cfg.dual_clip!r}")
+        kw: dict[str, Any] = port_keywords(case.cfg)
+        if conv.agg_declared:  # verl's name for the mode; the normalizers as spec S8.2 names them
+            kw["loss_agg_mode"] = case.agg
+            if conv.global_normalizers:
+                kw["num_tokens"], kw["num_seqs"] = case.num_tokens, case.num_seqs
+        return fn(*arrays, **kw)
+
+
+class _BackendSignature(Signature):
+    """A project backend: ``policy_loss(log_prob, old_log_prob, advantages, mask, cfg, agg, num_tokens,
+    num_seqs)``, every mode and global normalizers, the spec's conventions only."""
+
+    kind = "backend"
+    declares_forms = False
+
+    def check_conventions(self, conventions: Conventions) -> None:
+        if conventions != SPEC:
+            raise ValueError("a project backend follows the spec: it declares no conventions")
+
+    def aggs(self, conventions: Conventions) -> tuple[str, ...]:
+        return AGG_MODES
+
+    def global_normalizers(self, conventions: Conventions) -> bool:
+        return True
+
+    def call(self, fn: Callable[..., Any], arrays: tuple[Any, Any, Any, Any], case: Case,
+             conventions: Conventions) -> Any:
+        return fn(*arrays, case.cfg, case.agg, case.num_tokens, case.num_seqs)
+
+
+SIGNATURES: dict[str, Signature] = {s.kind: s for s in (_BackendSignature(), Signature())}
+"""An adapter's ``kind`` -> how it calls its implementation."""
+
+
 class Adapter(Generic[CaseT, ResultT]):
     """Runs cases through one implementation. Subclasses implement `_run`.
 
@@ -103,8 +168,8 @@ class Adapter(Generic[CaseT, ResultT]):
                  conventions: Conventions = SPEC) -> None:
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
-        if kind not in ("backend", "port"):
-            raise ValueError(f"kind must be 'backend' or 'port', got {kind!r}")
+        if kind not in SIGNATURES:
+            raise ValueError(f"kind must be one of {tuple(SIGNATURES)}, got {kind!r}")
         if mask_dtype not in ("bool", "float"):
             raise ValueError(f"mask_dtype must be 'bool' or 'float', got {mask_dtype!r}")
         if device is not None and (not isinstance(device, str) or not device.strip()):
@@ -113,8 +178,8 @@ class Adapter(Generic[CaseT, ResultT]):
             raise ValueError(f"advantages must be one of {tuple(ADVANTAGE_FORMS)}, got {advantages!r}")
         if not isinstance(conventions, Conventions):
             raise TypeError(f"conventions must be a Conventions, got {type(conventions).__name__}")
-        if kind == "backend" and conventions != SPEC:
-            raise ValueError("a project backend follows the spec: it declares no conventions")
+        self.signature = SIGNATURES[kind]
+        self.signature.check_conventions(conventions)
         self.fn, self.name, self.framework, self.kind, self.mask_dtype = fn, name, framework, kind, mask_dtype
         self.device = device
         self.advantages = advantages
@@ -122,7 +187,7 @@ class Adapter(Generic[CaseT, ResultT]):
         self.forms: tuple[str, ...] = self.declared_forms
         self.dtypes: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
         self.conventions = conventions
-        self.aggs: tuple[str, ...] = AGG_MODES if kind == "backend" else conventions.agg
+        self.aggs: tuple[str, ...] = self.signature.aggs(conventions)
         self.has_grad = True
         self.compile_skip: str | None = None
         self.jit_by_default = False
@@ -142,30 +207,18 @@ class Adapter(Generic[CaseT, ResultT]):
         return jax.enable_x64(self._x64)
 
     @property
+    def probes_advantages(self) -> bool:
+        """Whether `check` first tries each declared advantage shape once (ports declare the shapes they take)."""
+        return self.signature.declares_forms
+
+    @property
     def global_normalizers(self) -> bool:
         """Whether the strategies may draw global normalizers (backends; ports that declare them)."""
-        return self.kind == "backend" or self.conventions.global_normalizers
+        return self.signature.global_normalizers(self.conventions)
 
     # -- the call -----------------------------------------------------------------------------
     def _call(self, lp: Any, olp: Any, adv: Any, mask: Any, case: Case) -> Any:
-        if self.kind == "backend":
-            return self.fn(lp, olp, adv, mask, case.cfg, case.agg, case.num_tokens, case.num_seqs)
-        conv = self.conventions
-        if case.agg not in conv.agg or (case.num_tokens is not None and not conv.global_normalizers):
-            raise ValueError(f"the port declares the modes {conv.agg} (global normalizers: "
-                             f"{conv.global_normalizers}); the kit drew {case.agg!r}, num_tokens={case.num_tokens!r}")
-        if conv.dual_clip == "required" and case.cfg.dual_clip is None:
-            raise ValueError("the port declares dual_clip='required'; the kit drew clip_ratio_c=None")
-        if conv.dual_clip == "absent" and case.cfg.dual_clip is not None:
-            raise ValueError(f"the port declares dual_clip='absent'; the kit drew clip_ratio_c={case.cfg.dual_clip!r}")
-        c = case.cfg
-        kw: dict[str, Any] = {}
-        if conv.agg_declared:  # verl's name for the mode; the normalizers as spec S8.2 names them
-            kw["loss_agg_mode"] = case.agg
-            if conv.global_normalizers:
-                kw["num_tokens"], kw["num_seqs"] = case.num_tokens, case.num_seqs
-        return self.fn(lp, olp, adv, mask, eps_low=c.eps_low, eps_high=c.eps_high, beta_low=c.beta_low,
-                       beta_high=c.beta_high, clip_ratio_c=c.dual_clip, **kw)
+        return self.signature.call(self.fn, (lp, olp, adv, mask), case, self.conventions)
 
     def run(self, case: CaseT, *, compiled: bool = False, eager: bool = False) -> ResultT:
         """The loss and its gradient for `case`; any exception of the implementation becomes a PortError.
@@ -256,17 +309,22 @@ def _same_values(before: np.ndarray, after: np.ndarray) -> bool:
 
 
 class NumpyAdapter(Adapter[Case, Result]):
-    """The NumPy reference (analytic gradient) or a NumPy port (value only: NumPy has no autodiff)."""
+    """The NumPy reference (analytic gradient) or a NumPy port (value only: NumPy has no autodiff).
 
-    def __init__(self, fn: Callable[..., Any], **kw: Any) -> None:
+    `grad_fn` is the analytic gradient, called as `fn` is (the reference's `cegppo.policy_loss_grad`);
+    without one the adapter has no gradients.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, grad_fn: Callable[..., Any] | None = None, **kw: Any) -> None:
         super().__init__(fn, framework="numpy", **kw)
+        self.grad_fn = grad_fn
         if self.device not in (None, "cpu"):
             raise ValueError(f"device must be 'cpu' (or None) for framework='numpy', got {self.device!r}")
         self.dtypes = ("float64", "float32", "float16")
-        self.has_grad = self.kind == "backend"
+        self.has_grad = grad_fn is not None
         self.compile_skip = "NumPy has nothing to compile"
         self.constants_skip = "NumPy has no autodiff: no gradient can flow into old_log_prob or advantages"
-        if self.kind == "port":
+        if not self.has_grad:
             self.notes.append("NumPy port: values only (no autodiff); gradient properties are skipped")
 
     def _run(self, case: Case, compiled: bool) -> Result:
@@ -283,24 +341,22 @@ class NumpyAdapter(Adapter[Case, Result]):
             if arr.size != 1:
                 raise PortError("the loss must be a scalar", case, "shape ()", f"shape {arr.shape}")
             grad = None
-            if self.kind == "backend":
-                import cegppo
-
-                grad = np.asarray(cegppo.policy_loss_grad(lp, olp, adv, mask, case.cfg, case.agg, case.num_tokens,
-                                                          case.num_seqs), dtype=np.float64)
+            if self.grad_fn is not None:
+                grad = np.asarray(self.signature.call(self.grad_fn, (lp, olp, adv, mask), case, self.conventions),
+                                  dtype=np.float64)
         return Result(float(arr.reshape(())), grad, str(arr.dtype), mutated)
 
 
 class TorchAdapter(Adapter[Case, Result]):
     """PyTorch: gradient by autograd; compiled runs use torch.compile (backend ``aot_eager``)."""
 
-    def __init__(self, fn: Callable[..., Any], *, compile_ports: bool = False, **kw: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], *, check_compiled: bool = False, **kw: Any) -> None:
         super().__init__(fn, framework="torch", **kw)
         import torch
 
         self.torch = torch
         self.torch_device = torch_device(self.device)
-        if self.kind == "port" and not compile_ports:
+        if not check_compiled:
             self.compile_skip = "torch.compile costs seconds per shape; pass compile=True (--compile) to check it"
         self._compiled: dict[Any, Any] = {}
 
@@ -545,7 +601,9 @@ def backend_adapter(backend: str, *, jit: bool = False, device: str | None = Non
         raise ValueError(f"jit=True is for the jax backend only, got backend={backend!r}")
     module = importlib.import_module("cegppo" if backend == "numpy" else f"cegppo.{backend}")
     name = "cegppo (NumPy reference)" if backend == "numpy" else f"cegppo.{backend}"
-    kw: dict[str, Any] = {"jit": jit} if backend == "jax" else {}
+    options: dict[str, dict[str, Any]] = {"numpy": {"grad_fn": getattr(module, "policy_loss_grad", None)},
+                                          "torch": {"check_compiled": True}, "jax": {"jit": jit}}
+    kw = options[backend]
     return _ADAPTERS[backend](module.policy_loss, name=name, kind="backend", device=device, **kw)
 
 
@@ -571,7 +629,7 @@ def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = N
     kw: dict[str, Any] = {"name": label, "kind": "port", "mask_dtype": mask_dtype, "device": device,
                           "advantages": advantages, "conventions": conventions}
     if framework == "torch":
-        kw["compile_ports"] = compile
+        kw["check_compiled"] = compile
     if framework == "jax":
         kw["jit"] = jit
     return _ADAPTERS[framework](fn, **kw)

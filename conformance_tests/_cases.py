@@ -28,6 +28,8 @@ __all__ = [
     "Case",
     "Expected",
     "Mismatch",
+    "check_elements",
+    "check_scalar",
     "compare_grad",
     "compare_value",
     "expected",
@@ -268,32 +270,52 @@ def _short(x: Any) -> str:
     return str(x)
 
 
-def compare_value(what: str, case: Case, got: float, want: float, scale: float, *, dtype: str | None = None) -> None:
-    """Raise Mismatch unless |got - want| <= atol + rtol * scale (VALUE_TOL of the dtype)."""
+def check_scalar(what: str, case: Any, got: float, want: float, tol: float) -> None:
+    """Raise Mismatch unless `got` is finite and within `tol` of `want` (a `Case` or a `HeadCase`)."""
+    if not math.isfinite(got) or abs(got - want) > tol:
+        raise Mismatch(what, case, want, got, f"|difference| {abs(got - want):.3g} > tolerance {tol:.3g}")
+
+
+def check_elements(what: str, case: Any, got: np.ndarray, want: np.ndarray, bound: Any) -> None:
+    """Raise Mismatch unless `got` has `want`'s shape and each element is finite and within `bound` (an array
+    or a number) of `want`'s; an infinite element of `want` must come back as the same infinity."""
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != want.shape:
+        raise Mismatch(what, case, want, got, f"gradient shape {got.shape} != {want.shape}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.isfinite(got) & (np.abs(got - want) <= bound)
+        ok |= np.isinf(want) & (got == want)  # a gradient that overflows its dtype (float16), as expected
+    if not np.all(ok):
+        bad = tuple(int(i) for i in np.argwhere(~ok)[0])
+        raise Mismatch(what, case, want, got, f"first bad element {bad}: expected {want[bad]!r}, got {got[bad]!r}")
+
+
+def value_tolerance(case: Case, want: float, scale: float, dtype: str | None = None) -> float:
+    """atol + rtol * max(scale, |want|), (rtol, atol) from VALUE_TOL for the case's dtype (or `dtype`)."""
     rtol, atol = VALUE_TOL[tol_dtype(case, dtype)]
+    return atol + rtol * max(scale, abs(want))
+
+
+def grad_bound(case: Case, want: np.ndarray, dtype: str | None = None) -> np.ndarray:
+    """atol * max|want| + rtol * |want| per element, (rtol, atol) from GRAD_TOL, plus the dtype's smallest normal."""
+    key = tol_dtype(case, dtype)
+    rtol, atol = GRAD_TOL[key]
+    finite = want[np.isfinite(want)]
+    gmax = float(np.max(np.abs(finite))) if finite.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        return atol * gmax + rtol * np.abs(want) + _TINY[key]
+
+
+def compare_value(what: str, case: Case, got: float, want: float, scale: float, *, dtype: str | None = None) -> None:
+    """Raise Mismatch unless |got - want| <= atol + rtol * scale (VALUE_TOL of the dtype); NaN must meet NaN."""
     if math.isnan(want):
         if math.isnan(got):
             return
         raise Mismatch(what, case, want, got)
-    if not math.isfinite(got) or abs(got - want) > atol + rtol * max(scale, abs(want)):
-        tol = atol + rtol * max(scale, abs(want))
-        raise Mismatch(what, case, want, got, f"|difference| {abs(got - want):.3g} > tolerance {tol:.3g}")
+    check_scalar(what, case, got, want, value_tolerance(case, want, scale, dtype))
 
 
 def compare_grad(what: str, case: Case, got: np.ndarray, want: np.ndarray, *, dtype: str | None = None) -> None:
     """Raise Mismatch unless every element is within GRAD_TOL of the reference gradient (an infinite
     reference element must come back as the same infinity)."""
-    key = tol_dtype(case, dtype)
-    rtol, atol = GRAD_TOL[key]
-    got = np.asarray(got, dtype=np.float64)
-    if got.shape != want.shape:
-        raise Mismatch(what, case, want, got, f"gradient shape {got.shape} != {want.shape}")
-    finite = want[np.isfinite(want)]
-    gmax = float(np.max(np.abs(finite))) if finite.size else 0.0
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs(got - want)
-        ok = np.isfinite(got) & (err <= atol * gmax + rtol * np.abs(want) + _TINY[key])
-        ok |= np.isinf(want) & (got == want)  # a gradient that overflows its dtype (float16), as expected
-    if not np.all(ok):
-        bad = tuple(int(i) for i in np.argwhere(~ok)[0])
-        raise Mismatch(what, case, want, got, f"first bad element {bad}: expected {want[bad]!r}, got {got[bad]!r}")
+    check_elements(what, case, got, want, grad_bound(case, want, dtype))

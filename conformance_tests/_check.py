@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, reporting, settings
 from hypothesis import seed as hyp_seed
@@ -24,10 +24,12 @@ from ._cases import Mismatch, _short
 from ._conventions import SPEC, conventions, use
 from ._diagnose import diagnose
 from ._prop_inputs import InputsModified, advantage_form_message, probe_advantage_forms
-from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
+from ._registry import PROPERTIES, Property, properties_of
 from ._report import PropertyResult, Report, reproducer
 
-__all__ = ["DEFAULT_TIMEOUT", "check", "prepare", "run_property", "select"]
+__all__ = ["DEFAULT_TIMEOUT", "check", "prepare", "run_property", "select", "within"]
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 600.0
 """Seconds one property may run in `check`, the CLI and `pytest_suite` before the port is reported as hanging.
@@ -149,27 +151,21 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
     if seed is not None:
         test = hyp_seed(seed)(test)
     captured: list[object] = []
-    outcome: list[BaseException | None] = []
 
-    def execute() -> None:
-        try:
-            with adapter.thread_context(), reporting.with_reporter(captured.append):
-                test()
-            outcome.append(None)
-        except BaseException as exc:  # handed to the calling thread
-            outcome.append(exc)
+    def run_test() -> None:
+        with reporting.with_reporter(captured.append):
+            test()
 
     t0 = time.perf_counter()
-    if timeout is None:
-        execute()
-    else:
-        worker = threading.Thread(target=execute, name=f"cegppo-conformance {p.id}", daemon=True)
-        worker.start()
-        worker.join(timeout)
+    failure: BaseException | None = None
+    try:
+        done, _ = within(timeout, run_test, adapter, name=f"cegppo-conformance {p.id}")
+    except BaseException as exc:  # the property's verdict (or an interrupt, re-raised by _record_failure)
+        done, failure = True, exc
     res.seconds = time.perf_counter() - t0
     res.examples = count[0]
     res.hypothesis_output = "\n".join(map(str, captured))
-    if not outcome:  # still running: the implementation hangs (or is slower than the limit)
+    if not done:  # still running: the implementation hangs (or is slower than the limit)
         abandoned.set()
         res.status, res.timed_out = "FAIL", True
         res.defect_class, res.diagnosis = "contract/harness", "the port hangs (or is slower than the time limit)"
@@ -178,9 +174,8 @@ def run_property(p: Property, adapter: Adapter, *, max_examples: int = 100, seed
         if adapter.last_case is not None:
             res.reproducer = reproducer(adapter.last_case, adapter)
         return res
-    exc = outcome[0]
-    if exc is not None:
-        _record_failure(res, exc, adapter)
+    if failure is not None:
+        _record_failure(res, failure, adapter)
     return res
 
 
@@ -229,7 +224,7 @@ def prepare(adapter: Adapter) -> list[str]:
     draw the other only (S1 ``declared advantage shapes are accepted`` still fails, in one line);
     when it rejects every form, nothing is narrowed and the properties show its exception.
     """
-    if adapter.target != "loss" or adapter.kind == "backend":
+    if not adapter.probes_advantages:
         return []
     with use(adapter.conventions):
         rejected = probe_advantage_forms(adapter)
@@ -322,13 +317,13 @@ def check(
     adapter = port if isinstance(port, Adapter) else port_adapter(
         port, framework, name=name, mask_dtype=mask_dtype, compile=compile, jit=jit, device=device,
         advantages=advantages, conventions=conv)
-    props = select(only, FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
+    props = select(only, properties_of(adapter))
     report = new_report(adapter, max_examples, seed)
     t0 = time.perf_counter()
     hung = ""
-    done, notes = _within(timeout, prepare, adapter)
+    done, notes = within(timeout, lambda: prepare(adapter), adapter)
     if done:
-        report.notes += notes
+        report.notes += notes or []
     else:
         report.results.append(_probe_timed_out(adapter, timeout))
         hung = "the advantage-shape probe"
@@ -349,27 +344,32 @@ def check(
     return report
 
 
-def _within(timeout: float | None, fn: Callable[[Adapter], list[str]], adapter: Adapter) -> tuple[bool, list[str]]:
-    """fn(adapter) in a daemon thread: (True, its result), or (False, []) when it is still running after `timeout`.
+def within(timeout: float | None, fn: Callable[[], T], adapter: Adapter, *,
+           name: str = "cegppo-conformance probe") -> tuple[bool, T | None]:
+    """Run fn() with `adapter`'s framework state: (True, its result), or (False, None) when it is still
+    running after `timeout` seconds (None: no limit, fn runs in this thread).
 
-    An exception of fn is raised here (the probe turns the port's own exceptions into results).
+    The one runner of every call into an implementation that may hang: with a limit, fn runs in a daemon
+    thread that is abandoned, not killed, when it overruns (Python cannot stop a thread), so the caller
+    reports the hang and runs nothing else on the adapter. An exception of fn is raised here.
     """
-    if timeout is None:
-        return True, fn(adapter)
-    box: list[Any] = []
+    box: list[tuple[bool, Any]] = []
 
     def target() -> None:
         try:
             with adapter.thread_context():
-                box.append((True, fn(adapter)))
-        except BaseException as exc:
+                box.append((True, fn()))
+        except BaseException as exc:  # handed to the calling thread
             box.append((False, exc))
 
-    worker = threading.Thread(target=target, name="cegppo-conformance probe", daemon=True)
-    worker.start()
-    worker.join(timeout)
+    if timeout is None:
+        target()
+    else:
+        worker = threading.Thread(target=target, name=name, daemon=True)
+        worker.start()
+        worker.join(timeout)
     if not box:
-        return False, []
+        return False, None
     ok, value = box[0]
     if not ok:
         raise value

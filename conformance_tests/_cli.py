@@ -4,8 +4,8 @@
                        [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [--jit] [-v]
                        [--device cuda] [--advantages token|sequence|both] [--json FILE]
                        [--timeout SECONDS] [--quiet]
-    cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]
-    cegppo-conformance check --framework-loss openrlhf|skyrl|tunix [--loss [MODULE:]NAME] [options as above]
+    cegppo-conformance check --framework-loss verl|openrlhf|skyrl|tunix [--loss [MODULE:]NAME] [options as above]
+    cegppo-conformance check --verl-loss [MODULE:]NAME [options as above]   (= --framework-loss verl --loss NAME)
     cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
     cegppo-conformance --version
@@ -26,89 +26,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cegppo
 
-from ._targets import import_target
+from ._frameworks import FRAMEWORK_LOSSES
+from ._targets import load_port
 
-__all__ = ["FRAMEWORK_LOSSES", "load_port", "main"]
-
-
-def load_port(target: str) -> Callable[..., Any]:
-    """The callable named by ``MODULE:FUNCTION`` (a dotted module, or a path to a .py file).
-
-    The current directory is importable, as with ``python -m``.
-    """
-    if ":" not in target:
-        raise ValueError(f"port must be MODULE:FUNCTION, got {target!r}")
-    module_name, _, attr = target.rpartition(":")
-    if module_name.endswith(".py") or os.sep in module_name:
-        path = os.path.abspath(module_name)
-        spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-        if spec is None or spec.loader is None:
-            raise ValueError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        module = importlib.import_module(module_name)
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{target} is not callable")
-    return obj
-
-
-def _load_verl_port(target: str) -> Callable[..., Any]:
-    """The kit port calling verl's registered policy loss ``[MODULE:]NAME`` (imports MODULE first)."""
-    _, loss_name = import_target(target)  # MODULE may register `loss_name` with verl
-    from cegppo.integrations.verl import verl_port  # imports verl (and registers ce_gppo)
-
-    return verl_port(loss_name)
-
-
-def _verl_port_name(target: str) -> str:
-    """The report's name for a --verl-loss port: says how to rebuild it (pasted into reproducers)."""
-    module_name, _, loss_name = target.rpartition(":")
-    first = f"import {module_name}; " if module_name else ""
-    return f"<verl policy loss {loss_name!r}: {first}port = cegppo.integrations.verl.verl_port({loss_name!r})>"
-
-
-FRAMEWORK_LOSSES: dict[str, tuple[str, str, str]] = {
-    "openrlhf": ("cegppo.conformance._openrlhf:port_from_openrlhf", "torch",
-                 "a PolicyLoss class: CEGPPOPolicyLoss (default), PolicyLoss (OpenRLHF's own) or MODULE:CLASS"),
-    "skyrl": ("cegppo.conformance._skyrl:port_from_skyrl", "torch",
-              "a name in SkyRL's PolicyLossRegistry: ce_gppo (default), regular, dual_clip, ... or MODULE:NAME"),
-    "tunix": ("cegppo.conformance._tunix:port_from_tunix", "jax",
-              "a name in tunix's policy-loss registry: ce_gppo (default), grpo, ppo, ... or MODULE:NAME"),
-}
-"""--framework-loss NAME -> (the ``module:function`` building the port from --loss, the port's framework,
-what --loss names). The function takes the --loss value (None: the framework's CE-GPPO integration)."""
-
-
-def _load_framework_port(framework_loss: str, loss: str | None) -> Callable[..., Any]:
-    """The kit port for --framework-loss FRAMEWORK [--loss [MODULE:]NAME] (imports the framework)."""
-    loader, _, _ = FRAMEWORK_LOSSES[framework_loss]
-    module_name, _, attr = loader.partition(":")
-    return getattr(importlib.import_module(module_name), attr)(loss)
-
-
-def _framework_port_name(framework_loss: str, loss: str | None) -> str:
-    """The report's name for a --framework-loss port: says how to rebuild it (pasted into reproducers)."""
-    function = FRAMEWORK_LOSSES[framework_loss][0].rpartition(":")[2]
-    module_name, _, name = (loss or "").rpartition(":")
-    first = f"import {module_name}; " if module_name else ""
-    arg, label = ("", "(cegppo's integration)") if loss is None else (repr(loss), repr(name))
-    return f"<{framework_loss} policy loss {label}: {first}port = cegppo.conformance.{function}({arg})>"
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,16 +63,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="report the first failing example without shrinking it (faster, larger reproducer)")
     c.add_argument("-v", "--verbose", action="store_true", help="show Hypothesis's labelled draws for failures")
     c.add_argument("--verl-loss", default=None, metavar="[MODULE:]NAME",
-                   help="instead of a port: the policy loss registered in verl as NAME, called through verl's "
-                        "signature (cegppo.integrations.verl.verl_port); MODULE is imported first so that it can "
-                        "register NAME, e.g. --verl-loss ce_gppo or --verl-loss my_pkg.losses:my_loss")
+                   help="--framework-loss verl --loss NAME: the policy loss registered in verl as NAME; MODULE is "
+                        "imported first so that it can register NAME, e.g. --verl-loss ce_gppo or "
+                        "--verl-loss my_pkg.losses:my_loss")
     c.add_argument("--framework-loss", default=None, choices=sorted(FRAMEWORK_LOSSES), metavar="FRAMEWORK",
                    help="instead of a port: a policy loss of FRAMEWORK (" + ", ".join(sorted(FRAMEWORK_LOSSES))
                         + "), called through that framework's own signature; --loss names which one "
                         "(default: cegppo's integration)")
     c.add_argument("--loss", default=None, metavar="[MODULE:]NAME",
                    help="with --framework-loss: which loss; "
-                        + "; ".join(f"{k}: {v[2]}" for k, v in sorted(FRAMEWORK_LOSSES.items())))
+                        + "; ".join(f"{k}: {v.losses}" for k, v in sorted(FRAMEWORK_LOSSES.items())))
     c.add_argument("--fused", action="store_true",
                    help="the function is a fused LM-head loss (signature of cegppo.torch.fused_linear_policy_loss): "
                         "run the S11.1 properties")
@@ -224,19 +152,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.loss is not None and args.framework_loss is None:
             parser.error("--loss names a loss of --framework-loss FRAMEWORK; give --framework-loss too")
         if args.verl_loss is not None:
-            if args.framework not in (None, "torch"):
-                parser.error(f"--verl-loss: verl losses are torch functions, got --framework {args.framework}")
-            args.framework = "torch"
-        elif args.framework_loss is not None:
-            wanted = FRAMEWORK_LOSSES[args.framework_loss][1]
+            args.framework_loss, args.loss = "verl", args.verl_loss
+        if args.framework_loss is not None:
+            wanted = FRAMEWORK_LOSSES[args.framework_loss].framework
             if args.framework not in (None, wanted):
-                parser.error(f"--framework-loss {args.framework_loss}: its losses are {wanted} functions, "
+                whose = "its" if args.verl_loss is None else args.framework_loss
+                parser.error(f"{_loss_flag(args)}: {whose} losses are {wanted} functions, "
                              f"got --framework {args.framework}")
             args.framework = wanted
         elif args.framework is None:
             parser.error("the following arguments are required: --framework (with a port MODULE:FUNCTION)")
         if args.fused:
-            if args.verl_loss is not None or args.framework_loss is not None:
+            if args.framework_loss is not None:
                 parser.error("--fused checks a fused LM-head loss, not a framework's policy loss "
                              "(--verl-loss, --framework-loss)")
             if args.framework == "numpy":
@@ -267,27 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    entry = None if args.framework_loss is None else FRAMEWORK_LOSSES[args.framework_loss]
     try:
-        if args.verl_loss is not None:
-            port = _load_verl_port(args.verl_loss)
-        elif args.framework_loss is not None:
-            port = _load_framework_port(args.framework_loss, args.loss)
-        else:
-            port = load_port(args.port)
+        port = load_port(args.port) if entry is None else entry.build(args.loss)
     except Exception as exc:
-        if args.verl_loss is not None:
-            what = f"--verl-loss {args.verl_loss}"
-        elif args.framework_loss is not None:
-            what = f"--framework-loss {args.framework_loss}" + ("" if args.loss is None else f" --loss {args.loss}")
-        else:
-            what = args.port
-        return _error(f"cannot load {what}: {type(exc).__name__}: {exc}")
-    if args.verl_loss is not None:
-        name = _verl_port_name(args.verl_loss)
-    elif args.framework_loss is not None:
-        name = _framework_port_name(args.framework_loss, args.loss)
-    else:
-        name = args.port
+        return _error(f"cannot load {args.port if entry is None else _loss_flag(args, value=True)}: "
+                      f"{type(exc).__name__}: {exc}")
+    name = args.port if entry is None else entry.port_name(args.framework_loss, args.loss)
 
     try:
         target = _adapter(port, args, name)
@@ -301,6 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(report.to_json() + "\n", encoding="utf-8")
     print(report.format(verbose=args.verbose))
     return 0 if report.ok else 1
+
+
+def _loss_flag(args: argparse.Namespace, *, value: bool = False) -> str:
+    """How the command line named the framework's loss (``--verl-loss`` is the alias of ``--framework-loss verl``)."""
+    if args.verl_loss is not None:
+        return f"--verl-loss {args.verl_loss}" if value else "--verl-loss"
+    flag = f"--framework-loss {args.framework_loss}"
+    return flag + (f" --loss {args.loss}" if value and args.loss is not None else "")
 
 
 def _adapter(port: Any, args: argparse.Namespace, name: str) -> Any:

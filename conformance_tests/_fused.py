@@ -34,7 +34,7 @@ from cegppo._metrics import ENTROPY_REGION_KEYS, REGION_NAMES
 from hypothesis import strategies as st
 
 from ._adapters import FRAMEWORKS, Adapter, PortError
-from ._cases import VALUE_TOL, Mismatch, round_to
+from ._cases import VALUE_TOL, check_elements, check_scalar, round_to
 
 __all__ = [
     "HeadCase",
@@ -262,6 +262,8 @@ class FusedAdapter(Adapter[HeadCase, HeadResult]):
         elif jit:
             raise ValueError("jit=True is for framework='jax' only")
 
+    probes_advantages = False  # the S11.1 strategies draw both advantage shapes; the head must take both
+
     def _run(self, case: HeadCase, compiled: bool) -> HeadResult:
         return self._run_torch(case) if self.framework == "torch" else self._run_jax(case, compiled)
 
@@ -393,62 +395,44 @@ def fused_adapter(fused: str | Callable[..., Any], framework: str | None = None,
 # ----------------------------------------------------------------------------------------------
 
 
-def _rtol(case: HeadCase) -> float:
-    return VALUE_TOL[case.dtype][0]
+def _bound(case: HeadCase, scale: Any) -> Any:
+    """rtol * scale + the smallest normal of the compute dtype: the rounding error of a sum whose |terms| add to
+    `scale` (Higham), for a value or per gradient element."""
+    tiny = float(np.finfo(np.float32 if case.dtype == "float32" else np.float64).tiny)
+    return VALUE_TOL[case.dtype][0] * scale + tiny
 
 
 def compare_head_value(what: str, case: HeadCase, got: float, want: float, scale: float) -> None:
     """Raise Mismatch unless |got - want| <= rtol * scale (+ the smallest normal)."""
-    tol = _rtol(case) * scale + float(np.finfo(np.float32 if case.dtype == "float32" else np.float64).tiny)
-    if not math.isfinite(got) or abs(got - want) > tol:
-        raise Mismatch(what, case, want, got, f"|difference| {abs(got - want):.3g} > tolerance {tol:.3g}")
+    check_scalar(what, case, got, want, _bound(case, scale))
 
 
 def compare_head_grad(what: str, case: HeadCase, got: np.ndarray, want: np.ndarray, scale: np.ndarray) -> None:
     """Raise Mismatch unless every element is within rtol * (its sum of |terms| x conditioning)."""
-    got = np.asarray(got, dtype=np.float64)
-    if got.shape != want.shape:
-        raise Mismatch(what, case, want, got, f"gradient shape {got.shape} != {want.shape}")
-    tiny = float(np.finfo(np.float32 if case.dtype == "float32" else np.float64).tiny)
-    with np.errstate(invalid="ignore", over="ignore"):
-        ok = np.isfinite(got) & (np.abs(got - want) <= _rtol(case) * scale + tiny)
-    if not np.all(ok):
-        bad = tuple(int(i) for i in np.argwhere(~ok)[0])
-        raise Mismatch(what, case, want, got,
-                       f"first bad element {bad}: expected {want[bad]!r}, got {got[bad]!r}")
+    check_elements(what, case, got, want, _bound(case, scale))
 
 
 def _head_reproducer(case: HeadCase, adapter: Adapter) -> str:
-    from ._report import _arr
+    from ._report import _arr, _tensor, config_expr, import_lines
 
     fw, dt = adapter.framework, case.dtype
-    if fw == "torch":
-        lines = ["import numpy as np", "import torch", "import cegppo"]
-        if adapter.kind == "backend":
-            lines.append("from cegppo.torch import fused_linear_policy_loss as fused")
-        mk = lambda n, x, g=False: f"{n} = torch.tensor({_arr(x)}, dtype=torch.{dt}{', requires_grad=True' if g else ''})"  # noqa: E731
-        ids = f"token_ids = torch.tensor({_arr(case.token_ids)})"
-        mask = f"mask = torch.tensor({_arr(case.mask)})"
+    lines = [*import_lines(fw), "import cegppo"]
+    if fw == "jax" and dt == "float64":
+        lines.append('jax.config.update("jax_enable_x64", True)')
+    if adapter.kind == "backend":
+        lines.append(f"from cegppo.{fw} import fused_linear_policy_loss as fused")
     else:
-        lines = ["import numpy as np", "import jax", "import jax.numpy as jnp", "import cegppo"]
-        if dt == "float64":
-            lines.append('jax.config.update("jax_enable_x64", True)')
-        if adapter.kind == "backend":
-            lines.append("from cegppo.jax import fused_linear_policy_loss as fused")
-        mk = lambda n, x, g=False: f"{n} = jnp.asarray({_arr(x)}, dtype=jnp.{dt})"  # noqa: E731
-        ids = f"token_ids = jnp.asarray({_arr(case.token_ids)}, dtype=jnp.int32)"
-        mask = f"mask = jnp.asarray({_arr(case.mask)})"
-    if adapter.kind != "backend":
         module, _, func = adapter.name.rpartition(":")
         lines.append(f"from {module} import {func} as fused" if module and "<" not in adapter.name
                      else f"fused = ...  # {adapter.name}")
     lines.append('nan, inf = float("nan"), float("inf")')
-    lines += [mk("hidden", case.hidden, True), mk("weight", case.weight, True),
-              mk("bias", case.bias, True) if case.bias is not None else "bias = None", ids,
-              mk("old_log_prob", case.old_log_prob), mk("advantages", case.advantages), mask]
-    c = case.cfg
-    lines.append(f"cfg = cegppo.CEGPPOConfig(eps_low={c.eps_low!r}, eps_high={c.eps_high!r}, "
-                 f"beta_low={c.beta_low!r}, beta_high={c.beta_high!r}, dual_clip={c.dual_clip!r})")
+    for name, x in (("hidden", case.hidden), ("weight", case.weight), ("bias", case.bias)):  # differentiated
+        lines.append(f"{name} = None" if x is None else _tensor(fw, name, _arr(x), False, dt, grad=True))
+    lines.append(f"token_ids = torch.tensor({_arr(case.token_ids)})" if fw == "torch"
+                 else f"token_ids = jnp.asarray({_arr(case.token_ids)}, dtype=jnp.int32)")
+    lines += [_tensor(fw, "old_log_prob", _arr(case.old_log_prob), False, dt),
+              _tensor(fw, "advantages", _arr(case.advantages), False, dt),
+              _tensor(fw, "mask", _arr(case.mask), True, dt), f"cfg = {config_expr(case.cfg)}"]
     opts = ", ".join(f"{k}={v!r}" for k, v in case.options().items())
     call = f"fused(hidden, weight, token_ids, old_log_prob, advantages, mask, cfg, bias=bias, {opts})"
     if fw == "torch":

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ._adapters import Adapter, port_adapter
-from ._check import DEFAULT_TIMEOUT, _check_run_args, _within, prepare, run_property, select
+from ._check import DEFAULT_TIMEOUT, _check_run_args, prepare, run_property, select, within
 from ._conventions import SPEC, conventions
-from ._registry import FUSED_PROPERTIES, PROPERTIES, Property
+from ._registry import Property, properties_of
 from ._report import Report
 
 __all__ = ["pytest_suite"]
@@ -45,12 +45,12 @@ class _Suite:
         if self.hung:
             pytest.skip(f"not run: the implementation hung in {self.hung!r}")
         if self.notes is None:
-            done, notes = _within(self.timeout, prepare, self.adapter)
+            done, notes = within(self.timeout, lambda: prepare(self.adapter), self.adapter)
             if not done:
                 self.hung = "the advantage-shape probe"
                 pytest.fail(f"{p.id}: the first call of the implementation returned nothing after "
                             f"{self.timeout:g}s (it hangs, or raise timeout=)", pytrace=False)
-            self.notes = notes
+            self.notes = notes or []
         r = run_property(p, self.adapter, max_examples=self.max_examples, seed=self.seed, shrink=self.shrink,
                          timeout=self.timeout)
         if r.timed_out:
@@ -98,7 +98,7 @@ def pytest_suite(port: Callable[..., Any] | Adapter, framework: str = "torch", *
                                compile=options.get("compile", False), jit=options.get("jit", False),
                                device=options.get("device"), advantages=options.get("advantages", "both"),
                                conventions=conv)
-    props = select(options.get("only"), FUSED_PROPERTIES if adapter.target == "fused" else PROPERTIES)
+    props = select(options.get("only"), properties_of(adapter))
     suite = _Suite(adapter, options)
 
     @pytest.mark.parametrize("cegppo_property", props, ids=[p.id for p in props])

@@ -8,10 +8,7 @@ from typing import Any
 
 from ._adapters import Adapter
 
-__all__ = ["FUSED_PROPERTIES", "PROPERTIES", "TARGETS", "Property", "Skip", "prop"]
-
-TARGETS: tuple[str, ...] = ("loss", "fused")
-"""What a property checks: a policy loss (backend or port) or a fused LM-head loss (spec S11.1)."""
+__all__ = ["FUSED_PROPERTIES", "PROPERTIES", "REGISTRY", "TARGETS", "Property", "Skip", "prop", "properties_of"]
 
 
 class Skip(Exception):
@@ -81,6 +78,14 @@ PROPERTIES: list[Property] = []
 """Every policy-loss property, in spec order (filled as the chapter modules are imported)."""
 FUSED_PROPERTIES: list[Property] = []
 """The fused LM-head properties (spec S11.1), run on adapters from `fused_adapter`."""
+REGISTRY: dict[str, list[Property]] = {"loss": PROPERTIES, "fused": FUSED_PROPERTIES}
+"""An adapter's ``target`` (what it checks: a policy loss, backend or port, or a fused LM-head loss) -> its properties."""
+TARGETS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def properties_of(adapter: Adapter) -> list[Property]:
+    """The properties that apply to `adapter`: those registered for its target."""
+    return REGISTRY[adapter.target]
 
 
 def prop(clause: str, name: str, chapter: str, *, needs_grad: bool = False,
@@ -97,7 +102,7 @@ def prop(clause: str, name: str, chapter: str, *, needs_grad: bool = False,
     def deco(body: Callable[[Adapter, Any], None]) -> Property:
         doc = (body.__doc__ or "").strip().splitlines()[0] if body.__doc__ else ""
         p = Property(clause, name, chapter, doc, body, needs_grad, skip, max_examples, target, share, declared)
-        (FUSED_PROPERTIES if target == "fused" else PROPERTIES).append(p)
+        REGISTRY[target].append(p)
         return p
 
     return deco

@@ -236,6 +236,17 @@ def _tensor(framework: str, name: str, src: str, is_bool: bool, dtype: str, grad
     return f"{name} = {arr}"
 
 
+def import_lines(framework: str) -> list[str]:
+    """The first lines of a reproducer: NumPy and the framework."""
+    return ["import numpy as np", *_IMPORTS[framework].splitlines()]
+
+
+def config_expr(cfg: Any) -> str:
+    """`cfg` as the expression that rebuilds it."""
+    return (f"cegppo.CEGPPOConfig(eps_low={cfg.eps_low!r}, eps_high={cfg.eps_high!r}, beta_low={cfg.beta_low!r}, "
+            f"beta_high={cfg.beta_high!r}, dual_clip={cfg.dual_clip!r})")
+
+
 _INPUTS = ("log_prob", "old_log_prob", "advantages", "response_mask")
 # Printed after the call by a reproducer of `S1 inputs are not modified`: which inputs changed.
 _MUTATION_CHECK = {
@@ -260,7 +271,7 @@ def reproducer(case: Case, adapter: Adapter, *, show_mutation: bool = False) -> 
     if not isinstance(case, Case):  # a fused-head case writes its own (conformance_tests/_fused.py)
         return str(case.reproducer(adapter))
     fw = adapter.framework
-    lines = ["import numpy as np", _IMPORTS[fw].rstrip()] if _IMPORTS[fw] else ["import numpy as np"]
+    lines = import_lines(fw)
     if adapter.kind == "backend":
         mod = "cegppo" if fw == "numpy" else f"cegppo.{fw}"
         lines += ["import cegppo", f"import {mod} as cg"]
@@ -299,9 +310,7 @@ def reproducer(case: Case, adapter: Adapter, *, show_mutation: bool = False) -> 
                   _BEFORE[fw]]
     c = case.cfg
     if adapter.kind == "backend":
-        cfg = (f"cegppo.CEGPPOConfig(eps_low={c.eps_low!r}, eps_high={c.eps_high!r}, beta_low={c.beta_low!r}, "
-               f"beta_high={c.beta_high!r}, dual_clip={c.dual_clip!r})")
-        call = (f"cg.policy_loss({{lp}}, old_log_prob, advantages, response_mask, {cfg}, agg={case.agg!r}, "
+        call = (f"cg.policy_loss({{lp}}, old_log_prob, advantages, response_mask, {config_expr(c)}, agg={case.agg!r}, "
                 f"num_tokens={case.num_tokens!r}, num_seqs={case.num_seqs!r})")
     else:
         call = (f"port({{lp}}, old_log_prob, advantages, response_mask, eps_low={c.eps_low!r}, "

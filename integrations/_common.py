@@ -6,8 +6,6 @@
 - `AGG_TABLE`: which global normalizer each aggregation mode divides by (spec S8.2), so that an adapter maps
   its framework's counts onto the table instead of branching on mode names;
 - `registered_loss`: a loss given by name (looked up in a framework's registry) or as the function itself;
-- `agg_kit_port`: the kit's port for a framework loss that takes an aggregation mode, forwarding the mode
-  (and the global normalizers) that the kit's ``agg=`` declaration passes;
 - `host_floats`: a metrics dict of 0-d tensors as Python floats in one device-to-host copy.
 
 Nothing here imports a framework: each adapter imports its own.
@@ -15,7 +13,6 @@ Nothing here imports a framework: each adapter imports its own.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,9 +20,7 @@ from typing import Any
 from cegppo import CEGPPOConfig
 from cegppo._aggregation_modes import AGG_TABLE
 
-from ._port import kit_port
-
-__all__ = ["AGG_TABLE", "DEFAULT", "agg_kit_port", "cegppo_config", "host_floats", "registered_loss"]
+__all__ = ["AGG_TABLE", "DEFAULT", "cegppo_config", "host_floats", "registered_loss"]
 
 DEFAULT = CEGPPOConfig()
 """The spec's defaults (eps 0.2 both sides, the paper's 1.5B betas 0.5 and 1.0, no dual clip)."""
@@ -75,27 +70,6 @@ def registered_loss(loss: str | Callable[..., Any], lookup: Callable[[str], Call
     if callable(loss):
         return loss, getattr(loss, "__name__", "loss")
     return lookup(loss), loss
-
-
-def agg_kit_port(call: Callable[..., Any], *, name: str, doc: str, token_advantages: bool = False) -> Callable[
-        ..., Any]:
-    """`kit_port` for a framework loss that takes an aggregation mode.
-
-    The port also takes the keywords the kit passes to a port declared with ``agg=`` (docs/conformance.md,
-    "Conventions"): ``loss_agg_mode`` (verl's names; default token-mean, the kit's mode without a declaration)
-    and, with ``global_normalizers=True``, ``num_tokens`` / ``num_seqs`` (default None: the local counts).
-    `call` receives all three as keywords, besides the hyperparameters.
-    """
-
-    def port(log_prob: Any, old_log_prob: Any, advantages: Any, response_mask: Any, *,
-             loss_agg_mode: str = "token-mean", num_tokens: Any = None, num_seqs: Any = None, **hyper: Any) -> Any:
-        bound = functools.partial(call, loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs)
-        inner = kit_port(bound, name=name, doc=doc, token_advantages=token_advantages)
-        return inner(log_prob, old_log_prob, advantages, response_mask, **hyper)
-
-    port.__name__ = port.__qualname__ = name
-    port.__doc__ = doc
-    return port
 
 
 def host_floats(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -59,7 +59,7 @@ import cegppo
 import cegppo.torch as cg
 import torch
 
-from ._common import AGG_TABLE, DEFAULT, agg_kit_port, cegppo_config
+from ._common import AGG_TABLE, DEFAULT, cegppo_config
 from ._loading import import_loss_module
 
 _loss_module = import_loss_module("openrlhf.models.loss", ("openrlhf.models",))
@@ -267,6 +267,8 @@ def openrlhf_port(loss_cls: type[Any] | None = None) -> Any:
         TypeError: `loss_cls` is not a class.
     """
     import inspect
+
+    from cegppo.conformance._port import agg_kit_port  # the kit's port contract: only a port needs the kit
 
     cls = CEGPPOPolicyLoss if loss_cls is None else loss_cls
     if not isinstance(cls, type):

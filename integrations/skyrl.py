@@ -61,7 +61,6 @@ import torch
 
 from ._common import DEFAULT, cegppo_config, host_floats, registered_loss
 from ._loading import import_loss_module
-from ._port import kit_port
 
 _ppo_utils = import_loss_module("skyrl.backends.skyrl_train.utils.ppo_utils", ("skyrl.backends",))
 _off_policy = import_loss_module("skyrl.backends.skyrl_train.utils.off_policy_correction_utils", ("skyrl.backends",))
@@ -256,6 +255,7 @@ def skyrl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
     Raises:
         ValueError: when no SkyRL policy loss is registered under `name`.
     """
+    from cegppo.conformance._port import kit_port  # the kit's port contract: only a port needs the kit
     fn, name = registered_loss(name, PolicyLossRegistry.get)  # SkyRL's lookup: ValueError listing the names
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,

@@ -67,7 +67,7 @@ from tunix.rl import common, function_registry
 from tunix.rl.grpo import grpo_learner
 from tunix.rl.ppo import ppo_learner
 
-from ._common import DEFAULT, agg_kit_port, cegppo_config, registered_loss
+from ._common import DEFAULT, cegppo_config, registered_loss
 
 __all__ = [
     "LOSS_NAME",
@@ -414,6 +414,7 @@ def tunix_port(loss: str | Callable[..., Any] = LOSS_NAME, *, learner: str | Non
     Raises:
         ValueError: when no tunix policy loss is registered under `loss`, or `learner` is unknown.
     """
+    from cegppo.conformance._port import agg_kit_port  # the kit's port contract: only a port needs the kit
     fn, name = registered_loss(loss, _registered_tunix_loss)
     registered = LOSS_NAME if callable(loss) else name
     family = learner or ("ppo" if registered == "ppo" else "grpo")

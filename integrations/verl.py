@@ -63,7 +63,7 @@ from cegppo import CEGPPOConfig
 from verl.trainer.ppo.core_algos import get_policy_loss_fn, register_policy_loss
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
-from ._common import AGG_TABLE, DEFAULT, agg_kit_port, cegppo_config, host_floats, registered_loss
+from ._common import AGG_TABLE, DEFAULT, cegppo_config, host_floats, registered_loss
 
 __all__ = [
     "LOSS_NAME",
@@ -263,6 +263,7 @@ def verl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
     Raises:
         ValueError: when no verl policy loss is registered under `name`.
     """
+    from cegppo.conformance._port import agg_kit_port  # the kit's port contract: only a port needs the kit
     fn, name = registered_loss(name, get_policy_loss_fn)  # verl's lookup raises ValueError listing the names
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,

@@ -86,6 +86,32 @@ def test_port_given_as_a_file_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"port = load_port({target!r})" in out  # the reproducer loads the file the same way
 
 
+def test_framework_loss_names_say_how_to_rebuild_the_port() -> None:
+    """Each row of the frameworks' table names its port for the report and the reproducer."""
+    from cegppo.conformance._frameworks import FRAMEWORK_LOSSES
+
+    assert sorted(FRAMEWORK_LOSSES) == ["openrlhf", "skyrl", "tunix", "verl"]
+    assert {k: v.framework for k, v in FRAMEWORK_LOSSES.items()} == {
+        "verl": "torch", "openrlhf": "torch", "skyrl": "torch", "tunix": "jax"}
+    assert (FRAMEWORK_LOSSES["verl"].port_name("verl", "my_pkg.losses:mine")
+            == "<verl policy loss 'mine': import my_pkg.losses; port = cegppo.integrations.verl.verl_port('mine')>")
+    assert (FRAMEWORK_LOSSES["verl"].port_name("verl", None)
+            == "<verl policy loss (cegppo's integration): port = cegppo.conformance.port_from_verl_loss()>")
+    assert (FRAMEWORK_LOSSES["tunix"].port_name("tunix", "grpo")
+            == "<tunix policy loss 'grpo': port = cegppo.conformance.port_from_tunix('grpo')>")
+
+
+def test_a_loss_of_a_file_path_is_read_like_a_port() -> None:
+    """One reader of [MODULE:]NAME: a .py path works for --loss as for a port, and NAME alone imports nothing."""
+    from cegppo.conformance._targets import import_target
+
+    module, name = import_target(f"{PORTS_DIR / 'numpy_ports.py'}:correct")
+    assert name == "correct" and callable(getattr(module, name))
+    assert import_target("ce_gppo") == (None, "ce_gppo")
+    with pytest.raises(ValueError, match="MODULE:FUNCTION"):
+        cc.load_port("no_module_given")
+
+
 def test_port_that_raises_is_a_failure_showing_the_exception(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check", "ports.numpy_ports:raises", "--framework", "numpy", "--max-examples", "3",
                        "--only", "S3")
@@ -163,6 +189,10 @@ def test_missing_framework_exits_2(capsys: pytest.CaptureFixture[str], monkeypat
         (["check", "--verl-loss", "ce_gppo", "--fused"], "--fused checks a fused LM-head loss"),
         (["check", GOOD, "--framework", "torch", "--fused", "--mask-dtype", "float"], "policy-loss ports only"),
         (["check", GOOD, "--framework", "numpy", "--advantages", "rows"], "invalid choice: 'rows'"),
+        # --verl-loss NAME is --framework-loss verl --loss NAME: one table row, each named as the user wrote it
+        (["check", "--framework-loss", "verl", "--framework", "jax"], "--framework-loss verl: its losses are torch"),
+        (["check", "--verl-loss", "ce_gppo", "--framework", "jax"], "--verl-loss: verl losses are torch functions"),
+        (["check", "--verl-loss", "ce_gppo", "--loss", "vanilla"], "give --framework-loss too"),
     ],
 )
 def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
@@ -376,8 +406,8 @@ def test_a_port_hanging_in_a_property_stops_the_run() -> None:
 
 def test_numpy_port_mutating_the_mask_after_its_loss_is_reported_as_mutating() -> None:
     """The kit keeps its own copy of the inputs: only S1 fails, and its reproducer shows the mutation."""
-    # The properties a mask written to after the loss used to break (the loss and the reference of
-    # later calls were computed from the written mask); the scale ones would add seconds, not cover.
+    # The properties whose later calls would see the written mask if the kit handed its own arrays (the
+    # loss and the reference would both be computed from it); the scale ones would add seconds, not cover.
     only = ["S1", "S3 value equals", "S7", "S8", "S9"]
     report = cc.check(numpy_ports.mutates_mask_after_loss, "numpy", max_examples=10, only=only)
     assert [r.id for r in report.failed] == ["S1 inputs are not modified"], report.format()
