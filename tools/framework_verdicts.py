@@ -46,9 +46,10 @@ CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
                                 "--dual-clip", "absent", "--compute-dtype", "float32")),
     "skyrl-dual_clip": ("skyrl", ("--framework-loss", "skyrl", "--loss", "dual_clip", "--advantages", "token",
                                   "--compute-dtype", "float32")),
-    # tunix 0.1.7: both compute in float32 and take epsilon_c for a dual clip; ppo's masked_mean adds 1e-8
+    # tunix 0.1.7: grpo casts to float32 and takes (B, T) or (B,) advantages; ppo computes in the input's dtype,
+    # divides by count + 1e-8 (its masked_mean) and multiplies (B, T) advantages; both take epsilon_c
     "tunix-grpo": ("tunix", ("--framework-loss", "tunix", "--loss", "grpo", "--compute-dtype", "float32")),
-    "tunix-ppo": ("tunix", ("--framework-loss", "tunix", "--loss", "ppo", "--compute-dtype", "float32",
+    "tunix-ppo": ("tunix", ("--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token",
                             "--normalizer-eps", "1e-8")),
 }
 """Report name -> (the framework's import name, the command-line arguments that check its stock loss)."""
