@@ -310,6 +310,8 @@ def _partial_float32(case: Case, r: Result, ad: Adapter, *, want: Expected) -> D
     """
     if case.dtype != "float64" or case.conventions.compute_dtype is not None or r.out_dtype != "float64":
         return None
+    if not _small(case):  # a million-token sum averages rounding out: any change of 1e-8 looks like it
+        return None
     if abs(r.value - want.value) > _F32_ROUNDING * max(want.scale, abs(want.value)):
         return None
     if r.grad is not None:
