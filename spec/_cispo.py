@@ -13,19 +13,19 @@ are the same function of the interval ``[lower, upper]``, which is all this modu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
+from ._config import ConfigMethods, check_positive_real, store_floats
 from ._family_inputs import family_inputs
-from ._validation import check_real
 
 __all__ = ["CISPOCapConfig", "CISPOConfig", "cispo_grad_weight", "cispo_per_token_objective"]
 
 
 @dataclass(frozen=True)
-class CISPOConfig:
+class CISPOConfig(ConfigMethods):
     """Two-sided CISPO (arXiv 2506.13585, Sec. 3.1): the weight is clip(delta, 1 - eps_low, 1 + eps_high).
 
     The paper sets ``eps_low`` "to a large value" so that the weight has no lower bound and tunes
@@ -40,11 +40,7 @@ class CISPOConfig:
     """Upper clip width: the weight is at most 1 + eps_high. Must be > 0."""
 
     def __post_init__(self) -> None:
-        for name in ("eps_low", "eps_high"):
-            value = check_real(name, getattr(self, name))
-            if not value > 0.0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-            object.__setattr__(self, name, value)  # ints stored as floats: configs compare by value
+        store_floats(self, **{name: check_positive_real(name, getattr(self, name)) for name in ("eps_low", "eps_high")})
 
     @property
     def lower(self) -> float:
@@ -56,17 +52,9 @@ class CISPOConfig:
         """Upper end of the weight interval, 1 + eps_high."""
         return 1.0 + self.eps_high
 
-    def replace(self, **changes: Any) -> CISPOConfig:
-        """A copy with some fields changed (validated again)."""
-        return CISPOConfig(**{**asdict(self), **changes})
-
-    def as_dict(self) -> dict[str, float]:
-        """The fields as a plain dict (for logging and checkpoints)."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class CISPOCapConfig:
+class CISPOCapConfig(ConfigMethods):
     """CISPO with an absolute cap, as TRL's ``loss_type="cispo"``: the weight is min(delta, cap).
 
     The cap is the ScaleRL recipe's epsilon_max (arXiv 2510.13786), passed to TRL as
@@ -80,10 +68,7 @@ class CISPOCapConfig:
     """Absolute upper bound of the weight. Must be > 0."""
 
     def __post_init__(self) -> None:
-        cap = check_real("cap", self.cap)
-        if not cap > 0.0:
-            raise ValueError(f"cap must be > 0, got {cap!r}")
-        object.__setattr__(self, "cap", cap)
+        store_floats(self, cap=check_positive_real("cap", self.cap))
 
     @property
     def lower(self) -> float:
@@ -94,14 +79,6 @@ class CISPOCapConfig:
     def upper(self) -> float:
         """Upper end of the weight interval: the cap."""
         return self.cap
-
-    def replace(self, **changes: Any) -> CISPOCapConfig:
-        """A copy with some fields changed (validated again)."""
-        return CISPOCapConfig(**{**asdict(self), **changes})
-
-    def as_dict(self) -> dict[str, float]:
-        """The fields as a plain dict (for logging and checkpoints)."""
-        return asdict(self)
 
 
 def _check_cispo_config(cfg: Any) -> CISPOConfig | CISPOCapConfig:

@@ -8,15 +8,55 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from ._validation import check_real
 
-__all__ = ["CEGPPOConfig", "check_config"]
+__all__ = ["CEGPPOConfig", "ConfigMethods", "check_clip_widths", "check_config", "check_positive_real", "store_floats"]
+
+_C = TypeVar("_C", bound="ConfigMethods")
+
+
+class ConfigMethods:
+    """`replace` and `as_dict` of the frozen, validated hyperparameter dataclasses (CE-GPPO's, the family's)."""
+
+    def replace(self: _C, **changes: Any) -> _C:
+        """A copy with some fields changed (validated again)."""
+        return cast(_C, cast(Any, type(self))(**{**asdict(cast(Any, self)), **changes}))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for logging and checkpoints)."""
+        return asdict(cast(Any, self))
+
+
+def store_floats(cfg: Any, **values: float | None) -> None:
+    """Set the fields of a frozen config to their checked values: ints stored as floats, so that configs
+    compare and hash by value."""
+    for name, value in values.items():
+        object.__setattr__(cfg, name, value)
+
+
+def check_positive_real(name: str, value: Any) -> float:
+    """A real number > 0 (+inf allowed: CISPO's eps_low = inf is "no lower bound"), ValueError naming `name`."""
+    value = check_real(name, value)
+    if not value > 0.0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def check_clip_widths(eps_low: Any, eps_high: Any) -> tuple[float, float]:
+    """A clip interval [1 - eps_low, 1 + eps_high] on a ratio: eps_low in (0, 1), eps_high > 0."""
+    eps_low = check_real("eps_low", eps_low)
+    eps_high = check_real("eps_high", eps_high)
+    if not 0.0 < eps_low < 1.0:
+        raise ValueError(f"eps_low must lie in (0, 1), got {eps_low!r}")
+    if not eps_high > 0.0:
+        raise ValueError(f"eps_high must be > 0, got {eps_high!r}")
+    return eps_low, eps_high
 
 
 @dataclass(frozen=True)
-class CEGPPOConfig:
+class CEGPPOConfig(ConfigMethods):
     """Hyperparameters of the CE-GPPO objective (arXiv 2509.20712, Eq. 8).
 
     The clip interval is ``[1 - eps_low, 1 + eps_high]`` on the ratio ``delta = pi / pi_old``.
@@ -42,14 +82,9 @@ class CEGPPOConfig:
     """Dual-clip constant c > 1, or None for no dual clip."""
 
     def __post_init__(self) -> None:
-        eps_low = check_real("eps_low", self.eps_low)
-        eps_high = check_real("eps_high", self.eps_high)
+        eps_low, eps_high = check_clip_widths(self.eps_low, self.eps_high)
         beta_low = check_real("beta_low", self.beta_low)
         beta_high = check_real("beta_high", self.beta_high)
-        if not 0.0 < eps_low < 1.0:
-            raise ValueError(f"eps_low must lie in (0, 1), got {eps_low!r}")
-        if not eps_high > 0.0:
-            raise ValueError(f"eps_high must be > 0, got {eps_high!r}")
         if beta_low < 0.0:
             raise ValueError(f"beta_low must be >= 0, got {beta_low!r}")
         if beta_high < 0.0:
@@ -59,12 +94,8 @@ class CEGPPOConfig:
             dual_clip = check_real("dual_clip", dual_clip)
             if not dual_clip > 1.0:
                 raise ValueError(f"dual_clip must be None or > 1, got {dual_clip!r}")
-        # Normalise ints to floats so that configs compare and hash by value.
-        object.__setattr__(self, "eps_low", eps_low)
-        object.__setattr__(self, "eps_high", eps_high)
-        object.__setattr__(self, "beta_low", beta_low)
-        object.__setattr__(self, "beta_high", beta_high)
-        object.__setattr__(self, "dual_clip", dual_clip)
+        store_floats(self, eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high,
+                     dual_clip=dual_clip)
 
     # Derived constants, in the log space every backend compares in (spec clause S9.1).
     @property
@@ -91,14 +122,6 @@ class CEGPPOConfig:
     def weight_high(self) -> float:
         """F in clip_high: beta_high * (1 + eps_high)."""
         return self.beta_high * (1.0 + self.eps_high)
-
-    def replace(self, **changes: Any) -> CEGPPOConfig:
-        """A copy with some fields changed (validated again)."""
-        return CEGPPOConfig(**{**asdict(self), **changes})
-
-    def as_dict(self) -> dict[str, float | None]:
-        """The fields as a plain dict (for logging and checkpoints)."""
-        return asdict(self)
 
 
 def check_config(cfg: Any) -> CEGPPOConfig:

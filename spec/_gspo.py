@@ -15,19 +15,19 @@ sequence objective's.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
+from ._config import ConfigMethods, check_clip_widths, store_floats
 from ._family_inputs import family_inputs
-from ._validation import check_real
 
 __all__ = ["GSPOConfig", "gspo_grad_weight", "gspo_per_token_objective", "gspo_sequence_log_ratio"]
 
 
 @dataclass(frozen=True)
-class GSPOConfig:
+class GSPOConfig(ConfigMethods):
     """Sequence-level clip widths of GSPO (arXiv 2507.18071, Eq. 5).
 
     The clip interval on the sequence ratio s is [1 - eps_low, 1 + eps_high]. s is a geometric mean
@@ -41,14 +41,8 @@ class GSPOConfig:
     """Upper clip width on s: the interval ends at 1 + eps_high. Must be > 0."""
 
     def __post_init__(self) -> None:
-        eps_low = check_real("eps_low", self.eps_low)
-        eps_high = check_real("eps_high", self.eps_high)
-        if not 0.0 < eps_low < 1.0:
-            raise ValueError(f"eps_low must lie in (0, 1), got {eps_low!r}")
-        if not eps_high > 0.0:
-            raise ValueError(f"eps_high must be > 0, got {eps_high!r}")
-        object.__setattr__(self, "eps_low", eps_low)  # ints stored as floats: configs compare by value
-        object.__setattr__(self, "eps_high", eps_high)
+        eps_low, eps_high = check_clip_widths(self.eps_low, self.eps_high)
+        store_floats(self, eps_low=eps_low, eps_high=eps_high)
 
     @property
     def log_lower(self) -> float:
@@ -59,14 +53,6 @@ class GSPOConfig:
     def log_upper(self) -> float:
         """log(1 + eps_high): a sequence is above the interval when log s > log_upper."""
         return math.log1p(self.eps_high)
-
-    def replace(self, **changes: Any) -> GSPOConfig:
-        """A copy with some fields changed (validated again)."""
-        return GSPOConfig(**{**asdict(self), **changes})
-
-    def as_dict(self) -> dict[str, float]:
-        """The fields as a plain dict (for logging and checkpoints)."""
-        return asdict(self)
 
 
 def _check_gspo_config(cfg: Any) -> GSPOConfig:

@@ -12,19 +12,19 @@ weight is 1 for every temperature: an on-policy token gets the plain policy grad
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
+from ._config import ConfigMethods, check_positive_real, store_floats
 from ._family_inputs import family_inputs
-from ._validation import check_real
 
 __all__ = ["SAPOConfig", "sapo_grad_weight", "sapo_per_token_objective"]
 
 
 @dataclass(frozen=True)
-class SAPOConfig:
+class SAPOConfig(ConfigMethods):
     """Temperatures of SAPO's soft gate (arXiv 2511.20347, Sec. 3).
 
     A larger temperature makes the gate's weight decay faster as the ratio leaves 1. The paper
@@ -40,19 +40,7 @@ class SAPOConfig:
     """Gate temperature for tokens with A <= 0 (A = 0 tokens get no gradient either way). Must be > 0."""
 
     def __post_init__(self) -> None:
-        for name in ("tau_pos", "tau_neg"):
-            value = check_real(name, getattr(self, name))
-            if not value > 0.0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-            object.__setattr__(self, name, value)  # ints stored as floats: configs compare by value
-
-    def replace(self, **changes: Any) -> SAPOConfig:
-        """A copy with some fields changed (validated again)."""
-        return SAPOConfig(**{**asdict(self), **changes})
-
-    def as_dict(self) -> dict[str, float]:
-        """The fields as a plain dict (for logging and checkpoints)."""
-        return asdict(self)
+        store_floats(self, **{name: check_positive_real(name, getattr(self, name)) for name in ("tau_pos", "tau_neg")})
 
 
 def _check_sapo_config(cfg: Any) -> SAPOConfig:
