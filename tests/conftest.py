@@ -21,24 +21,13 @@ import sys
 import pytest
 from hypothesis import HealthCheck, settings
 
+# ci and mutation runs must give the same examples on every run (derandomized) and tolerate slow draws
+# on a loaded machine; a mutation run also keeps no example database, which a mutant would pollute.
+_REPRODUCIBLE = {"deadline": None, "derandomize": True, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("dev", max_examples=100, deadline=None)
-settings.register_profile(
-    "ci",
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+settings.register_profile("ci", max_examples=40, print_blob=True, **_REPRODUCIBLE)
 settings.register_profile("thorough", max_examples=2000, deadline=None, print_blob=True)
-settings.register_profile(
-    "mutation",
-    max_examples=5,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+settings.register_profile("mutation", max_examples=5, database=None, **_REPRODUCIBLE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 _FRAMEWORK_OF_FOLDER = {"torch": "torch", "jax": "jax", "trainer": "transformers", "integrations": "torch"}

@@ -122,3 +122,35 @@ def test_S9_6_aggregation_shapes_follow_the_one_rule(backend: Backend, case: tup
     with pytest.raises(ValueError, match=message):
         getattr(backend.cg, fn)(*[backend.asarray(np.zeros(s)) for s in loss], backend.asarray(np.ones(mask, bool)))
 
+
+
+@pytest.mark.parametrize("agg", cegppo.AGG_MODES)
+def test_S8_3_normalizers_as_python_numbers_or_0d_arrays(backend: Backend, agg: str) -> None:
+    """num_tokens / num_seqs as a Python int, a 0-d integer array (what global_counts returns: int64 in
+    torch, int32 in JAX, traced under jit) or a 0-d float array give the loss and gradient of the same
+    Python float, eagerly and under jit (the conformance suite, which owns value, gradient and
+    micro-batch additivity, passes Python floats only)."""
+    cg = backend.cg
+    rng = np.random.default_rng(5)
+    lp = rng.uniform(-3, 0, (3, 4))
+    olp, adv = backend.asarray(lp - rng.uniform(-0.5, 0.5, (3, 4))), backend.asarray(rng.normal(size=(3, 4)))
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1]], bool)
+    n_tok, n_seq = cg.global_counts(backend.asarray(mask))
+    assert backend.dtype_name(n_tok) in ("int64", "int32") and tuple(n_tok.shape) == ()
+    assert int(n_tok) == 8 and int(n_seq) == 3
+
+    def loss_and_grad(x: Any, num_tokens: Any, num_seqs: Any) -> Any:
+        return backend.value_and_grad(
+            lambda y: cg.policy_loss(y, olp, adv, backend.asarray(mask), CFG, agg, num_tokens, num_seqs))(x)
+
+    x = backend.asarray(lp)
+    want_loss, want_grad = loss_and_grad(x, 11.0, 5.0)
+    assert float(want_loss) == pytest.approx(float(cegppo.policy_loss(
+        lp, backend.to_np(olp), backend.to_np(adv), mask, CFG, agg, num_tokens=11.0, num_seqs=5.0)), rel=1e-12)
+    forms = [(11, 5), (backend.asarray(11, "int32"), backend.asarray(5, "int32")),
+             (backend.asarray(11.0, "float32"), backend.asarray(5.0, "float32")), (n_tok + 3, n_seq + 2)]
+    for num_tokens, num_seqs in forms:
+        for loss, grad in (loss_and_grad(x, num_tokens, num_seqs), backend.jit(loss_and_grad)(x, num_tokens, num_seqs)):
+            assert backend.dtype_name(loss) == "float64" and tuple(loss.shape) == ()
+            np.testing.assert_allclose(backend.to_np(loss), backend.to_np(want_loss), rtol=1e-15, atol=0)
+            np.testing.assert_allclose(backend.to_np(grad), backend.to_np(want_grad), rtol=1e-15, atol=0)
