@@ -27,12 +27,18 @@ def test_S11_token_log_probs_and_entropy_values(data: st.DataObject) -> None:
     np.testing.assert_allclose(cegppo.entropy(z), -(p * np.log(p)).sum(-1), rtol=1e-12, atol=1e-15)
 
 
-@given(data=st.data())
-def test_S11_token_log_probs_grad_matches_central_differences(data: st.DataObject) -> None:
+def _head_case(data: st.DataObject, weight_label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits (N, V), a sampled id per row and a per-row weight in [-2, 2] (the cotangent or the step)."""
     z = data.draw(logits_arrays(), label="logits")
     n = z.shape[0]
     ids = np.array(data.draw(st.lists(st.integers(0, z.shape[1] - 1), min_size=n, max_size=n), label="ids"))
-    w = np.array(data.draw(st.lists(st.floats(-2, 2), min_size=n, max_size=n), label="grad_output"))
+    w = np.array(data.draw(st.lists(st.floats(-2, 2), min_size=n, max_size=n), label=weight_label))
+    return z, ids, w
+
+
+@given(data=st.data())
+def test_S11_token_log_probs_grad_matches_central_differences(data: st.DataObject) -> None:
+    z, ids, w = _head_case(data, "grad_output")
     fd = central_difference(lambda x: np.sum(w * cegppo.token_log_probs(x, ids)), z)
     np.testing.assert_allclose(cegppo.token_log_probs_grad(z, ids, w), fd, rtol=1e-6, atol=1e-8)
     # Default cotangent is 1: 1[j = a] - pi_j.
@@ -103,10 +109,7 @@ def test_S11_entropy_change_ratio_fails_for_a_wrong_first_order_term() -> None:
 @given(data=st.data())
 def test_S11_entropy_change_is_minus_the_covariance_form(data: st.DataObject) -> None:
     """dH = -w Cov_{j~pi}(log pi_j, e_a - pi) (Cui et al. 2505.22617 with dz = w (e_a - pi))."""
-    z = data.draw(logits_arrays(), label="logits")
-    n = z.shape[0]
-    ids = np.array(data.draw(st.lists(st.integers(0, z.shape[1] - 1), min_size=n, max_size=n), label="ids"))
-    w = np.array(data.draw(st.lists(st.floats(-2, 2), min_size=n, max_size=n), label="weight"))
+    z, ids, w = _head_case(data, "weight")
     p = _softmax(z)
     logp = np.log(p)
     dz = w[:, None] * (np.eye(z.shape[1])[ids] - p)
