@@ -97,6 +97,8 @@ RULE_EXAMPLES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     "typing.cast": {
         "return cast(np.ndarray, c / den)": (["return cast(None, c / den)"], ["return cast(np.ndarray, c * den)"]),
         "return cast(dict[str, Any], out)": (["return cast(None, out)"], ["return cast(dict[str, Any], None)"]),
+        # a method named cast (ArrayOps.cast converts an array) is not typing.cast
+        "weights = ops.cast(m, dtype)": ([], ["weights = ops.cast(None, dtype)"]),
     },
     "astype copy": {
         "return arr.astype(dtype, copy=False)": (
@@ -112,11 +114,17 @@ RULE_EXAMPLES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
                                          ["n = m.any(axis=-2).sum() - 1", "n = m.any(axis=-1).sum() + 1"]),
         "t = m.shape[-1]": (["t = m.shape[+1]"], ["t = m.shape[-2]"]),
     },
-    "jax: integer counts": {
-        "per_row = jnp.sum(m, axis=-1, dtype=dtype, keepdims=keepdims)": (
-            ["per_row = jnp.sum(m, axis=-1, keepdims=keepdims)",
-             "per_row = jnp.sum(m, axis=-1, dtype=None, keepdims=keepdims)"],
-            ["per_row = jnp.sum(m, axis=-1, dtype=dtype, keepdims=None)"]),
+    "integer row counts": {
+        "return jnp.sum(x, axis=-1, dtype=dtype, keepdims=keepdims)": (
+            ["return jnp.sum(x, axis=-1, keepdims=keepdims)",
+             "return jnp.sum(x, axis=-1, dtype=None, keepdims=keepdims)"],
+            ["return jnp.sum(x, axis=-1, dtype=dtype, keepdims=None)", "return jnp.sum(None, axis=-1, dtype=dtype, keepdims=keepdims)"]),
+        "return rows if dtype is None else rows.to(dtype)": (
+            ["return rows if dtype is None else rows.to(None)"], ["return rows if dtype is not None else rows.to(dtype)"]),
+        "total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, m, dt))": (
+            ["total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, m, None))",
+             "total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, m, ))"],
+            ["total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, None, dt))"]),
     },
 }
 
@@ -132,8 +140,9 @@ def test_a_rule_matches_its_class_of_mutant_and_no_other(name: str) -> None:
 def test_a_rule_holds_only_within_its_scope() -> None:
     axis = _rule("last axis of a 2-D array")
     assert axis.applies_to("spec/_advantages.py", "grpo_advantages")
-    assert axis.applies_to("backends/torch/_aggregation.py", "_row_counts")
-    assert not axis.applies_to("backends/torch/_aggregation.py", "local_counts")  # not shown 2-D there
+    assert axis.applies_to("backends/torch/_ops.py", "_TorchOps.row_total")
+    assert not axis.applies_to("backends/torch/_ops.py", "_TorchOps.total")  # a sum over every axis
+    assert not axis.applies_to("spec/_backend_core.py", "local_count")  # not shown 2-D there
     assert not axis.applies_to("spec/_logits.py", "entropy")  # (B, T, V) logits: -1 is not +1
     diff = "--- a\n+++ b\n@@ -3 +3 @@\n-    x = z.sum(axis=-1)\n+    x = z.sum(axis=+1)"
     assert tool.equivalent_reason("spec/_logits.py", "x_entropy", diff) is None
