@@ -61,10 +61,10 @@ DO_NOT_MUTATE_PATTERNS = [r"^\s*__all__\s*="]
 
 
 # Files some tests read as text from the repository root (the README's commands, the docs' clause
-# list, CI, the mutation tool and its targets, the release files, and the source folders under their
-# repository names, which the docs tests scan).
+# list, CI, the mutation tool and its targets, the pins it reads its mutmut version from, the release
+# files, and the source folders under their repository names, which the docs tests scan).
 ALSO_COPY = ["README.md", "LICENSE", "CHANGELOG.md", "CITATION.cff", "docs", ".ci", "pyproject.toml", "noxfile.py",
-             "tools", "spec", "backends", "conformance_tests", "reference_trainer", "integrations"]
+             "constraints.txt", "tools", "spec", "backends", "conformance_tests", "reference_trainer", "integrations"]
 
 
 def package_dirs() -> dict[str, str]:
