@@ -149,6 +149,23 @@ def test_a_rule_holds_only_within_its_scope() -> None:
     assert "2-D" in (tool.equivalent_reason("spec/_aggregation.py", "x_local_counts", diff) or "")
 
 
+def test_a_rule_or_entry_with_targets_holds_only_in_those_targets(tmp_path: Path) -> None:
+    """A module that several targets mutate: a mutant equivalent under torch's primitives is still a gap under JAX's."""
+    table = tmp_path / "eq.toml"
+    table.write_text(
+        '[[rule]]\nname = "r"\ntargets = ["torch"]\nscope = ["spec/_backend_core.py"]\n'
+        "original = 'f\\((?P<x>a)\\)'\nmutant = 'None'\nreason = \"no-op in torch\"\n\n"
+        '[[equivalent]]\ntargets = ["jax"]\nfile = "spec/_backend_core.py"\nfunction = "g"\noriginal = "y = 1"\n'
+        'mutants = ["y = 2"]\nreason = "only in jax"\n')
+    loaded = tool.load_equivalent(table)
+    rule_diff = "--- a\n+++ b\n@@ -1 +1 @@\n-    f(a)\n+    f(None)"
+    entry_diff = "--- a\n+++ b\n@@ -1 +1 @@\n-    y = 1\n+    y = 2"
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", rule_diff, loaded, "torch") is not None
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", rule_diff, loaded, "jax") is None
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", entry_diff, loaded, "jax") == "only in jax"
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", entry_diff, loaded, "torch") is None
+
+
 def test_the_committed_table_matches_the_tree() -> None:
     """Every rule finds a line in its scope and every entry's line is where it says: none left behind by a move,
     a rename or a reworded line (which would stop explaining the survivor it was written for)."""
@@ -210,13 +227,15 @@ def test_each_rule_and_entry_names_a_mutated_module_a_change_and_a_reason() -> N
     for rule in rules:
         assert rule.reason.strip() and rule.scope, rule
         assert all(any(fnmatch.fnmatchcase(m, item.partition("::")[0]) for m in mutated) for item in rule.scope), rule
+        assert set(rule.targets) <= set(_targets()), f"targets that MUTATION_TARGETS does not name: {rule}"
     seen = set()
     for e in entries:
         assert e.file in mutated, e
+        assert all(e.file in _targets()[t]["mutate"] for t in e.targets), f"a target that does not mutate the file: {e}"
         assert e.mutants and all(tool.normalise(m) != tool.normalise(e.original) for m in e.mutants), e
         assert not e.function.startswith(("x_", "x\u01c1")), f"plain function names, not mutmut's: {e}"
         assert e.reason.strip(), e
-        key = (e.file, e.function, tool.normalise(e.original))
+        key = (e.file, e.function, tool.normalise(e.original), e.targets)
         assert key not in seen, f"one entry per line: {key}"
         seen.add(key)
 
