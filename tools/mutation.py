@@ -61,10 +61,10 @@ DO_NOT_MUTATE_PATTERNS = [r"^\s*__all__\s*="]
 
 
 # Files some tests read as text from the repository root (the README's commands, the docs' clause
-# list, CI, the mutation tool and its targets, the release files, and the source folders under their
-# repository names, which the docs tests scan).
+# list, CI, the mutation tool and its targets, the pins it reads its mutmut version from, the release
+# files, and the source folders under their repository names, which the docs tests scan).
 ALSO_COPY = ["README.md", "LICENSE", "CHANGELOG.md", "CITATION.cff", "docs", ".ci", "pyproject.toml", "noxfile.py",
-             "tools", "spec", "backends", "conformance_tests", "reference_trainer", "integrations"]
+             "constraints.txt", "tools", "spec", "backends", "conformance_tests", "reference_trainer", "integrations"]
 
 
 def package_dirs() -> dict[str, str]:
@@ -215,6 +215,10 @@ def changed_lines(diff: str) -> tuple[str, str]:
 
 _RULE_KEYS = {"name", "scope", "original", "mutant", "reason"}
 _ENTRY_KEYS = {"file", "function", "original", "mutants", "reason"}
+_OPTIONAL_KEYS = {"targets"}
+"""`targets`: the mutation targets (MUTATION_TARGETS' names) in which the mutants are equivalent, for a module
+that several targets mutate (spec/_backend_core.py, run under torch and under JAX): what one framework's
+primitive makes a no-op can be a real change under another's. Absent: every target."""
 
 
 class Rule(NamedTuple):
@@ -232,10 +236,12 @@ class Rule(NamedTuple):
     original: re.Pattern[str]
     mutant: re.Pattern[str]
     reason: str
+    targets: tuple[str, ...] = ()
 
-    def applies_to(self, path: str, function: str) -> bool:
-        """Whether the rule's scope holds this repository path and (plain) function name."""
-        return any(_in_scope(item, path, function) for item in self.scope)
+    def applies_to(self, path: str, function: str, target: str | None = None) -> bool:
+        """Whether the rule's scope holds this repository path and (plain) function name, in `target` (None: any)."""
+        return (target is None or not self.targets or target in self.targets) and any(
+            _in_scope(item, path, function) for item in self.scope)
 
     def matches(self, removed: str, added: str) -> bool:
         """Whether `added` is `removed` with one span that `original` finds rewritten to a `mutant` match."""
@@ -270,10 +276,12 @@ class Entry(NamedTuple):
     original: str
     mutants: tuple[str, ...]
     reason: str
+    targets: tuple[str, ...] = ()
 
-    def matches(self, path: str, function: str, removed: str, added: str) -> bool:
-        """Whether this is one of the entry's mutants, spacing and comments aside."""
-        return (self.file == path and self.function == function and normalise(self.original) == normalise(removed)
+    def matches(self, path: str, function: str, removed: str, added: str, target: str | None = None) -> bool:
+        """Whether this is one of the entry's mutants, spacing and comments aside, in `target` (None: any)."""
+        return ((target is None or not self.targets or target in self.targets)
+                and self.file == path and self.function == function and normalise(self.original) == normalise(removed)
                 and normalise(added) in {normalise(m) for m in self.mutants})
 
 
@@ -304,7 +312,7 @@ def plain_function(mangled: str) -> str:
 
 
 def _checked(item: dict[str, Any], keys: set[str], required: set[str], kind: str) -> dict[str, Any]:
-    unknown, missing = set(item) - keys, required - set(item)
+    unknown, missing = set(item) - keys - _OPTIONAL_KEYS, required - set(item)
     if unknown or missing:
         raise ValueError(f"{EQUIVALENT_FILE.name}: a [[{kind}]] with unknown key(s) {sorted(unknown)} or "
                          f"missing key(s) {sorted(missing)}: {item}")
@@ -322,23 +330,26 @@ def load_equivalent(path: Path = EQUIVALENT_FILE) -> tuple[list[Rule], list[Entr
             original, mutant = re.compile(item["original"]), re.compile(item["mutant"])
         except re.error as exc:
             raise ValueError(f"{path.name}: rule {item['name']!r} has a bad pattern: {exc}") from exc
-        rules.append(Rule(item["name"], tuple(item["scope"]), original, mutant, item["reason"]))
-    entries = [Entry(**{**_checked(item, _ENTRY_KEYS, _ENTRY_KEYS, "equivalent"), "mutants": tuple(item["mutants"])})
+        rules.append(Rule(item["name"], tuple(item["scope"]), original, mutant, item["reason"],
+                          tuple(item.get("targets", ()))))
+    entries = [Entry(**{**_checked(item, _ENTRY_KEYS, _ENTRY_KEYS, "equivalent"), "mutants": tuple(item["mutants"]),
+                        "targets": tuple(item.get("targets", ()))})
                for item in data.get("equivalent", [])]
     return rules, entries
 
 
 def equivalent_reason(path: str, function: str, diff: str,
-                      table: tuple[list[Rule], list[Entry]] | None = None) -> str | None:
-    """Why this mutant (of `function`, mutmut's name, in repository file `path`) is equivalent, or None."""
+                      table: tuple[list[Rule], list[Entry]] | None = None, target: str | None = None) -> str | None:
+    """Why this mutant (of `function`, mutmut's name, in repository file `path`) is equivalent in mutation
+    target `target` (None: in any), or None."""
     rules, entries = load_equivalent() if table is None else table
     removed, added = changed_lines(diff)
     plain = plain_function(function)
     for rule in rules:
-        if rule.applies_to(path, plain) and rule.matches(removed, added):
+        if rule.applies_to(path, plain, target) and rule.matches(removed, added):
             return f"rule {rule.name!r}: {rule.reason}"
     for entry in entries:
-        if entry.matches(path, plain, removed, added):
+        if entry.matches(path, plain, removed, added, target):
             return entry.reason
     return None
 
@@ -409,6 +420,7 @@ def _stale_entry(entry: Entry, rules: list[Rule], root: Path) -> list[str]:
         problems.append(f"{where}: the line is not in the function")
     for mutant in entry.mutants:
         covering = next((r.name for r in rules if r.applies_to(entry.file, entry.function)
+                         and (not r.targets or set(entry.targets or ["every target"]) <= set(r.targets))
                          and r.matches(entry.original.strip(), mutant.strip())), None)
         if covering is not None:
             problems.append(f"{where} -> `{mutant.strip()}`: rule {covering!r} already covers it")
@@ -445,7 +457,7 @@ def report(name: str, verbose: bool = True) -> int:
                 # key: cegppo._loss.x_policy_loss__mutmut_12 (or xǁClassǁmethod__mutmut_3)
                 func = key.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
                 diff = mutant_diff(where, key)
-                if equivalent_reason(repo_path, func, diff, table) is not None:
+                if equivalent_reason(repo_path, func, diff, table, name) is not None:
                     verdict = "equivalent"
                 else:
                     survivors.append((key, verdict, diff))

@@ -154,3 +154,33 @@ def test_S8_3_normalizers_as_python_numbers_or_0d_arrays(backend: Backend, agg: 
             assert backend.dtype_name(loss) == "float64" and tuple(loss.shape) == ()
             np.testing.assert_allclose(backend.to_np(loss), backend.to_np(want_loss), rtol=1e-15, atol=0)
             np.testing.assert_allclose(backend.to_np(grad), backend.to_np(want_grad), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])
+def test_S8_2_aggregation_weights_divide_by_the_normalizer_given(backend: Backend, agg: str) -> None:
+    """A global normalizer given to aggregation_weights is the one the weights divide by (3.3, not this batch's count)."""
+    name = "num_tokens" if agg == "token-mean" else "num_seqs"
+    c = backend.cg.aggregation_weights(backend.asarray(MASK), agg, dtype=backend.dtype("float64"), **{name: 3.3})
+    np.testing.assert_allclose(backend.to_np(c), cegppo.aggregation_weights(MASK, agg, **{name: 3.3}), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("fn", ["aggregation_weights", "aggregate_loss"])
+@pytest.mark.parametrize(("agg", "name"), [("token-mean", "num_tokens"), ("seq-mean-token-sum", "num_seqs")])
+def test_S8_2_a_bad_host_normalizer_is_refused_without_validate(backend: Backend, fn: str, agg: str, name: str) -> None:
+    """A host number is read for free, so its value rule (S8.2) applies always, naming it, as in the reference."""
+    args = ([backend.asarray(np.ones((2, 2)))] if fn == "aggregate_loss" else []) + [backend.asarray(MASK), agg]
+    with pytest.raises(ValueError, match=rf"^{name} "):
+        getattr(backend.cg, fn)(*args, **{name: -1.0})
+
+
+@pytest.mark.parametrize(("agg", "name", "counted"), [("token-mean", "num_tokens", "3 valid tokens"),
+                                                      ("seq-mean-token-sum", "num_seqs", "2 valid sequences")])
+def test_S8_2_aggregation_weights_read_a_device_normalizer_only_with_validate(
+    backend: Backend, agg: str, name: str, counted: str
+) -> None:
+    """A 0-d array normalizer of 0 on a batch with valid tokens: NaN weights by default (nothing is read back),
+    a ValueError naming it and this batch's own count with validate=True."""
+    mask, zero = backend.asarray(MASK), backend.asarray(0.0)
+    assert np.isnan(backend.to_np(backend.cg.aggregation_weights(mask, agg, **{name: zero}))[MASK]).all()
+    with pytest.raises(ValueError, match=rf"^{name} is 0 but this batch has {counted}: "):
+        backend.cg.aggregation_weights(mask, agg, validate=True, **{name: zero})

@@ -176,6 +176,8 @@ BAD_TYPE_CALLS: dict[str, Any] = {
     "mask_float": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, adv, cast(m, "float32"), cfg), {}),
     "log_prob_int": lambda lp, olp, adv, m, cfg, cast: ((cast(lp, "int32"), olp, adv, m, cfg), {}),
     "old_log_prob_int": lambda lp, olp, adv, m, cfg, cast: ((lp, cast(olp, "int32"), adv, m, cfg), {}),
+    "log_prob_complex": lambda lp, olp, adv, m, cfg, cast: ((cast(lp, "complex64"), olp, adv, m, cfg), {}),
+    "old_log_prob_complex": lambda lp, olp, adv, m, cfg, cast: ((lp, cast(olp, "complex64"), adv, m, cfg), {}),
     "advantages_complex": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, cast(adv, "complex64"), m, cfg), {}),
     "norm_length_str": lambda lp, olp, adv, m, cfg, cast: ((lp, olp, adv, m, cfg), {"norm_length": "8"}),
 }

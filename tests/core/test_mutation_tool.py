@@ -97,6 +97,8 @@ RULE_EXAMPLES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     "typing.cast": {
         "return cast(np.ndarray, c / den)": (["return cast(None, c / den)"], ["return cast(np.ndarray, c * den)"]),
         "return cast(dict[str, Any], out)": (["return cast(None, out)"], ["return cast(dict[str, Any], None)"]),
+        # a method named cast (ArrayOps.cast converts an array) is not typing.cast
+        "weights = ops.cast(m, dtype)": ([], ["weights = ops.cast(None, dtype)"]),
     },
     "astype copy": {
         "return arr.astype(dtype, copy=False)": (
@@ -112,11 +114,17 @@ RULE_EXAMPLES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
                                          ["n = m.any(axis=-2).sum() - 1", "n = m.any(axis=-1).sum() + 1"]),
         "t = m.shape[-1]": (["t = m.shape[+1]"], ["t = m.shape[-2]"]),
     },
-    "jax: integer counts": {
-        "per_row = jnp.sum(m, axis=-1, dtype=dtype, keepdims=keepdims)": (
-            ["per_row = jnp.sum(m, axis=-1, keepdims=keepdims)",
-             "per_row = jnp.sum(m, axis=-1, dtype=None, keepdims=keepdims)"],
-            ["per_row = jnp.sum(m, axis=-1, dtype=dtype, keepdims=None)"]),
+    "integer row counts": {
+        "return jnp.sum(x, axis=-1, dtype=dtype, keepdims=keepdims)": (
+            ["return jnp.sum(x, axis=-1, keepdims=keepdims)",
+             "return jnp.sum(x, axis=-1, dtype=None, keepdims=keepdims)"],
+            ["return jnp.sum(x, axis=-1, dtype=dtype, keepdims=None)", "return jnp.sum(None, axis=-1, dtype=dtype, keepdims=keepdims)"]),
+        "return rows if dtype is None else rows.to(dtype)": (
+            ["return rows if dtype is None else rows.to(None)"], ["return rows if dtype is not None else rows.to(dtype)"]),
+        "total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, m, dt))": (
+            ["total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, m, None))",
+             "total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, m, ))"],
+            ["total = ops.total(ops.row_total(masked_loss) / _row_counts(ops, None, dt))"]),
     },
 }
 
@@ -132,12 +140,30 @@ def test_a_rule_matches_its_class_of_mutant_and_no_other(name: str) -> None:
 def test_a_rule_holds_only_within_its_scope() -> None:
     axis = _rule("last axis of a 2-D array")
     assert axis.applies_to("spec/_advantages.py", "grpo_advantages")
-    assert axis.applies_to("backends/torch/_aggregation.py", "_row_counts")
-    assert not axis.applies_to("backends/torch/_aggregation.py", "local_counts")  # not shown 2-D there
+    assert axis.applies_to("backends/torch/_ops.py", "_TorchOps.row_total")
+    assert not axis.applies_to("backends/torch/_ops.py", "_TorchOps.total")  # a sum over every axis
+    assert not axis.applies_to("spec/_backend_core.py", "local_count")  # not shown 2-D there
     assert not axis.applies_to("spec/_logits.py", "entropy")  # (B, T, V) logits: -1 is not +1
     diff = "--- a\n+++ b\n@@ -3 +3 @@\n-    x = z.sum(axis=-1)\n+    x = z.sum(axis=+1)"
     assert tool.equivalent_reason("spec/_logits.py", "x_entropy", diff) is None
     assert "2-D" in (tool.equivalent_reason("spec/_aggregation.py", "x_local_counts", diff) or "")
+
+
+def test_a_rule_or_entry_with_targets_holds_only_in_those_targets(tmp_path: Path) -> None:
+    """A module that several targets mutate: a mutant equivalent under torch's primitives is still a gap under JAX's."""
+    table = tmp_path / "eq.toml"
+    table.write_text(
+        '[[rule]]\nname = "r"\ntargets = ["torch"]\nscope = ["spec/_backend_core.py"]\n'
+        "original = 'f\\((?P<x>a)\\)'\nmutant = 'None'\nreason = \"no-op in torch\"\n\n"
+        '[[equivalent]]\ntargets = ["jax"]\nfile = "spec/_backend_core.py"\nfunction = "g"\noriginal = "y = 1"\n'
+        'mutants = ["y = 2"]\nreason = "only in jax"\n')
+    loaded = tool.load_equivalent(table)
+    rule_diff = "--- a\n+++ b\n@@ -1 +1 @@\n-    f(a)\n+    f(None)"
+    entry_diff = "--- a\n+++ b\n@@ -1 +1 @@\n-    y = 1\n+    y = 2"
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", rule_diff, loaded, "torch") is not None
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", rule_diff, loaded, "jax") is None
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", entry_diff, loaded, "jax") == "only in jax"
+    assert tool.equivalent_reason("spec/_backend_core.py", "x_g", entry_diff, loaded, "torch") is None
 
 
 def test_the_committed_table_matches_the_tree() -> None:
@@ -201,13 +227,15 @@ def test_each_rule_and_entry_names_a_mutated_module_a_change_and_a_reason() -> N
     for rule in rules:
         assert rule.reason.strip() and rule.scope, rule
         assert all(any(fnmatch.fnmatchcase(m, item.partition("::")[0]) for m in mutated) for item in rule.scope), rule
+        assert set(rule.targets) <= set(_targets()), f"targets that MUTATION_TARGETS does not name: {rule}"
     seen = set()
     for e in entries:
         assert e.file in mutated, e
+        assert all(e.file in _targets()[t]["mutate"] for t in e.targets), f"a target that does not mutate the file: {e}"
         assert e.mutants and all(tool.normalise(m) != tool.normalise(e.original) for m in e.mutants), e
         assert not e.function.startswith(("x_", "x\u01c1")), f"plain function names, not mutmut's: {e}"
         assert e.reason.strip(), e
-        key = (e.file, e.function, tool.normalise(e.original))
+        key = (e.file, e.function, tool.normalise(e.original), e.targets)
         assert key not in seen, f"one entry per line: {key}"
         seen.add(key)
 

@@ -17,6 +17,29 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch_cases import to_np
 
 
+def test_S8_3_global_counts_make_one_sum_all_reduce_over_the_group_given(tmp_path, monkeypatch):
+    """In an initialised process group, global_counts reduces both counts with one SUM all_reduce over the
+    `group` argument (the real collective of a one-rank gloo world, watched on its way through; the sum over
+    several ranks is tests/torch/test_distributed.py's, whose ranks run in subprocesses)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        group = dist.new_group([0])
+        real, calls = dist.all_reduce, []
+
+        def watched(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
+            calls.append((tensor.tolist(), op, group))
+            return real(tensor, op=op, group=group, async_op=async_op)
+
+        monkeypatch.setattr(dist, "all_reduce", watched)
+        n_tok, n_seq = cg.global_counts(torch.tensor([[1, 1, 0], [0, 0, 0], [0, 1, 1]]), group=group)
+    finally:
+        dist.destroy_process_group()
+    assert (n_tok.dtype, int(n_tok), int(n_seq)) == (torch.int64, 4, 2)
+    assert calls == [([4, 2], dist.ReduceOp.SUM, group)]
+
+
 class _RecordOps(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
