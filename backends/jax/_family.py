@@ -9,40 +9,22 @@ reference's, whose contract it implements. No host sync unless `validate=True`.
 
 from __future__ import annotations
 
-from cegppo._backend_family import family_functions
+from cegppo._backend_family import FamilyFunctions, family_functions
 
 from ._common import check_array
 from ._loss import policy_loss
 from ._objective import grad_weight, per_token_objective
 from ._ops import OPS
 
-__all__ = [
-    "FAMILY",
-    "cispo_grad_weight",
-    "cispo_per_token_objective",
-    "family_grad_weight",
-    "family_per_token_objective",
-    "family_policy_loss",
-    "gspo_grad_weight",
-    "gspo_per_token_objective",
-    "gspo_sequence_log_ratio",
-    "sapo_grad_weight",
-    "sapo_per_token_objective",
-]
+__all__ = list(FamilyFunctions._fields)
 
-_API = family_functions(
+# The reference's names, in the order of FamilyFunctions. FAMILY maps a config type to its row
+# (`cegppo.FamilyMember`) with this backend's per-token functions.
+(
+    FAMILY, cispo_per_token_objective, cispo_grad_weight, sapo_per_token_objective, sapo_grad_weight,
+    gspo_per_token_objective, gspo_grad_weight, gspo_sequence_log_ratio, family_per_token_objective,
+    family_grad_weight, family_policy_loss,
+) = family_functions(
     OPS, __name__.rpartition(".")[0], policy_loss=policy_loss, per_token_objective=per_token_objective,
     grad_weight=grad_weight, array_type=check_array,
 )  # fmt: skip
-FAMILY = _API.FAMILY
-"""Config type -> its row (`cegppo.FamilyMember`) with this backend's per-token functions."""
-cispo_per_token_objective = _API.cispo_per_token_objective
-cispo_grad_weight = _API.cispo_grad_weight
-sapo_per_token_objective = _API.sapo_per_token_objective
-sapo_grad_weight = _API.sapo_grad_weight
-gspo_per_token_objective = _API.gspo_per_token_objective
-gspo_grad_weight = _API.gspo_grad_weight
-gspo_sequence_log_ratio = _API.gspo_sequence_log_ratio
-family_per_token_objective = _API.family_per_token_objective
-family_grad_weight = _API.family_grad_weight
-family_policy_loss = _API.family_policy_loss
