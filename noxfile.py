@@ -295,7 +295,7 @@ def gpu(session: nox.Session) -> None:
 MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
     "spec": {
         # Every module of spec/ with code (not __init__, which re-exports, nor __main__, the `python -m cegppo` demo),
-        # but _backend_core: the backends' shared algorithm, which only the backends' suites run.
+        # but _backend_core and _backend_family: the backends' shared algorithm, which only the backends' suites run.
         "mutate": ["spec/_objective.py", "spec/_aggregation.py", "spec/_loss.py", "spec/_logits.py",
                    "spec/_advantages.py", "spec/_validation.py", "spec/_metrics.py", "spec/_fused.py",
                    "spec/_config.py", "spec/presets.py", "spec/_arrays.py", "spec/_aggregation_modes.py",
@@ -305,24 +305,25 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
     },
     "torch": {
         "mutate": ["backends/torch/_objective.py", "backends/torch/_aggregation.py", "backends/torch/_ops.py",
-                   "spec/_backend_core.py"],
+                   "spec/_backend_core.py", "spec/_backend_family.py"],
         # Not test_compile (a torch.compile per mutant) nor test_distributed (its ranks run in
         # subprocesses, which see no mutant); not test_fused (the fused head is not mutated).
         # tests/backends: its torch cases (--backend=torch), without test_fused.
         "tests": ["tests/conformance/test_properties.py", "tests/torch/test_policy_loss.py",
                   "tests/torch/test_torch_shared_rules.py", "tests/backends/test_policy_loss.py",
-                  "tests/backends/test_aggregation.py", "tests/backends/test_arguments.py"],
+                  "tests/backends/test_aggregation.py", "tests/backends/test_arguments.py",
+                  "tests/backends/test_family.py"],
         "pytest_args": ["--backend=torch"],
     },
     "jax": {
         "mutate": ["backends/jax/_objective.py", "backends/jax/_aggregation.py", "backends/jax/_ops.py",
-                   "spec/_backend_core.py"],
+                   "spec/_backend_core.py", "spec/_backend_family.py"],
         # Not test_sharding / test_memory_traffic (compiled-HLO inspection, minutes per mutant),
         # nor test_fused (as for torch).
         "tests": ["tests/conformance/test_properties.py", "tests/jax/test_policy_loss.py",
                   "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py",
                   "tests/backends/test_policy_loss.py", "tests/backends/test_aggregation.py",
-                  "tests/backends/test_arguments.py"],
+                  "tests/backends/test_arguments.py", "tests/backends/test_family.py"],
         "pytest_args": ["--backend=jax"],
         "isolation": ["forkserver"],  # JAX's runtime segfaults in a forked worker (exit -11)
     },

@@ -34,6 +34,7 @@ __all__ = [
     "ArrayOps",
     "aggregate",
     "aggregation_weights",
+    "array_inputs",
     "local_count",
     "local_counts",
     "policy_inputs",
@@ -113,6 +114,30 @@ class ArrayOps(ABC):
     def scale(self, x: Array, factor: float) -> Array:
         """`x` times a Python float, in `x`'s dtype."""
 
+    @abstractmethod
+    def exp(self, x: Array) -> Array:
+        """Elementwise e**x."""
+
+    @abstractmethod
+    def expm1(self, x: Array) -> Array:
+        """Elementwise e**x - 1, without the cancellation of exp(x) - 1 near x = 0."""
+
+    @abstractmethod
+    def abs(self, x: Array) -> Array:
+        """Elementwise |x|."""
+
+    @abstractmethod
+    def clip(self, x: Array, lower: float, upper: float) -> Array:
+        """`x` clipped to [lower, upper], the bounds rounded to `x`'s dtype; NaN stays NaN."""
+
+    @abstractmethod
+    def ratio_over_sg_ratio(self, logr: Array) -> Array:
+        """delta / sg(delta) = exp(logr - sg(logr)): value exactly 1, derivative 1, also at logr = +-inf.
+
+        The gradient-preserving factor (arXiv 2509.20712 Eq. 8; spec S3, S9.1). A custom derivative in
+        each framework, because the subtraction would give inf - inf = NaN at an infinite log-ratio.
+        """
+
     # ------------------------------------------------------------------ validate=True (reads the data)
 
     def require_concrete(self, *named: tuple[str, Any]) -> None:  # noqa: B027 (a no-op unless traced)
@@ -151,6 +176,22 @@ def policy_inputs(
     finite at the valid positions (ValueError naming it; a host sync).
     """
     check_config(cfg)
+    return array_inputs(ops, log_prob, old_log_prob, advantages, mask, validate)
+
+
+def array_inputs(
+    ops: ArrayOps,
+    log_prob: Any,
+    old_log_prob: Any,
+    advantages: Any,
+    mask: Any = None,
+    validate: bool = False,
+) -> tuple[Array, Array, Array, Array | None]:
+    """`policy_inputs` without a config: the argument rules every family member shares (spec S9.5, S9.6, S14).
+
+    The members of the family differ from CE-GPPO in their config type only, so they check theirs
+    apart and share this. Same returns as `policy_inputs`.
+    """
     check_policy_shapes(log_prob, old_log_prob, advantages, mask)
     m = None if mask is None else ops.as_bool_mask(mask)
     dt = ops.compute_dtype(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages))

@@ -62,6 +62,23 @@ class _JaxOps(ArrayOps):
     def scale(self, x: jax.Array, factor: float) -> jax.Array:
         return x * np.asarray(factor, x.dtype)
 
+    def exp(self, x: jax.Array) -> jax.Array:
+        return jnp.exp(x)
+
+    def expm1(self, x: jax.Array) -> jax.Array:
+        return jnp.expm1(x)
+
+    def abs(self, x: jax.Array) -> jax.Array:
+        return jnp.abs(x)
+
+    def clip(self, x: jax.Array, lower: float, upper: float) -> jax.Array:
+        return jnp.clip(x, np.asarray(lower, x.dtype), np.asarray(upper, x.dtype))
+
+    def ratio_over_sg_ratio(self, logr: jax.Array) -> jax.Array:
+        from ._objective import _ratio_over_sg_ratio  # the module that uses it first; it imports this one
+
+        return _ratio_over_sg_ratio(logr)
+
     def require_concrete(self, *named: tuple[str, Any]) -> None:
         require_concrete("validate=True", *named)
 

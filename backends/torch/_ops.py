@@ -64,6 +64,23 @@ class _TorchOps(ArrayOps):
     def scale(self, x: torch.Tensor, factor: float) -> torch.Tensor:
         return x * factor
 
+    def exp(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+    def expm1(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.expm1(x)
+
+    def abs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.abs(x)
+
+    def clip(self, x: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
+        return torch.clamp(x, min=lower, max=upper)
+
+    def ratio_over_sg_ratio(self, logr: torch.Tensor) -> torch.Tensor:
+        from ._objective import _RatioOverSgRatio  # the module that uses it first; it imports this one
+
+        return _RatioOverSgRatio.apply(logr)
+
     def all_finite(self, x: torch.Tensor, m: torch.Tensor) -> bool:
         return bool(torch.isfinite(x.detach())[m].all())
 
