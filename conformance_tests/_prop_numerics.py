@@ -81,35 +81,33 @@ def float64_kept(ad: Adapter, data: Any) -> None:
         compare_grad("d loss / d log_prob (float64)", case, got.grad_or_fail(case), want.grad, dtype="float64")
 
 
+def _half_in_float32(ad: Adapter, data: Any, half: str) -> None:
+    """`half` inputs give the loss of float32 arithmetic on the same numbers; the gradient comes back in
+    `half`: one rounding (2^-8 relative for bfloat16; 2^-11 for float16, absolute below 6.1e-5, and an
+    infinity of its sign beyond float16's largest number, 65504)."""
+    case = draw_case(data, dtypes=(half,), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
+                     adv_forms=ad.forms)
+    got = ad.run(case)
+    want = expected(case)
+    compare_value(f"loss ({half} inputs, float32 arithmetic)", case, got.value, want.value, want.scale)
+    if ad.has_grad:
+        rounded = round_to(want.grad, half)
+        grad = np.where(np.isinf(rounded), rounded, want.grad)
+        compare_grad(f"d loss / d log_prob ({half} inputs)", case, got.grad_or_fail(case), grad, dtype=f"{half}-grad")
+
+
 @prop("S9.5", "bfloat16 inputs are computed in float32", "numerics",
       skip=lambda ad: None if "bfloat16" in ad.dtypes else "bfloat16 not available")
 def bf16_in_float32(ad: Adapter, data: Any) -> None:
     """bfloat16 inputs give the loss of float32 arithmetic on the same numbers (the gradient is bfloat16-rounded)."""
-    case = draw_case(data, dtypes=("bfloat16",), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
-                     adv_forms=ad.forms)
-    got = ad.run(case)
-    want = expected(case)
-    compare_value("loss (bfloat16 inputs, float32 arithmetic)", case, got.value, want.value, want.scale)
-    if ad.has_grad:
-        # d loss / d log_prob is returned in log_prob's dtype: one bfloat16 rounding (2^-8 relative).
-        compare_grad("d loss / d log_prob (bfloat16 inputs)", case, got.grad_or_fail(case), want.grad, dtype="bfloat16-grad")
+    _half_in_float32(ad, data, "bfloat16")
 
 
 @prop("S9.5", "float16 inputs are computed in float32", "numerics",
       skip=lambda ad: None if "float16" in ad.dtypes else "float16 not available")
 def fp16_in_float32(ad: Adapter, data: Any) -> None:
     """float16 inputs give the loss of float32 arithmetic on the same numbers (the gradient is float16-rounded)."""
-    case = draw_case(data, dtypes=("float16",), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
-                     adv_forms=ad.forms)
-    got = ad.run(case)
-    want = expected(case)
-    compare_value("loss (float16 inputs, float32 arithmetic)", case, got.value, want.value, want.scale)
-    if ad.has_grad:
-        # d loss / d log_prob comes back in float16: one rounding (2^-11 relative, absolute below 6.1e-5),
-        # which makes an element beyond float16's largest number (65504) an infinity of its sign.
-        rounded = round_to(want.grad, "float16")
-        grad = np.where(np.isinf(rounded), rounded, want.grad)
-        compare_grad("d loss / d log_prob (float16 inputs)", case, got.grad_or_fail(case), grad, dtype="float16-grad")
+    _half_in_float32(ad, data, "float16")
 
 
 @prop("S9", "compiled agrees with eager", "numerics", skip=lambda ad: ad.compile_skip, max_examples=6)
