@@ -37,11 +37,11 @@ def store_floats(cfg: Any, **values: float | None) -> None:
 
 
 def check_positive_real(name: str, value: Any) -> float:
-    """A real number > 0 (+inf allowed: CISPO's eps_low = inf is "no lower bound"), ValueError naming `name`."""
-    value = check_real(name, value)
-    if not value > 0.0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
+    """A finite real number > 0, returned as float (TypeError / ValueError naming `name`)."""
+    number = float(check_real(name, value))
+    if not number > 0.0:
+        raise ValueError(f"{name} must be > 0, got {number!r}")
+    return number
 
 
 def check_clip_widths(eps_low: Any, eps_high: Any) -> tuple[float, float]:
