@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 from ._validation import check_real
 
-__all__ = ["CEGPPOConfig", "ConfigMethods", "check_clip_widths", "check_config", "check_positive_real", "store_floats"]
+__all__ = ["CEGPPOConfig", "ClipInterval", "ConfigMethods", "check_clip_widths", "check_config", "check_positive_real", "store_floats"]
 
 _C = TypeVar("_C", bound="ConfigMethods")
 
@@ -27,6 +27,25 @@ class ConfigMethods:
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for logging and checkpoints)."""
         return asdict(cast(Any, self))
+
+
+class ClipInterval(ConfigMethods):
+    """The clip interval [1 - eps_low, 1 + eps_high] of a config with `eps_low` / `eps_high` fields, in the log
+    space every backend compares in (spec clause S9.1): a ratio r (a token's, or GSPO's sequence ratio)
+    is below it when log r < log_lower and above it when log r > log_upper."""
+
+    eps_low: float
+    eps_high: float
+
+    @property
+    def log_lower(self) -> float:
+        """log(1 - eps_low)."""
+        return math.log1p(-self.eps_low)
+
+    @property
+    def log_upper(self) -> float:
+        """log(1 + eps_high)."""
+        return math.log1p(self.eps_high)
 
 
 def store_floats(cfg: Any, **values: float | None) -> None:
@@ -56,7 +75,7 @@ def check_clip_widths(eps_low: Any, eps_high: Any) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class CEGPPOConfig(ConfigMethods):
+class CEGPPOConfig(ClipInterval):
     """Hyperparameters of the CE-GPPO objective (arXiv 2509.20712, Eq. 8).
 
     The clip interval is ``[1 - eps_low, 1 + eps_high]`` on the ratio ``delta = pi / pi_old``.
@@ -97,17 +116,7 @@ class CEGPPOConfig(ConfigMethods):
         store_floats(self, eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high,
                      dual_clip=dual_clip)
 
-    # Derived constants, in the log space every backend compares in (spec clause S9.1).
-    @property
-    def log_lower(self) -> float:
-        """log(1 - eps_low): a token is below the interval when logr < log_lower."""
-        return math.log1p(-self.eps_low)
-
-    @property
-    def log_upper(self) -> float:
-        """log(1 + eps_high): a token is above the interval when logr > log_upper."""
-        return math.log1p(self.eps_high)
-
+    # Derived constants (log_lower and log_upper: ClipInterval), in the log space of spec clause S9.1.
     @property
     def log_dual_clip(self) -> float | None:
         """log(c), or None without dual clip."""

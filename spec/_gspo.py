@@ -14,20 +14,19 @@ sequence objective's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
-from ._config import ConfigMethods, check_clip_widths, store_floats
+from ._config import ClipInterval, check_clip_widths, store_floats
 from ._family_inputs import family_inputs
 
 __all__ = ["GSPOConfig", "gspo_grad_weight", "gspo_per_token_objective", "gspo_sequence_log_ratio"]
 
 
 @dataclass(frozen=True)
-class GSPOConfig(ConfigMethods):
+class GSPOConfig(ClipInterval):
     """Sequence-level clip widths of GSPO (arXiv 2507.18071, Eq. 5).
 
     The clip interval on the sequence ratio s is [1 - eps_low, 1 + eps_high]. s is a geometric mean
@@ -43,16 +42,6 @@ class GSPOConfig(ConfigMethods):
     def __post_init__(self) -> None:
         eps_low, eps_high = check_clip_widths(self.eps_low, self.eps_high)
         store_floats(self, eps_low=eps_low, eps_high=eps_high)
-
-    @property
-    def log_lower(self) -> float:
-        """log(1 - eps_low): a sequence is below the interval when log s < log_lower."""
-        return math.log1p(-self.eps_low)
-
-    @property
-    def log_upper(self) -> float:
-        """log(1 + eps_high): a sequence is above the interval when log s > log_upper."""
-        return math.log1p(self.eps_high)
 
 
 def _check_gspo_config(cfg: Any) -> GSPOConfig:
