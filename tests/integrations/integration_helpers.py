@@ -64,3 +64,29 @@ def run_kit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def assert_conforms(capsys: pytest.CaptureFixture[str], *argv: str, header: str) -> str:
+    """`cegppo-conformance check ARGV` exits 0, names `header` in its first line and reports no failure; its output."""
+    code, out, _ = run_kit(capsys, "check", *argv)
+    assert code == 0, out
+    assert header in out.splitlines()[0], out.splitlines()[0]
+    assert "CONFORMS" in out and "FAIL" not in out
+    return out
+
+
+def assert_exits_2(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    """A bad name in ARGV: exit 2, nothing on stdout, `needle` in the message on stderr."""
+    code, out, err = run_kit(capsys, *argv)
+    assert code == 2 and out == ""
+    assert needle in err, err
+
+
+def assert_usage_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    """A misuse of the command line in ARGV: argparse's exit 2, with `needle` in its message."""
+    from cegppo.conformance._cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err

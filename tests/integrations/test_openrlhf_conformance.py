@@ -12,20 +12,27 @@
 from __future__ import annotations
 
 import pytest
-from integration_helpers import KIT_FAST, PPO_FAILS, PPO_ONLY, PPO_PASSES, need_framework, run_kit
+from integration_helpers import (
+    KIT_FAST,
+    PPO_FAILS,
+    PPO_ONLY,
+    PPO_PASSES,
+    assert_conforms,
+    assert_exits_2,
+    assert_usage_error,
+    need_framework,
+    run_kit,
+)
 
 need_framework("torch", "openrlhf")
 need_framework("openrlhf", "openrlhf")
 
 import cegppo.conformance as cc  # noqa: E402
-from cegppo.conformance._cli import main  # noqa: E402
 
 
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run_kit(capsys, "check", "--framework-loss", "openrlhf", *KIT_FAST)
-    assert code == 0, out
-    assert "<openrlhf policy loss (cegppo's integration): port = cegppo.conformance.port_from_openrlhf()>" in out
-    assert "CONFORMS" in out and "FAIL" not in out
+    assert_conforms(capsys, "--framework-loss", "openrlhf", *KIT_FAST,
+                    header="<openrlhf policy loss (cegppo's integration): port = cegppo.conformance.port_from_openrlhf()>")
 
 
 def test_openrlhf_policy_loss_fails_where_ppo_differs(capsys) -> None:
@@ -83,9 +90,7 @@ def test_python_api() -> None:
     ],
 )
 def test_bad_names_exit_2(capsys, argv, needle) -> None:
-    code, out, err = run_kit(capsys, *argv)
-    assert code == 2 and out == ""
-    assert needle in err, err
+    assert_exits_2(capsys, argv, needle)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +105,4 @@ def test_bad_names_exit_2(capsys, argv, needle) -> None:
     ],
 )
 def test_usage_errors(capsys, argv, needle) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(capsys, argv, needle)

@@ -15,7 +15,15 @@ import subprocess
 import sys
 
 import pytest
-from integration_helpers import KIT_FAST, PPO_FAILS, PPO_ONLY, PPO_PASSES, need_framework, run_kit
+from integration_helpers import (
+    KIT_FAST,
+    PPO_FAILS,
+    PPO_ONLY,
+    PPO_PASSES,
+    assert_conforms,
+    need_framework,
+    run_kit,
+)
 
 need_framework("torch", "skyrl")
 need_framework("skyrl", "skyrl")
@@ -24,10 +32,8 @@ import cegppo.conformance as cc  # noqa: E402
 
 
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run_kit(capsys, "check", "--framework-loss", "skyrl", *KIT_FAST)
-    assert code == 0, out
-    assert "<skyrl policy loss (cegppo's integration): port = cegppo.conformance.port_from_skyrl()>" in out
-    assert "CONFORMS" in out and "FAIL" not in out
+    assert_conforms(capsys, "--framework-loss", "skyrl", *KIT_FAST,
+                    header="<skyrl policy loss (cegppo's integration): port = cegppo.conformance.port_from_skyrl()>")
 
 
 @pytest.mark.parametrize("name", ["dual_clip", "regular"])

@@ -17,12 +17,17 @@ from __future__ import annotations
 import re
 
 import pytest
-from integration_helpers import need, need_framework, run_kit
+from integration_helpers import (
+    assert_conforms,
+    assert_usage_error,
+    need,
+    need_framework,
+    run_kit,
+)
 
 need_framework("tunix", "tunix")
 jax = need("jax")
 
-from cegppo.conformance._cli import main  # noqa: E402
 
 FAST = ["--max-examples", "5", "--no-shrink", "--jit", "--quiet"]
 BETA_PROPERTIES = ["--only", "S3 value equals", "--only", "S4 gradient equals", "--only", "S6"]
@@ -48,11 +53,9 @@ def statuses(out: str) -> dict[str, str]:
 
 
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run_kit(capsys, "check", "--framework-loss", "tunix", *FAST, *BETA_PROPERTIES,
-                       "--only", "S8.4", "--only", "S9.3", "--only", "S9.5 float64")
-    assert code == 0, out
-    assert "tunix policy loss (cegppo's integration)" in out.splitlines()[0]
-    assert "CONFORMS" in out and "FAIL" not in out
+    out = assert_conforms(capsys, "--framework-loss", "tunix", *FAST, *BETA_PROPERTIES,
+                          "--only", "S8.4", "--only", "S9.3", "--only", "S9.5 float64",
+                          header="tunix policy loss (cegppo's integration)")
     assert "PASS  S9.5  float64 inputs are computed in float64" in out  # our loss keeps float64
 
 
@@ -142,7 +145,4 @@ def test_unknown_name_exits_2(capsys) -> None:
     ],
 )
 def test_usage_errors(capsys, argv, needle) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(capsys, argv, needle)

@@ -15,21 +15,17 @@ import subprocess
 import sys
 
 import pytest
-from integration_helpers import need, run_kit
+from integration_helpers import assert_conforms, assert_exits_2, assert_usage_error, need, run_kit
 
 need("torch")
 need("verl")
 
-from cegppo.conformance._cli import main  # noqa: E402
 
 FAST = ["--max-examples", "5", "--no-shrink"]
 
 
 def test_ours_conforms(capsys) -> None:
-    code, out, _ = run_kit(capsys, "check", "--verl-loss", "ce_gppo", *FAST)
-    assert code == 0, out
-    assert "verl policy loss 'ce_gppo'" in out.splitlines()[0]
-    assert "CONFORMS" in out and "FAIL" not in out
+    assert_conforms(capsys, "--verl-loss", "ce_gppo", *FAST, header="verl policy loss 'ce_gppo'")
 
 
 def test_user_module_losses(capsys) -> None:
@@ -59,9 +55,7 @@ def test_verl_vanilla_does_not_conform(capsys) -> None:
     ],
 )
 def test_bad_names_exit_2(capsys, argv, needle) -> None:
-    code, out, err = run_kit(capsys, *argv)
-    assert code == 2 and out == ""
-    assert needle in err, err
+    assert_exits_2(capsys, argv, needle)
 
 
 @pytest.mark.parametrize(
@@ -73,10 +67,7 @@ def test_bad_names_exit_2(capsys, argv, needle) -> None:
     ],
 )
 def test_usage_errors(capsys, argv, needle) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(capsys, argv, needle)
 
 
 def test_cli_subprocess() -> None:
