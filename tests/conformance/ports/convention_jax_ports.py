@@ -10,6 +10,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ._variant import variant
+
 
 @jax.custom_jvp
 def _one(r):
@@ -44,15 +46,14 @@ def _tunix(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high,
     return loss.sum() / jnp.maximum(valid.sum(), 1)
 
 
-def tunix_style(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
-                clip_ratio_c):
-    """tunix conventions: float32 arithmetic for every input dtype, (B, T) advantages."""
-    return _tunix(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                  clip_ratio_c)
+tunix_style = variant(
+    _tunix, "tunix_style",
+    "tunix conventions: float32 arithmetic for every input dtype, (B, T) advantages.",
+)
 
 
-def tunix_ppo_clip(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
-                   clip_ratio_c):
-    """DEFECT: the clipped terms are constants (PPO's clip): the restored gradient of clipped tokens is 0."""
-    return _tunix(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                  clip_ratio_c, restore=False)
+tunix_ppo_clip = variant(
+    _tunix, "tunix_ppo_clip",
+    "DEFECT: the clipped terms are constants (PPO's clip): the restored gradient of clipped tokens is 0.",
+    restore=False,
+)

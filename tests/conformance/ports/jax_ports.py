@@ -11,6 +11,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ._variant import variant
+
 
 @jax.custom_jvp
 def _one(x):
@@ -67,46 +69,45 @@ def _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, 
     return -j.sum() / n
 
 
-def correct(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
-            clip_ratio_c):
-    """CE-GPPO token-mean in JAX, written independently of cegppo.jax."""
-    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                 clip_ratio_c)
+correct = variant(
+    _loss, "correct",
+    "CE-GPPO token-mean in JAX, written independently of cegppo.jax.",
+)
 
 
-def missing_stop_gradient(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
-                          beta_high, clip_ratio_c):
-    """BUG: the clipped factor is a constant 1 (no delta / sg(delta)): clipped tokens get no gradient (PPO)."""
-    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                 clip_ratio_c, sg=False)
+missing_stop_gradient = variant(
+    _loss, "missing_stop_gradient",
+    "BUG: the clipped factor is a constant 1 (no delta / sg(delta)): clipped tokens get no gradient (PPO).",
+    sg=False,
+)
 
 
-def unsafe_exp_where(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
-                     beta_high, clip_ratio_c):
-    """BUG: exp(logr) of every token before the where: inf * 0 = NaN in the backward pass."""
-    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                 clip_ratio_c, exp_first=True)
+unsafe_exp_where = variant(
+    _loss, "unsafe_exp_where",
+    "BUG: exp(logr) of every token before the where: inf * 0 = NaN in the backward pass.",
+    exp_first=True,
+)
 
 
-def mean_over_padding(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
-                      beta_high, clip_ratio_c):
-    """BUG: divides by B * T (padding counted) instead of the number of valid tokens."""
-    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                 clip_ratio_c, padding_mean=True)
+mean_over_padding = variant(
+    _loss, "mean_over_padding",
+    "BUG: divides by B * T (padding counted) instead of the number of valid tokens.",
+    padding_mean=True,
+)
 
 
-def dual_clip_any_sign(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
-                       beta_high, clip_ratio_c):
-    """BUG: dual clip applied whatever the sign of A (A > 0 tokens above c lose their gradient)."""
-    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                 clip_ratio_c, any_sign_dual=True)
+dual_clip_any_sign = variant(
+    _loss, "dual_clip_any_sign",
+    "BUG: dual clip applied whatever the sign of A (A > 0 tokens above c lose their gradient).",
+    any_sign_dual=True,
+)
 
 
-def constants_not_stopped(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
-                          beta_high, clip_ratio_c):
-    """BUG: no lax.stop_gradient on old_log_prob and advantages: a caller tracing them gets gradients in them."""
-    return _loss(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                 clip_ratio_c, sg_inputs=False)
+constants_not_stopped = variant(
+    _loss, "constants_not_stopped",
+    "BUG: no lax.stop_gradient on old_log_prob and advantages: a caller tracing them gets gradients in them.",
+    sg_inputs=False,
+)
 
 
 def block_tail_dropped(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,

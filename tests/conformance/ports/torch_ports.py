@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ._variant import variant
+
 
 def _prep(log_prob, old_log_prob, advantages, response_mask, dt=None, detach=True):
     if dt is None:
@@ -64,18 +66,17 @@ def _correct(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_hig
     return -torch.where(m, j, zero).sum() / n
 
 
-def correct(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
-            clip_ratio_c):
-    """CE-GPPO token-mean, written independently of cegppo.torch; regions compared in ratio space."""
-    return _correct(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                    clip_ratio_c)
+correct = variant(
+    _correct, "correct",
+    "CE-GPPO token-mean, written independently of cegppo.torch; regions compared in ratio space.",
+)
 
 
-def constants_not_detached(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
-                           beta_high, clip_ratio_c):
-    """BUG: old_log_prob and advantages are not detached: a caller passing requires_grad values gets gradients in them."""
-    return _correct(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, beta_low, beta_high,
-                    clip_ratio_c, detach=False)
+constants_not_detached = variant(
+    _correct, "constants_not_detached",
+    "BUG: old_log_prob and advantages are not detached: a caller passing requires_grad values gets gradients in them.",
+    detach=False,
+)
 
 
 def wrong_region_sign(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low,
