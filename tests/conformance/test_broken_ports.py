@@ -19,11 +19,7 @@ from typing import Any
 import cegppo.conformance as cc
 import pytest
 from cegppo.conformance._diagnose import DEFECT_CLASSES
-from ports import CORRECT, TORCH_BROKEN, TORCH_DIAGNOSES
-
-BROKEN_MIN_EXAMPLES = 40
-"""Broken ports stop at their first failure (fail_fast, no shrink), so they get at least the ci count
-whatever the profile or --conformance-max-examples: a detection must not depend on a small budget."""
+from ports import BROKEN_MIN_EXAMPLES, CORRECT, TORCH_BROKEN, TORCH_DIAGNOSES
 
 
 @pytest.fixture(scope="module")

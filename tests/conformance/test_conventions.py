@@ -14,10 +14,8 @@ from typing import Any
 import cegppo.conformance as cc
 import pytest
 from cegppo.conformance._cli import main
-from ports import CONVENTION_DEFECTS, CONVENTION_PORTS
+from ports import BROKEN_MIN_EXAMPLES, CONVENTION_DEFECTS, CONVENTION_PORTS
 
-BROKEN_MIN_EXAMPLES = 40
-"""As in test_broken_ports.py: a detection must not depend on a small budget."""
 VERL02 = CONVENTION_PORTS["verl02_style"][1]
 PORT_FILE = "tests/conformance/ports/convention_torch_ports.py"
 

@@ -15,9 +15,7 @@ from typing import Any
 import cegppo.conformance as cc
 import pytest
 from cegppo.conformance import FUSED_PROPERTIES, Report
-from ports import FUSED_TORCH_BROKEN
-
-BROKEN_MIN_EXAMPLES = 40
+from ports import BROKEN_MIN_EXAMPLES, FUSED_TORCH_BROKEN
 
 
 @pytest.fixture(scope="module")

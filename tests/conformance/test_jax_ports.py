@@ -6,11 +6,7 @@ from typing import Any
 
 import cegppo.conformance as cc
 import pytest
-from ports import JAX_BROKEN
-
-BROKEN_MIN_EXAMPLES = 40
-"""Broken ports stop at their first failure (fail_fast, no shrink), so they get at least the ci count
-whatever the profile or --conformance-max-examples: a detection must not depend on a small budget."""
+from ports import BROKEN_MIN_EXAMPLES, JAX_BROKEN
 
 
 @pytest.fixture(scope="module")

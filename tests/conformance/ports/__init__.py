@@ -7,8 +7,12 @@ plain data (no framework import), so tests can be parametrized over them in any 
 
 from __future__ import annotations
 
-__all__ = ["CONVENTION_DEFECTS", "CONVENTION_PORTS", "CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN",
+__all__ = ["BROKEN_MIN_EXAMPLES", "CONVENTION_DEFECTS", "CONVENTION_PORTS", "CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN",
            "TORCH_BROKEN", "TORCH_DIAGNOSES"]
+
+BROKEN_MIN_EXAMPLES = 40
+"""Broken ports stop at their first failure (fail_fast, no shrink), so they get at least the ci count
+whatever the profile or --conformance-max-examples: a detection must not depend on a small budget."""
 
 CORRECT: dict[str, str] = {
     "correct": "both",
