@@ -312,7 +312,7 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         "tests": ["tests/conformance/test_properties.py", "tests/torch/test_policy_loss.py",
                   "tests/torch/test_torch_shared_rules.py", "tests/backends/test_policy_loss.py",
                   "tests/backends/test_aggregation.py", "tests/backends/test_arguments.py",
-                  "tests/backends/test_family.py"],
+                  "tests/backends/test_family.py", "tests/backends/test_ops.py"],
         "pytest_args": ["--backend=torch"],
     },
     "jax": {
@@ -323,7 +323,8 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
         "tests": ["tests/conformance/test_properties.py", "tests/jax/test_policy_loss.py",
                   "tests/jax/test_numerics.py", "tests/jax/test_jax_shared_rules.py",
                   "tests/backends/test_policy_loss.py", "tests/backends/test_aggregation.py",
-                  "tests/backends/test_arguments.py", "tests/backends/test_family.py"],
+                  "tests/backends/test_arguments.py", "tests/backends/test_family.py",
+                  "tests/backends/test_ops.py"],
         "pytest_args": ["--backend=jax"],
         "isolation": ["forkserver"],  # JAX's runtime segfaults in a forked worker (exit -11)
     },
