@@ -40,7 +40,7 @@ from ._objective import TokenRegions
 from ._sapo import SAPOConfig, sapo_grad_weight, sapo_per_token_objective
 from ._validation import check_aggregation
 
-__all__ = ["FamilyFunctions", "family_functions"]
+__all__ = ["FamilyFunctions", "elementwise_grad_weight", "family_functions", "reads_row"]
 
 Array = Any
 """A backend's array (see `cegppo._backend_core.Array`)."""
@@ -199,6 +199,28 @@ _ROWS: dict[type, _Row] = {
     GSPOConfig: _Row(_gspo_objective, _gspo_grad_weight, True, _gspo_regions),
 }
 """The members beside CE-GPPO, whose row is each backend's own CE-GPPO functions."""
+
+
+def reads_row(cfg: Any) -> bool:
+    """Whether the member's F_t reads its whole row (GSPO's s_i) rather than token t's own values.
+
+    A kernel that walks the tokens in chunks must then have every log-prob of the row before it
+    can form any token's F (the fused heads compute the log-probs in a pass of their own first).
+    """
+    row = _member_row(cfg)
+    return row is not None and row.reads_mask
+
+
+def elementwise_grad_weight(ops: core.ArrayOps, cfg: Any) -> Callable[[Array, Array, Array], Array]:
+    """F_t of a member beside CE-GPPO whose F is elementwise, as a function of (log_prob, old_log_prob, A)
+    of any one shape (a chunk of tokens): CISPO's clip(delta) and SAPO's gate (spec S14.2, S14.3).
+
+    CE-GPPO's F is each backend's own; a member that `reads_row` has none (ValueError).
+    """
+    row = _member_row(cfg)
+    if row is None or row.reads_mask:
+        raise ValueError(f"{type(cfg).__name__}: its gradient weight is not elementwise beside CE-GPPO's")
+    return lambda lp, olp, adv: row.grad_weight(ops, lp, olp, adv, None, cfg)
 
 
 def _coerced(

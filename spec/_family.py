@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 PerToken = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any], np.ndarray]
-Regions = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any], TokenRegions]
+Regions = Callable[[Any, Any, Any, Any, Any], TokenRegions]
+"""(log_prob, old_log_prob, advantages, mask, cfg) -> regions, in the framework of the table's owner."""
 
 
 class FamilyMember(NamedTuple):
