@@ -1,13 +1,14 @@
-"""The fused LM-head loss as the unfused composition, in float64 (docs/spec.md clause S11.1).
+"""The fused LM-head loss as the unfused composition, in float64 (docs/spec.md clauses S11.1, S14.1).
 
     z_t = (W h_t + b) / tau,   l_t = log softmax(z_t)[a_t],   H_t = -sum_j pi_tj log pi_tj   (S11)
-    loss = policy_loss(l, old_log_prob, A, mask, cfg, agg, ...) - k * aggregate_loss(H, mask, agg, ...)
+    loss = family_policy_loss(l, old_log_prob, A, mask, cfg, agg, ...) - k * aggregate_loss(H, mask, agg, ...)
 
 with the analytic chain rule for the gradients (S4, S11):
 
     G_t = (token_log_probs_grad(z_t, a_t, -c_t F_t A_t) + entropy_grad(z_t, -k c_t)) / tau
     dloss/dh_t = G_t W,   dloss/dW = sum_t G_t^T h_t,   dloss/db = sum_t G_t
 
+with F the gradient weight of the family member `cfg` selects (S4 for CE-GPPO, S14.1 for the others).
 This is the reference the backends' `fused_linear_policy_loss` are checked against (the conformance
 kit's S11.1 properties). It materialises the (B, T, V) logits: it is for checking, not training.
 """
@@ -20,12 +21,10 @@ import numpy as np
 
 from ._aggregation import aggregate_loss, aggregation_weights
 from ._arrays import as_bool_mask
-from ._config import CEGPPOConfig
+from ._family import family_member, family_metrics, family_policy_loss, family_policy_loss_grad
 from ._fused_args import check_fused_args
 from ._logits import entropy, entropy_change_first_order, entropy_grad, token_log_probs, token_log_probs_grad
-from ._loss import policy_loss, policy_loss_grad, policy_metrics
 from ._metrics import ENTROPY_REGION_KEYS, REGION_NAMES
-from ._objective import token_regions
 from ._validation import check_id_range, require_finite
 
 __all__ = ["FusedHeadTerms", "fused_head_terms", "fused_linear_policy_loss", "fused_linear_policy_loss_grad"]
@@ -37,7 +36,7 @@ class FusedHeadTerms(NamedTuple):
     value: float
     """The loss."""
     metrics: dict[str, float]
-    """`policy_metrics`' keys, `entropy_mean` and the per-region first-order entropy change."""
+    """`family_metrics`' keys, `entropy_mean` and the per-region first-order entropy change."""
     grads: dict[str, np.ndarray]
     """d loss / d hidden (B, T, H), d weight (V, H) and, with a bias, d bias (V,)."""
     mask: np.ndarray
@@ -63,12 +62,12 @@ def fused_head_terms(
     old_log_prob: Any,
     advantages: Any,
     mask: Any,
-    cfg: CEGPPOConfig,
+    cfg: Any,
     *,
     bias: Any = None,
     temperature: float = 1.0,
     entropy_coef: float = 0.0,
-    agg: str = "token-mean",
+    agg: str | None = None,
     num_tokens: Any = None,
     num_seqs: Any = None,
     norm_length: float | None = None,
@@ -111,16 +110,16 @@ def fused_head_terms(
     ent = entropy(z)
     agg_weights = aggregation_weights(m, agg, dtype=f64, **agg_kw)
     aggregated_entropy = aggregate_loss(np.where(m, ent, 0.0), m, agg, **agg_kw)
-    value = float(policy_loss(lp, olp, adv, m, cfg, agg, **agg_kw) - entropy_coef * aggregated_entropy)
-    g_lp = np.asarray(policy_loss_grad(lp, olp, adv, m, cfg, agg, **agg_kw))  # -c F A
+    value = float(family_policy_loss(lp, olp, adv, m, cfg, agg, **agg_kw) - entropy_coef * aggregated_entropy)
+    g_lp = np.asarray(family_policy_loss_grad(lp, olp, adv, m, cfg, agg, **agg_kw))  # -c F A
     gz = (token_log_probs_grad(z, ids, g_lp) + entropy_grad(z, -entropy_coef * agg_weights)) / temperature
     grads = {"hidden": gz @ w, "weight": np.einsum("btv,bth->vh", gz, hid)}
     if bias is not None:
         grads["bias"] = gz.sum((0, 1))
-    metrics = {key: float(v) for key, v in policy_metrics(lp, olp, adv, m, cfg).items()}
+    metrics = {key: float(v) for key, v in family_metrics(lp, olp, adv, m, cfg).items()}
     metrics["entropy_mean"] = float(np.sum(np.where(m, ent, 0.0)) / max(int(m.sum()), 1))
     dent = entropy_change_first_order(z, ids, -g_lp)  # along w_t = c_t F_t A_t (spec S11)
-    regions = token_regions(lp, olp, adv, cfg)
+    regions = family_member(cfg).regions(lp, olp, adv, m, cfg)  # the member's regions (S10, S14.1)
     for key, name in zip(ENTROPY_REGION_KEYS, REGION_NAMES, strict=True):
         metrics[key] = float(np.sum(np.where(getattr(regions, name) & m, dent, 0.0)))
     return FusedHeadTerms(value, metrics, grads, m, hid, ids, z, lp, olp, adv, ent, agg_weights, g_lp)
@@ -133,14 +132,15 @@ def fused_linear_policy_loss(
     old_log_prob: Any,
     advantages: Any,
     mask: Any,
-    cfg: CEGPPOConfig,
+    cfg: Any,
     **options: Any,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The fused head's (loss, metrics) by the unfused composition in float64 (spec S11.1).
 
     Same arguments as `cegppo.torch.fused_linear_policy_loss` (keyword options `bias`,
     `temperature`, `entropy_coef`, `agg`, `num_tokens`, `num_seqs`, `norm_length`, `chunk_size`,
-    `validate`); metrics keyed by FUSED_METRIC_KEYS, each a 0-d float64 array.
+    `validate`); metrics keyed by FUSED_METRIC_KEYS, each a 0-d float64 array. `cfg` is any family
+    config (spec S14.1); `agg=None` is its paper aggregation (token-mean for CE-GPPO).
     """
     t = fused_head_terms(hidden, weight, token_ids, old_log_prob, advantages, mask, cfg, **options)
     return np.asarray(t.value), {key: np.asarray(v) for key, v in t.metrics.items()}
@@ -153,7 +153,7 @@ def fused_linear_policy_loss_grad(
     old_log_prob: Any,
     advantages: Any,
     mask: Any,
-    cfg: CEGPPOConfig,
+    cfg: Any,
     **options: Any,
 ) -> dict[str, np.ndarray]:
     """d loss / d {hidden, weight, bias} of `fused_linear_policy_loss`, by the analytic chain rule (S4, S11)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._config import check_config
+from ._family import family_member
 from ._validation import (
     array_shape,
     check_aggregation,
@@ -57,10 +57,12 @@ def check_fused_args(
     chunk_size: Any,
     array_type: Callable[[str, Any], Any] | None = None,
 ) -> FusedArgs:
-    """Every metadata check of a fused head's call (spec S9.6, S11.1), in the order the reference and
-    every backend apply them: cfg, the aggregation arguments, temperature > 0, a finite
+    """Every metadata check of a fused head's call (spec S9.6, S11.1, S14.1), in the order the reference and
+    every backend apply them: cfg (a config type of the family), the aggregation arguments (`agg=None`
+    is the member's paper aggregation: token-mean for CE-GPPO), temperature > 0, a finite
     entropy_coef, chunk_size, then the arrays (`check_fused_shapes`)."""
-    check_config(cfg)
+    member = family_member(cfg)
+    agg = member.paper_agg if agg is None else agg
     agg, norm_length = check_aggregation(agg, num_tokens, num_seqs, norm_length, array_type=array_type)
     return FusedArgs(
         agg,

@@ -1,15 +1,18 @@
-"""The fused LM-head CE-GPPO loss with entropy: no (tokens x vocab) logits in memory.
+"""The fused LM-head loss of any family member with entropy: no (tokens x vocab) logits in memory.
 
     logits  z_t = (W h_t + b) / tau                                   (V,) per token, never all at once
     log pi  l_t = z_t[a_t] - logsumexp(z_t)                           spec S11
     H_t     = -sum_j pi_tj log pi_tj                                   spec S11
-    loss    = sum_t c_t (-J_t(l_t))  -  entropy_coef * sum_t c_t H_t   spec S3, S8 (same c_t for both)
+    loss    = sum_t c_t (-J_t(l_t))  -  entropy_coef * sum_t c_t H_t   spec S3, S8, S14 (same c_t for both)
 
 The tokens are walked in chunks of rows. For each chunk the logits are one GEMM; the per-token
-gradient weight is known as soon as the chunk's log-softmax is: the CE-GPPO weight needs only
-l_t (and the constants old_log_prob, A, cfg), and the aggregation coefficient c_t needs only the
-mask and the global normalizers, known before the loop. So ONE pass computes the loss, the
-metrics AND the gradients w.r.t. hidden, weight and bias (as Liger-Kernel does): per chunk,
+gradient weight is known as soon as the chunk's log-softmax is: CE-GPPO's, CISPO's and SAPO's
+weight F_t needs only l_t (and the constants old_log_prob, A, cfg), and the aggregation
+coefficient c_t needs only the mask and the global normalizers, known before the loop. So ONE
+pass computes the loss, the metrics AND the gradients w.r.t. hidden, weight and bias (as
+Liger-Kernel does). GSPO's F_t = s_i reads every log-prob of its row, which later chunks may
+hold: for it a first pass without gradients computes the log-probs, then s_i over whole rows, and
+the gradient pass reads F from there (one more logits GEMM per chunk). Per chunk,
 
     dloss/dz_t = (1/tau) [ w_t (pi_t - e_{a_t}) + k_t pi_t (log pi_t + H_t) ]
     w_t = c_t F_t A_t   (= -dloss/dl_t, spec S4),   k_t = entropy_coef * c_t
@@ -24,6 +27,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from cegppo import _backend_core as core
+from cegppo._backend_family import elementwise_grad_weight, reads_row
 from cegppo._config import CEGPPOConfig
 from cegppo._fused_args import check_fused_args
 from cegppo._metrics import ENTROPY_REGION_KEYS, FUSED_METRIC_KEYS
@@ -33,8 +37,8 @@ import torch
 
 from ._aggregation import aggregate_loss, aggregation_weights
 from ._common import as_bool_mask, as_float, check_tensor, compute_dtype
-from ._loss import policy_loss, policy_metrics
-from ._objective import _grad_weight, _regions
+from ._family import FAMILY, family_grad_weight, family_metrics, family_policy_loss
+from ._objective import _grad_weight
 from ._ops import OPS
 
 __all__ = [
@@ -64,7 +68,8 @@ class _Plan(NamedTuple):
     advantages: torch.Tensor  # (Nv,) compute dtype
     agg_weight: torch.Tensor  # (Nv,) aggregation weights c_t (spec S8)
     positions: torch.Tensor  # (Nv,) flat positions of the valid tokens in (B*T)
-    cfg: CEGPPOConfig
+    grad_weight: Any  # (log_prob, old_log_prob, A) -> F of a chunk (spec S4, S14), or None: `row_weight`
+    row_weight: torch.Tensor | None  # (Nv,) F computed over whole rows first (GSPO), else None
     inv_temp: float
     entropy_coef: float
     rows: int  # token rows per chunk
@@ -80,12 +85,58 @@ def _rowdot(x: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> torch.Te
 
 
 def _policy_weight(lp: torch.Tensor, plan: _Plan, sl: slice) -> torch.Tensor:
-    """w_t = c_t F_t A_t = -d loss / d log_prob_t (spec S4, S8); exactly 0 where A_t = 0."""
+    """w_t = c_t F_t A_t = -d loss / d log_prob_t (spec S4, S8, S14); exactly 0 where A_t = 0."""
     adv = plan.advantages[sl]
-    f = _grad_weight(lp - plan.old_log_prob[sl], adv, plan.cfg)
+    f = plan.row_weight[sl] if plan.row_weight is not None else plan.grad_weight(lp, plan.old_log_prob[sl], adv)
     zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
     objective_grad = torch.where(adv == 0, zero, f * torch.where(adv == 0, torch.ones_like(adv), adv))  # F_t A_t
     return plan.agg_weight[sl] * objective_grad
+
+
+def _token_grad_weight(cfg: Any) -> Any:
+    """F of a chunk from its (log_prob, old_log_prob, A) (spec S4, S14), or None for a member that `reads_row`."""
+    if isinstance(cfg, CEGPPOConfig):
+        return lambda lp, olp, adv: _grad_weight(lp - olp, adv, cfg)
+    return None if reads_row(cfg) else elementwise_grad_weight(OPS, cfg)
+
+
+def _row_grad_weight(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    plan: _Plan,
+    shape: tuple[int, int],
+    olp: torch.Tensor,
+    adv: torch.Tensor,
+    m: torch.Tensor,
+    cfg: Any,
+) -> torch.Tensor:
+    """F of the valid tokens (Nv,) for a member whose F reads its whole row (GSPO's s_i, spec S14.4).
+
+    A pass of the chunk loop without gradients gives every log-prob (the very arithmetic of the
+    gradient pass, so both see the same l_t), then F is formed over the (B, T) rows at once.
+    """
+    with torch.no_grad():
+        h, w, b = _gemm_operands(hidden, weight, bias, plan)
+        inert = plan._replace(row_weight=torch.zeros_like(plan.old_log_prob))  # its dH is not read
+        logp = _chunk_loop(h, w, b, inert, False, False, False)[0]
+        lp_full = torch.zeros(shape[0] * shape[1], dtype=plan.dt, device=logp.device)
+        lp_full = lp_full.index_copy(0, plan.positions, logp).view(shape)
+        return family_grad_weight(lp_full, olp, adv, m, cfg).reshape(-1).index_select(0, plan.positions)
+
+
+def _gemm_operands(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: _Plan
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(valid rows of hidden (Nv, H), weight, bias) in the GEMM dtype: bf16/fp16 when the inputs are,
+    else the compute dtype."""
+    mm_dt = torch.promote_types(hidden.dtype, weight.dtype)
+    if bias is not None:
+        mm_dt = torch.promote_types(mm_dt, bias.dtype)
+    if mm_dt not in (torch.bfloat16, torch.float16):
+        mm_dt = plan.dt
+    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, plan.positions).to(mm_dt)
+    return h, weight.to(mm_dt), None if bias is None else bias.to(mm_dt)
 
 
 def _chunk_loop(
@@ -204,14 +255,7 @@ class _FusedLinearPolicyLoss(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
         h_dim = hidden.shape[-1]
-        mm_dt = torch.promote_types(hidden.dtype, weight.dtype)
-        if bias is not None:
-            mm_dt = torch.promote_types(mm_dt, bias.dtype)
-        if mm_dt not in (torch.bfloat16, torch.float16):
-            mm_dt = plan.dt
-        h = hidden.reshape(-1, h_dim).index_select(0, plan.positions).to(mm_dt)
-        w = weight.to(mm_dt)
-        b = None if bias is None else bias.to(mm_dt)
+        h, w, b = _gemm_operands(hidden, weight, bias, plan)
         logp, ent, dent, gh, gw, gb = _chunk_loop(h, w, b, plan, need_h, need_w, need_b)
         del h, w, b
         loss, full = finish(logp, ent)
@@ -252,33 +296,35 @@ def fused_linear_policy_loss(
     old_log_prob: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    cfg: CEGPPOConfig,
+    cfg: Any,
     *,
     bias: torch.Tensor | None = None,
     temperature: float = 1.0,
     entropy_coef: float = 0.0,
-    agg: str = "token-mean",
+    agg: str | None = None,
     num_tokens: Any = None,
     num_seqs: Any = None,
     norm_length: float | None = None,
     chunk_size: int | None = None,
     validate: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """CE-GPPO loss with entropy bonus straight from hidden states, without materialising logits.
+    """The policy loss of any family member with entropy bonus straight from hidden states, without logits.
 
         z_t   = (W h_t + b) / temperature                  logits of token t, (V,)
         l_t   = log softmax(z_t)[a_t],   H_t = -sum_j pi_tj log pi_tj           (spec S11)
-        loss  = policy_loss(l, old_log_prob, A, mask, cfg, agg, ...)            (spec S3, S8)
+        loss  = family_policy_loss(l, old_log_prob, A, mask, cfg, agg, ...)     (spec S3, S8, S14)
                 - entropy_coef * aggregate_loss(H, mask, agg, ...)              (same c_t, spec S8)
 
-    Value and gradients equal the unfused path (full logits -> `token_log_probs` / `entropy` ->
-    `policy_loss`, arXiv 2509.20712 Eq. 8) up to rounding, with the same regions (S2), numerics
+    For a `CEGPPOConfig` the policy term is `policy_loss` (arXiv 2509.20712 Eq. 8). Value and
+    gradients equal the unfused path (full logits -> `token_log_probs` / `entropy` ->
+    `family_policy_loss`) up to rounding, with the same regions (S2), numerics
     (S9) and normalizers (S8). The tokens are walked in chunks of `chunk_size` rows; the gradients
     w.r.t. `hidden`, `weight` and `bias` are computed in the same single pass (the per-token weight
     of the chunk, dloss/dz_t = (1/tau)[w_t (pi - e_a) + k_t pi (log pi + H_t)] with
     w_t = c_t F_t A_t and k_t = entropy_coef c_t, is known once the chunk's log-softmax is) and
     stored: peak extra memory is one (chunk x V) buffer plus the gradients themselves, never
-    (tokens x V). Masked tokens are skipped entirely (they may hold garbage, also in `hidden` and
+    (tokens x V). GSPO, whose F_t = s_i reads the whole row, first runs the chunks without gradients
+    for its log-probs (one more GEMM per chunk). Masked tokens are skipped entirely (they may hold garbage, also in `hidden` and
     `token_ids`, e.g. -100 labels); finding them is the one device sync (`mask.nonzero()`).
 
     Dtypes (spec S9.5): float32 inputs compute in float32, float64 stays float64. With bf16/fp16
@@ -302,12 +348,14 @@ def fused_linear_policy_loss(
         old_log_prob: (B, T) rollout log-probs (a constant).
         advantages: (B, T) per token or (B,) per sequence (a constant).
         mask: (B, T) bool or integer 0/1; True marks a valid response token.
-        cfg: a `cegppo.CEGPPOConfig`.
+        cfg: a `cegppo.CEGPPOConfig` or any family config (spec S14.1: `CISPOConfig`,
+            `CISPOCapConfig`, `SAPOConfig`, `GSPOConfig`).
         bias: optional (V,) LM-head bias.
         temperature: tau > 0 dividing the logits (the rollout's sampling temperature).
         entropy_coef: coefficient of the entropy bonus (0: none; the entropy metrics are still
             computed). Any finite real; a negative value penalises entropy.
-        agg, num_tokens, num_seqs, norm_length: aggregation as in `policy_loss` (spec S8).
+        agg, num_tokens, num_seqs, norm_length: aggregation as in `family_policy_loss` (spec S8):
+            `agg=None` is the member's paper aggregation (token-mean for CE-GPPO and CISPO).
         chunk_size: token rows per chunk (default: as many rows as fit V logits in
             DEFAULT_CHUNK_BYTES of the compute dtype).
         validate: check finite values, token ids in [0, V) at valid positions and the normalizers
@@ -316,9 +364,9 @@ def fused_linear_policy_loss(
     Returns:
         (loss, metrics): `loss` a 0-d tensor in the compute dtype, differentiable w.r.t. hidden,
         weight and bias. `metrics` maps FUSED_METRIC_KEYS to 0-d tensors (no host sync):
-        `policy_metrics`' keys; `entropy_mean` = mean of H_t over valid tokens; and
-        `entropy_change_<region>` for region in clip_low, clip_high, dual_clip, inside:
-        the sum over the valid tokens t of that region (spec S2) of
+        `family_metrics`' keys (`policy_metrics`' for CE-GPPO); `entropy_mean` = mean of H_t over
+        valid tokens; and `entropy_change_<region>` for region in clip_low, clip_high, dual_clip,
+        inside: the sum over the valid tokens t of the member's region (spec S2, S14.1) of
         `entropy_change_first_order(z_t, a_t, w_t)` (spec S11, arXiv 2509.20712 Eq. 7) with
         w_t = c_t F_t A_t = -dloss/dl_t, the token's gradient weight on its logit direction
         (e_a - pi) in the policy part of the loss (the entropy bonus excluded):
@@ -359,7 +407,8 @@ def fused_linear_policy_loss(
         advantages=adv_v,
         agg_weight=agg_weight.reshape(-1).index_select(0, index),
         positions=index,
-        cfg=cfg,
+        grad_weight=_token_grad_weight(cfg),
+        row_weight=None,
         inv_temp=1.0 / tau,
         entropy_coef=ecoef,
         rows=rows,
@@ -372,21 +421,24 @@ def fused_linear_policy_loss(
         zero = torch.zeros(b_ * t_, dtype=dt, device=logp_v.device)
         lp_full = zero.index_copy(0, index, logp_v).view(b_, t_)
         ent_full = zero.index_copy(0, index, ent_v).view(b_, t_)
-        loss = policy_loss(lp_full, olp, adv, m, cfg, agg, num_tokens, num_seqs, norm_length=norm_length)
+        loss = family_policy_loss(lp_full, olp, adv, m, cfg, agg, num_tokens, num_seqs, norm_length=norm_length)
         if ecoef != 0.0:
             loss = loss - ecoef * aggregate_loss(
                 ent_full, m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length
             )
         return loss, (lp_full, ent_full)
 
+    if reads_row(cfg):
+        plan = plan._replace(row_weight=_row_grad_weight(hidden, weight, bias, plan, (b_, t_), olp, adv, m, cfg))
     loss, lp_full, ent_full, dent_v = _FusedLinearPolicyLoss.apply(
         hidden, weight, bias, plan, (b_, t_), finish
     )
     with torch.no_grad():
-        metrics = policy_metrics(lp_full, olp, adv, m, cfg)
+        metrics = family_metrics(lp_full, olp, adv, m, cfg)
         den = torch.clamp(index.new_tensor(index.numel()).to(dt), min=1)
         metrics["entropy_mean"] = ent_full.sum() / den
-        regions = _regions(lp_full.reshape(-1).index_select(0, index) - olp_v, adv_v, cfg)
-        for key, region in zip(ENTROPY_REGION_KEYS, regions, strict=True):
+        regions = FAMILY[type(cfg)].regions(lp_full, olp, adv, m, cfg)  # the member's (spec S10, S14.1)
+        for key, full in zip(ENTROPY_REGION_KEYS, regions, strict=True):
+            region = full.reshape(-1).index_select(0, index)
             metrics[key] = torch.where(region, dent_v, torch.zeros((), dtype=dt, device=dent_v.device)).sum()
     return loss, metrics
