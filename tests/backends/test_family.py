@@ -285,6 +285,46 @@ def test_S14_config_types_are_checked_by_name(backend: Backend) -> None:
         cg.gspo_grad_weight(*args, mask, cegppo.SAPOConfig())
     with pytest.raises(TypeError, match=r"cfg must be one of cegppo\.\{CEGPPOConfig, .*got dict"):
         cg.family_policy_loss(*args, mask, {})
+    with pytest.raises(TypeError, match=r"cfg must be a cegppo\.CISPOConfig or cegppo\.CISPOCapConfig, got GSPOConfig"):
+        cg.cispo_grad_weight(*args, cegppo.GSPOConfig())
+
+
+def test_S9_validate_reaches_the_family_loss(backend: Backend) -> None:
+    """validate=True checks the valid positions (spec S9.4) for every member, as policy_loss does."""
+    lp = backend.asarray(np.array([[0.0, np.nan]]))
+    zeros, mask = backend.asarray(np.zeros((1, 2))), backend.asarray(np.ones((1, 2), bool))
+    for cfg in MEMBERS:
+        backend.cg.family_policy_loss(lp, zeros, zeros, mask, cfg)  # no host check without validate
+        backend.cg.family_grad_weight(lp, zeros, zeros, mask, cfg)  # nor in the per-token functions
+        backend.cg.family_metrics(lp, zeros, zeros, mask, cfg)
+        with pytest.raises(ValueError, match="log_prob"):
+            backend.cg.family_policy_loss(lp, zeros, zeros, mask, cfg, validate=True)
+
+
+def test_S14_a_ratio_on_a_clip_bound_is_inside(backend: Backend) -> None:
+    """CISPO clips delta < lower and delta > upper, GSPO log s < log(1 - eps_low) and log s > log(1 + eps_high):
+    a ratio exactly on a bound is inside, with its own weight (spec S14.1), in the metrics and in the gradient."""
+    cispo = cegppo.CISPOConfig(eps_low=0.5, eps_high=1.0)  # bounds 0.5 and 2, exact in binary
+    gspo = cegppo.GSPOConfig(eps_low=0.5, eps_high=1.0)
+    lp = np.log(np.array([[0.5], [2.0]]))  # one token per row: log s is the token's log-ratio
+    old, mask = np.zeros_like(lp), np.ones(lp.shape, bool)
+    for cfg, adv in ((cispo, np.array([[1.0], [1.0]])), (gspo, np.array([[-1.0], [1.0]]))):
+        args = (backend.asarray(lp), backend.asarray(old), backend.asarray(adv), backend.asarray(mask))
+        assert float(backend.to_np(backend.cg.family_metrics(*args, cfg)["inside_frac"])) == 1.0, cfg
+        _, grad = backend.value_and_grad(lambda x, a=args, c=cfg: backend.cg.family_policy_loss(x, *a[1:], c))(args[0])
+        np.testing.assert_allclose(backend.to_np(grad), cegppo.family_policy_loss_grad(lp, old, adv, mask, cfg), rtol=1e-12)
+        assert np.all(backend.to_np(grad) != 0), cfg
+
+
+def test_S14_4_gspo_advantages_of_exactly_one(backend: Backend) -> None:
+    """GSPO's value and gradient at A = 1 exactly, the advantage a binary reward often gives (spec S14.4)."""
+    cfg = cegppo.GSPOConfig(eps_low=0.2, eps_high=0.2)
+    lp = np.array([[-0.05, 0.02, 0.0], [0.1, -0.1, 0.03]])
+    old, adv, mask = np.zeros_like(lp), np.ones_like(lp), np.array([[1, 1, 0], [1, 1, 1]], bool)
+    args = tuple(backend.asarray(x) for x in (lp, old, adv, mask))
+    loss, grad = backend.value_and_grad(lambda x: backend.cg.family_policy_loss(x, *args[1:], cfg))(args[0])
+    np.testing.assert_allclose(float(backend.to_np(loss)), cegppo.family_policy_loss(lp, old, adv, mask, cfg), rtol=1e-12)
+    np.testing.assert_allclose(backend.to_np(grad), cegppo.family_policy_loss_grad(lp, old, adv, mask, cfg), rtol=1e-12)
 
 
 METRIC_MEMBERS = [*MEMBERS, cegppo.presets.ce_gppo_official()]
