@@ -87,6 +87,10 @@ class ArrayOps(ABC):
         """A 0-d array holding `value` in `like`'s dtype (and on its device)."""
 
     @abstractmethod
+    def all_false(self, like: Array) -> Array:
+        """A bool array of `like`'s shape (and device), every element False: a region no token is in."""
+
+    @abstractmethod
     def where(self, cond: Array, a: Array, b: Array) -> Array:
         """Elementwise select; its backward routes nothing to the branch not taken."""
 

@@ -30,10 +30,13 @@ from ._family import (
     FAMILY,
     FamilyMember,
     family_grad_weight,
+    family_member,
+    family_metrics,
     family_per_token_objective,
     family_policy_loss,
 )
 from ._gspo import GSPOConfig, gspo_grad_weight, gspo_per_token_objective, gspo_sequence_log_ratio
+from ._objective import TokenRegions
 from ._sapo import SAPOConfig, sapo_grad_weight, sapo_per_token_objective
 from ._validation import check_aggregation
 
@@ -64,6 +67,13 @@ def _cispo_objective(ops: core.ArrayOps, lp: Array, olp: Array, adv: Array, _m: 
 def _cispo_grad_weight(ops: core.ArrayOps, lp: Array, olp: Array, _adv: Array, _m: Any, cfg: Any) -> Array:
     """F_t = w_t = clip(delta_t, lower, upper)."""
     return _cispo_weight(ops, lp, olp, cfg)
+
+
+def _cispo_regions(ops: core.ArrayOps, lp: Array, olp: Array, _adv: Array, _m: Any, cfg: Any) -> TokenRegions:
+    """clip_low = delta < lower, clip_high = delta > upper (any sign of A): where `_cispo_weight` clips."""
+    ratio = ops.exp(lp - olp)
+    low, high = ratio < ops.scalar(cfg.lower, ratio), ratio > ops.scalar(cfg.upper, ratio)
+    return TokenRegions(low, high, ops.all_false(low), ~(low | high))
 
 
 # ---------------------------------------------------------------------- SAPO (spec S14.3)
@@ -112,6 +122,12 @@ def _sapo_grad_weight(ops: core.ArrayOps, lp: Array, olp: Array, adv: Array, _m:
     return _sapo_weight(ops, ops.constant(lp - olp), adv, cfg)
 
 
+def _sapo_regions(ops: core.ArrayOps, lp: Array, _olp: Array, _adv: Array, _m: Any, _cfg: Any) -> TokenRegions:
+    """No hard region: every token `inside` (the soft gate shows in F)."""
+    none = ops.all_false(lp)
+    return TokenRegions(none, none, none, ~none)
+
+
 # ---------------------------------------------------------------------- GSPO (spec S14.4)
 
 
@@ -158,6 +174,12 @@ def _gspo_grad_weight(ops: core.ArrayOps, lp: Array, olp: Array, adv: Array, m: 
     return ops.where(clipped, zero, ops.exp(ops.where(clipped, zero, log_s)))
 
 
+def _gspo_regions(ops: core.ArrayOps, lp: Array, olp: Array, adv: Array, m: Any, cfg: Any) -> TokenRegions:
+    """PPO's regions on the sequence ratio s_i, per token: where `_gspo_grad_weight` is 0."""
+    _, low, high = _gspo_parts(ops, ops.constant(lp - olp), adv, m, cfg)
+    return TokenRegions(low, high, ops.all_false(low), ~(low | high))
+
+
 # ---------------------------------------------------------------------- the table
 
 
@@ -166,13 +188,15 @@ class _Row(NamedTuple):
     grad_weight: Row
     reads_mask: bool
     """Whether the per-token functions read the mask (GSPO's sequence mean) or are elementwise."""
+    regions: Callable[[core.ArrayOps, Array, Array, Array, Any, Any], TokenRegions]
+    """The member's regions of spec S2 (spec S10), for its metrics."""
 
 
 _ROWS: dict[type, _Row] = {
-    CISPOConfig: _Row(_cispo_objective, _cispo_grad_weight, False),
-    CISPOCapConfig: _Row(_cispo_objective, _cispo_grad_weight, False),
-    SAPOConfig: _Row(_sapo_objective, _sapo_grad_weight, False),
-    GSPOConfig: _Row(_gspo_objective, _gspo_grad_weight, True),
+    CISPOConfig: _Row(_cispo_objective, _cispo_grad_weight, False, _cispo_regions),
+    CISPOCapConfig: _Row(_cispo_objective, _cispo_grad_weight, False, _cispo_regions),
+    SAPOConfig: _Row(_sapo_objective, _sapo_grad_weight, False, _sapo_regions),
+    GSPOConfig: _Row(_gspo_objective, _gspo_grad_weight, True, _gspo_regions),
 }
 """The members beside CE-GPPO, whose row is each backend's own CE-GPPO functions."""
 
@@ -198,9 +222,7 @@ def _checked(cfg: Any, *types: type) -> Any:
 
 def _member_row(cfg: Any) -> _Row | None:
     """The row of `cfg`'s type, None for CE-GPPO; the reference's TypeError for anything else."""
-    if type(cfg) not in FAMILY:
-        names = ", ".join(t.__name__ for t in FAMILY)
-        raise TypeError(f"cfg must be one of cegppo.{{{names}}}, got {type(cfg).__name__}")
+    family_member(cfg)
     return _ROWS.get(type(cfg))
 
 
@@ -226,6 +248,7 @@ class FamilyFunctions(NamedTuple):
     family_per_token_objective: Callable[..., Any]
     family_grad_weight: Callable[..., Any]
     family_policy_loss: Callable[..., Any]
+    family_metrics: Callable[..., Any]
 
 
 def family_functions(
@@ -235,13 +258,19 @@ def family_functions(
     policy_loss: Callable[..., Any],
     per_token_objective: Callable[..., Any],
     grad_weight: Callable[..., Any],
+    token_regions: Callable[..., Any],
+    policy_metrics: Callable[..., Any],
+    metrics_from_regions: Callable[[Array, Array, Array, TokenRegions, Array], dict[str, Array]],
     array_type: Callable[[str, Any], Any] | None = None,
 ) -> FamilyFunctions:
     """The family functions of the backend whose primitives are `ops` and whose CE-GPPO functions are given.
 
-    CE-GPPO's row is the backend's own `policy_loss` / `per_token_objective` / `grad_weight`, so a
-    `CEGPPOConfig` gives results bit-for-bit equal to theirs. `array_type` is the backend's check
-    that a normalizer is one of its arrays (`check_aggregation`). `module` names the public module.
+    CE-GPPO's row is the backend's own `policy_loss` / `per_token_objective` / `grad_weight` /
+    `token_regions` / `policy_metrics`, so a `CEGPPOConfig` gives results bit-for-bit equal to theirs. The other
+    members' metrics are the backend's own reductions (`metrics_from_regions(logr, A, mask, regions,
+    F)`, which its `policy_metrics` uses too) of the member's regions and F. `array_type` is the
+    backend's check that a normalizer is one of its arrays (`check_aggregation`). `module` names
+    the public module.
     """
 
     def elementwise(row: Row, *types: type) -> Callable[..., Any]:
@@ -302,6 +331,16 @@ def family_functions(
         per_token = -row.objective(ops, lp, olp, adv, m, cfg)
         return core.aggregate(ops, per_token, m, agg, num_tokens, num_seqs, norm_length)
 
+    def metrics(log_prob: Any, old_log_prob: Any, advantages: Any, mask: Any, cfg: Any) -> dict[str, Any]:
+        row = _member_row(cfg)
+        if row is None:
+            ce_gppo: dict[str, Any] = policy_metrics(log_prob, old_log_prob, advantages, mask, cfg)
+            return ce_gppo
+        lp, olp, adv, m = _coerced(ops, log_prob, old_log_prob, advantages, mask)
+        lp = ops.constant(lp)  # diagnostics: no gradient flows through them
+        f = row.grad_weight(ops, lp, olp, adv, m, cfg)
+        return metrics_from_regions(lp - olp, adv, m, row.regions(ops, lp, olp, adv, m, cfg), f)
+
     cispo = (CISPOConfig, CISPOCapConfig)
     fns: dict[Callable[..., Any], Callable[..., Any]] = {
         cispo_per_token_objective: elementwise(_cispo_objective, *cispo),
@@ -314,12 +353,18 @@ def family_functions(
         family_per_token_objective: family_row("objective", per_token_objective),
         family_grad_weight: family_row("grad_weight", grad_weight),
         family_policy_loss: loss,
+        family_metrics: metrics,
     }
     public = {ref.__name__: _public(fn, ref, module) for ref, fn in fns.items()}
     ce_gppo = FAMILY[CEGPPOConfig]._replace(
         objective=_ignoring_mask(per_token_objective), grad_weight=_ignoring_mask(grad_weight)
     )
-    table = {t: ce_gppo if t is CEGPPOConfig else _backend_member(row, public) for t, row in FAMILY.items()}
+    # Every row's regions: one function that reads the row from cfg, as family_grad_weight does.
+    regions = family_row("regions", token_regions)
+    table = {
+        t: (ce_gppo if t is CEGPPOConfig else _backend_member(row, public))._replace(regions=regions)
+        for t, row in FAMILY.items()
+    }
     return FamilyFunctions(FAMILY=table, **public)
 
 

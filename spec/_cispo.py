@@ -20,8 +20,15 @@ import numpy as np
 
 from ._config import ConfigMethods, check_positive_real, store_floats
 from ._family_inputs import family_inputs
+from ._objective import TokenRegions
 
-__all__ = ["CISPOCapConfig", "CISPOConfig", "cispo_grad_weight", "cispo_per_token_objective"]
+__all__ = [
+    "CISPOCapConfig",
+    "CISPOConfig",
+    "cispo_grad_weight",
+    "cispo_per_token_objective",
+    "cispo_token_regions",
+]
 
 
 @dataclass(frozen=True)
@@ -139,3 +146,22 @@ def cispo_grad_weight(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: An
     cfg = _check_cispo_config(cfg)
     lp, olp, _, _ = family_inputs(log_prob, old_log_prob, advantages)
     return clipped_weight(lp - olp, cfg).astype(lp.dtype, copy=False)
+
+
+def cispo_token_regions(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: Any) -> TokenRegions:
+    """Where CISPO's weight is clipped, as the regions of spec S2 (spec S10, S14.2), whatever the sign of A.
+
+        clip_low  = delta_t < lower,   clip_high = delta_t > upper,   dual_clip = none,
+        inside    = everything else
+
+    Decided on the ratio, exactly where `clipped_weight` clips (so F_t = lower or upper there).
+    `CISPOCapConfig` has lower = 0, which no ratio is below: it has no clip_low tokens. A NaN
+    log-ratio falls in `inside`.
+    """
+    cfg = _check_cispo_config(cfg)
+    lp, olp, _, _ = family_inputs(log_prob, old_log_prob, advantages)
+    dt = lp.dtype.type
+    with np.errstate(over="ignore"):
+        ratio = np.exp(lp - olp)
+    low, high = ratio < dt(cfg.lower), ratio > dt(cfg.upper)
+    return TokenRegions(low, high, np.zeros_like(low), ~(low | high))

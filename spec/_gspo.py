@@ -21,8 +21,15 @@ import numpy as np
 
 from ._config import ClipInterval, check_clip_widths, store_floats
 from ._family_inputs import family_inputs
+from ._objective import TokenRegions
 
-__all__ = ["GSPOConfig", "gspo_grad_weight", "gspo_per_token_objective", "gspo_sequence_log_ratio"]
+__all__ = [
+    "GSPOConfig",
+    "gspo_grad_weight",
+    "gspo_per_token_objective",
+    "gspo_sequence_log_ratio",
+    "gspo_token_regions",
+]
 
 
 @dataclass(frozen=True)
@@ -135,3 +142,16 @@ def gspo_grad_weight(log_prob: Any, old_log_prob: Any, advantages: Any, mask: An
     with np.errstate(over="ignore"):
         s = np.exp(np.where(low | high, 0, log_s))
     return np.where(low | high, 0, s).astype(log_s.dtype, copy=False)
+
+
+def gspo_token_regions(log_prob: Any, old_log_prob: Any, advantages: Any, mask: Any, cfg: Any) -> TokenRegions:
+    """PPO's regions evaluated on the sequence ratio s_i, per token (spec S10, S14.4).
+
+        clip_low  = A_t < 0 and s_i < 1 - eps_low,   clip_high = A_t > 0 and s_i > 1 + eps_high,
+        dual_clip = none,                            inside    = everything else
+
+    compared in log space (spec S9.1), exactly where `gspo_grad_weight` is 0. Every token of a row
+    shares s_i, so a row's tokens of one advantage sign share a region.
+    """
+    _, _, low, high = _prepared(log_prob, old_log_prob, advantages, mask, cfg)
+    return TokenRegions(low, high, np.zeros_like(low), ~(low | high))

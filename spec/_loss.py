@@ -14,10 +14,10 @@ from ._aggregation import aggregation_weights
 from ._arrays import as_bool_mask, as_float, compute_dtype
 from ._config import CEGPPOConfig, check_config
 from ._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
-from ._objective import _regions, grad_weight, per_token_objective
+from ._objective import TokenRegions, _regions, grad_weight, per_token_objective
 from ._validation import check_aggregation, check_policy_shapes, require_finite
 
-__all__ = ["METRIC_KEYS", "policy_loss", "policy_loss_grad", "policy_metrics"]
+__all__ = ["METRIC_KEYS", "metrics_from_regions", "policy_loss", "policy_loss_grad", "policy_metrics"]
 
 
 def _prepare(
@@ -134,23 +134,35 @@ def policy_metrics(
     """
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, False)
     logr = lp - olp
-    r = _regions(logr, adv, cfg)
+    return metrics_from_regions(logr, adv, m, _regions(logr, adv, cfg), grad_weight(lp, olp, adv, cfg))
+
+
+def metrics_from_regions(
+    logr: np.ndarray, adv: np.ndarray, m: np.ndarray, regions: TokenRegions, f: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The metrics of spec S10 from a member's regions and gradient weight F (`policy_metrics`, `family_metrics`).
+
+    `logr`, `adv` are (B, T) with masked positions 0, `m` the bool mask. The region fractions are
+    the member's, `grad_weight_abs_mean` its mean |F_t| [A_t != 0]; the ratio and KL keys are the
+    token ratio's for every member.
+    """
     n = m.sum()
     den = max(int(n), 1)
     with np.errstate(over="ignore"):  # an overflowing ratio is reported as inf, its true value
         ratio = np.exp(logr)
         per_token = {
-            **dict(zip(REGION_NAMES, r, strict=True)),
-            "clipped": r.clip_low | r.clip_high,
+            **dict(zip(REGION_NAMES, regions, strict=True)),
+            "clipped": regions.clip_low | regions.clip_high,
             "ratio": ratio,
             "neg_logr": -logr,
             "k3": np.expm1(logr) - logr,
             # |F_t| where the token gets a gradient; A_t = 0 tokens (F_t = delta_t) count as 0 (spec S10)
-            "grad_weight_abs": np.where(adv != 0, np.abs(grad_weight(lp, olp, adv, cfg)), 0),
+            "grad_weight_abs": np.where(adv != 0, np.abs(f), 0),
         }
+    dt = logr.dtype
     reductions = {
-        "frac": lambda x: np.sum(x & m, dtype=lp.dtype) / den,
+        "frac": lambda x: np.sum(x & m, dtype=dt) / den,
         "mean": lambda x: np.sum(np.where(m, x, 0)) / den,
-        "max": lambda x: np.max(np.where(m, x, 0)) if n else np.zeros((), lp.dtype),
+        "max": lambda x: np.max(np.where(m, x, 0)) if n else np.zeros((), dt),
     }
-    return {k: np.asarray(v, dtype=lp.dtype) for k, v in reduce_metrics(per_token, reductions).items()}
+    return {k: np.asarray(v, dtype=dt) for k, v in reduce_metrics(per_token, reductions).items()}

@@ -19,8 +19,9 @@ import numpy as np
 
 from ._config import ConfigMethods, check_positive_real, store_floats
 from ._family_inputs import family_inputs
+from ._objective import TokenRegions
 
-__all__ = ["SAPOConfig", "sapo_grad_weight", "sapo_per_token_objective"]
+__all__ = ["SAPOConfig", "sapo_grad_weight", "sapo_per_token_objective", "sapo_token_regions"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,15 @@ def sapo_grad_weight(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: Any
     with np.errstate(invalid="ignore"):
         exponent = np.where(logr == np.inf, -np.inf, logr - abs_z)
     return cast(np.ndarray, 4 * np.exp(exponent) / (1 + e) ** 2)
+
+
+def sapo_token_regions(log_prob: Any, old_log_prob: Any, advantages: Any, cfg: Any) -> TokenRegions:
+    """SAPO's regions (spec S10, S14.3): none is hard, so every token is `inside`.
+
+    The soft gate shows in the metrics through F_t instead (`grad_weight_abs_mean`, the mean gate
+    weight of the tokens that get a gradient).
+    """
+    _check_sapo_config(cfg)
+    lp, _, _, _ = family_inputs(log_prob, old_log_prob, advantages)
+    none = np.zeros(lp.shape, dtype=bool)
+    return TokenRegions(none, none, none, ~none)

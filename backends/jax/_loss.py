@@ -18,6 +18,7 @@ from typing import Any
 from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
 from cegppo._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
+from cegppo._objective import TokenRegions
 from cegppo._validation import check_aggregation
 
 import jax
@@ -27,7 +28,7 @@ from ._common import check_array
 from ._objective import _grad_weight, _objective, _regions
 from ._ops import OPS
 
-__all__ = ["METRIC_KEYS", "policy_loss", "policy_metrics"]
+__all__ = ["METRIC_KEYS", "metrics_from_regions", "policy_loss", "policy_metrics"]
 
 
 def _prepare(
@@ -126,10 +127,22 @@ def policy_metrics(
     """
     lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, False)
     lp, olp, adv = (jax.lax.stop_gradient(x) for x in (lp, olp, adv))
-    dt = lp.dtype
-    zero = jnp.zeros((), dt)
     logr = lp - olp
     r = _regions(logr, adv, cfg)
+    return metrics_from_regions(logr, adv, m, r, _grad_weight(logr, r, cfg))
+
+
+def metrics_from_regions(
+    logr: jax.Array, adv: jax.Array, m: jax.Array, regions: TokenRegions, f: jax.Array
+) -> dict[str, jax.Array]:
+    """The metrics of spec S10 from a member's regions and gradient weight F (`policy_metrics`, `family_metrics`).
+
+    `logr`, `adv` (B, T) with masked positions 0 and no gradient, `m` the bool mask. The region
+    fractions are the member's, `grad_weight_abs_mean` its mean |F_t| [A_t != 0]; the ratio and KL
+    keys are the token ratio's for every member.
+    """
+    dt = logr.dtype
+    zero = jnp.zeros((), dt)
     den = jnp.maximum(jnp.sum(m, dtype=dt), jnp.ones((), dt))
 
     def frac(x: jax.Array) -> jax.Array:
@@ -143,13 +156,13 @@ def policy_metrics(
         return jnp.max(jnp.where(m, x, zero), initial=zero)
 
     per_token = {
-        **dict(zip(REGION_NAMES, r, strict=True)),
-        "clipped": r.clip_low | r.clip_high,
+        **dict(zip(REGION_NAMES, regions, strict=True)),
+        "clipped": regions.clip_low | regions.clip_high,
         "ratio": jnp.exp(logr),
         "neg_logr": -logr,
         "k3": jnp.expm1(logr) - logr,
         # A_t = 0 tokens get no gradient (F_t A_t = 0): they count as 0, not as delta_t (spec S10)
-        "grad_weight_abs": jnp.where(adv != 0, jnp.abs(_grad_weight(logr, r, cfg)), zero),
+        "grad_weight_abs": jnp.where(adv != 0, jnp.abs(f), zero),
     }
     out = reduce_metrics(per_token, {"frac": frac, "mean": mean, "max": maximum})
     return {k: v.astype(dt) for k, v in out.items()}

@@ -41,6 +41,9 @@ class _JaxOps(ArrayOps):
     def scalar(self, value: float, like: jax.Array) -> jax.Array:
         return jnp.full((), value, like.dtype)
 
+    def all_false(self, like: jax.Array) -> jax.Array:
+        return jnp.zeros_like(like, dtype=bool)
+
     def where(self, cond: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
         return jnp.where(cond, a, b)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from cegppo._backend_family import FamilyFunctions, family_functions
 
-from ._loss import policy_loss
-from ._objective import grad_weight, per_token_objective
+from ._loss import metrics_from_regions, policy_loss, policy_metrics
+from ._objective import grad_weight, per_token_objective, token_regions
 from ._ops import OPS
 
 __all__ = list(FamilyFunctions._fields)
@@ -21,8 +21,9 @@ __all__ = list(FamilyFunctions._fields)
 (
     FAMILY, cispo_per_token_objective, cispo_grad_weight, sapo_per_token_objective, sapo_grad_weight,
     gspo_per_token_objective, gspo_grad_weight, gspo_sequence_log_ratio, family_per_token_objective,
-    family_grad_weight, family_policy_loss,
+    family_grad_weight, family_policy_loss, family_metrics,
 ) = family_functions(
     OPS, __name__.rpartition(".")[0], policy_loss=policy_loss, per_token_objective=per_token_objective,
-    grad_weight=grad_weight,
+    grad_weight=grad_weight, token_regions=token_regions, policy_metrics=policy_metrics,
+    metrics_from_regions=metrics_from_regions,
 )  # fmt: skip

@@ -7,6 +7,7 @@ from typing import Any
 from cegppo import _backend_core as core
 from cegppo._config import CEGPPOConfig
 from cegppo._metrics import METRIC_KEYS, REGION_NAMES, reduce_metrics
+from cegppo._objective import TokenRegions
 from cegppo._validation import check_aggregation
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from ._objective import _grad_weight, _objective, _regions
 from ._ops import OPS
 
-__all__ = ["METRIC_KEYS", "policy_loss", "policy_metrics"]
+__all__ = ["METRIC_KEYS", "metrics_from_regions", "policy_loss", "policy_metrics"]
 
 
 def _prepare(
@@ -105,28 +106,39 @@ def policy_metrics(
     with torch.no_grad():
         lp, olp, adv, m = _prepare(log_prob, old_log_prob, advantages, mask, cfg, False)
         logr = lp - olp
-        r = _regions(logr, adv, cfg)
-        dt = lp.dtype
-        den = m.sum().to(dt).clamp(min=1)
-        zero = torch.zeros((), dtype=dt, device=lp.device)
+        return metrics_from_regions(logr, adv, m, _regions(logr, adv, cfg), _grad_weight(logr, adv, cfg))
 
-        def frac(x: torch.Tensor) -> torch.Tensor:
-            return (x & m).sum().to(dt) / den
 
-        def mean(x: torch.Tensor) -> torch.Tensor:
-            return torch.where(m, x, zero).sum() / den
+def metrics_from_regions(
+    logr: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, regions: TokenRegions, f: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The metrics of spec S10 from a member's regions and gradient weight F (`policy_metrics`, `family_metrics`).
 
-        def maximum(x: torch.Tensor) -> torch.Tensor:
-            # x >= 0 (a ratio): masked zeros never win, and the max of no valid token is 0
-            return torch.where(m, x, zero).amax() if x.numel() else zero
+    `logr`, `adv` (B, T) with masked positions 0 and no gradient, `m` the bool mask. The region
+    fractions are the member's, `grad_weight_abs_mean` its mean |F_t| [A_t != 0]; the ratio and KL
+    keys are the token ratio's for every member.
+    """
+    dt = logr.dtype
+    den = m.sum().to(dt).clamp(min=1)
+    zero = torch.zeros((), dtype=dt, device=logr.device)
 
-        per_token = {
-            **dict(zip(REGION_NAMES, r, strict=True)),
-            "clipped": r.clip_low | r.clip_high,
-            "ratio": torch.exp(logr),
-            "neg_logr": -logr,
-            "k3": torch.expm1(logr) - logr,
-            # A_t = 0 tokens get no gradient (F_t A_t = 0): they count as 0, not as delta_t (spec S10)
-            "grad_weight_abs": torch.where(adv != 0, _grad_weight(logr, adv, cfg).abs(), zero),
-        }
-        return reduce_metrics(per_token, {"frac": frac, "mean": mean, "max": maximum})
+    def frac(x: torch.Tensor) -> torch.Tensor:
+        return (x & m).sum().to(dt) / den
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(m, x, zero).sum() / den
+
+    def maximum(x: torch.Tensor) -> torch.Tensor:
+        # x >= 0 (a ratio): masked zeros never win, and the max of no valid token is 0
+        return torch.where(m, x, zero).amax() if x.numel() else zero
+
+    per_token = {
+        **dict(zip(REGION_NAMES, regions, strict=True)),
+        "clipped": regions.clip_low | regions.clip_high,
+        "ratio": torch.exp(logr),
+        "neg_logr": -logr,
+        "k3": torch.expm1(logr) - logr,
+        # A_t = 0 tokens get no gradient (F_t A_t = 0): they count as 0, not as delta_t (spec S10)
+        "grad_weight_abs": torch.where(adv != 0, f.abs(), zero),
+    }
+    return reduce_metrics(per_token, {"frac": frac, "mean": mean, "max": maximum})

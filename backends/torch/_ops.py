@@ -40,6 +40,9 @@ class _TorchOps(ArrayOps):
     def scalar(self, value: float, like: torch.Tensor) -> torch.Tensor:
         return torch.full((), value, dtype=like.dtype, device=like.device)
 
+    def all_false(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(like, dtype=torch.bool)
+
     def where(self, cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(cond, a, b)
 

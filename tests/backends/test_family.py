@@ -285,3 +285,38 @@ def test_S14_config_types_are_checked_by_name(backend: Backend) -> None:
         cg.gspo_grad_weight(*args, mask, cegppo.SAPOConfig())
     with pytest.raises(TypeError, match=r"cfg must be one of cegppo\.\{CEGPPOConfig, .*got dict"):
         cg.family_policy_loss(*args, mask, {})
+
+
+METRIC_MEMBERS = [*MEMBERS, cegppo.presets.ce_gppo_official()]
+"""Every row's metrics, CE-GPPO's with dual clip (whose metrics must stay `policy_metrics`')."""
+
+
+@pytest.mark.parametrize("cfg", METRIC_MEMBERS, ids=member_id)
+def test_S10_S14_family_metrics_match_reference_eagerly_and_under_jit(backend: Backend, cfg: Any) -> None:
+    """family_metrics (eager, and under jit: torch eager) equals the reference's in float32 with NaN at masked
+    positions: METRIC_KEYS (in order when eager), the member's region fractions and gradient weight, the token ratio's
+    statistics; the table's `regions` are the reference's on the valid tokens; for a CEGPPOConfig it is
+    the backend's policy_metrics bit for bit."""
+    cg = backend.cg
+    case = batch(21)
+    args, ref = inputs(backend, case, "float32", cfg)
+    dirty = (backend.asarray(np.where(case["mask"], backend.to_np(args[0]), np.nan), "float32"), *args[1:])
+    want = cegppo.family_metrics(*ref, cfg)
+    if not isinstance(cfg, cegppo.CEGPPOConfig):  # the batch crosses the member's clip bounds
+        assert float(want["clip_frac"]) > 0 or isinstance(cfg, cegppo.SAPOConfig)
+    rtol, atol = TOL["float32"]
+    assert list(cg.family_metrics(*dirty, cfg)) == list(cegppo.METRIC_KEYS)
+    for run in (lambda *a: cg.family_metrics(*a, cfg), backend.jit(lambda *a: cg.family_metrics(*a, cfg))):
+        got = run(*dirty)
+        assert sorted(got) == sorted(cegppo.METRIC_KEYS)  # jax.jit returns a dict's keys sorted
+        for key, value in got.items():
+            assert backend.dtype_name(value) == "float32" and not backend.carries_graph(value)
+            np.testing.assert_allclose(backend.to_np(value), want[key], rtol=rtol, atol=atol, err_msg=key)
+    mask = case["mask"]
+    for got_region, want_region in zip(cg.FAMILY[type(cfg)].regions(*dirty, cfg),
+                                       cegppo.FAMILY[type(cfg)].regions(*ref, cfg), strict=True):
+        np.testing.assert_array_equal(backend.to_np(got_region) & mask, want_region & mask)
+    if isinstance(cfg, cegppo.CEGPPOConfig):
+        same = cg.policy_metrics(*dirty, cfg)
+        for key, value in cg.family_metrics(*dirty, cfg).items():
+            np.testing.assert_array_equal(backend.to_np(value), backend.to_np(same[key]), err_msg=key)

@@ -82,3 +82,16 @@ def test_no_graph_break_in_any_mode(agg):
     torch._dynamo.reset()
     report = torch._dynamo.explain(cg.policy_metrics)(lp, olp, adv, mask, cfg)
     assert report.graph_break_count == 0 and report.graph_count == 1, report.break_reasons
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [cegppo.CISPOConfig(), cegppo.CISPOCapConfig(), cegppo.SAPOConfig(), cegppo.GSPOConfig(eps_low=0.05, eps_high=0.05)],
+    ids=lambda c: type(c).__name__,
+)
+def test_family_metrics_trace_as_one_graph(cfg):
+    """Dynamo traces family_metrics of every member beside CE-GPPO (whose are policy_metrics') as ONE graph."""
+    lp, olp, adv, mask = _inputs(torch.float32)
+    torch._dynamo.reset()
+    report = torch._dynamo.explain(cg.family_metrics)(lp, olp, adv, mask, cfg)
+    assert report.graph_break_count == 0 and report.graph_count == 1, report.break_reasons
