@@ -24,11 +24,11 @@ STEPS = 2
 
 @pytest.fixture(scope="module")
 def family_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One STEPS-step run per family preset, a checkpoint at every step."""
+    """One STEPS-step run per family preset (a checkpoint at the end)."""
     outs = {}
     for name in FAMILY:
         outs[name] = tmp_path_factory.mktemp(name)
-        train(tiny_config(outs[name], preset=name, total_steps=STEPS, save_every=1))
+        train(tiny_config(outs[name], preset=name, total_steps=STEPS))
     return outs
 
 
@@ -58,8 +58,11 @@ def test_sapo_has_no_hard_region_and_its_gate_weighs_tokens(family_runs: dict[st
     assert sapo[-1]["grad_weight_abs_mean"] != cispo[-1]["grad_weight_abs_mean"]
 
 
-def test_the_run_s_agg_is_the_loss_s_agg_for_every_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SAPO's paper aggregation is seq-mean-token-mean; the trainer passes the run's --agg, so rows differ only in F_t."""
+def test_a_family_run_resumes_bit_for_bit_with_the_run_s_agg(
+    family_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GSPO (the member whose F reads the mask): stopped after step 1, resumed, equal to the straight run. Its loss
+    takes the run's --agg, not GSPO's paper aggregation (seq-mean-token-mean): rows differ only in F_t."""
     seen: list[str] = []
     real = cg.family_policy_loss
 
@@ -68,18 +71,13 @@ def test_the_run_s_agg_is_the_loss_s_agg_for_every_member(tmp_path: Path, monkey
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cg, "family_policy_loss", spy)
-    train(tiny_config(tmp_path / "sapo", preset="sapo", total_steps=1))
-    assert seen and set(seen) == {"token-mean"}
-    assert cegppo.FAMILY[cegppo.SAPOConfig].paper_agg == "seq-mean-token-mean"
-
-
-def test_a_family_run_resumes_bit_for_bit(family_runs: dict[str, Path], tmp_path: Path) -> None:
-    """GSPO (the member whose F reads the mask): stopped after step 1, resumed, equal to the straight run."""
     out = tmp_path / "gspo"
-    train(tiny_config(out, preset="gspo", total_steps=STEPS, save_every=1, stop_at_step=1))
-    train(tiny_config(out, preset="gspo", total_steps=STEPS, save_every=1, resume=True))
+    train(tiny_config(out, preset="gspo", total_steps=STEPS, stop_at_step=1))
+    train(tiny_config(out, preset="gspo", total_steps=STEPS, resume=True))
     assert without_timing(read_rows(out)) == without_timing(read_rows(family_runs["gspo"]))
     assert_same_weights(latest_weights(out), latest_weights(family_runs["gspo"]))
+    assert seen and set(seen) == {"token-mean"}
+    assert cegppo.FAMILY[cegppo.GSPOConfig].paper_agg == "seq-mean-token-mean"
 
 
 @pytest.mark.parametrize(
@@ -93,7 +91,7 @@ def test_resume_with_another_member_or_setting_is_refused(
     out = family_runs["gspo"]
     before = (out / "metrics.jsonl").read_text()
     with pytest.raises(ValueError, match=r"--resume: settings differ .*" + message):
-        train(tiny_config(out, total_steps=STEPS + 1, save_every=1, resume=True, **{"preset": "gspo", **over}))
+        train(tiny_config(out, total_steps=STEPS + 1, resume=True, **{"preset": "gspo", **over}))
     assert (out / "metrics.jsonl").read_text() == before
 
 
@@ -150,7 +148,7 @@ def test_sweep_and_compare_take_the_family_presets() -> None:
 def test_the_default_run_computes_ce_gppo_s_own_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """For a CEGPPOConfig the family's functions are policy_loss, policy_metrics, grad_weight and token_regions:
     the default preset's rows are the same, key for key and bit for bit, with those called directly."""
-    family = without_timing(train(tiny_config(tmp_path / "family")))
+    family = without_timing(train(tiny_config(tmp_path / "family", total_steps=STEPS)))
 
     def ce_gppo_loss(lp: Any, olp: Any, adv: Any, mask: Any, cfg: Any, agg: Any, **norm: Any) -> Any:
         return cg.policy_loss(lp, olp, adv, mask, cfg, agg, **norm)
@@ -164,6 +162,6 @@ def test_the_default_run_computes_ce_gppo_s_own_functions(tmp_path: Path, monkey
     monkeypatch.setattr(cg, "family_metrics", cg.policy_metrics)
     monkeypatch.setattr(cg, "family_grad_weight", lambda lp, olp, adv, _mask, cfg: cg.grad_weight(lp, olp, adv, cfg))
     monkeypatch.setattr(cg, "FAMILY", {cegppo.CEGPPOConfig: CEGPPORow})
-    direct = without_timing(train(tiny_config(tmp_path / "direct")))
+    direct = without_timing(train(tiny_config(tmp_path / "direct", total_steps=STEPS)))
     assert family == direct
     assert max(r["clip_frac"] for r in family) > 0 and any(r["dH_clip_high"] != 0 for r in family)
