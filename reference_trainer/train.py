@@ -331,7 +331,9 @@ def _token_metrics(
     c = cg.aggregation_weights(mask, run.cfg.agg, **norm)
     w = torch.where(mask, c * cg.family_grad_weight(log_prob, olp, adv, mask, cfg) * adv[:, None], 0.0)
     dh = cg.entropy_change_first_order(logits, ids, w)
-    regions = cg.FAMILY[type(cfg)].regions(log_prob, olp, adv, mask, cfg)
+    # FamilyMember's fields are typed with the reference's NumPy signatures; the torch table's take tensors.
+    member: Any = cg.FAMILY[type(cfg)]
+    regions = member.regions(log_prob, olp, adv, mask, cfg)
     for r in REGIONS:
         m[f"entropy_change_{r}"] = float(torch.where(getattr(regions, r) & mask, dh, 0.0).sum())
     for r in ("clip_low", "clip_high"):
