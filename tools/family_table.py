@@ -5,7 +5,8 @@
 RUNS holds one folder per row and seed, RUNS/<row>_s<seed>/metrics.jsonl, as the sweep writes them. For each
 row it prints the mean ± sd over seeds of each run's figures (`run_figures`: accuracy and pass@G over the first
 and the last WINDOW steps, entropy over the whole run and the last WINDOW steps, the clip fractions and the mean
-|F_t| over the whole run), then each row minus the baseline row, paired by seed (per seed, then mean ± sd).
+|F_t| of the tokens with a gradient over the whole run), then each row minus the baseline row, paired by seed (per
+seed, then mean ± sd).
 `--json` also writes every per-seed figure. Standard library only; exits 2 on bad arguments or a missing run.
 """
 
@@ -32,7 +33,14 @@ def _mean(xs: list[float]) -> float:
 
 def run_figures(rows: list[dict[str, float]], window: int = WINDOW) -> dict[str, float]:
     """One run's figures from its metrics.jsonl rows: `<key>_first` / `<key>_last` the mean over the first / last
-    `window` steps, `<key>_all` the mean over every step."""
+    `window` steps, `<key>_all` the mean over every step.
+
+    `signal_weight_all` is the mean over the steps with a group with signal of grad_weight_abs_mean /
+    groups_with_signal. grad_weight_abs_mean counts A = 0 tokens as 0, so it falls with the fraction of groups
+    whose rewards all agree; divided by that fraction, it is the mean |F_t| over the tokens with A != 0 when every
+    response has the same length and rewards are 0 or 1 (the default task: 3-token answers, exact match; a group
+    with signal then has no sample at its mean, so no A = 0).
+    """
     if len(rows) < window:
         raise ValueError(f"a run has {len(rows)} steps, fewer than the window of {window}")
 
@@ -44,6 +52,9 @@ def run_figures(rows: list[dict[str, float]], window: int = WINDOW) -> dict[str,
         out[f"{key}_first"], out[f"{key}_last"] = _mean(col(key)[:window]), _mean(col(key)[-window:])
     for key in ("entropy", "clip_low_frac", "clip_high_frac", "grad_weight_abs_mean"):
         out[f"{key}_all"] = _mean(col(key))
+    with_signal = [r for r in rows if float(r["groups_with_signal"]) > 0]
+    ratios = [float(r["grad_weight_abs_mean"]) / float(r["groups_with_signal"]) for r in with_signal]
+    out["signal_weight_all"] = _mean(ratios) if ratios else 0.0
     return out
 
 
@@ -57,7 +68,7 @@ def row_table(figures: dict[str, list[dict[str, float]]]) -> str:
     """The main table: one line per row, mean ± sd over its seeds."""
     lines = [
         "| row | accuracy first 10 -> last 10 | pass@G first 10 -> last 10 | entropy, mean over the run "
-        "| entropy, last 10 | clip_low / clip_high (whole run) | mean abs F_t (whole run) |",
+        "| entropy, last 10 | clip_low / clip_high (whole run) | mean abs F_t where A != 0 (whole run) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, runs in figures.items():
@@ -68,7 +79,7 @@ def row_table(figures: dict[str, list[dict[str, float]]]) -> str:
         lines.append(
             f"| {name} | {pm('accuracy_first')} -> {pm('accuracy_last')} | {pm('pass_at_g_first')} -> "
             f"{pm('pass_at_g_last')} | {pm('entropy_all')} | {pm('entropy_last')} "
-            f"| {pm('clip_low_frac_all', '.4f')} / {pm('clip_high_frac_all', '.4f')} | {pm('grad_weight_abs_mean_all')} |"
+            f"| {pm('clip_low_frac_all', '.4f')} / {pm('clip_high_frac_all', '.4f')} | {pm('signal_weight_all')} |"
         )
     return "\n".join(lines) + "\n"
 

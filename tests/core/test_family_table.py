@@ -14,8 +14,9 @@ KEYS = ("accuracy", "pass_at_g", "entropy", "clip_low_frac", "clip_high_frac", "
 
 
 def _rows(n: int, scale: float) -> list[dict[str, float]]:
-    """n metrics rows whose every key at step s is scale * s (so window means are easy to tell)."""
-    return [{"step": s, **{k: scale * s for k in KEYS}} for s in range(1, n + 1)]
+    """n metrics rows whose every key at step s is scale * s (so window means are easy to tell), half the groups
+    with signal but at step 1, which has none."""
+    return [{"step": s, **{k: scale * s for k in KEYS}, "groups_with_signal": 0.5 * (s > 1)} for s in range(1, n + 1)]
 
 
 def _write_runs(root: Path, scales: dict[str, tuple[float, float]], n: int = 12) -> None:
@@ -31,6 +32,8 @@ def test_run_figures_are_window_and_whole_run_means() -> None:
     assert fig["accuracy_first"] == pytest.approx(5.5)  # steps 1-10
     assert fig["accuracy_last"] == pytest.approx(7.5)  # steps 3-12
     assert fig["entropy_all"] == pytest.approx(6.5) and fig["grad_weight_abs_mean_all"] == pytest.approx(6.5)
+    # |F| per token with a gradient: steps 2-12 (step 1 has no group with signal), each s / 0.5
+    assert fig["signal_weight_all"] == pytest.approx(2 * 7.0)
     with pytest.raises(ValueError, match="fewer than the window"):
         table.run_figures(_rows(9, 1.0), window=10)
 
