@@ -5,7 +5,7 @@
 RUNS holds one folder per row and seed, RUNS/<row>_s<seed>/metrics.jsonl, as the sweep writes them. For each
 row it prints the mean ± sd over seeds of each run's figures (`run_figures`: accuracy and pass@G over the first
 and the last WINDOW steps, entropy over the whole run and the last WINDOW steps, the clip fractions and the mean
-|F_t| of the tokens with a gradient over the whole run), then each row minus the baseline row, paired by seed (per
+|F_t| of the tokens with a gradient over the whole run; the JSON also has the largest ratio's mean), then each row minus the baseline row, paired by seed (per
 seed, then mean ± sd).
 `--json` also writes every per-seed figure. Standard library only; exits 2 on bad arguments or a missing run.
 """
@@ -50,7 +50,7 @@ def run_figures(rows: list[dict[str, float]], window: int = WINDOW) -> dict[str,
     out = {}
     for key in ("accuracy", "pass_at_g", "entropy"):
         out[f"{key}_first"], out[f"{key}_last"] = _mean(col(key)[:window]), _mean(col(key)[-window:])
-    for key in ("entropy", "clip_low_frac", "clip_high_frac", "grad_weight_abs_mean"):
+    for key in ("entropy", "clip_low_frac", "clip_high_frac", "grad_weight_abs_mean", "ratio_max"):
         out[f"{key}_all"] = _mean(col(key))
     with_signal = [r for r in rows if float(r["groups_with_signal"]) > 0]
     ratios = [float(r["grad_weight_abs_mean"]) / float(r["groups_with_signal"]) for r in with_signal]

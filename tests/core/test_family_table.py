@@ -10,7 +10,7 @@ from repo_tools import load_tool
 
 table = load_tool("family_table.py")
 
-KEYS = ("accuracy", "pass_at_g", "entropy", "clip_low_frac", "clip_high_frac", "grad_weight_abs_mean")
+KEYS = ("accuracy", "pass_at_g", "entropy", "clip_low_frac", "clip_high_frac", "grad_weight_abs_mean", "ratio_max")
 
 
 def _rows(n: int, scale: float) -> list[dict[str, float]]:
