@@ -103,7 +103,7 @@ class TrainConfig:
 
     # --- algorithm ---------------------------------------------------------------------------------------------------
     preset: str = "ce_gppo_1p5b"
-    """CE-GPPO hyperparameters by name (cegppo.presets.PRESETS); the fields below override single values."""
+    """Loss by name (cegppo.presets.PRESETS): CE-GPPO's settings, or the family's cispo, sapo, gspo; the fields below override single values."""
     eps_low: float | None = None
     """Override: lower clip width (interval starts at 1 - eps_low)."""
     eps_high: float | None = None
@@ -135,7 +135,7 @@ class TrainConfig:
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (loss -= entropy_coef * aggregated token entropy)."""
     fused_head: bool = False
-    """Compute the loss with cegppo.torch.fused_linear_policy_loss (no (N, V) logits); needs that function."""
+    """Compute the loss with cegppo.torch.fused_linear_policy_loss (no (N, V) logits); CE-GPPO's presets only."""
 
     def check(self, world_size: int = 1) -> None:
         """Raise ValueError (naming the field) for impossible settings, before anything is loaded or written."""
@@ -191,7 +191,13 @@ class TrainConfig:
         need(self.kl_coef >= 0, "kl_coef", "must be >= 0")
         need(self.entropy_coef >= 0, "entropy_coef", "must be >= 0 (a bonus: loss -= entropy_coef * entropy)")
         need(not (self.fused_head and self.kl_coef > 0), "kl_coef", "the KL penalty needs per-token log-probs: not with --fused-head")
-        cegppo_config(self)  # the CE-GPPO fields (ValueError naming eps/beta/dual_clip)
+        loss_cfg = cegppo_config(self)  # the loss's fields (ValueError naming eps/beta/dual_clip)
+        # The fused head computes CE-GPPO's loss and regions only: another member's config is refused, not converted.
+        need(
+            not (self.fused_head and not isinstance(loss_cfg, cegppo.CEGPPOConfig)),
+            "fused_head",
+            f"takes CE-GPPO's presets only; --preset {self.preset} is a {type(loss_cfg).__name__}",
+        )
         need(device_problem(self.device) is None, "device", device_problem(self.device) or "")
         need(out_problem(self.out) is None, "out", out_problem(self.out) or "")
         if self.model is not None:
@@ -251,11 +257,31 @@ TASKS = ("addition",)
 """Names of the embedded tasks (see cegppo.trainer.tasks)."""
 
 
-def cegppo_config(cfg: TrainConfig) -> cegppo.CEGPPOConfig:
-    """The CE-GPPO hyperparameters: the preset with the explicit overrides applied (validated)."""
-    over: dict[str, Any] = {
-        k: getattr(cfg, k) for k in ("eps_low", "eps_high", "beta_low", "beta_high") if getattr(cfg, k) is not None
-    }
+OVERRIDE_FIELDS = ("eps_low", "eps_high", "beta_low", "beta_high", "dual_clip")
+"""The loss fields that a single flag overrides (those of CEGPPOConfig; CISPO's and GSPO's configs have the eps)."""
+
+
+def cegppo_config(cfg: TrainConfig) -> presets.PresetConfig:
+    """The loss hyperparameters: the preset's config (CE-GPPO's, or a family member's: spec S14) with the explicit
+    overrides applied (validated).
+
+    An override of a field that the preset's config does not have (`--beta-low` with `--preset sapo`,
+    `--dual-clip` with any member but CE-GPPO) raises ValueError naming the flag and the config's fields.
+    """
+    over, base = _overrides(cfg), presets.get(cfg.preset)
+    fields = base.as_dict()
+    for name in over:
+        if name not in fields:
+            raise ValueError(
+                f"--{name.replace('_', '-')}={getattr(cfg, name)!r}: --preset {cfg.preset} is a {type(base).__name__}, "
+                f"which has no {name} (its fields: {', '.join(fields)})"
+            )
+    return presets.get(cfg.preset, **over)
+
+
+def _overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """The loss fields set by a flag (`OVERRIDE_FIELDS`), `--dual-clip none` parsed to None."""
+    over: dict[str, Any] = {k: getattr(cfg, k) for k in OVERRIDE_FIELDS[:-1] if getattr(cfg, k) is not None}
     if cfg.dual_clip is not None:
         text = str(cfg.dual_clip).strip().lower()
         if text in ("none", "off", ""):
@@ -265,7 +291,7 @@ def cegppo_config(cfg: TrainConfig) -> cegppo.CEGPPOConfig:
                 over["dual_clip"] = float(text)
             except ValueError:
                 raise ValueError(f"--dual-clip={cfg.dual_clip!r}: must be a number > 1 or 'none'") from None
-    return presets.get(cfg.preset, **over)
+    return over
 
 
 def field_docs(cls: type = TrainConfig) -> dict[str, str]:

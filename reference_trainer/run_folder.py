@@ -28,7 +28,8 @@ what it computes (device aside: the same computation, rounded by another chip). 
 
 
 def config_record(cfg: TrainConfig, loss_cfg: Any) -> dict[str, Any]:
-    """What OUT/config.json holds: every setting, plus the resolved CE-GPPO hyperparameters."""
+    """What OUT/config.json holds: every setting, plus the resolved loss hyperparameters (CE-GPPO's, or the preset's
+    family member's fields) under `cegppo`."""
     return {**vars(cfg), "cegppo": loss_cfg.as_dict()}
 
 
@@ -81,7 +82,7 @@ def resume_checkpoint(cfg: TrainConfig, out: Path, loss_cfg: Any, announce: bool
     if changed and not cfg.allow_config_change:
         listed = ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items() if k != "cegppo")
         raise ValueError(
-            f"--resume: settings differ from {record_path} ({listed or 'the CE-GPPO hyperparameters'}), which would "
+            f"--resume: settings differ from {record_path} ({listed or 'the loss hyperparameters'}), which would "
             "change the run; resume with the recorded values, or add --allow-config-change (the change is recorded)"
         )
     if changed and announce:

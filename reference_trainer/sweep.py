@@ -1,6 +1,7 @@
 """`cegppo-train sweep`: the paper's entropy experiment, a grid of settings on the same seeds.
 
-A grid point is a pair `beta_low,beta_high` (over the base preset) or a preset name (`ppo`, `dapo`, ...).
+A grid point is a pair `beta_low,beta_high` (over the base preset) or a preset name (`ppo`, `dapo`, ..., and the
+family's `cispo`, `sapo`, `gspo`).
 Each grid point trains with the same config and seeds into OUT/{point}_s{seed} (point = bl{beta_low}_bh{beta_high}
 or the preset's name), every point of one seed starting from the same warm start (OUT/warm_start_s{seed},
 made once); then OUT/sweep.png shows entropy, accuracy and the clip fractions side by side (mean over seeds) and
@@ -15,9 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cegppo
 from cegppo import presets
 
-from .config import TrainConfig, cegppo_config
+from .config import OVERRIDE_FIELDS, TrainConfig, cegppo_config
 from .plots import plot_sweep, read_metrics, smooth
 
 __all__ = ["DEFAULT_GRID", "GridPoint", "compare_grid", "parse_grid", "run_sweep", "summarise_runs", "summary_table"]
@@ -25,8 +27,6 @@ __all__ = ["DEFAULT_GRID", "GridPoint", "compare_grid", "parse_grid", "run_sweep
 DEFAULT_GRID = "ppo;dapo;0,1;1,0;ce_gppo_1p5b;ce_gppo_7b;gppo"
 """PPO (betas 0/0); DAPO clip-higher (eps_high 0.28, betas 0/0); clip_high gradient only (0,1); clip_low gradient
 only (1,0); the paper's 1.5B (0.5/1) and 7B (0.75/1) settings; GPPO (1/1)."""
-
-_BETA_FIELDS = ("eps_low", "eps_high", "beta_low", "beta_high", "dual_clip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ falls below this fraction of its first-tenth mean."""
 
 SUMMARY_KEYS = (
     "entropy", "reward", "accuracy", "clip_low_frac", "clip_high_frac",
-    "dH_clip_low", "dH_clip_high", "dH_inside", "dH_total",
+    "dH_clip_low", "dH_clip_high", "dH_inside", "dH_total", "pass_at_g", "grad_weight_abs_mean",
 )  # fmt: skip
 
 
@@ -98,9 +98,8 @@ def parse_grid(text: str) -> list[GridPoint]:
         if not item:
             continue
         if item in presets.PRESETS:
-            cfg = presets.get(item)
-            label = f"{item} (β {cfg.beta_low:g}/{cfg.beta_high:g}, ε {cfg.eps_low:g}/{cfg.eps_high:g})"
-            grid.append(GridPoint(item, label, (("preset", item), *((k, None) for k in _BETA_FIELDS))))
+            label = f"{item} ({_fields_label(presets.get(item))})"
+            grid.append(GridPoint(item, label, (("preset", item), *((k, None) for k in OVERRIDE_FIELDS))))
             continue
         try:
             lo, hi = (float(x) for x in item.split(","))
@@ -112,6 +111,14 @@ def parse_grid(text: str) -> list[GridPoint]:
     if not grid:
         raise ValueError("--grid: empty")
     return grid
+
+
+def _fields_label(cfg: presets.PresetConfig) -> str:
+    """A preset's numbers in a grid label: CE-GPPO's betas and eps ('β 0.5/1, ε 0.2/0.2'), or a family member's
+    fields by name ('tau_pos 1, tau_neg 1.05'), which have no betas."""
+    if isinstance(cfg, cegppo.CEGPPOConfig):
+        return f"β {cfg.beta_low:g}/{cfg.beta_high:g}, ε {cfg.eps_low:g}/{cfg.eps_high:g}"
+    return ", ".join(f"{k} {v:g}" for k, v in cfg.as_dict().items())
 
 
 def compare_grid(preset: str) -> list[GridPoint]:
@@ -134,9 +141,8 @@ def run_sweep(base: TrainConfig, grid: list[GridPoint], seeds: list[int]) -> dic
         done = Path(cfg.out) / "checkpoints" / f"step_{cfg.total_steps:06d}"
         if done.is_dir():
             continue
-        loss_cfg = cegppo_config(cfg)
-        print(f"sweep: {cfg.preset} beta_low={loss_cfg.beta_low:g} beta_high={loss_cfg.beta_high:g} "
-              f"seed={cfg.seed} -> {cfg.out}", flush=True)  # fmt: skip
+        fields = " ".join(f"{k}={v:g}" for k, v in cegppo_config(cfg).as_dict().items() if v is not None)
+        print(f"sweep: {cfg.preset} {fields} seed={cfg.seed} -> {cfg.out}", flush=True)
         train(dataclasses.replace(cfg, resume=True))  # resume a grid point that was interrupted
     runs = {point.label: [out / f"{point.name}_s{s}" for s in seeds] for point in grid}
     plot_sweep(runs, out / "sweep.png")

@@ -5,7 +5,8 @@
      rewarded, group advantages A (GRPO / Dr.GRPO / RLOO) per sequence; old log-probs recorded (and the entropy of
      the sampling policy, and reference log-probs for KL), mini-batch by mini-batch;
   2. `update_minibatch`, update_epochs times over num_minibatches mini-batches of whole groups: one AdamW step
-     each, loss = CE-GPPO (cegppo.torch.policy_loss) with token counts global over the mini-batch on all ranks;
+     each, loss = the preset's member of the family (cegppo.torch.family_policy_loss: for CE-GPPO's presets
+     cegppo.torch.policy_loss itself) with token counts global over the mini-batch on all ranks;
   3. `reduce_step_metrics`: one JSON line of metrics (cegppo.trainer.metrics); a checkpoint every save_every steps.
 `setup` makes everything a step needs (model, optimizer, generators, the run folder) once, before the loop.
 """
@@ -27,6 +28,7 @@ import cegppo
 import cegppo.torch as cg
 import torch
 import torch.distributed as dist
+from cegppo import presets
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, cegppo_config
@@ -82,7 +84,8 @@ class Run:
     """Everything the steps of one run share, made once by `setup` (CleanRL's globals, in one place)."""
 
     cfg: TrainConfig
-    loss_cfg: cegppo.CEGPPOConfig
+    loss_cfg: presets.PresetConfig
+    """The loss's hyperparameters: a CEGPPOConfig, or a family member's config (spec S14)."""
     task: Task
     max_new_tokens: int
     world: int
@@ -275,6 +278,7 @@ def update_minibatch(run: Run, rollout: Rollout, idx: torch.Tensor, step: int, s
     kl = torch.zeros((), device=run.device)
     token_metrics: Mapping[str, SupportsFloat]
     if cfg.fused_head:
+        assert isinstance(run.loss_cfg, cegppo.CEGPPOConfig)  # TrainConfig.check refuses the fused head otherwise
         hidden, weight, bias = run.forward(sub, 1.0, hidden=True)
         pg_loss, token_metrics = cg.fused_linear_policy_loss(
             hidden, weight, sub.response, olp, adv, mask, run.loss_cfg, bias=bias,
@@ -284,7 +288,8 @@ def update_minibatch(run: Run, rollout: Rollout, idx: torch.Tensor, step: int, s
     else:
         logits = run.forward(sub, cfg.temperature)
         log_prob = cg.token_log_probs(logits, sub.response)
-        pg_loss = cg.policy_loss(log_prob, olp, adv, mask, run.loss_cfg, cfg.agg, **norm)
+        # The run's agg for every member (not each paper's own), so that runs differ only in F_t.
+        pg_loss = cg.family_policy_loss(log_prob, olp, adv, mask, run.loss_cfg, cfg.agg, **norm)
         loss = pg_loss
         if rollout.ref_log_prob is not None:
             # k3 of KL(pi || pi_ref) as a loss term: differentiable and aggregated like pg_loss. cegppo's
@@ -317,14 +322,18 @@ def _token_metrics(
     run: Run, logits: torch.Tensor, log_prob: torch.Tensor, olp: torch.Tensor, adv: torch.Tensor,
     ids: torch.Tensor, mask: torch.Tensor, norm: dict[str, Any],
 ) -> dict[str, float]:  # fmt: skip
-    """cegppo.torch.policy_metrics plus what the fused head also reports: the first-order entropy change by region
-    (docs/spec.md, paper Eq. 7: the logits' step dz = w (e_a - pi) with w = -d pg_loss / d log_prob = c_t F_t A_t,
-    a unit step), and the sum of pi_old over the clipped tokens."""
-    m = {k: float(v) for k, v in cg.policy_metrics(log_prob, olp, adv, mask, run.loss_cfg).items()}
+    """cegppo.torch.family_metrics (policy_metrics itself for CE-GPPO's presets) plus what the fused head also
+    reports: the first-order entropy change by the member's regions (docs/spec.md S10, paper Eq. 7: the logits'
+    step dz = w (e_a - pi) with w = -d pg_loss / d log_prob = c_t F_t A_t, F_t the member's, a unit step), and the
+    sum of pi_old over the clipped tokens."""
+    cfg = run.loss_cfg
+    m = {k: float(v) for k, v in cg.family_metrics(log_prob, olp, adv, mask, cfg).items()}
     c = cg.aggregation_weights(mask, run.cfg.agg, **norm)
-    w = torch.where(mask, c * cg.grad_weight(log_prob, olp, adv, run.loss_cfg) * adv[:, None], 0.0)
+    w = torch.where(mask, c * cg.family_grad_weight(log_prob, olp, adv, mask, cfg) * adv[:, None], 0.0)
     dh = cg.entropy_change_first_order(logits, ids, w)
-    regions = cg.token_regions(log_prob, olp, adv, run.loss_cfg)
+    # FamilyMember's fields are typed with the reference's NumPy signatures; the torch table's take tensors.
+    member: Any = cg.FAMILY[type(cfg)]
+    regions = member.regions(log_prob, olp, adv, mask, cfg)
     for r in REGIONS:
         m[f"entropy_change_{r}"] = float(torch.where(getattr(regions, r) & mask, dh, 0.0).sum())
     for r in ("clip_low", "clip_high"):

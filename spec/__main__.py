@@ -24,10 +24,11 @@ def example_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cegppo", description=__doc__)
-    parser.add_argument("--preset", default="ce_gppo_official", choices=sorted(presets.PRESETS))
+    # The demo compares CE-GPPO's regions with PPO's, so it takes CE-GPPO's presets (a CEGPPOConfig) only.
+    parser.add_argument("--preset", default="ce_gppo_official", choices=sorted(presets.CE_GPPO_PRESETS))
     parser.add_argument("--agg", default="token-mean", choices=AGG_MODES)
     args = parser.parse_args(argv)
-    cfg = presets.get(args.preset)
+    cfg = presets.CE_GPPO_PRESETS[args.preset]()
     lp, old, adv, mask = example_batch()
     print(f"CE-GPPO demo  preset={args.preset}  {cfg}")
     print(f"ratio delta = pi/pi_old:\n{np.round(np.exp(lp - old), 3)}\nadvantages per sequence: {adv}\n")

@@ -1,7 +1,9 @@
-"""Named hyperparameter sets (docs/spec.md clause S6 "Special cases" and S7 "Dual clip").
+"""Named hyperparameter sets (docs/spec.md clause S6 "Special cases", S7 "Dual clip" and S14 "The family").
 
 Each preset is a function so that it carries a docstring saying where its numbers come from, and
-so that single fields can be overridden: ``presets.ce_gppo_7b(dual_clip=10.0)``.
+so that single fields can be overridden: ``presets.ce_gppo_7b(dual_clip=10.0)``. CE-GPPO's presets
+(its special cases PPO, DAPO and GPPO included) return a `CEGPPOConfig`; the family's other
+members, `cispo`, `sapo` and `gspo`, return their own config types (spec S14).
 """
 
 from __future__ import annotations
@@ -9,19 +11,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._cispo import CISPOConfig
 from ._config import CEGPPOConfig
+from ._gspo import GSPOConfig
+from ._sapo import SAPOConfig
 
 __all__ = [
+    "CE_GPPO_PRESETS",
+    "FAMILY_PRESETS",
     "PRESETS",
+    "PresetConfig",
     "ce_gppo_1p5b",
     "ce_gppo_7b",
     "ce_gppo_official",
+    "cispo",
     "dapo",
     "dual_clip_ppo",
     "get",
     "gppo",
+    "gspo",
     "ppo",
+    "sapo",
 ]
+
+PresetConfig = CEGPPOConfig | CISPOConfig | SAPOConfig | GSPOConfig
+"""The config types a preset returns: CE-GPPO's, or one of the family's other members' (spec S14)."""
 
 
 def ppo(**overrides: Any) -> CEGPPOConfig:
@@ -73,7 +87,35 @@ def ce_gppo_official(**overrides: Any) -> CEGPPOConfig:
     return ce_gppo_1p5b(**{"dual_clip": 10.0, **overrides})
 
 
-PRESETS: dict[str, Callable[..., CEGPPOConfig]] = {
+def cispo(**overrides: Any) -> CISPOConfig:
+    """Two-sided CISPO (MiniMax-M1, arXiv 2506.13585, Sec. 3.1; spec S14.2): the weight is clip(delta, 0.8, 1.2).
+
+    `CISPOConfig()`'s defaults, eps_low = eps_high = 0.2: verl 0.9.1's `cispo` loss reads the actor's
+    `clip_ratio_low` / `clip_ratio_high`, 0.2 each by default. The paper itself tunes eps_high only and
+    sets eps_low large enough that the weight has no lower bound (any eps_low >= 1 here).
+    """
+    return CISPOConfig(**overrides)
+
+
+def sapo(**overrides: Any) -> SAPOConfig:
+    """SAPO's soft gate (arXiv 2511.20347, Sec. 3; spec S14.3): tau_pos = 1.0, tau_neg = 1.05.
+
+    `SAPOConfig()`'s defaults: the paper's temperatures (tau_neg > tau_pos, as it recommends), also
+    verl's and TRL's defaults.
+    """
+    return SAPOConfig(**overrides)
+
+
+def gspo(**overrides: Any) -> GSPOConfig:
+    """GSPO, token form (arXiv 2507.18071, Eq. 5; spec S14.4): eps_low = 3e-4, eps_high = 4e-4 on the sequence ratio.
+
+    `GSPOConfig()`'s defaults: the paper's clip ranges. They are small because the sequence ratio is
+    a geometric mean of the token ratios, which moves far less than one token's ratio.
+    """
+    return GSPOConfig(**overrides)
+
+
+CE_GPPO_PRESETS: dict[str, Callable[..., CEGPPOConfig]] = {
     "ppo": ppo,
     "dual_clip_ppo": dual_clip_ppo,
     "dapo": dapo,
@@ -82,10 +124,16 @@ PRESETS: dict[str, Callable[..., CEGPPOConfig]] = {
     "ce_gppo_7b": ce_gppo_7b,
     "ce_gppo_official": ce_gppo_official,
 }
+"""The presets that are settings of CE-GPPO (spec S6, S7): each returns a `CEGPPOConfig`."""
+
+FAMILY_PRESETS: dict[str, Callable[..., PresetConfig]] = {"cispo": cispo, "sapo": sapo, "gspo": gspo}
+"""The presets of the family's other members (spec S14.2-S14.4): each returns its member's config type."""
+
+PRESETS: dict[str, Callable[..., PresetConfig]] = {**CE_GPPO_PRESETS, **FAMILY_PRESETS}
 """Every preset by name (the names the trainer's `--preset` accepts)."""
 
 
-def get(name: str, **overrides: Any) -> CEGPPOConfig:
+def get(name: str, **overrides: Any) -> PresetConfig:
     """The preset called `name`, with optional field overrides."""
     try:
         factory = PRESETS[name]

@@ -22,6 +22,13 @@ EXPECTED = {
     "ce_gppo_official": (0.2, 0.2, 0.5, 1.0, 10.0),
 }
 
+FAMILY_EXPECTED = {
+    # name: the member's config, every field as the paper (or, for CISPO's two-sided widths, verl 0.9.1) sets it
+    "cispo": cegppo.CISPOConfig(eps_low=0.2, eps_high=0.2),
+    "sapo": cegppo.SAPOConfig(tau_pos=1.0, tau_neg=1.05),
+    "gspo": cegppo.GSPOConfig(eps_low=3e-4, eps_high=4e-4),
+}
+
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_S6_S13_preset_numbers(name: str) -> None:
@@ -31,14 +38,30 @@ def test_S6_S13_preset_numbers(name: str) -> None:
     assert getattr(presets, name).__doc__, f"preset {name} must say where its numbers come from"
 
 
+@pytest.mark.parametrize("name", sorted(FAMILY_EXPECTED))
+def test_S14_family_preset_configs(name: str) -> None:
+    cfg = presets.get(name)
+    assert type(cfg) is type(FAMILY_EXPECTED[name]) and cfg == FAMILY_EXPECTED[name]
+    assert presets.PRESETS[name]() == presets.FAMILY_PRESETS[name]() == cfg
+    assert getattr(presets, name).__doc__, f"preset {name} must say where its numbers come from"
+
+
 def test_presets_are_all_listed_and_overridable() -> None:
-    assert set(presets.PRESETS) == set(EXPECTED)
+    assert set(presets.CE_GPPO_PRESETS) == set(EXPECTED)
+    assert set(presets.FAMILY_PRESETS) == set(FAMILY_EXPECTED)
+    assert list(presets.PRESETS) == [*presets.CE_GPPO_PRESETS, *presets.FAMILY_PRESETS]
+    assert all(isinstance(presets.get(name), cegppo.CEGPPOConfig) for name in presets.CE_GPPO_PRESETS)
     assert presets.ce_gppo_7b(dual_clip=10.0).dual_clip == 10.0
     assert presets.get("ppo", eps_high=0.28) == presets.dapo()
     with pytest.raises(ValueError, match="preset"):
         presets.get("grpo")
     with pytest.raises(ValueError, match="beta_low"):
         presets.ce_gppo_official(beta_low=-1.0)
+    assert presets.get("sapo", tau_neg=2.0) == cegppo.SAPOConfig(tau_pos=1.0, tau_neg=2.0)
+    with pytest.raises(ValueError, match="tau_pos"):
+        presets.sapo(tau_pos=0.0)
+    with pytest.raises(TypeError, match="beta_low"):  # a field the member does not have
+        presets.gspo(beta_low=1.0)
 
 
 def test_demo_runs_and_prints_every_region() -> None:
@@ -54,8 +77,10 @@ def test_demo_runs_and_prints_every_region() -> None:
 def test_demo_accepts_every_preset_and_mode(agg: str) -> None:
     from cegppo.__main__ import main
 
-    for name in presets.PRESETS:
+    for name in presets.CE_GPPO_PRESETS:
         main(["--preset", name, "--agg", agg])
+    with pytest.raises(SystemExit):  # the demo sets CE-GPPO against PPO: a family member's preset is refused
+        main(["--preset", "sapo"])
 
 
 def test_import_cegppo_does_not_import_torch_or_jax() -> None:

@@ -2,7 +2,8 @@
 
 - Every clause id cited anywhere in the code and tests (``S5``, ``S8.3``, and test names such as
   ``test_S6_1_...`` or ``test_S8_4_S9_4_...``) is a heading of docs/spec.md.
-- The preset table of clause S6 quotes exactly the numbers of `cegppo.presets`, for every preset.
+- The preset table of clause S6 quotes exactly the numbers of `cegppo.presets`, for every CE-GPPO preset, and
+  S6 names every preset of the family's other members.
 - The tables of S8.1 (aggregation modes) and S10 (metrics) list exactly `AGG_MODES` and
   `METRIC_KEYS`; S12 quotes `GRPO_EPS` and names every estimator.
 - The page's ```python blocks run.
@@ -100,12 +101,14 @@ def preset_mismatches(doc: str) -> list[str]:
     """Differences between the preset table of S6 and `cegppo.presets`; empty when they agree."""
     fields = ("eps_low", "eps_high", "beta_low", "beta_high", "dual_clip")
     rows = {r[0]: r for r in _table_rows(section(doc, "S6"))}
-    problems = [f"preset {name} is not in the S6 table" for name in presets.PRESETS if name not in rows]
-    problems += [f"S6 table row {name} is not a preset" for name in rows if name not in presets.PRESETS]
+    problems = [f"preset {name} is not in the S6 table" for name in presets.CE_GPPO_PRESETS if name not in rows]
+    problems += [f"S6 table row {name} is not a CE-GPPO preset" for name in rows if name not in presets.CE_GPPO_PRESETS]
+    problems += [f"family preset {name} is not named in S6" for name in presets.FAMILY_PRESETS
+                 if f"`{name}`" not in section(doc, "S6")]  # fmt: skip
     for name, row in rows.items():
-        if name not in presets.PRESETS:
+        if name not in presets.CE_GPPO_PRESETS:
             continue
-        cfg = presets.get(name)
+        cfg = presets.CE_GPPO_PRESETS[name]()
         for i, field in enumerate(fields, start=1):
             want = getattr(cfg, field)
             try:
@@ -190,6 +193,7 @@ def test_preset_table_matches_presets(doc: str) -> None:
             "dual_clip_ppo.dual_clip",
         ),
         ("| `gppo` | 0.2 | 0.2 | 1 | 1 | none |", "| `gppo_v2` | 0.2 | 0.2 | 1 | 1 | none |", "preset gppo"),
+        ("`sapo`\n(`SAPOConfig()`", "SAPO\n(`SAPOConfig()`", "family preset sapo"),
     ],
 )
 def test_preset_checker_fails_on_a_wrong_number(doc: str, old: str, new: str, expected: str) -> None:

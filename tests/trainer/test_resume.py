@@ -269,7 +269,7 @@ def test_divergence_stops_before_the_bad_update_keeping_log_and_checkpoint(
     from cegppo.trainer._cli import main
 
     train_module = sys.modules["cegppo.trainer.train"]
-    real = train_module.cg.policy_loss
+    real = train_module.cg.family_policy_loss  # the loss the trainer calls (CE-GPPO's policy_loss here)
     calls = {"n": 0}
     per_step = TINY["update_epochs"] * TINY["num_minibatches"]
 
@@ -278,7 +278,7 @@ def test_divergence_stops_before_the_bad_update_keeping_log_and_checkpoint(
         loss = real(*a, **k)  # type: ignore[arg-type]
         return loss * float("nan") if calls["n"] == 2 * per_step + 1 else loss
 
-    monkeypatch.setattr(train_module.cg, "policy_loss", poisoned)
+    monkeypatch.setattr(train_module.cg, "family_policy_loss", poisoned)
     out = tmp_path / "diverged"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if not isinstance(v, bool)]
     argv = [*flags, "--no-progress", "--no-plots", f"--total-steps={N}", "--save-every=2", "--out", str(out)]

@@ -162,17 +162,17 @@ def test_model_path_errors(tmp_path: Path) -> None:
 # --- the loss is cegppo.torch's ----------------------------------------------------------------------------------------
 
 
-def test_updates_use_cegppo_torch_policy_loss_with_the_configured_hyperparameters(
+def test_updates_use_cegppo_torch_family_policy_loss_with_the_configured_hyperparameters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[cegppo.CEGPPOConfig] = []
-    real = cg.policy_loss
+    real = cg.family_policy_loss  # policy_loss itself for a CEGPPOConfig
 
     def spy(*args: object, **kw: object) -> torch.Tensor:
         calls.append(args[4])  # type: ignore[arg-type]
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(TRAIN.cg, "policy_loss", spy)
+    monkeypatch.setattr(TRAIN.cg, "family_policy_loss", spy)
     cfg = tiny_config(tmp_path / "r", total_steps=1, preset="ce_gppo_7b", beta_high=0.9, dual_clip="3")
     rows = train(cfg)
     assert len(calls) == cfg.update_epochs * cfg.num_minibatches
