@@ -147,13 +147,17 @@ def _mask_row(t: int, allow_empty: bool) -> st.SearchStrategy[list[bool]]:
 
 def _logr_strategy(kind: str, cfg: Any) -> st.SearchStrategy[float]:
     near = st.floats(-0.5, 0.5)
-    lower, upper, far = reference_points(cfg)
+    if kind.startswith("near") and not isinstance(cfg, CEGPPOConfig):
+        return _near_member_point(kind, cfg)
+    # Hypothesis labels a mapped strategy by its function's source, and its derandomized runs depend on the
+    # labels: CE-GPPO's lambdas stay as they are, so that its runs draw the examples they always drew.
     if kind == "near_lower":
-        return near.map(lambda u: lower + u)
+        return near.map(lambda u: cfg.log_lower + u)
     if kind == "near_upper":
-        return near.map(lambda u: upper + u)
+        return near.map(lambda u: cfg.log_upper + u)
     if kind == "near_dual":
-        return near.map(lambda u: far + u)
+        c = cfg.log_dual_clip if cfg.log_dual_clip is not None else cfg.log_upper
+        return near.map(lambda u: c + u)
     if kind == "around_zero":
         return st.floats(-0.3, 0.3)
     if kind == "far_below":
@@ -167,6 +171,13 @@ def _logr_strategy(kind: str, cfg: Any) -> st.SearchStrategy[float]:
     if kind == "infinite_above":  # old_log_prob = -inf
         return st.just(math.inf)
     return st.floats(50.0, 1e4)
+
+
+def _near_member_point(kind: str, cfg: Any) -> st.SearchStrategy[float]:
+    """A log-ratio within 0.5 of one of the member's `reference_points` (``near_lower``, ``near_upper``,
+    ``near_dual``: its far point)."""
+    point = dict(zip(("near_lower", "near_upper", "near_dual"), reference_points(cfg), strict=True))[kind]
+    return st.floats(-0.5, 0.5).map(lambda u: point + u)
 
 
 def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:

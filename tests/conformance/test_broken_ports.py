@@ -158,6 +158,8 @@ def test_views_reach_advantages_expanded_with_stride_zero(ports: Any) -> None:
         strides.add(tuple(advantages.stride()))
         return ports.correct(log_prob, old_log_prob, advantages, *args, **kw)
 
-    report = cc.check(recording, "torch", max_examples=40, only=["S1 inputs as views"], advantages="token")
+    # the property runs an eighth of max_examples, a third of them expanded: 25 examples reach it whatever
+    # constants Hypothesis draws from (it mixes the literals of the project's modules into its draws)
+    report = cc.check(recording, "torch", max_examples=200, only=["S1 inputs as views"], advantages="token")
     assert report.ok, report.format()
     assert any(len(s) == 2 and s[1] == 0 for s in strides), strides

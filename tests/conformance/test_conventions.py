@@ -198,7 +198,7 @@ def test_json_carries_the_diagnosis_and_the_verdict(ports: Any, tmp_path: Any) -
     out = tmp_path / "report.json"
     code, _ = _cli("check", f"{PORT_FILE}:verl02_mask_multiplied", "--framework", "torch", "--advantages", "token",
                    "--mask-dtype", "float", "--normalizer-eps", "1e-8", "--dual-clip", "required", "--max-examples",
-                   "10", "--only", "S9.3", "--no-shrink", "--json", str(out))
+                   str(BROKEN_MIN_EXAMPLES), "--only", "S9.3", "--no-shrink", "--json", str(out))
     assert code == 1
     data = json.loads(out.read_text())
     (failure,) = [r for r in data["results"] if r["status"] == "FAIL"]
