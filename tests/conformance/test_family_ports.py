@@ -14,8 +14,10 @@ import pytest
 from cegppo.conformance._diagnose import DEFECT_CLASSES
 from ports import BROKEN_MIN_EXAMPLES, FAMILY_CORRECT, FAMILY_TORCH_BROKEN
 
-CORRECT_EXAMPLES = 3
+CORRECT_EXAMPLES = 2
 """Examples per property for the correct ports: the backends' own family suite runs the properties at strength."""
+MILLION_TOKENS = "S3 value and gradient at a million tokens"
+"""Left out for the correct ports (seconds per port): a port of the family reaches it as CE-GPPO's ports do."""
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,9 @@ def test_every_family_port_is_listed(ports: Any) -> None:
 @pytest.mark.parametrize("name", sorted(FAMILY_CORRECT))
 def test_correct_family_port_passes(ports: Any, name: str, device: str) -> None:
     objective = FAMILY_CORRECT[name]
+    only = [p.id for p in cc.objective_properties(objective) if p.id != MILLION_TOKENS]
     report = cc.check(getattr(ports, name), "torch", objective=objective, max_examples=CORRECT_EXAMPLES,
-                      device=device)
+                      device=device, only=only)
     assert report.ok, report.format()
     assert report.header().startswith(f"cegppo conformance: {objective} ")
     clause = {"cispo": "S14.2", "cispo_cap": "S14.2", "sapo": "S14.3", "gspo": "S14.4"}[objective]
