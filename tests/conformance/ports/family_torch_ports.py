@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from .torch_ports import _One  # exp(x - sg(x)) evaluated exactly: 1 with derivative 1, also at x = +-inf
+
 
 def _prep(log_prob, old_log_prob, advantages, response_mask):
     """(log_prob, old_log_prob, advantages) in the compute dtype, 0 at masked positions; the mask as bool."""
@@ -39,18 +41,6 @@ def _seq_mean_token_mean(terms, m):
     rows = m.any(-1)
     per_row = terms.sum(-1) / m.sum(-1).clamp(min=1)
     return (per_row * rows).sum() / rows.sum().clamp(min=1)
-
-
-class _One(torch.autograd.Function):
-    """exp(x - sg(x)) evaluated exactly: 1 with derivative 1, also at x = +-inf."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return torch.ones_like(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
 
 
 # -- CISPO (S14.2) ---------------------------------------------------------------------------------------
