@@ -10,6 +10,10 @@ The properties are written once against this interface; an adapter wraps
   response_mask, *, eps_low, eps_high, beta_low, beta_high, clip_ratio_c)`` returning the
   token-mean loss; gradients by the framework's autodiff (none for NumPy ports).
 
+Either checks one objective (``objective=``, default CE-GPPO; docs/spec.md S14): a backend's
+``family_policy_loss`` for another member, a port taking that member's keywords
+(`OBJECTIVE_HYPERPARAMETERS`). The objective travels in the adapter's `Conventions`.
+
 Frameworks are imported only when an adapter for them is built. Each call hands the implementation
 fresh copies of the case's arrays, created on the adapter's device (torch and JAX), and checks
 afterwards whether it modified them in place (`Result.mutated`); the case itself is read-only, so
@@ -28,8 +32,9 @@ import numpy as np
 from cegppo import AGG_MODES
 
 from ._cases import Case, Mismatch
-from ._conventions import SPEC, Conventions
-from ._port import port_keywords
+from ._conventions import SPEC, Conventions, spec_conventions
+from ._objectives import CE_GPPO, check_objective
+from ._port import objective_of, port_keywords
 
 __all__ = ["ADVANTAGE_FORMS", "Adapter", "Result", "backend_adapter", "port_adapter"]
 
@@ -99,6 +104,9 @@ class Signature:
         if case.agg not in conv.agg or (case.num_tokens is not None and not conv.global_normalizers):
             raise ValueError(f"the port declares the modes {conv.agg} (global normalizers: "
                              f"{conv.global_normalizers}); the kit drew {case.agg!r}, num_tokens={case.num_tokens!r}")
+        if objective_of(case.cfg) != conv.objective:
+            raise ValueError(f"the port computes {conv.objective}; the kit drew a {type(case.cfg).__name__}")
+        # a dual-clip declaration is CE-GPPO's only (`conventions` refuses it for another objective)
         if conv.dual_clip == "required" and case.cfg.dual_clip is None:
             raise ValueError("the port declares dual_clip='required'; the kit drew clip_ratio_c=None")
         if conv.dual_clip == "absent" and case.cfg.dual_clip is not None:
@@ -119,7 +127,7 @@ class _BackendSignature(Signature):
     declares_forms = False
 
     def check_conventions(self, conventions: Conventions) -> None:
-        if conventions != SPEC:
+        if not conventions.is_spec:
             raise ValueError("a project backend follows the spec: it declares no conventions")
 
     def aggs(self, conventions: Conventions) -> tuple[str, ...]:
@@ -130,6 +138,8 @@ class _BackendSignature(Signature):
 
     def call(self, fn: Callable[..., Any], arrays: tuple[Any, Any, Any, Any], case: Case,
              conventions: Conventions) -> Any:
+        if objective_of(case.cfg) != conventions.objective:
+            raise ValueError(f"the adapter checks {conventions.objective}; the kit drew a {type(case.cfg).__name__}")
         return fn(*arrays, case.cfg, case.agg, case.num_tokens, case.num_seqs)
 
 
@@ -205,6 +215,11 @@ class Adapter(Generic[CaseT, ResultT]):
         import jax
 
         return jax.enable_x64(self._x64)
+
+    @property
+    def objective(self) -> str:
+        """The objective checked (``ce_gppo``, ``cispo``, ...): which reference and which properties apply."""
+        return self.conventions.objective
 
     @property
     def probes_advantages(self) -> bool:
@@ -589,27 +604,34 @@ def jax_device(device: str | None) -> Any:
 _ADAPTERS = {"numpy": NumpyAdapter, "torch": TorchAdapter, "jax": JaxAdapter}
 
 
-def backend_adapter(backend: str, *, jit: bool = False, device: str | None = None) -> Adapter:
+def backend_adapter(backend: str, *, jit: bool = False, device: str | None = None,
+                    objective: str = CE_GPPO) -> Adapter:
     """An adapter for a project backend: ``numpy`` (the reference, cegppo), ``torch`` or ``jax``.
 
     ``jit=True`` (jax only) runs every call under jax.jit (see `JaxAdapter`). ``device`` (torch,
     jax): where the inputs are created, e.g. ``"cuda"``; ValueError when it is not available.
+    ``objective``: which member of the family is checked (docs/spec.md S14): ``ce_gppo`` (default)
+    checks ``policy_loss``, any other the backend's ``family_policy_loss`` with that member's configs.
     """
     if backend not in FRAMEWORKS:
         raise ValueError(f"backend must be one of {FRAMEWORKS}, got {backend!r}")
     if jit and backend != "jax":
         raise ValueError(f"jit=True is for the jax backend only, got backend={backend!r}")
+    check_objective(objective)
     module = importlib.import_module("cegppo" if backend == "numpy" else f"cegppo.{backend}")
     name = "cegppo (NumPy reference)" if backend == "numpy" else f"cegppo.{backend}"
-    options: dict[str, dict[str, Any]] = {"numpy": {"grad_fn": getattr(module, "policy_loss_grad", None)},
+    loss, grad = ("policy_loss", "policy_loss_grad") if objective == CE_GPPO else (
+        "family_policy_loss", "family_policy_loss_grad")
+    options: dict[str, dict[str, Any]] = {"numpy": {"grad_fn": getattr(module, grad, None)},
                                           "torch": {"check_compiled": True}, "jax": {"jit": jit}}
     kw = options[backend]
-    return _ADAPTERS[backend](module.policy_loss, name=name, kind="backend", device=device, **kw)
+    return _ADAPTERS[backend](getattr(module, loss), name=name, kind="backend", device=device,
+                              conventions=spec_conventions(objective), **kw)
 
 
 def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = None, mask_dtype: str = "bool",
                  compile: bool = False, jit: bool = False, device: str | None = None,
-                 advantages: str = "both", conventions: Conventions = SPEC) -> Adapter:
+                 advantages: str = "both", conventions: Conventions = SPEC, objective: str | None = None) -> Adapter:
     """An adapter for a port with the standard signature (docs/conformance.md).
 
     ``compile=True`` (torch): also check torch.compile against eager. ``jit=True`` (jax): run every
@@ -618,9 +640,19 @@ def port_adapter(fn: Callable[..., Any], framework: str, *, name: str | None = N
     when it is not available. ``advantages``: the advantage shapes the port takes, ``"token"``
     ((B, T), as verl and OpenRLHF pass them), ``"sequence"`` ((B,)) or ``"both"`` (default).
     ``conventions``: what the port declares (`cegppo.conformance.conventions(...)`, docs/conformance.md).
+    ``objective``: the member of the family the port computes (docs/spec.md S14; None: the one of
+    `conventions`, CE-GPPO by default); with declared conventions, declare it there
+    (``conventions(..., objective=...)``).
     """
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
+    if not isinstance(conventions, Conventions):
+        raise TypeError(f"conventions must be a Conventions, got {type(conventions).__name__}")
+    if objective is not None and check_objective(objective) != conventions.objective:
+        if conventions != SPEC:
+            raise ValueError(f"objective={objective!r} but conventions declare objective={conventions.objective!r}: "
+                             "pass it to conventions(..., objective=...) with the other declarations")
+        conventions = spec_conventions(objective)
     if jit and framework != "jax":
         raise ValueError(f"jit=True is for framework='jax' only, got framework={framework!r}")
     if not callable(fn):

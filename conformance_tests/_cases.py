@@ -15,7 +15,6 @@ from typing import Any
 
 import cegppo
 import numpy as np
-from cegppo import CEGPPOConfig
 from cegppo._aggregation_modes import AGG_TABLE
 
 from ._conventions import Conventions, active
@@ -114,6 +113,8 @@ class Case:
 
     Shapes: log_prob, old_log_prob, mask (B, T); advantages (B, T) or (B,). Arrays are float64
     holding values representable in `dtype`; `mask` is bool. They are made read-only copies.
+    `cfg` is the config of any member of the family (`CEGPPOConfig`, `CISPOConfig`, `CISPOCapConfig`,
+    `SAPOConfig`, `GSPOConfig`, spec S14.1): its type selects the reference.
 
     `recipe` is a Python expression that rebuilds the arrays (``cc.scale_case(...)`` for the large
     cases of the scale properties, whose arrays are too big to print in a reproducer); a copy
@@ -124,7 +125,7 @@ class Case:
     old_log_prob: np.ndarray
     advantages: np.ndarray
     mask: np.ndarray
-    cfg: CEGPPOConfig
+    cfg: Any
     dtype: str = "float32"
     agg: str = "token-mean"
     num_tokens: float | None = None
@@ -217,19 +218,20 @@ class Expected:
 
 
 def expected(case: Case) -> Expected:
-    """The NumPy reference (cegppo.policy_loss and cegppo.policy_loss_grad) in float64 on the case's numbers.
+    """The NumPy reference in float64 on the case's numbers: cegppo.family_policy_loss and
+    cegppo.family_policy_loss_grad, which are cegppo.policy_loss and policy_loss_grad for a CEGPPOConfig
+    (spec S14.1), and the member's own row for the other configs.
 
     Under a declared normalizer epsilon the same per-token terms are aggregated with `weights`.
     """
     if case.conventions.normalizer_eps:
         return _expected_with_weights(case)
     args = (case.log_prob, case.old_log_prob, case.advantages, case.mask, case.cfg, case.agg)
-    value = float(cegppo.policy_loss(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs))
-    grad = np.asarray(cegppo.policy_loss_grad(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs), dtype=np.float64)
+    value = float(cegppo.family_policy_loss(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs))
+    grad = np.asarray(cegppo.family_policy_loss_grad(*args, num_tokens=case.num_tokens, num_seqs=case.num_seqs),
+                      dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        zero = np.where(case.mask, case.log_prob, 0.0)
-        j = cegppo.per_token_objective(zero, np.where(case.mask, case.old_log_prob, 0.0),
-                                       np.where(case.mask, case.adv_2d(), 0.0), case.cfg)
+        j = _masked_objective(case)
         c = cegppo.aggregation_weights(case.mask, case.agg, num_tokens=case.num_tokens,
                                        num_seqs=case.num_seqs, dtype=np.float64)
         scale = float(np.sum(np.where(case.mask, np.abs(c * j), 0.0)))
@@ -237,19 +239,29 @@ def expected(case: Case) -> Expected:
 
 
 def _expected_with_weights(case: Case) -> Expected:
-    """`expected` with the coefficients of `weights`: loss = sum c_t (-J_t), gradient -c_t F_t A_t (spec S3, S4)."""
+    """`expected` with the coefficients of `weights`: loss = sum c_t (-J_t), gradient -c_t F_t A_t (spec S3, S4, S14.1)."""
     m = case.mask
     with np.errstate(over="ignore", invalid="ignore"):
-        lp, olp = np.where(m, case.log_prob, 0.0), np.where(m, case.old_log_prob, 0.0)
-        adv = np.where(m, case.adv_2d(), 0.0)
-        j = cegppo.per_token_objective(lp, olp, adv, case.cfg)
-        f = cegppo.grad_weight(lp, olp, adv, case.cfg)
+        lp, olp, adv = _masked_inputs(case)
+        j = cegppo.family_per_token_objective(lp, olp, adv, m, case.cfg)
+        f = cegppo.family_grad_weight(lp, olp, adv, m, case.cfg)
         fa = np.where(adv == 0, 0.0, f * np.where(adv == 0, 1.0, adv))
     c = weights(case)
     value = float(np.sum(np.where(m, c * -j, 0.0)))
     grad = np.where(m, -c * fa, 0.0)
     scale = float(np.sum(np.where(m, np.abs(c * j), 0.0)))
     return Expected(value, grad, scale)
+
+
+def _masked_inputs(case: Case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log_prob, old_log_prob, advantages as (B, T)) with masked positions replaced by 0 (spec S9.3)."""
+    m = case.mask
+    return np.where(m, case.log_prob, 0.0), np.where(m, case.old_log_prob, 0.0), np.where(m, case.adv_2d(), 0.0)
+
+
+def _masked_objective(case: Case) -> np.ndarray:
+    """The per-token objective J (spec S3, S14.1) of the case's valid tokens, 0 elsewhere."""
+    return cegppo.family_per_token_objective(*_masked_inputs(case), case.mask, case.cfg)
 
 
 class Mismatch(AssertionError):

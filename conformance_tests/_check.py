@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from ._adapters import SHAPE_OF_FORM, Adapter, PortError, port_adapter
 from ._cases import Mismatch, _short
-from ._conventions import SPEC, conventions, use
+from ._conventions import conventions, use
 from ._diagnose import diagnose
+from ._objectives import CE_GPPO
 from ._prop_inputs import InputsModified, advantage_form_message, probe_advantage_forms
 from ._registry import PROPERTIES, Property, properties_of
 from ._report import PropertyResult, Report, reproducer
@@ -258,8 +259,9 @@ def check(
     compute_dtype: str | None = None,
     agg: str | Sequence[str] | None = None,
     global_normalizers: bool = False,
+    objective: str | None = None,
 ) -> Report:
-    """Check a CE-GPPO port against every conformance property (docs/conformance.md).
+    """Check a port of CE-GPPO (or of another member of the family) against every conformance property (docs/conformance.md).
 
     Args:
         port: ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high,
@@ -298,8 +300,14 @@ def check(
         compute_dtype: ``"float32"`` when the port computes float64 inputs in float32: float64
             draws are compared at float32 tolerance and S9.5 float64 reports DECLARED.
         agg: the aggregation modes the port takes as ``loss_agg_mode=`` (a comma list of verl's
-            names, a sequence, or ``"all"``); None: token-mean only, no ``loss_agg_mode`` passed.
+            names, a sequence, or ``"all"``); None: the objective's paper aggregation only (token-mean for
+            CE-GPPO and CISPO, seq-mean-token-mean for SAPO and GSPO), no ``loss_agg_mode`` passed.
         global_normalizers: the port also takes ``num_tokens=`` and ``num_seqs=`` (spec S8.2).
+        objective: what the port computes (docs/spec.md S14): ``"ce_gppo"`` (None, the default: an
+            Adapter's own), ``"cispo"``, ``"cispo_cap"``, ``"sapo"`` or ``"gspo"``. A port of another
+            member takes that member's keywords instead of CE-GPPO's (`OBJECTIVE_HYPERPARAMETERS`:
+            ``eps_low, eps_high``; ``cap``; ``tau_pos, tau_neg``; ``eps_low, eps_high``); its clause
+            of S14 replaces CE-GPPO's S3-S7, and no dual clip may be declared.
 
     Returns:
         A `Report`; ``report.ok`` is True when every property passed (skips allowed).
@@ -309,9 +317,12 @@ def check(
         raise TypeError(f"fail_fast must be a bool, got {type(fail_fast).__name__} {fail_fast!r}")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    if isinstance(port, Adapter) and objective not in (None, port.objective):
+        raise ValueError(f"objective={objective!r}, but the adapter checks {port.objective!r}: the objective is "
+                         "given to the adapter when an Adapter is passed (backend_adapter(..., objective=...))")
     conv = conventions(normalizer_eps=normalizer_eps, dual_clip=dual_clip, compute_dtype=compute_dtype, agg=agg,
-                       global_normalizers=global_normalizers)
-    if isinstance(port, Adapter) and conv != SPEC:
+                       global_normalizers=global_normalizers, objective=objective or CE_GPPO)
+    if isinstance(port, Adapter) and not conv.is_spec:
         raise ValueError("conventions are declared on the adapter when an Adapter is passed "
                          "(port_adapter(..., conventions=cc.conventions(...)))")
     adapter = port if isinstance(port, Adapter) else port_adapter(
@@ -391,7 +402,8 @@ def _probe_timed_out(adapter: Adapter, timeout: float | None) -> PropertyResult:
 def new_report(adapter: Adapter, max_examples: int, seed: int | None) -> Report:
     """An empty `Report` for `adapter`, with its notes (float mask, device, declared advantages)."""
     report = Report(adapter.name, adapter.framework, adapter.kind, max_examples, seed, notes=list(adapter.notes),
-                    device=adapter.device, advantages=adapter.advantages, declared=adapter.conventions.lines())
+                    device=adapter.device, advantages=adapter.advantages, declared=adapter.conventions.lines(),
+                    objective=adapter.objective)
     if adapter.mask_dtype == "float":
         report.notes.append("mask passed as a 0/1 float tensor (mask_dtype='float')")
     report.notes += [f"declared: {line}" for line in report.declared]

@@ -1,6 +1,7 @@
 """``cegppo-conformance``: check a CE-GPPO port from the command line (docs/conformance.md).
 
-    cegppo-conformance check MODULE:FUNCTION --framework torch [--max-examples N] [--seed S]
+    cegppo-conformance check MODULE:FUNCTION --framework torch [--objective ce_gppo|cispo|cispo_cap|sapo|gspo]
+                       [--max-examples N] [--seed S]
                        [--only ID ...] [--fail-fast] [--no-shrink] [--mask-dtype float] [--jit] [-v]
                        [--device cuda] [--advantages token|sequence|both] [--json FILE]
                        [--timeout SECONDS] [--quiet]
@@ -9,6 +10,10 @@
     cegppo-conformance check MODULE:FUNCTION --fused --framework torch|jax [options as above]
     cegppo-conformance list
     cegppo-conformance --version
+
+With --objective the port computes another member of the family (docs/spec.md S14) and takes that
+member's keywords (cispo: eps_low, eps_high; cispo_cap: cap; sapo: tau_pos, tau_neg; gspo: eps_low,
+eps_high) instead of CE-GPPO's; its clause of S14 is checked instead of CE-GPPO's S3-S7.
 
 With --fused the function is a fused LM-head loss with the signature of
 `cegppo.torch.fused_linear_policy_loss` (hidden states in, (loss, metrics) out) and the S11.1
@@ -34,6 +39,7 @@ from typing import Any
 import cegppo
 
 from ._frameworks import FRAMEWORK_LOSSES
+from ._port import OBJECTIVES
 from ._targets import load_port
 
 __all__ = ["main"]
@@ -48,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="the port, e.g. my_pkg.losses:ce_gppo or ./port.py:loss")
     c.add_argument("--framework", default=None, choices=["torch", "jax", "numpy"],
                    help="the port's framework (required with MODULE:FUNCTION; torch with --verl-loss)")
+    c.add_argument("--objective", default="ce_gppo", choices=list(OBJECTIVES),
+                   help="what the port computes (docs/spec.md S14): ce_gppo (default; keywords eps_low, eps_high, "
+                        "beta_low, beta_high, clip_ratio_c), cispo (eps_low, eps_high), cispo_cap (cap), sapo "
+                        "(tau_pos, tau_neg) or gspo (eps_low, eps_high)")
     c.add_argument("--max-examples", type=int, default=100, help="Hypothesis examples per property (default 100)")
     c.add_argument("--seed", type=int, default=None, help="random seed (default: derandomized, the same every run)")
     c.add_argument("--only", action="append", default=None, metavar="ID",
@@ -90,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_TIMEOUT:g}; 0 = no limit)")
     c.add_argument("-q", "--quiet", "--no-progress", action="store_true",
                    help="no progress lines on stderr (--no-progress as for cegppo-train)")
-    sub.add_parser("list", help="list the properties and their spec clauses")
+    lp = sub.add_parser("list", help="list the properties and their spec clauses")
+    lp.add_argument("--objective", default="ce_gppo", choices=list(OBJECTIVES),
+                    help="list the properties that check a port of this objective (default ce_gppo)")
     return ap
 
 
@@ -116,7 +128,8 @@ def _conventions(args: argparse.Namespace) -> Any:
     from ._conventions import conventions
 
     return conventions(normalizer_eps=args.normalizer_eps, dual_clip=args.dual_clip,
-                       compute_dtype=args.compute_dtype, agg=args.agg, global_normalizers=args.global_normalizers)
+                       compute_dtype=args.compute_dtype, agg=args.agg, global_normalizers=args.global_normalizers,
+                       objective=args.objective)
 
 
 DEFAULT_TIMEOUT = 600.0  # cegppo.conformance.DEFAULT_TIMEOUT (not imported here: the parser imports nothing)
@@ -135,14 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    from . import FUSED_PROPERTIES, PROPERTIES, check, select
+    from . import FUSED_PROPERTIES, check, objective_properties, select
 
+    properties = objective_properties(args.objective)
     if args.command == "list":
-        for p in PROPERTIES:
+        for p in properties:
             print(f"{p.clause:<5} {p.name:<48} {p.doc}")
-        print("fused LM-head losses (check --fused):")
-        for p in FUSED_PROPERTIES:
-            print(f"{p.clause:<5} {p.name:<48} {p.doc}")
+        if args.objective == "ce_gppo":
+            print("fused LM-head losses (check --fused):")
+            for p in FUSED_PROPERTIES:
+                print(f"{p.clause:<5} {p.name:<48} {p.doc}")
         return 0
     if args.command == "check":  # argparse's usage errors (SystemExit 2)
         given = [x is not None for x in (args.port, args.verl_loss, args.framework_loss)]
@@ -160,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"{_loss_flag(args)}: {whose} losses are {wanted} functions, "
                              f"got --framework {args.framework}")
             args.framework = wanted
+            if args.objective not in FRAMEWORK_LOSSES[args.framework_loss].objectives:
+                parser.error(f"{_loss_flag(args)}: its ports compute "
+                             f"{', '.join(FRAMEWORK_LOSSES[args.framework_loss].objectives)}, not --objective "
+                             f"{args.objective}; check a port MODULE:FUNCTION of {args.objective} instead")
         elif args.framework is None:
             parser.error("the following arguments are required: --framework (with a port MODULE:FUNCTION)")
         if args.fused:
@@ -168,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(--verl-loss, --framework-loss)")
             if args.framework == "numpy":
                 parser.error("--fused: fused heads are checked in torch or jax, got --framework numpy")
+            if args.objective != "ce_gppo":
+                parser.error(f"--fused checks CE-GPPO's fused LM head; --objective {args.objective} applies to "
+                             "policy-loss ports only")
             if args.mask_dtype != "bool" or args.compile or args.advantages != "both" or args.device is not None:
                 parser.error("--fused: --mask-dtype, --compile, --advantages and --device apply to policy-loss "
                              "ports only")
@@ -181,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None and not args.json.parent.is_dir():
         return _error(f"--json {args.json}: folder {args.json.parent} does not exist")
     try:
-        select(args.only, FUSED_PROPERTIES if args.fused else PROPERTIES)
+        select(args.only, FUSED_PROPERTIES if args.fused else properties)
     except ValueError as exc:
         return _error(f"--only: {exc}")
     try:
@@ -208,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(exc))
     report = check(target, args.framework, max_examples=args.max_examples, seed=args.seed, only=args.only,
                    progress=None if args.quiet else _progress(len(select(args.only, FUSED_PROPERTIES if args.fused
-                                                                         else PROPERTIES))),
+                                                                         else properties))),
                    fail_fast=args.fail_fast, shrink=not args.no_shrink, timeout=timeout)
     if args.json is not None:  # first: a closed stdout (`| head`) must not cost the CI its results
         args.json.write_text(report.to_json() + "\n", encoding="utf-8")

@@ -19,6 +19,11 @@ the kit then evaluates the reference under the same convention (docs/conformance
 - ``agg``: the aggregation modes the port takes as ``loss_agg_mode=`` (verl's names), and whether
   it takes the global normalizers ``num_tokens=`` / ``num_seqs=`` (``global_normalizers``).
 
+They also say which objective the port computes (``objective``: CE-GPPO by default, or a member of
+the family of spec S14, `OBJECTIVES`), because the other declarations are read against it: a port
+declaring no ``agg`` is expected to compute its member's paper aggregation (token-mean for CE-GPPO
+and CISPO, seq-mean-token-mean for SAPO and GSPO), and only CE-GPPO has a dual clip to declare.
+
 The conventions of the running property are held in a context variable (`use`), so that every
 `Case` drawn inside it carries them (`Case.conventions`) without each strategy being told.
 """
@@ -34,8 +39,10 @@ from typing import Any
 
 from cegppo import AGG_MODES
 
+from ._objectives import CE_GPPO, check_objective, paper_agg
+
 __all__ = ["COMPUTE_DTYPES", "DUAL_CLIP_OPTIONS", "SPEC", "Conventions", "active", "conventions",
-           "declares_no_dual_clip", "use"]
+           "declares_no_dual_clip", "spec_conventions", "use"]
 
 DUAL_CLIP_OPTIONS: tuple[str, ...] = ("optional", "required", "absent")
 """``optional``: the port turns the dual clip off for clip_ratio_c=None (spec S7); ``required``: it cannot;
@@ -46,22 +53,27 @@ COMPUTE_DTYPES: tuple[str, ...] = ("float32",)
 
 @dataclass(frozen=True)
 class Conventions:
-    """What a port declares about itself; the default is the spec's own contract (`SPEC`)."""
+    """What a port declares about itself; the default is the spec's own contract for CE-GPPO (`SPEC`)."""
 
     normalizer_eps: float = 0.0
     dual_clip: str = "optional"
     compute_dtype: str | None = None
     agg: tuple[str, ...] = ("token-mean",)
     global_normalizers: bool = False
+    objective: str = CE_GPPO
+    """The objective the port computes (a key of `OBJECTIVE_HYPERPARAMETERS`): which reference and which
+    properties apply, and which keywords the port takes."""
 
     @property
     def is_spec(self) -> bool:
-        return self == SPEC
+        """Whether nothing is declared beyond the objective: the spec's contract for that objective."""
+        return self == spec_conventions(self.objective)
 
     @property
     def agg_declared(self) -> bool:
-        """Whether the port takes ``loss_agg_mode=`` (it was declared, even as token-mean alone)."""
-        return self.agg != SPEC.agg or self.global_normalizers
+        """Whether the port takes ``loss_agg_mode=`` (modes other than its objective's paper aggregation, or
+        global normalizers, were declared)."""
+        return self.agg != spec_conventions(self.objective).agg or self.global_normalizers
 
     def lines(self) -> list[str]:
         """One line per declared convention, with its option and command-line flag (for the report)."""
@@ -87,9 +99,16 @@ SPEC = Conventions()
 """The spec's contract: no epsilon, dual clip off for None, S9.5 dtypes, token-mean with local normalizers."""
 
 
-def _agg_modes(agg: str | Sequence[str] | None) -> tuple[str, ...]:
+def spec_conventions(objective: str) -> Conventions:
+    """The spec's contract for a port of `objective`: nothing declared, its paper aggregation (spec S14.1)."""
+    if objective == CE_GPPO:
+        return SPEC
+    return Conventions(agg=(paper_agg(objective),), objective=check_objective(objective))
+
+
+def _agg_modes(agg: str | Sequence[str] | None, objective: str) -> tuple[str, ...]:
     if agg is None:
-        return SPEC.agg
+        return spec_conventions(objective).agg
     names = [a.strip() for a in agg.split(",")] if isinstance(agg, str) else list(agg)
     if names == ["all"]:
         return tuple(AGG_MODES)
@@ -100,8 +119,13 @@ def _agg_modes(agg: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def conventions(*, normalizer_eps: Any = 0.0, dual_clip: Any = "optional", compute_dtype: Any = None,
-                agg: str | Sequence[str] | None = None, global_normalizers: Any = False) -> Conventions:
-    """A validated `Conventions` (ValueError / TypeError naming the bad argument)."""
+                agg: str | Sequence[str] | None = None, global_normalizers: Any = False,
+                objective: Any = CE_GPPO) -> Conventions:
+    """A validated `Conventions` (ValueError / TypeError naming the bad argument).
+
+    ``agg=None`` is the objective's paper aggregation, passed to the port as no ``loss_agg_mode``.
+    """
+    objective = check_objective(objective)
     if isinstance(normalizer_eps, bool) or not isinstance(normalizer_eps, (int, float)):
         raise TypeError(f"normalizer_eps must be a number, got {type(normalizer_eps).__name__} {normalizer_eps!r}")
     # Above 1e-2 it is no longer an epsilon: it would change what a count of 1 means.
@@ -109,11 +133,15 @@ def conventions(*, normalizer_eps: Any = 0.0, dual_clip: Any = "optional", compu
         raise ValueError(f"normalizer_eps must be a finite number in [0, 1e-2], got {normalizer_eps!r}")
     if dual_clip not in DUAL_CLIP_OPTIONS:
         raise ValueError(f"dual_clip must be one of {DUAL_CLIP_OPTIONS}, got {dual_clip!r}")
+    if dual_clip != "optional" and objective != CE_GPPO:  # the dual clip is CE-GPPO's (spec S7)
+        raise ValueError(f"dual_clip={dual_clip!r} declares a dual clip, which only ce_gppo has; "
+                         f"objective={objective!r} has none (leave dual_clip='optional')")
     if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be None or one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
     if not isinstance(global_normalizers, bool):
         raise TypeError(f"global_normalizers must be a bool, got {type(global_normalizers).__name__}")
-    return Conventions(float(normalizer_eps), dual_clip, compute_dtype, _agg_modes(agg), global_normalizers)
+    return Conventions(float(normalizer_eps), dual_clip, compute_dtype, _agg_modes(agg, objective), global_normalizers,
+                       objective)
 
 
 def declares_no_dual_clip(adapter: Any) -> str | None:

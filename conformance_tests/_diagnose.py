@@ -21,6 +21,7 @@ from typing import Any
 
 import cegppo
 import numpy as np
+from cegppo import CEGPPOConfig
 from cegppo._aggregation_modes import AGG_TABLE
 
 from ._adapters import Adapter, PortError, Result
@@ -247,10 +248,11 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
     """Whether the reference under an undeclared convention (epsilon, default dual clip, float32) matches `r`."""
     conv = case.conventions
     variants: list[tuple[list[str], Case]] = []
-    c_options: list[float | None] = [case.cfg.dual_clip]
-    if case.cfg.dual_clip is None:
+    c_options: list[float | None] = [_dual_clip(case.cfg)]
+    # the other members have no dual clip to default to or to ignore
+    if isinstance(case.cfg, CEGPPOConfig) and case.cfg.dual_clip is None:
         c_options += list(_DEFAULT_C)
-    else:  # a port without a dual clip ignores the c it is given
+    elif isinstance(case.cfg, CEGPPOConfig):  # a port without a dual clip ignores the c it is given
         c_options.append(None)
     eps_options: list[float | None] = [conv.normalizer_eps]
     if conv.normalizer_eps == 0.0:
@@ -267,11 +269,11 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
         for eps in dict.fromkeys(e for e in eps_options if e is not None):
             for cd in f32_options:
                 changes = []
-                if c is None and case.cfg.dual_clip is not None:
+                if c is None and _dual_clip(case.cfg) is not None:
                     changes.append(f"with clip_ratio_c={case.cfg.dual_clip:g} the result equals the reference without "
                                    "a dual clip: the port ignores clip_ratio_c; declare --dual-clip absent "
                                    "(dual_clip='absent') if it has no dual clip")
-                elif c != case.cfg.dual_clip:
+                elif c != _dual_clip(case.cfg):
                     changes.append(f"with clip_ratio_c=None the result equals the reference with c = {c:g}: a default "
                                    "dual clip; declare --dual-clip required (dual_clip='required') if the port has no "
                                    "off switch")
@@ -286,7 +288,7 @@ def _convention_variant(case: Case, r: Result, ad: Adapter, *, want: Expected | 
                 if not changes or key in seen:
                     continue
                 seen.add(key)
-                variants.append((changes, case.with_(cfg=case.cfg.replace(dual_clip=c),
+                variants.append((changes, case.with_(cfg=_with_dual_clip(case.cfg, c),
                                                      conventions=replace(conv, normalizer_eps=eps, compute_dtype=cd))))
     # exact hypotheses first: float32 arithmetic is compared at float32 tolerance, which an epsilon of 1e-8 also meets
     variants.sort(key=lambda v: (v[1].conventions.compute_dtype != conv.compute_dtype, len(v[0])))
@@ -324,6 +326,16 @@ def _partial_float32(case: Case, r: Result, ad: Adapter, *, want: Expected) -> D
                      "float32 (compute_dtype='float32') if that is intended")
 
 
+def _dual_clip(cfg: Any) -> float | None:
+    """CE-GPPO's dual clip c; None for the other members of the family, which have none (spec S14)."""
+    return cfg.dual_clip if isinstance(cfg, CEGPPOConfig) else None
+
+
+def _with_dual_clip(cfg: Any, c: float | None) -> Any:
+    """`cfg` with dual clip `c` (CE-GPPO); another member's config, which has none, unchanged."""
+    return cfg.replace(dual_clip=c) if isinstance(cfg, CEGPPOConfig) else cfg
+
+
 def _small(case: Case) -> bool:
     """Whether a reference evaluation of `case` costs milliseconds (not a kernel-scale or million-token case)."""
     return case.log_prob.size <= 100_000
@@ -332,7 +344,7 @@ def _small(case: Case) -> bool:
 def _eps_estimate(case: Case, r: Result, c: float | None) -> float | None:
     """The epsilon e with loss = reference * D / (D + e), rounded to a power of ten (None if there is none)."""
     d = _divisor(case)
-    variant = case.with_(cfg=case.cfg.replace(dual_clip=c))
+    variant = case.with_(cfg=_with_dual_clip(case.cfg, c))
     want = expected(variant).value
     if d is None or not r.value or not want or not math.isfinite(r.value):
         return None
@@ -380,6 +392,8 @@ def _ppo(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | N
     """Value and gradient are PPO-clip's (textbook min/clip, arXiv 1707.06347 Eq. 7): clipped tokens have no gradient."""
     from ._prop_special import textbook  # the independent PPO formula of S6
 
+    if not isinstance(case.cfg, CEGPPOConfig):  # PPO is a row of CE-GPPO's beta family only (S6)
+        return None
     if case.cfg.beta_low == 0 and case.cfg.beta_high == 0 and _value_ok(case, r.value, want):
         return None  # CE-GPPO with beta = 0 has PPO's gradient: nothing tells them apart but the value
     ref = textbook(case)
@@ -428,7 +442,7 @@ def _normalizer(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagno
 def _by_region(case: Case, r: Result, ad: Adapter, *, want: Expected) -> Diagnosis | None:
     """Where the gradient differs: clipped tokens with a zero gradient, one region only, beyond |log-ratio| 20."""
     bad = _grad_bad(case, r.grad, want) & case.mask
-    if r.grad is None or not bad.any():
+    if r.grad is None or not bad.any() or not isinstance(case.cfg, CEGPPOConfig):  # regions are CE-GPPO's (S2)
         return None
     regions = cegppo.token_regions(case.log_prob, case.old_log_prob, case.advantages, case.cfg)
     clipped = regions.clip_low | regions.clip_high

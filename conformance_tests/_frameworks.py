@@ -157,12 +157,15 @@ class FrameworkLoss:
         losses: what ``--loss`` names, for the help.
         rebuild: how a reproducer rebuilds the port of a named loss, a format string of ``{name}`` (NAME of
             ``[MODULE:]NAME``, MODULE being imported first); default ``cegppo.conformance.<build>(LOSS)``.
+        objectives: the objectives (``--objective``) whose ports `build` makes: CE-GPPO's only, unless a
+            row says otherwise.
     """
 
     framework: str
     build: Callable[[str | None], Callable[..., Any]]
     losses: str
     rebuild: str = ""
+    objectives: tuple[str, ...] = ("ce_gppo",)
 
     def port_name(self, framework_loss: str, loss: str | None) -> str:
         """The report's name for the port of `loss`: what it is and how to rebuild it (pasted into reproducers)."""

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from ._adapters import Adapter
 from ._cases import Case, Mismatch, compare_grad, compare_value, expected
+from ._objectives import rows_coupled
 from ._prop_objective import common_dtypes
 from ._registry import prop
 from ._strategies import draw_case
@@ -30,14 +31,14 @@ __all__: list[str] = []
 
 @prop("S8.1", "token permutation invariance", "aggregation")
 def permutation_invariance(ad: Adapter, data: Any) -> None:
-    """Permuting tokens (across the batch for token modes, within rows for seq modes) permutes the gradient and keeps the loss."""
+    """Permuting tokens (across the batch for token modes, within rows for seq modes and GSPO) permutes the gradient and keeps the loss."""
     case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, global_normalizers=ad.global_normalizers,
                      adv_forms=ad.forms)
     b, t = case.shape
     if "token" not in ad.forms:  # one advantage per row: permute the rows, then the tokens within each row
         return _permute_rows_then_tokens(ad, data, case)
     case = case.with_(advantages=case.adv_2d())
-    if case.agg.startswith("token"):
+    if case.agg.startswith("token") and not rows_coupled(case.cfg):  # GSPO's s_i: a token keeps its row
         perm = np.array(data.draw(st.permutations(range(b * t)), label="token permutation"))
         idx = np.unravel_index(perm, (b, t))
 

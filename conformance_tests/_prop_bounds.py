@@ -24,7 +24,7 @@ from ._adapters import Adapter
 from ._cases import GRAD_TOL, Case, Mismatch, tol_dtype, weights
 from ._conventions import declares_no_dual_clip
 from ._prop_objective import common_dtypes, in_declared_mode
-from ._registry import prop
+from ._registry import CE_GPPO_ONLY, prop
 from ._strategies import draw_region_case
 
 __all__: list[str] = []
@@ -79,25 +79,26 @@ def check_bounds(case: Case, grad: np.ndarray, region: str) -> None:
         )
 
 
-@prop("S5", "gradient bound clip_low", "bounds", needs_grad=True)
+@prop("S5", "gradient bound clip_low", "bounds", needs_grad=True, objectives=CE_GPPO_ONLY)
 def bound_clip_low(ad: Adapter, data: Any) -> None:
     """clip_low tokens (delta < 1 - eps_low, A < 0): |F| <= beta_low (1 - eps_low), finite at any depth."""
     _bound_check(ad, data, "clip_low")
 
 
-@prop("S5", "gradient bound clip_high", "bounds", needs_grad=True)
+@prop("S5", "gradient bound clip_high", "bounds", needs_grad=True, objectives=CE_GPPO_ONLY)
 def bound_clip_high(ad: Adapter, data: Any) -> None:
     """clip_high tokens (delta > 1 + eps_high, A > 0): |F| <= beta_high (1 + eps_high), finite even when delta overflows."""
     _bound_check(ad, data, "clip_high")
 
 
-@prop("S5", "gradient bound dual_clip", "bounds", needs_grad=True, declared=declares_no_dual_clip)
+@prop("S5", "gradient bound dual_clip", "bounds", needs_grad=True, declared=declares_no_dual_clip,
+      objectives=CE_GPPO_ONLY)
 def bound_dual_clip(ad: Adapter, data: Any) -> None:
     """dual_clip tokens (A < 0, delta > c): F = 0, finite even when delta overflows."""
     _bound_check(ad, data, "dual_clip")
 
 
-@prop("S5", "gradient bound inside", "bounds", needs_grad=True)
+@prop("S5", "gradient bound inside", "bounds", needs_grad=True, objectives=CE_GPPO_ONLY)
 def bound_inside(ad: Adapter, data: Any) -> None:
     """inside tokens: 0 <= F < 1 - eps_low below the interval (A > 0), <= 1 + eps_high within, <= c above (A < 0)."""
     _bound_check(ad, data, "inside")

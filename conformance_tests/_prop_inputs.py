@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from ._adapters import SHAPE_OF_FORM, Adapter, PortError
 from ._cases import LAYOUTS, Case, Mismatch, compare_grad, compare_value, expected, round_to
+from ._objectives import CE_GPPO, default_config
 from ._prop_objective import common_dtypes
 from ._registry import prop
 from ._strategies import draw_case
@@ -63,10 +64,17 @@ def _probe_cases(ad: Adapter) -> list[Case]:
         lp = round_to(-rng.uniform(0.1, 2.0, size=(b, t)), dtype)
         olp = round_to(lp + rng.uniform(-0.3, 0.3, size=(b, t)), dtype)
         adv = round_to(rng.choice([-1.0, 0.5, 1.0], size=b), dtype)
-        # a port without an off switch for the dual clip (dual_clip='required') is probed with it on
-        cfg = CEGPPOConfig(dual_clip=3.0 if ad.conventions.dual_clip == "required" else None)
+        cfg = probe_config(ad)
         cases.append(Case(lp, olp, adv, np.ones((b, t), dtype=bool), cfg, dtype, agg=ad.aggs[0]))
     return cases
+
+
+def probe_config(ad: Adapter) -> Any:
+    """The config of the probe calls: the defaults of the adapter's objective (spec S14); a CE-GPPO port
+    without an off switch for the dual clip (dual_clip='required') is probed with it on."""
+    if ad.objective != CE_GPPO:
+        return default_config(ad.objective)
+    return CEGPPOConfig(dual_clip=3.0 if ad.conventions.dual_clip == "required" else None)
 
 
 def _by_form(case: Case) -> dict[str, Case]:

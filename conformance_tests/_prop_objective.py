@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ._adapters import Adapter
 from ._cases import Case, Mismatch, compare_grad, compare_value, expected
-from ._registry import prop
+from ._registry import CE_GPPO_ONLY, prop
 from ._strategies import draw_case
 
 __all__: list[str] = []
@@ -39,7 +39,7 @@ def draw_general(ad: Adapter, data: Any, **kw: Any):
                      adv_forms=ad.forms, **kw)
 
 
-@prop("S3", "value equals the reference", "objective")
+@prop("S3", "value equals the reference", "objective", objectives=CE_GPPO_ONLY)
 def value_equals_reference(ad: Adapter, data: Any) -> None:
     """The loss equals the NumPy reference within VALUE_TOL of the dtype, in every region."""
     case = draw_general(ad, data)
@@ -48,7 +48,7 @@ def value_equals_reference(ad: Adapter, data: Any) -> None:
     compare_value("loss", case, got.value, want.value, want.scale)
 
 
-@prop("S4", "gradient equals the reference", "objective", needs_grad=True)
+@prop("S4", "gradient equals the reference", "objective", needs_grad=True, objectives=CE_GPPO_ONLY)
 def gradient_equals_reference(ad: Adapter, data: Any) -> None:
     """d loss / d log_prob equals the reference's analytic -c_t F_t A_t within GRAD_TOL, in every region."""
     case = draw_general(ad, data)
@@ -58,7 +58,7 @@ def gradient_equals_reference(ad: Adapter, data: Any) -> None:
 
 
 @prop("S4", "old_log_prob and advantages are constants", "objective", needs_grad=True,
-      skip=lambda ad: ad.constants_skip)
+      skip=lambda ad: ad.constants_skip, objectives=CE_GPPO_ONLY)
 def constants_have_no_gradient(ad: Adapter, data: Any) -> None:
     """Passed as differentiable inputs (torch requires_grad, jax traced), old_log_prob and advantages get no or a zero gradient."""
     case = draw_general(ad, data)

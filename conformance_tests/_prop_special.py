@@ -21,7 +21,7 @@ from ._adapters import Adapter
 from ._cases import Case, compare_grad, compare_value, expected, weights
 from ._conventions import declares_no_dual_clip
 from ._prop_objective import common_dtypes, in_declared_mode
-from ._registry import prop
+from ._registry import CE_GPPO_ONLY, prop
 from ._strategies import draw_case, draw_config, draw_dual_clip_case
 
 __all__ = ["textbook"]
@@ -61,7 +61,7 @@ def _case(ad: Adapter, data: Any, beta: tuple[float, float]) -> Case:
     return draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, cfg=cfg, adv_forms=ad.forms)
 
 
-@prop("S6.1", "beta = 0 gives PPO's gradient", "special", needs_grad=True)
+@prop("S6.1", "beta = 0 gives PPO's gradient", "special", needs_grad=True, objectives=CE_GPPO_ONLY)
 def beta0_is_ppo_gradient(ad: Adapter, data: Any) -> None:
     """With beta_low = beta_high = 0 the gradient equals PPO-clip's (textbook min/clip, dual clip included)."""
     case = _case(ad, data, (0.0, 0.0))
@@ -69,7 +69,7 @@ def beta0_is_ppo_gradient(ad: Adapter, data: Any) -> None:
     compare_grad("d loss / d log_prob vs PPO-clip", case, got.grad_or_fail(case), textbook(case)["ppo_grad"])
 
 
-@prop("S6.2", "beta = 1 gives PPO's value", "special")
+@prop("S6.2", "beta = 1 gives PPO's value", "special", objectives=CE_GPPO_ONLY)
 def beta1_is_ppo_value(ad: Adapter, data: Any) -> None:
     """With beta_low = beta_high = 1 the loss equals PPO-clip's loss (GPPO changes only the gradient)."""
     case = _case(ad, data, (1.0, 1.0))
@@ -78,7 +78,7 @@ def beta1_is_ppo_value(ad: Adapter, data: Any) -> None:
     compare_value("loss vs PPO-clip", case, got.value, ref["value"], ref["scale"])
 
 
-@prop("S6.2", "beta = 1 gives GPPO's gradient", "special", needs_grad=True)
+@prop("S6.2", "beta = 1 gives GPPO's gradient", "special", needs_grad=True, objectives=CE_GPPO_ONLY)
 def beta1_is_gppo_gradient(ad: Adapter, data: Any) -> None:
     """With beta_low = beta_high = 1 clipped tokens keep the gradient clip-bound * A (GPPO)."""
     case = _case(ad, data, (1.0, 1.0))
@@ -86,7 +86,8 @@ def beta1_is_gppo_gradient(ad: Adapter, data: Any) -> None:
     compare_grad("d loss / d log_prob vs GPPO", case, got.grad_or_fail(case), textbook(case)["gppo_grad"])
 
 
-@prop("S7", "dual clip acts only on A < 0 above c", "special", declared=declares_no_dual_clip)
+@prop("S7", "dual clip acts only on A < 0 above c", "special", declared=declares_no_dual_clip,
+      objectives=CE_GPPO_ONLY)
 def dual_clip_only_where_it_should(ad: Adapter, data: Any) -> None:
     """Turning dual clip off changes nothing but the tokens with A < 0 and delta > c, whose gradient is 0."""
     if data.draw(st.booleans(), label="every token above log c"):

@@ -17,14 +17,15 @@ from typing import Any
 
 from ._adapters import Adapter, port_adapter
 from ._check import DEFAULT_TIMEOUT, _check_run_args, prepare, run_property, select, within
-from ._conventions import SPEC, conventions
+from ._conventions import conventions
 from ._registry import Property, properties_of
 from ._report import Report
 
 __all__ = ["pytest_suite"]
 
 _NOT_FOR_PYTEST = ("progress", "fail_fast")
-CONVENTION_OPTIONS = ("normalizer_eps", "dual_clip", "compute_dtype", "agg", "global_normalizers")
+CONVENTION_OPTIONS = ("normalizer_eps", "dual_clip", "compute_dtype", "agg", "global_normalizers", "objective")
+"""The options of `pytest_suite` that build the port's `Conventions` (the objective travels with them)."""
 
 
 class _Suite:
@@ -60,7 +61,7 @@ class _Suite:
         if r.status == "FAIL":
             ad = self.adapter
             report = Report(ad.name, ad.framework, ad.kind, self.max_examples, self.seed, [r], list(self.notes),
-                            device=ad.device, advantages=ad.advantages)
+                            device=ad.device, advantages=ad.advantages, objective=ad.objective)
             pytest.fail(report.format(), pytrace=False)
 
 
@@ -70,8 +71,9 @@ def pytest_suite(port: Callable[..., Any] | Adapter, framework: str = "torch", *
     Assign it to a name starting with ``test`` in a test module; pytest collects one test per
     property (``only=`` restricts them). `options` are those of `check` (``max_examples``,
     ``seed``, ``only``, ``mask_dtype``, ``compile``, ``jit``, ``name``, ``shrink``, ``device``,
-    ``advantages``, ``timeout``, and the declarations ``normalizer_eps``, ``dual_clip``,
-    ``compute_dtype``, ``agg``, ``global_normalizers``), checked here, so that a bad option fails at collection;
+    ``advantages``, ``timeout``, the declarations ``normalizer_eps``, ``dual_clip``,
+    ``compute_dtype``, ``agg``, ``global_normalizers``, and ``objective``: ``"cispo"``, ``"cispo_cap"``,
+    ``"sapo"`` or ``"gspo"`` for a port of that member, spec S14), checked here, so that a bad option fails at collection;
     ``progress`` and ``fail_fast`` do not apply (pytest reports progress, ``-x`` stops early).
     The adapter (and the framework import) is built at collection too: a device that is not
     available is a collection error naming it.
@@ -90,7 +92,9 @@ def pytest_suite(port: Callable[..., Any] | Adapter, framework: str = "torch", *
                     options.get("timeout", DEFAULT_TIMEOUT))
     conv = conventions(**{k: options[k] for k in CONVENTION_OPTIONS if k in options})
     if isinstance(port, Adapter):
-        if conv != SPEC:
+        if conv.objective != port.objective and "objective" in options:
+            raise ValueError(f"objective={conv.objective!r}, but the adapter checks {port.objective!r}")
+        if not conv.is_spec:
             raise ValueError("conventions are declared on the adapter when an Adapter is passed")
         adapter = port
     else:

@@ -13,6 +13,7 @@ import numpy as np
 from ._adapters import Adapter
 from ._cases import Case, expected
 from ._diagnose import DEFECT_CLASSES, FIXES
+from ._port import port_keywords
 
 __all__ = ["PropertyResult", "Report", "reproducer"]
 
@@ -89,6 +90,8 @@ class Report:
     """The advantage shapes the implementation declared (``token``, ``sequence`` or ``both``)."""
     declared: list[str] = field(default_factory=list)
     """The conventions the implementation declared, one line each (`Conventions.lines`)."""
+    objective: str = "ce_gppo"
+    """The objective checked (``ce_gppo``, ``cispo``, ``cispo_cap``, ``sapo``, ``gspo``; docs/spec.md S14)."""
 
     @property
     def ok(self) -> bool:
@@ -113,7 +116,9 @@ class Report:
         seed = "derandomized" if self.seed is None else f"seed {self.seed}"
         where = f", device {self.device}" if self.device is not None else ""
         forms = f", advantages {self.advantages}" if self.advantages != "both" else ""
-        return (f"cegppo conformance: {self.implementation} ({self.kind}, framework {self.framework}{where}{forms}); "
+        # a CE-GPPO report reads as it always has; another member's says which one was checked
+        what = f"{self.objective} " if self.objective != "ce_gppo" else ""
+        return (f"cegppo conformance: {what}{self.implementation} ({self.kind}, framework {self.framework}{where}{forms}); "
                 f"up to {self.max_examples} examples per property, {seed}")
 
     def summary(self) -> str:
@@ -188,7 +193,8 @@ class Report:
         if any(r.status == "DECLARED" for r in self.results):
             counts["declared"] = sum(r.status == "DECLARED" for r in self.results)
         return {
-            "implementation": self.implementation, "framework": self.framework, "kind": self.kind,
+            "implementation": self.implementation, "objective": self.objective, "framework": self.framework,
+            "kind": self.kind,
             "device": self.device, "advantages": self.advantages, "max_examples": self.max_examples,
             "seed": self.seed, "ok": self.ok, "summary": self.summary(), "counts": counts, "verdict": self.verdict(),
             "seconds": round(self.seconds, 3), "stopped_early": self.stopped_early, "notes": list(self.notes),
@@ -242,7 +248,9 @@ def import_lines(framework: str) -> list[str]:
 
 
 def config_expr(cfg: Any) -> str:
-    """`cfg` as the expression that rebuilds it."""
+    """`cfg` as the expression that rebuilds it (any config of the family: its dataclass repr)."""
+    if type(cfg).__name__ != "CEGPPOConfig":
+        return f"cegppo.{cfg!r}"
     return (f"cegppo.CEGPPOConfig(eps_low={cfg.eps_low!r}, eps_high={cfg.eps_high!r}, beta_low={cfg.beta_low!r}, "
             f"beta_high={cfg.beta_high!r}, dual_clip={cfg.dual_clip!r})")
 
@@ -309,13 +317,13 @@ def reproducer(case: Case, adapter: Adapter, *, show_mutation: bool = False) -> 
         lines += [f"names, inputs = {list(_INPUTS)!r}, [log_prob, old_log_prob, advantages, response_mask]",
                   _BEFORE[fw]]
     c = case.cfg
+    loss_fn = "policy_loss" if type(c).__name__ == "CEGPPOConfig" else "family_policy_loss"
     if adapter.kind == "backend":
-        call = (f"cg.policy_loss({{lp}}, old_log_prob, advantages, response_mask, {config_expr(c)}, agg={case.agg!r}, "
+        call = (f"cg.{loss_fn}({{lp}}, old_log_prob, advantages, response_mask, {config_expr(c)}, agg={case.agg!r}, "
                 f"num_tokens={case.num_tokens!r}, num_seqs={case.num_seqs!r})")
     else:
-        call = (f"port({{lp}}, old_log_prob, advantages, response_mask, eps_low={c.eps_low!r}, "
-                f"eps_high={c.eps_high!r}, beta_low={c.beta_low!r}, beta_high={c.beta_high!r}, "
-                f"clip_ratio_c={c.dual_clip!r})")
+        keywords = ", ".join(f"{k}={v!r}" for k, v in port_keywords(c).items())
+        call = f"port({{lp}}, old_log_prob, advantages, response_mask, {keywords})"
     if fw == "torch":
         lines += [f"loss = {call.format(lp='log_prob')}", "loss.backward()",
                   "print(loss.item(), log_prob.grad)"]
@@ -324,7 +332,7 @@ def reproducer(case: Case, adapter: Adapter, *, show_mutation: bool = False) -> 
                   "print(loss, grad)"]
     elif adapter.kind == "backend":
         lines += [f"loss = {call.format(lp='log_prob')}",
-                  f"grad = cg.policy_loss_grad{call.format(lp='log_prob')[len('cg.policy_loss'):]}",
+                  f"grad = cg.{loss_fn}_grad{call.format(lp='log_prob')[len(f'cg.{loss_fn}'):]}",
                   "print(loss, grad)"]
     else:
         lines += [f"loss = {call.format(lp='log_prob')}", "print(loss)"]

@@ -13,6 +13,9 @@ failing example in pytest reads as a list of named inputs. What is reached:
   not sample, logr = +inf; log_prob = -inf: a token the current policy cannot sample, logr = -inf);
 - asymmetric eps (eps_low in (0, 0.9), eps_high in (0, 2)), beta in [0, 2] (0 and 1 exactly too),
   dual clip off or c in (1.05, 50);
+- for a port of another member of the family (spec S14, the active conventions' ``objective``), that
+  member's hyperparameters (`draw_member_config`) and log-ratios around its own reference points,
+  the extremes its loss can represent, and inputs kept away from its kinks (GSPO: the row means);
 - float64, float32, bfloat16 and float16 inputs;
 - advantages per token (B, T) and per sequence (B,), or only the form a port declares;
 - for the scale properties (`draw_scale_case`, `scale_case`): T across kernel block sizes
@@ -29,14 +32,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from cegppo import CEGPPOConfig
+from cegppo import CEGPPOConfig, CISPOCapConfig, CISPOConfig, GSPOConfig, SAPOConfig
 from hypothesis import strategies as st
 
 from ._cases import MARGIN, Case, round_to
 from ._conventions import Conventions, active
+from ._objectives import CE_GPPO, check_objective, kinks, reference_points, representable, row_kinks
 
 __all__ = ["BLOCK_B", "BLOCK_T", "DUAL_CLIP_KINDS", "LARGE_SHAPES", "MASK_STYLES", "REGIONS", "advantage_values", "draw_case",
-           "draw_config", "draw_dual_clip_case", "draw_mask", "draw_region_case", "draw_scale_case", "scale_case"]
+           "draw_config", "draw_dual_clip_case", "draw_mask", "draw_member_config", "draw_region_case",
+           "draw_scale_case", "push_rows_away", "scale_case"]
 
 REGIONS: tuple[str, ...] = ("clip_low", "clip_high", "dual_clip", "inside")
 #: The three places where dual-clip ports go wrong (spec S7): A < 0 with log c < logr < c (a port
@@ -78,6 +83,32 @@ def draw_config(data: Any, *, dual: bool | None = None, beta: tuple[float, float
     return CEGPPOConfig(eps_low=eps_low, eps_high=eps_high, beta_low=beta_low, beta_high=beta_high, dual_clip=c)
 
 
+def draw_member_config(data: Any, objective: str | None = None) -> Any:
+    """The hyperparameters of `objective` (default: the active conventions' objective, spec S14).
+
+    CE-GPPO: `draw_config`. CISPO: eps_low below 1 or at least 1 (no lower bound, the paper's
+    practice), eps_high up to 2; the cap form: caps below and above 1 (TRL recommends 5); SAPO: the
+    paper's temperatures or any in [0.1, 10], tau_pos and tau_neg drawn apart; GSPO: the paper's
+    clip widths (3e-4, 4e-4) or widths of token-level size.
+    """
+    objective = active().objective if objective is None else check_objective(objective)
+    if objective == CE_GPPO:
+        return draw_config(data)
+    if objective == "cispo":
+        eps_low = data.draw(st.one_of(st.just(0.2), st.floats(0.01, 0.9), st.floats(1.0, 4.0)), label="eps_low")
+        eps_high = data.draw(st.one_of(st.just(0.2), st.just(0.28), st.floats(0.01, 2.0)), label="eps_high")
+        return CISPOConfig(eps_low=eps_low, eps_high=eps_high)
+    if objective == "cispo_cap":
+        return CISPOCapConfig(cap=data.draw(st.one_of(st.just(5.0), st.floats(0.1, 10.0)), label="cap"))
+    if objective == "sapo":
+        tau_pos = data.draw(st.one_of(st.just(1.0), st.floats(0.1, 10.0)), label="tau_pos")
+        tau_neg = data.draw(st.one_of(st.just(1.05), st.floats(0.1, 10.0)), label="tau_neg")
+        return SAPOConfig(tau_pos=tau_pos, tau_neg=tau_neg)
+    eps_low = data.draw(st.one_of(st.just(3e-4), st.floats(1e-3, 0.9)), label="eps_low")
+    eps_high = data.draw(st.one_of(st.just(4e-4), st.floats(1e-3, 2.0)), label="eps_high")
+    return GSPOConfig(eps_low=eps_low, eps_high=eps_high)
+
+
 def draw_mask(data: Any, b: int, t: int, *, allow_empty: bool = True) -> np.ndarray:
     """A (B, T) bool mask; rows are all valid, empty, a single token, a prefix, or random holes."""
     kinds = ["all", "prefix", "single", "random"] + (["none"] if allow_empty else [])
@@ -114,22 +145,15 @@ def _mask_row(t: int, allow_empty: bool) -> st.SearchStrategy[list[bool]]:
     return st.sampled_from(kinds).flatmap(build)
 
 
-def _boundaries(cfg: CEGPPOConfig) -> list[float]:
-    out = [cfg.log_lower, cfg.log_upper]
-    if cfg.log_dual_clip is not None:
-        out.append(cfg.log_dual_clip)
-    return out
-
-
-def _logr_strategy(kind: str, cfg: CEGPPOConfig) -> st.SearchStrategy[float]:
+def _logr_strategy(kind: str, cfg: Any) -> st.SearchStrategy[float]:
     near = st.floats(-0.5, 0.5)
+    lower, upper, far = reference_points(cfg)
     if kind == "near_lower":
-        return near.map(lambda u: cfg.log_lower + u)
+        return near.map(lambda u: lower + u)
     if kind == "near_upper":
-        return near.map(lambda u: cfg.log_upper + u)
+        return near.map(lambda u: upper + u)
     if kind == "near_dual":
-        c = cfg.log_dual_clip if cfg.log_dual_clip is not None else cfg.log_upper
-        return near.map(lambda u: c + u)
+        return near.map(lambda u: far + u)
     if kind == "around_zero":
         return st.floats(-0.3, 0.3)
     if kind == "far_below":
@@ -167,15 +191,23 @@ def _place(anchor: np.ndarray, logr: np.ndarray, dtype: str) -> tuple[np.ndarray
     return round_to(lp, dtype), round_to(olp, dtype)
 
 
-def push_away(lp: np.ndarray, olp: np.ndarray, cfg: CEGPPOConfig, dtype: str) -> np.ndarray:
-    """Move log_prob so that every log-ratio is at least MARGIN[dtype] from each clip boundary.
+def _margin_dtype(dtype: str) -> str:
+    """The MARGIN key for inputs of `dtype`: float64 inputs of a port declared to compute in float32 are
+    rounded to float32 inside it."""
+    return "float32" if dtype == "float64" and active().compute_dtype == "float32" else dtype
 
-    Gradients (and, for beta != 1, values) jump at the boundaries, where a correct implementation
-    may round either way: compared values are drawn away from them (jax's test-utility style).
+
+def push_away(lp: np.ndarray, olp: np.ndarray, cfg: Any, dtype: str) -> np.ndarray:
+    """Move log_prob so that every log-ratio is at least MARGIN[dtype] from each kink of the member's weight.
+
+    Gradients (and, for CE-GPPO with beta != 1, values) jump at the clip boundaries, where a correct
+    implementation may round either way: compared values are drawn away from them (jax's
+    test-utility style). The kinks are the member's (`kinks`): none for SAPO and, per token, GSPO.
     """
-    # float64 inputs of a port declared to compute in float32 are rounded to float32 inside it
-    margin = MARGIN["float32" if dtype == "float64" and active().compute_dtype == "float32" else dtype]
-    bounds = np.array(_boundaries(cfg))
+    margin = MARGIN[_margin_dtype(dtype)]
+    bounds = np.array(kinks(cfg))
+    if bounds.size == 0:
+        return lp
     lp = lp.copy()
     for _ in range(6):
         logr = lp - olp
@@ -193,6 +225,52 @@ def push_away(lp: np.ndarray, olp: np.ndarray, cfg: CEGPPOConfig, dtype: str) ->
     logr = lp - olp
     close = np.min(np.abs(logr[..., None] - bounds), axis=-1) < margin
     return np.where(close, round_to(olp - 5.0, dtype), lp)
+
+
+_ROW_MARGIN_SHARE = 0.1
+"""GSPO's row margin, as a share of MARGIN: the token margin (1e-3 in float32) is wider than GSPO's own clip
+interval at the paper's widths (7e-4), and a row mean is far more precise than one token's ratio is needed."""
+
+
+def push_rows_away(lp: np.ndarray, olp: np.ndarray, mask: np.ndarray, cfg: Any, dtype: str) -> np.ndarray:
+    """Move the valid log-probs of each row so that its mean log-ratio log s_i keeps away from `row_kinks`.
+
+    GSPO's weight jumps where log s_i crosses a clip end (spec S14.4). The margin is a share of
+    MARGIN plus the rounding error of a mean of n log-ratios in the compute dtype (n |logr|max eps,
+    four times over), so that a port's mean and the float64 reference's fall on the same side.
+    Each close row is shifted to the nearest point that is clear of every end; rows that rounding
+    keeps close are moved 5 below the lower end. No-op for members without row kinks.
+    """
+    bounds = np.array(row_kinks(cfg))
+    if bounds.size == 0:
+        return lp
+    key = _margin_dtype(dtype)
+    eps = float(np.finfo(np.float64 if key == "float64" else np.float32).eps)
+    lp = lp.copy()
+    n = mask.sum(axis=-1)
+
+    def close_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with np.errstate(invalid="ignore", over="ignore"):
+            logr = np.where(mask, lp - olp, 0.0)
+            mean = logr.sum(axis=-1) / np.maximum(n, 1)
+            margin = MARGIN[key] * _ROW_MARGIN_SHARE + 4 * n * np.max(np.abs(logr), axis=-1, initial=0.0) * eps
+            close = (n > 0) & np.any(np.abs(mean[:, None] - bounds) < margin[:, None], axis=-1)
+        return close, mean, margin
+
+    for _ in range(6):
+        close, mean, margin = close_rows()
+        if not close.any():
+            return lp
+        mean = np.where(close, mean, 0.0)  # rows left alone (infinite or NaN means included) shift by nothing
+        candidates = (bounds[None, :, None] + np.array([-3.0, 3.0])[None, None, :] * margin[:, None, None]).reshape(
+            len(mean), -1)
+        clear = np.all(np.abs(candidates[:, :, None] - bounds) >= 2 * margin[:, None, None], axis=-1)
+        cost = np.where(clear, np.abs(candidates - mean[:, None]), np.inf)
+        target = candidates[np.arange(len(mean)), np.argmin(cost, axis=-1)]
+        shift = np.where(np.isfinite(cost.min(axis=-1)), target - mean, bounds.min() - 5.0 - mean)
+        lp = np.where(close[:, None] & mask, round_to(lp + shift[:, None], dtype), lp)
+    close, _, _ = close_rows()
+    return np.where(close[:, None] & mask, round_to(olp + bounds.min() - 5.0, dtype), lp)
 
 
 ADVANTAGE_RANGES: tuple[float, ...] = (5.0,) * 5 + (100.0,)
@@ -217,7 +295,7 @@ def draw_case(
     *,
     dtypes: Sequence[str] = ("float64", "float32"),
     aggs: Sequence[str] = ("token-mean",),
-    cfg: CEGPPOConfig | None = None,
+    cfg: Any = None,
     extremes: bool = False,
     away_from_boundaries: bool = True,
     allow_empty_rows: bool = True,
@@ -229,18 +307,19 @@ def draw_case(
     """A random batch reaching every region (see the module docstring), as a `Case`.
 
     `adv_forms` are the advantage shapes to draw from: ``token`` (B, T), ``sequence`` (B,).
+    `cfg` defaults to a config drawn for the active objective (`draw_member_config`).
 
     With ``extremes``, some log-ratios are extreme (|logr| in [50, 1e4]) or infinite (a -inf
-    log_prob or old_log_prob, spec S9.1) where the true loss is still representable: A < 0 above
-    the interval without dual clip would make delta A overflow, so such tokens are kept at
-    |logr| <= 20.
+    log_prob or old_log_prob, spec S9.1) where the true loss is still representable
+    (`representable`): for CE-GPPO, A < 0 above the interval without dual clip would make delta A
+    overflow, so such tokens are kept at |logr| <= 20.
     """
     # Rows are elements of one list, so that Hypothesis shrinks a failure to few rows by deleting
     # list elements (a batch size drawn first would pin every later draw to it).
     t = data.draw(st.integers(1, max_t), label="T")
     dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
     if cfg is None:
-        cfg = draw_config(data)
+        cfg = draw_member_config(data)
     kinds = list(_KINDS) + (list(_EXTREME_KINDS) if extremes else [])
     per_seq = _draw_per_seq(data, adv_forms)
     a_el = advantage_values(data.draw(st.sampled_from(ADVANTAGE_RANGES), label="advantage range"))
@@ -258,12 +337,12 @@ def draw_case(
     adv = np.array([r["advantages"] for r in rows], dtype=np.float64)
     adv = round_to(adv if per_seq else adv.reshape(b, t), dtype)
     a2 = np.broadcast_to(adv[:, None], (b, t)) if per_seq else adv
-    if extremes and cfg.dual_clip is None:  # the true loss -delta A would overflow (spec S5)
-        logr = np.where((a2 < 0) & (logr > 20.0), 20.0, logr)
+    if extremes:
+        logr = representable(logr, a2, cfg)
     lp, olp = _place(anchor, logr, dtype)
-    if away_from_boundaries:
-        lp = push_away(lp, olp, cfg, dtype)
     mask = np.array([r["mask"] for r in rows], dtype=bool).reshape(b, t)
+    if away_from_boundaries:
+        lp = push_rows_away(push_away(lp, olp, cfg, dtype), olp, mask, cfg, dtype)
     agg = data.draw(st.sampled_from(list(aggs)), label="agg")
     num_tokens = num_seqs = None
     if global_normalizers and data.draw(st.booleans(), label="global normalizers"):
@@ -423,11 +502,11 @@ The million-token cases are never all valid: real batches of that size are padde
 reduction that averages per-chunk means is right exactly when every chunk holds as many tokens."""
 
 
-def _scale_logr(rng: np.random.Generator, cfg: CEGPPOConfig, shape: tuple[int, int]) -> np.ndarray:
+def _scale_logr(rng: np.random.Generator, cfg: Any, shape: tuple[int, int]) -> np.ndarray:
     """Log-ratios of every kind of `_KINDS`, uniformly mixed (the vectorised twin of `_logr_strategy`)."""
     kind = rng.integers(0, len(_KINDS), size=shape)
-    c = cfg.log_dual_clip if cfg.log_dual_clip is not None else cfg.log_upper
-    centre = np.select([kind == 0, kind == 1, kind == 2], [cfg.log_lower, cfg.log_upper, c], 0.0)
+    lower, upper, far = reference_points(cfg)
+    centre = np.select([kind == 0, kind == 1, kind == 2], [lower, upper, far], 0.0)
     near = centre + rng.uniform(-0.5, 0.5, size=shape)
     far = np.where(kind == 4, rng.uniform(-20.0, -1.0, size=shape), rng.uniform(1.0, 20.0, size=shape))
     return np.where(kind <= 2, near, np.where(kind == 3, rng.uniform(-0.3, 0.3, size=shape), far))
@@ -455,7 +534,7 @@ def _scale_mask(rng: np.random.Generator, style: str, b: int, t: int) -> np.ndar
     return m
 
 
-def scale_case(*, b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: str = "ragged",
+def scale_case(*, b: int, t: int, seed: int, dtype: str, cfg: Any, mask: str = "ragged",
                advantages: str = "token") -> Case:
     """A (b, t) case of the scale properties, built from `seed` by NumPy alone (no Hypothesis).
 
@@ -476,7 +555,7 @@ def scale_case(*, b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask
 # A derandomized run draws the same cases for every implementation it checks (the project checks
 # dozens of ports): a case is immutable, so the last few are kept instead of rebuilt (~1 s at 2^20).
 @functools.lru_cache(maxsize=4)
-def _scale_case(b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: str, advantages: str,
+def _scale_case(b: int, t: int, seed: int, dtype: str, cfg: Any, mask: str, advantages: str,
                 conventions: Conventions) -> Case:
     rng = np.random.default_rng(seed)
     shape = (b, t)
@@ -490,6 +569,7 @@ def _scale_case(b: int, t: int, seed: int, dtype: str, cfg: CEGPPOConfig, mask: 
     lp, olp = _place(anchor, logr, dtype)
     lp = push_away(lp, olp, cfg, dtype)
     m = _scale_mask(rng, mask, b, t)
+    lp = push_rows_away(lp, olp, m, cfg, dtype)
     recipe = (f"cc.scale_case(b={b}, t={t}, seed={seed}, dtype={dtype!r}, cfg=cegppo.{cfg!r}, mask={mask!r}, "
               f"advantages={advantages!r})")
     return Case(lp, olp, adv, m, cfg, dtype, recipe=recipe, conventions=conventions)
@@ -508,7 +588,7 @@ def draw_scale_case(data: Any, *, large: bool = False, dtypes: Sequence[str] = (
         t = data.draw(st.sampled_from(BLOCK_T), label="T")
         b = data.draw(st.one_of(st.sampled_from(BLOCK_B), st.integers(1, 64)), label="B")
     dtype = data.draw(st.sampled_from(list(dtypes)), label="dtype")
-    cfg = draw_config(data)
+    cfg = draw_member_config(data)
     mask = data.draw(st.sampled_from(MASK_STYLES[:-1] if large else MASK_STYLES), label="mask style")
     form = "sequence" if _draw_per_seq(data, adv_forms) else "token"
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed of the token values")

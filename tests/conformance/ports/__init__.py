@@ -7,8 +7,8 @@ plain data (no framework import), so tests can be parametrized over them in any 
 
 from __future__ import annotations
 
-__all__ = ["CONVENTION_DEFECTS", "CONVENTION_PORTS", "CORRECT", "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN",
-           "TORCH_BROKEN", "TORCH_DIAGNOSES"]
+__all__ = ["CONVENTION_DEFECTS", "CONVENTION_PORTS", "CORRECT", "FAMILY_CORRECT", "FAMILY_TORCH_BROKEN",
+           "FUSED_TORCH_BROKEN", "JAX_BROKEN", "NUMPY_BROKEN", "TORCH_BROKEN", "TORCH_DIAGNOSES"]
 
 CORRECT: dict[str, str] = {
     "correct": "both",
@@ -57,6 +57,23 @@ TORCH_DIAGNOSES: dict[str, tuple[str, str]] = {
     "zeroes_padding_in_place": ("contract/harness", "writes into its inputs"),
 }
 """Broken torch ports whose failure must carry this diagnosis: (defect class, a phrase of the diagnosis)."""
+
+FAMILY_CORRECT: dict[str, str] = {
+    "cispo_correct": "cispo",
+    "cispo_cap_correct": "cispo_cap",
+    "sapo_correct": "sapo",
+    "gspo_correct": "gspo",
+}
+"""family_torch_ports.py: the correct port of each member of the family (spec S14) -> its objective."""
+
+FAMILY_TORCH_BROKEN: dict[str, tuple[str, str, str]] = {
+    "cispo_weight_not_detached": ("cispo", "missing stop-gradient", "S14.2 gradient equals the reference"),
+    "cispo_clips_by_sign": ("cispo", "wrong region condition", "S14.2 gradient bound"),
+    "sapo_taus_swapped": ("sapo", "swapped hyperparameters", "S14.3 value equals the reference"),
+    "gspo_mean_over_padding": ("gspo", "normalization", "S14.4 value equals the reference"),
+    "gspo_no_stop_gradient": ("gspo", "missing stop-gradient", "S14.4 gradient equals the reference"),
+}
+"""family_torch_ports.py: every broken port -> (its objective, bug class, the property id prefix expected to catch it)."""
 
 JAX_BROKEN: dict[str, tuple[str, str]] = {
     "missing_stop_gradient": ("missing stop-gradient", "S6.2 beta = 1 gives GPPO's gradient"),
