@@ -34,15 +34,15 @@ def _registered(loss: str | Callable[..., Any] | None, default: str) -> str | Ca
 
 
 def port_from_verl_loss(loss: str | Callable[..., Any] | None = None, *,
-                        objective: str | None = None) -> Callable[..., Any]:
+                        objective: str = "ce_gppo") -> Callable[..., Any]:
     """A standard port wrapping a verl policy loss: None for ``ce_gppo``, a registered name (``vanilla``,
     ``cispo``, ...), ``MODULE:NAME`` (MODULE imported first so that it can register NAME) or the function itself.
 
     verl registers losses as ``fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode,
     config) -> (pg_loss, *metrics)``; the port builds verl's actor config from the kit's keywords and
     calls the loss with the objective's paper aggregation, or the mode the kit passes
-    (`cegppo.integrations.verl.verl_port`). `objective` None: verl's ``cispo``, ``sapo`` and ``gspo`` are
-    ports of their member (``port.objective``), every other loss of CE-GPPO.
+    (`cegppo.integrations.verl.verl_port`). The port takes `objective`'s keywords (``port.objective``):
+    ``objective="cispo"`` for verl's ``cispo``, ``"sapo"`` and ``"gspo"`` for its ``sapo`` and ``gspo``.
 
     Raises:
         ValueError: no verl policy loss is registered under the name.
@@ -86,13 +86,13 @@ def port_from_openrlhf(loss: str | type[Any] | None = None) -> Callable[..., Any
 
 
 def port_from_skyrl(loss: str | Callable[..., Any] | None = None, *,
-                    objective: str | None = None) -> Callable[..., Any]:
+                    objective: str = "ce_gppo") -> Callable[..., Any]:
     """A standard port wrapping a SkyRL policy loss: None for ``ce_gppo`` (registered by
     `cegppo.integrations.skyrl`), a registered name (``regular``, ``dual_clip``, ``cispo``, ...),
     ``MODULE:NAME`` (MODULE imported first so that it can register NAME) or the loss function itself.
-    `objective` None: SkyRL's ``cispo``, ``sapo`` and ``gspo`` are ports of their member (``port.objective``;
-    CISPO's eps go to SkyRL's ``cispo.cispo_eps_clip_low/high``, SAPO's temperatures to ``sapo.tau_pos/neg``),
-    every other loss of CE-GPPO.
+    The port takes `objective`'s keywords (``port.objective``): ``objective="cispo"``, ``"sapo"``, ``"gspo"``
+    for SkyRL's losses of those names (CISPO's eps go to SkyRL's ``cispo.cispo_eps_clip_low/high``, SAPO's
+    temperatures to ``sapo.tau_pos/neg``).
 
     SkyRL registers losses as ``fn(log_probs, old_log_probs, advantages, config, loss_mask,
     rollout_logprobs) -> (loss, metrics)``, a masked sum over advantages scaled for its
@@ -156,9 +156,10 @@ class FrameworkLoss:
         build: the ``port_from_*`` function: the ``--loss`` value (None: cegppo's integration) -> a port.
         losses: what ``--loss`` names, for the help.
         rebuild: how a reproducer rebuilds the port of a named loss, a format string of ``{name}`` (NAME of
-            ``[MODULE:]NAME``, MODULE being imported first); default ``cegppo.conformance.<build>(LOSS)``.
+            ``[MODULE:]NAME``, MODULE being imported first) and ``{objective}`` (``, objective='...'`` for a
+            member other than CE-GPPO); default ``cegppo.conformance.<build>(LOSS)``.
         objectives: the objectives (``--objective``) whose ports `build` makes: CE-GPPO's only, unless a
-            row says otherwise.
+            row says otherwise; `build` of a row with several takes the one to make as ``objective=``.
     """
 
     framework: str
@@ -167,15 +168,25 @@ class FrameworkLoss:
     rebuild: str = ""
     objectives: tuple[str, ...] = ("ce_gppo",)
 
-    def port_name(self, framework_loss: str, loss: str | None) -> str:
+    def port(self, loss: str | None, objective: str = "ce_gppo") -> Callable[..., Any]:
+        """The port of `loss` (the ``--loss`` value) computing `objective`, one of `objectives`."""
+        if objective not in self.objectives:
+            raise ValueError(f"objective must be one of {self.objectives} for these losses, got {objective!r}")
+        if self.objectives == ("ce_gppo",):
+            return self.build(loss)
+        return self.build(loss, objective=objective)  # type: ignore[call-arg]
+
+    def port_name(self, framework_loss: str, loss: str | None, objective: str = "ce_gppo") -> str:
         """The report's name for the port of `loss`: what it is and how to rebuild it (pasted into reproducers)."""
         module_name, _, name = (loss or "").rpartition(":")
         first = f"import {module_name}; " if module_name else ""
         label = "(cegppo's integration)" if loss is None else repr(name)
+        member = "" if objective == "ce_gppo" else f"objective={objective!r}"
         if self.rebuild and loss is not None:
-            call = self.rebuild.format(name=repr(name))
+            call = self.rebuild.format(name=repr(name), objective=f", {member}" if member else "")
         else:
-            call = f"cegppo.conformance.{self.build.__name__}({'' if loss is None else repr(loss)})"
+            given = [repr(loss)] if loss is not None else []
+            call = f"cegppo.conformance.{self.build.__name__}({', '.join(given + ([member] if member else []))})"
         return f"<{framework_loss} policy loss {label}: {first}port = {call}>"
 
 
@@ -184,15 +195,17 @@ FRAMEWORK_LOSSES: dict[str, FrameworkLoss] = {
     "verl": FrameworkLoss("torch", port_from_verl_loss,
                           "a name in verl's policy-loss registry: ce_gppo (default), vanilla, cispo, sapo, gspo, ... or "
                           "MODULE:NAME",
-                          rebuild="cegppo.integrations.verl.verl_port({name})"),
+                          rebuild="cegppo.integrations.verl.verl_port({name}{objective})",
+                          objectives=("ce_gppo", "cispo", "sapo", "gspo")),
     "openrlhf": FrameworkLoss("torch", port_from_openrlhf,
                               "a PolicyLoss class: CEGPPOPolicyLoss (default), PolicyLoss (OpenRLHF's own) or "
                               "MODULE:CLASS"),
     "skyrl": FrameworkLoss("torch", port_from_skyrl,
                            "a name in SkyRL's PolicyLossRegistry: ce_gppo (default), regular, dual_clip, cispo, sapo, "
-                           "gspo, ... or MODULE:NAME"),
-    "trl": FrameworkLoss("torch", port_from_trl, "a GRPOTrainer loss_type of the family: cispo or sapo",
-                         rebuild="cegppo.integrations.trl.trl_port({name})"),
+                           "gspo, ... or MODULE:NAME", objectives=("ce_gppo", "cispo", "sapo", "gspo")),
+    "trl": FrameworkLoss("torch", port_from_trl,
+                         "a GRPOTrainer loss_type of the family: cispo (--objective cispo_cap) or sapo (--objective sapo)",
+                         rebuild="cegppo.integrations.trl.trl_port({name})", objectives=("cispo_cap", "sapo")),
     "tunix": FrameworkLoss("jax", port_from_tunix,
                            "a name in tunix's policy-loss registry: ce_gppo (default), grpo, ppo, ... or MODULE:NAME"),
 }

@@ -88,8 +88,8 @@ LOSS_NAME = "ce_gppo"
 """The name registered in SkyRL's policy-loss registry (``trainer.algorithm.policy_loss_type``)."""
 
 FAMILY_LOSSES: dict[str, str] = {"cispo": "cispo", "sapo": "sapo", "gspo": "gspo"}
-"""SkyRL's own losses of the family's members (docs/spec.md S14) -> the objective a port of each takes by
-default (a key of `cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS`). Every other loss is checked as CE-GPPO."""
+"""SkyRL's own losses of the family's members (docs/spec.md S14) -> the objective (a key of
+`cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS`) they compute: ``skyrl_port(NAME, objective=...)``."""
 
 LOSS_REDUCTIONS: dict[str, str] = {
     "token-mean": "token_mean",
@@ -295,12 +295,12 @@ def reduced_advantages(advantages: torch.Tensor, loss_mask: torch.Tensor, loss_a
     )
 
 
-def skyrl_port(name: str | Callable[..., Any], *, objective: str | None = None) -> Callable[..., torch.Tensor]:
+def skyrl_port(name: str | Callable[..., Any], *, objective: str = "ce_gppo") -> Callable[..., torch.Tensor]:
     """A conformance-kit port (docs/conformance.md) calling the SkyRL policy loss registered as `name`.
 
     `name` may also be the loss function itself (SkyRL's signature). The port takes the keywords of
-    `objective` (``cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS``; None: the loss's own member for
-    SkyRL's ``cispo``, ``sapo`` and ``gspo`` (`FAMILY_LOSSES`), else ``ce_gppo``) and records it as
+    `objective` (``cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS``; SkyRL's ``cispo``, ``sapo`` and
+    ``gspo`` are checked as their own member with ``objective=NAME``, `FAMILY_LOSSES`) and records it as
     ``port.objective``. A CE-GPPO port has the kit's signature ``port(log_prob, old_log_prob, advantages,
     response_mask, *, eps_low, eps_high, beta_low, beta_high, clip_ratio_c)``: the hyperparameters reach
     the loss through a `CEGPPOAlgorithmConfig` (eps as ``eps_clip_low/high``, c as ``clip_ratio_c``, the
@@ -318,8 +318,6 @@ def skyrl_port(name: str | Callable[..., Any], *, objective: str | None = None) 
     """
     from cegppo.conformance._port import agg_kit_port  # the kit's port contract: only a port needs the kit
     fn, name = registered_loss(name, PolicyLossRegistry.get)  # SkyRL's lookup: ValueError listing the names
-    if objective is None:
-        objective = FAMILY_LOSSES.get(str(name), "ce_gppo")
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
              response_mask: torch.Tensor, *, loss_agg_mode: str, num_tokens: Any, num_seqs: Any,
@@ -331,7 +329,7 @@ def skyrl_port(name: str | Callable[..., Any], *, objective: str | None = None) 
             loss_type = "regular"  # SkyRL's PPO without dual clip
         mask = response_mask.to(log_prob.dtype) if response_mask.dtype == torch.bool else response_mask
         scaled = reduced_advantages(advantages, mask, loss_agg_mode)
-        config = _member_config(str(objective), loss_type, hyper)
+        config = _member_config(objective, loss_type, hyper)
         config.loss_reduction = LOSS_REDUCTIONS[loss_agg_mode]  # what SkyRL's trainer would have scaled them for
         loss, _ = fn(log_prob, old_log_prob, scaled, config=config, loss_mask=mask)
         return loss

@@ -80,8 +80,8 @@ LOSS_NAME = "ce_gppo"
 """The name registered in verl's policy-loss registry (``policy_loss.loss_mode``)."""
 
 FAMILY_LOSSES: dict[str, str] = {"cispo": "cispo", "sapo": "sapo", "gspo": "gspo"}
-"""verl's own losses of the family's members (docs/spec.md S14) -> the objective a port of each takes by
-default (a key of `cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS`). Every other loss is checked as CE-GPPO."""
+"""verl's own losses of the family's members (docs/spec.md S14) -> the objective (a key of
+`cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS`) they compute: ``verl_port(NAME, objective=...)``."""
 
 METRIC_PREFIX = "actor/ce_gppo/"
 """Prefix of our metrics (`cegppo.METRIC_KEYS`) in the dict the loss returns."""
@@ -253,14 +253,14 @@ def actor_config(
     return cfg
 
 
-def verl_port(name: str | Callable[..., Any], *, objective: str | None = None) -> Callable[..., torch.Tensor]:
+def verl_port(name: str | Callable[..., Any], *, objective: str = "ce_gppo") -> Callable[..., torch.Tensor]:
     """A conformance-kit port (docs/conformance.md) that calls the verl policy loss registered as `name`.
 
     `name` may also be the loss function itself (verl's signature), registered or not.
 
     The port takes the keywords of `objective` (``cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS``;
-    None: the loss's own member for verl's ``cispo``, ``sapo`` and ``gspo`` (`FAMILY_LOSSES`), else
-    ``ce_gppo``) and records it as ``port.objective``. A CE-GPPO port is
+    verl's ``cispo``, ``sapo`` and ``gspo`` are checked as their own member with ``objective=NAME``,
+    `FAMILY_LOSSES`) and records it as ``port.objective``. A CE-GPPO port is
     ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
     clip_ratio_c)``; a CISPO or GSPO port takes ``eps_low, eps_high``, a SAPO port ``tau_pos, tau_neg``.
     The hyperparameters reach the verl loss through an ``ActorConfig`` (see `actor_config`): eps as
@@ -279,8 +279,6 @@ def verl_port(name: str | Callable[..., Any], *, objective: str | None = None) -
     """
     from cegppo.conformance._port import agg_kit_port  # the kit's port contract: only a port needs the kit
     fn, name = registered_loss(name, get_policy_loss_fn)  # verl's lookup raises ValueError listing the names
-    if objective is None:
-        objective = FAMILY_LOSSES.get(str(name), "ce_gppo")
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
              response_mask: torch.Tensor, *, loss_agg_mode: str, num_tokens: Any, num_seqs: Any,

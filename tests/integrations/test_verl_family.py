@@ -43,8 +43,8 @@ def _loss_and_grad(port, cfg, lp, old, adv, mask, **extra):
 @pytest.mark.parametrize("name", sorted(FAMILY_LOSSES))
 def test_each_port_equals_the_reference_in_its_paper_aggregation(name) -> None:
     cfg = CONFIGS[name]
-    port = verl_port(name)
-    assert port.objective == FAMILY_LOSSES[name] == name
+    port = verl_port(name, objective=FAMILY_LOSSES[name])
+    assert port.objective == name
     lp, old, adv, mask = batch(torch, seed=1)
     loss, g = _loss_and_grad(port, cfg, lp, old, adv, mask)
     np.testing.assert_allclose(loss.item(), cegppo.family_policy_loss(*_np(lp, old, adv, mask), cfg), rtol=RTOL[name])
@@ -55,8 +55,8 @@ def test_each_port_equals_the_reference_in_its_paper_aggregation(name) -> None:
 def test_a_family_port_refuses_ce_gppo_keywords_and_ce_gppo_stays_available() -> None:
     lp, old, adv, mask = batch(torch, seed=2)
     with pytest.raises(TypeError, match=r"verl_cispo takes the keywords \['eps_high', 'eps_low'\] of a cispo port"):
-        verl_port("cispo")(lp, old, adv, mask, **port_keywords(cegppo.CEGPPOConfig()))
-    as_ce_gppo = verl_port("cispo", objective="ce_gppo")  # verl's CISPO checked against CE-GPPO
+        verl_port("cispo", objective="cispo")(lp, old, adv, mask, **port_keywords(cegppo.CEGPPOConfig()))
+    as_ce_gppo = verl_port("cispo")  # by default verl's CISPO is checked against CE-GPPO, as every verl loss
     assert as_ce_gppo.objective == "ce_gppo"
     as_ce_gppo(lp, old, adv, mask.to(lp.dtype), **port_keywords(cegppo.CEGPPOConfig()))
 
@@ -64,7 +64,7 @@ def test_a_family_port_refuses_ce_gppo_keywords_and_ce_gppo_stays_available() ->
 def test_verl_sapo_ignores_the_loss_agg_mode_it_is_given() -> None:
     cfg = CONFIGS["sapo"]
     lp, old, adv, mask = batch(torch, seed=3)
-    loss, _ = _loss_and_grad(verl_port("sapo"), cfg, lp, old, adv, mask, loss_agg_mode="token-mean")
+    loss, _ = _loss_and_grad(verl_port("sapo", objective="sapo"), cfg, lp, old, adv, mask, loss_agg_mode="token-mean")
     arrays = _np(lp, old, adv, mask)
     asked = cegppo.family_policy_loss(*arrays, cfg, agg="token-mean")
     forced = cegppo.family_policy_loss(*arrays, cfg, agg="seq-mean-token-mean")
@@ -79,7 +79,7 @@ def test_verl_gspo_clamps_the_sequence_log_ratio_at_10() -> None:
     with torch.no_grad():
         lp[2] = old[2] + 12.0  # row 2 is full: s_2 = e^12
         adv[2] = -1.0
-    _, g = _loss_and_grad(verl_port("gspo"), cfg, lp, old, adv, mask)
+    _, g = _loss_and_grad(verl_port("gspo", objective="gspo"), cfg, lp, old, adv, mask)
     ref = cegppo.family_policy_loss_grad(*_np(lp, old, adv, mask), cfg)
     assert torch.all(g[2] == 0) and np.all(ref[2] > 0)
     np.testing.assert_allclose(g[[0, 3, 4, 5]].numpy(), ref[[0, 3, 4, 5]], rtol=RTOL["gspo"], atol=1e-15)
@@ -89,7 +89,7 @@ def test_verl_gspo_lets_nan_padding_into_the_sequence_ratio() -> None:
     cfg = CONFIGS["gspo"]
     lp, old, adv, mask = batch(torch, seed=5)
     old = torch.where(mask, old, torch.nan)
-    loss, _ = _loss_and_grad(verl_port("gspo"), cfg, lp, old, adv, mask)
+    loss, _ = _loss_and_grad(verl_port("gspo", objective="gspo"), cfg, lp, old, adv, mask)
     assert torch.isnan(loss)
     assert np.isfinite(cegppo.family_policy_loss(*_np(lp, old, adv, mask), cfg))
 
@@ -97,9 +97,9 @@ def test_verl_gspo_lets_nan_padding_into_the_sequence_ratio() -> None:
 def test_verl_cispo_all_masked_batch_is_nan_and_advantages_get_a_gradient() -> None:
     cfg = CONFIGS["cispo"]
     lp, old, adv, mask = batch(torch, seed=6)
-    loss, _ = _loss_and_grad(verl_port("cispo"), cfg, lp, old, adv, torch.zeros_like(mask))
+    loss, _ = _loss_and_grad(verl_port("cispo", objective="cispo"), cfg, lp, old, adv, torch.zeros_like(mask))
     assert torch.isnan(loss)  # token-mean divides by mask.sum() = 0; the spec's loss is 0
     adv.requires_grad_(True)
-    loss = verl_port("cispo")(lp, old, adv, mask.to(lp.dtype), **port_keywords(cfg))
+    loss = verl_port("cispo", objective="cispo")(lp, old, adv, mask.to(lp.dtype), **port_keywords(cfg))
     (g_adv,) = torch.autograd.grad(loss, adv)
     assert torch.any(g_adv != 0)  # the spec's advantages are constants of the loss (S9)
