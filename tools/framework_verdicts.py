@@ -54,12 +54,12 @@ CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tunix-ppo": ("tunix", ("--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token",
                             "--normalizer-eps", "1e-8")),
     # The family's members (docs/spec.md S14), each checked as its own objective, in its paper aggregation unless
-    # --agg says more. verl 0.9.1's seq-mean-token-mean divides each row by n_i + 1e-8 (its token-mean by the plain
-    # count); sapo is also asked for token-mean, the actor's default, which it ignores.
-    "verl-family-cispo": ("verl", ("--verl-loss", "cispo", "--objective", "cispo", *_VERL)),
-    "verl-family-sapo": ("verl", ("--verl-loss", "sapo", "--objective", "sapo", *_VERL,
-                                  "--agg", "token-mean,seq-mean-token-mean", "--normalizer-eps", "1e-8")),
-    "verl-family-gspo": ("verl", ("--verl-loss", "gspo", "--objective", "gspo", *_VERL, "--normalizer-eps", "1e-8")),
+    # --agg says more; sapo is also asked for token-mean, the actor's default, which it ignores. The mask is bool:
+    # verl's seq-mean-token-mean divides by n_i + 1e-8, which a bool or integer mask's count absorbs in float32.
+    "verl-family-cispo": ("verl", ("--verl-loss", "cispo", "--objective", "cispo", "--advantages", "token")),
+    "verl-family-sapo": ("verl", ("--verl-loss", "sapo", "--objective", "sapo", "--advantages", "token",
+                                  "--agg", "token-mean,seq-mean-token-mean")),
+    "verl-family-gspo": ("verl", ("--verl-loss", "gspo", "--objective", "gspo", "--advantages", "token")),
     # TRL 1.16.0's GRPOTrainer loss types, run on the kit's log-probs; their aggregation is the loss type's own
     "trl-family-cispo": ("trl", ("--framework-loss", "trl", "--loss", "cispo", "--objective", "cispo_cap")),
     "trl-family-sapo": ("trl", ("--framework-loss", "trl", "--loss", "sapo", "--objective", "sapo")),

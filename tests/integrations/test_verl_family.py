@@ -103,3 +103,4 @@ def test_verl_cispo_all_masked_batch_is_nan_and_advantages_get_a_gradient() -> N
     loss = verl_port("cispo", objective="cispo")(lp, old, adv, mask.to(lp.dtype), **port_keywords(cfg))
     (g_adv,) = torch.autograd.grad(loss, adv)
     assert torch.any(g_adv != 0)  # the spec's advantages are constants of the loss (S9)
+
