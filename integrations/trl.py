@@ -45,6 +45,10 @@ mean |F_t|), TRL's ``clip_ratio/low_mean``, ``clip_ratio/high_mean`` and
 ``clip_ratio/region_mean`` (= ``clip_low_frac``, ``clip_high_frac``, ``clip_frac``), ``entropy``,
 and ``kl`` when ``beta`` > 0.
 
+`trl_port` makes TRL's own ``loss_type="cispo"`` and ``"sapo"`` conformance-kit ports of CISPO's cap form
+and SAPO (docs/conformance.md, "Family verdicts"), run through ``GRPOTrainer.compute_loss`` on a tiny model
+(`cegppo.integrations._trl_harness`).
+
 Pinned and tested against trl 1.16.0 (the ``integrations`` extra). The hook is TRL's
 ``compute_loss`` (the ``transformers.Trainer`` method GRPOTrainer implements); the log-probs come
 from GRPOTrainer's ``_get_per_token_logps_and_entropies``, exactly as TRL's own loss gets them.
