@@ -170,7 +170,8 @@ def cispo_unbounded(ad: Adapter, data: Any) -> None:
 def cispo_cap_is_two_sided(ad: Adapter, data: Any) -> None:
     """For cap > 1, CISPOCapConfig(cap) and CISPOConfig(eps_low=1, eps_high=cap - 1) give the same loss and gradient."""
     cap = data.draw(st.floats(1.01, 10.0), label="cap")
-    ported, other = (CISPOCapConfig(cap=cap), CISPOConfig(eps_low=1.0, eps_high=cap - 1.0))
+    ported: Any = CISPOCapConfig(cap=cap)
+    other: Any = CISPOConfig(eps_low=1.0, eps_high=cap - 1.0)
     if ad.objective == "cispo":
         ported, other = other, ported
     case = draw_case(data, dtypes=common_dtypes(ad), aggs=ad.aggs, cfg=ported, global_normalizers=ad.global_normalizers,

@@ -75,7 +75,7 @@ class Property:
             return f"a property of {self.target} implementations; this is a {getattr(adapter, 'target', 'loss')}"
         objective = getattr(adapter, "objective", "ce_gppo")
         if not self.checks(objective):
-            return f"a property of {' and '.join(self.objectives)} (spec {self.clause}); this is a {objective} port"
+            return f"a property of {' and '.join(self.objectives or ())} (spec {self.clause}); this is a {objective} port"
         if self.needs_grad and not adapter.has_grad:
             return "no gradients (NumPy port)"
         return self.skip(adapter) if self.skip is not None else None

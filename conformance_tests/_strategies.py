@@ -505,8 +505,8 @@ reduction that averages per-chunk means is right exactly when every chunk holds 
 def _scale_logr(rng: np.random.Generator, cfg: Any, shape: tuple[int, int]) -> np.ndarray:
     """Log-ratios of every kind of `_KINDS`, uniformly mixed (the vectorised twin of `_logr_strategy`)."""
     kind = rng.integers(0, len(_KINDS), size=shape)
-    lower, upper, far = reference_points(cfg)
-    centre = np.select([kind == 0, kind == 1, kind == 2], [lower, upper, far], 0.0)
+    lower, upper, beyond = reference_points(cfg)
+    centre = np.select([kind == 0, kind == 1, kind == 2], [lower, upper, beyond], 0.0)
     near = centre + rng.uniform(-0.5, 0.5, size=shape)
     far = np.where(kind == 4, rng.uniform(-20.0, -1.0, size=shape), rng.uniform(1.0, 20.0, size=shape))
     return np.where(kind <= 2, near, np.where(kind == 3, rng.uniform(-0.3, 0.3, size=shape), far))
