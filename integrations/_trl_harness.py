@@ -14,6 +14,7 @@ the same, and eval needs no accumulation state (``current_gradient_accumulation_
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 from typing import Any
 
@@ -51,7 +52,7 @@ def harness(loss_type: str) -> GRPOTrainer:
         num_key_value_heads=1, max_position_embeddings=8, pad_token_id=0, eos_token_id=1, bos_token_id=None,
     ))
     args = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="cegppo-trl-harness-"), loss_type=loss_type,
+        output_dir=os.path.join(tempfile.gettempdir(), "cegppo-trl-harness"), loss_type=loss_type,  # one shared, empty folder
         per_device_train_batch_size=2, num_generations=2, report_to="none", use_cpu=True, bf16=False,
         save_strategy="no", logging_strategy="no",
     )
