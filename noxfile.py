@@ -185,7 +185,8 @@ def skyrl(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, *SKYRL_LOSS_LAYER)
     session.install(*CONSTRAINTS, "--no-deps", *SKYRL)
     session.run("pytest", "tests/integrations/test_skyrl.py", "tests/integrations/test_skyrl_conformance.py",
-                *session.posargs, env={**INTEGRATION_ENV, "CEGPPO_REQUIRE": "skyrl"})
+                "tests/integrations/test_skyrl_family.py", *session.posargs,
+                env={**INTEGRATION_ENV, "CEGPPO_REQUIRE": "skyrl"})
 
 
 @nox.session(python=PYTHON)

@@ -218,11 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         jax.config.update("jax_enable_x64", True)
     entry = None if args.framework_loss is None else FRAMEWORK_LOSSES[args.framework_loss]
     try:
-        port = load_port(args.port) if entry is None else entry.build(args.loss)
+        port = load_port(args.port) if entry is None else entry.port(args.loss, args.objective)
     except Exception as exc:
         return _error(f"cannot load {args.port if entry is None else _loss_flag(args, value=True)}: "
                       f"{type(exc).__name__}: {exc}")
-    name = args.port if entry is None else entry.port_name(args.framework_loss, args.loss)
+    name = args.port if entry is None else entry.port_name(args.framework_loss, args.loss, args.objective)
 
     try:
         target = _adapter(port, args, name)

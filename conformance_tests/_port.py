@@ -31,6 +31,7 @@ __all__ = [
     "agg_kit_port",
     "kit_port",
     "objective_of",
+    "paper_aggregation",
     "port_keywords",
 ]
 
@@ -81,6 +82,20 @@ def objective_of(cfg: Any) -> str:
     return objective
 
 
+def paper_aggregation(objective: str) -> str:
+    """The aggregation mode `objective`'s paper uses (`cegppo.FAMILY`'s ``paper_agg``, docs/spec.md S14.1).
+
+    A port that takes ``loss_agg_mode`` computes it when the kit passes none: the kit, given no ``agg``
+    declaration, compares a port with the member's paper aggregation.
+    """
+    import cegppo  # NumPy only; imported here so that importing this module stays standard-library only
+
+    for cls, member in cegppo.FAMILY.items():
+        if _OBJECTIVE_OF_CONFIG[cls.__name__] == objective:
+            return member.paper_agg
+    raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
 def port_keywords(cfg: CEGPPOConfig | Any) -> dict[str, float | None]:
     """The keywords a port is called with for `cfg`: its objective's `OBJECTIVE_HYPERPARAMETERS`, each the
     field of that name (``clip_ratio_c`` is ``cfg.dual_clip``)."""
@@ -108,9 +123,16 @@ def kit_port(call: FrameworkCall, *, name: str, doc: str, token_advantages: bool
             advantages = advantages[:, None].expand(log_prob.shape)
         return call(log_prob, old_log_prob, advantages, response_mask, **hyper)
 
+    _label(port, name=name, doc=doc, objective=objective)
+    return port
+
+
+def _label(port: Callable[..., Any], *, name: str, doc: str, objective: str) -> None:
+    """Name `port`, and record the objective whose keywords it takes (``port.objective``), which a caller that
+    did not build it (the command line) reads to check it against the right member."""
     port.__name__ = port.__qualname__ = name
     port.__doc__ = doc
-    return port
+    port.objective = objective  # type: ignore[attr-defined]
 
 
 def agg_kit_port(call: Callable[..., Any], *, name: str, doc: str, token_advantages: bool = False,
@@ -118,16 +140,18 @@ def agg_kit_port(call: Callable[..., Any], *, name: str, doc: str, token_advanta
     """`kit_port` for a framework loss that takes an aggregation mode.
 
     The port also takes the keywords the kit passes to a port declared with ``agg=``: ``loss_agg_mode``
-    (default token-mean, the kit's mode without a declaration) and ``num_tokens`` / ``num_seqs`` (default
-    None: the local counts). `call` receives all three as keywords, besides the hyperparameters.
+    (default None: the objective's `paper_aggregation`, the mode the kit expects without a declaration;
+    token-mean for CE-GPPO) and ``num_tokens`` / ``num_seqs`` (default None: the local counts). `call`
+    receives all three as keywords, besides the hyperparameters.
     """
+    default_mode = paper_aggregation(objective)
 
     def port(log_prob: Any, old_log_prob: Any, advantages: Any, response_mask: Any, *,
-             loss_agg_mode: str = "token-mean", num_tokens: Any = None, num_seqs: Any = None, **hyper: Any) -> Any:
-        bound = functools.partial(call, loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs)
+             loss_agg_mode: str | None = None, num_tokens: Any = None, num_seqs: Any = None, **hyper: Any) -> Any:
+        mode = default_mode if loss_agg_mode is None else loss_agg_mode
+        bound = functools.partial(call, loss_agg_mode=mode, num_tokens=num_tokens, num_seqs=num_seqs)
         inner = kit_port(bound, name=name, doc=doc, token_advantages=token_advantages, objective=objective)
         return inner(log_prob, old_log_prob, advantages, response_mask, **hyper)
 
-    port.__name__ = port.__qualname__ = name
-    port.__doc__ = doc
+    _label(port, name=name, doc=doc, objective=objective)
     return port

@@ -66,10 +66,12 @@ _ppo_utils = import_loss_module("skyrl.backends.skyrl_train.utils.ppo_utils", ("
 _off_policy = import_loss_module("skyrl.backends.skyrl_train.utils.off_policy_correction_utils", ("skyrl.backends",))
 PolicyLossRegistry = _ppo_utils.PolicyLossRegistry
 
-from skyrl.train.config import AlgorithmConfig, SkyRLTrainConfig, TrainerConfig
+from skyrl.train.config import AlgorithmConfig, CISPOConfig, SAPOConfig, SkyRLTrainConfig, TrainerConfig
 
 __all__ = [
+    "FAMILY_LOSSES",
     "LOSS_NAME",
+    "LOSS_REDUCTIONS",
     "METRIC_PREFIX",
     "CEGPPOAlgorithmConfig",
     "CEGPPOSkyRLTrainConfig",
@@ -84,6 +86,18 @@ __all__ = [
 
 LOSS_NAME = "ce_gppo"
 """The name registered in SkyRL's policy-loss registry (``trainer.algorithm.policy_loss_type``)."""
+
+FAMILY_LOSSES: dict[str, str] = {"cispo": "cispo", "sapo": "sapo", "gspo": "gspo"}
+"""SkyRL's own losses of the family's members (docs/spec.md S14) -> the objective (a key of
+`cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS`) they compute: ``skyrl_port(NAME, objective=...)``."""
+
+LOSS_REDUCTIONS: dict[str, str] = {
+    "token-mean": "token_mean",
+    "seq-mean-token-mean": "sequence_mean",
+    "seq-mean-token-sum-norm": "seq_mean_token_sum_norm",
+}
+"""The aggregation modes (spec S8, verl's names) that SkyRL's ``trainer.algorithm.loss_reduction`` has, under
+SkyRL's name. SkyRL applies them to the advantages before its loss sums the tokens."""
 
 METRIC_PREFIX = "ce_gppo/"
 """Prefix of our metrics (`cegppo.METRIC_KEYS`) in the dict the loss returns."""
@@ -240,37 +254,85 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - needs
     ray.get(skyrl_entrypoint.remote(cfg))
 
 
-def skyrl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
+def _member_config(objective: str, policy_loss_type: str, hyper: dict[str, Any]) -> CEGPPOAlgorithmConfig:
+    """The algorithm config in which SkyRL's loss `policy_loss_type` reads the kit's keywords `hyper` of `objective`.
+
+    SkyRL keeps CE-GPPO's and GSPO's eps in ``eps_clip_low/high``, CISPO's in ``cispo.cispo_eps_clip_low/high``
+    and SAPO's temperatures in ``sapo.tau_pos/tau_neg``.
+    """
+    if objective == "ce_gppo":
+        return algorithm_config(**hyper, policy_loss_type=policy_loss_type)
+    config = algorithm_config(policy_loss_type=policy_loss_type, clip_ratio_c=None)
+    if objective == "gspo":
+        config.eps_clip_low, config.eps_clip_high = hyper["eps_low"], hyper["eps_high"]
+    elif objective == "cispo":
+        config.cispo = CISPOConfig(cispo_eps_clip_low=hyper["eps_low"], cispo_eps_clip_high=hyper["eps_high"])
+    elif objective == "sapo":
+        config.sapo = SAPOConfig(tau_pos=hyper["tau_pos"], tau_neg=hyper["tau_neg"])
+    else:
+        raise ValueError(f"objective must be one of ce_gppo, {', '.join(sorted(FAMILY_LOSSES))} (SkyRL's losses), "
+                         f"got {objective!r}")
+    return config
+
+
+def reduced_advantages(advantages: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str) -> torch.Tensor:
+    """`advantages` scaled by SkyRL's own ``apply_loss_reduction_to_advantages_minibatch`` for `loss_agg_mode`
+    (`LOSS_REDUCTIONS`), so that SkyRL's masked sum is that mode's loss over this batch (one micro-batch, the
+    padded length T as Dr.GRPO's constant).
+
+    Scaled in at least float32, as SkyRL's advantages are: a float16 division would round them.
+
+    Raises:
+        ValueError: a mode SkyRL has no reduction for (token-sum, seq-mean-token-sum).
+    """
+    if loss_agg_mode not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_agg_mode must be one of {sorted(LOSS_REDUCTIONS)} (SkyRL's loss_reduction), "
+                         f"got {loss_agg_mode!r}")
+    wide = torch.promote_types(advantages.dtype, torch.float32)
+    b, t = loss_mask.shape
+    return _ppo_utils.apply_loss_reduction_to_advantages_minibatch(
+        advantages.to(wide), loss_mask.to(wide), LOSS_REDUCTIONS[loss_agg_mode], micro_batch_size=b, max_seq_len=t,
+    )
+
+
+def skyrl_port(name: str | Callable[..., Any], *, objective: str = "ce_gppo") -> Callable[..., torch.Tensor]:
     """A conformance-kit port (docs/conformance.md) calling the SkyRL policy loss registered as `name`.
 
-    `name` may also be the loss function itself (SkyRL's signature). The port has the kit's
-    signature ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high,
-    beta_low, beta_high, clip_ratio_c)``: the hyperparameters reach the loss through a
-    `CEGPPOAlgorithmConfig` (eps as ``eps_clip_low/high``, c as ``clip_ratio_c``, the betas as
-    ``beta_low/beta_high``); the advantages are scaled as SkyRL's ``token_mean`` reduction scales
-    them (divided by the number of valid tokens), so the loss SkyRL sums is the token mean. With
-    ``clip_ratio_c=None`` SkyRL's ``dual_clip`` loss is called as ``regular``. This is what
-    ``cegppo-conformance check --framework-loss skyrl`` runs.
+    `name` may also be the loss function itself (SkyRL's signature). The port takes the keywords of
+    `objective` (``cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS``; SkyRL's ``cispo``, ``sapo`` and
+    ``gspo`` are checked as their own member with ``objective=NAME``, `FAMILY_LOSSES`) and records it as
+    ``port.objective``. A CE-GPPO port has the kit's signature ``port(log_prob, old_log_prob, advantages,
+    response_mask, *, eps_low, eps_high, beta_low, beta_high, clip_ratio_c)``: the hyperparameters reach
+    the loss through a `CEGPPOAlgorithmConfig` (eps as ``eps_clip_low/high``, c as ``clip_ratio_c``, the
+    betas as ``beta_low/beta_high``); with ``clip_ratio_c=None`` SkyRL's ``dual_clip`` loss is called as
+    ``regular``. A family port's keywords go where SkyRL's loss reads them (`_member_config`).
+
+    The advantages are scaled as SkyRL's ``loss_reduction`` scales them (`reduced_advantages`), so the
+    loss SkyRL sums is the aggregated loss: the mode the kit passes as ``loss_agg_mode`` (declared with
+    ``agg=``: token-mean, seq-mean-token-mean or seq-mean-token-sum-norm), else the objective's paper
+    aggregation (token-mean for CE-GPPO and CISPO, seq-mean-token-mean for SAPO and GSPO). SkyRL has no
+    global normalizer. This is what ``cegppo-conformance check --framework-loss skyrl`` runs.
 
     Raises:
         ValueError: when no SkyRL policy loss is registered under `name`.
     """
-    from cegppo.conformance._port import kit_port  # the kit's port contract: only a port needs the kit
+    from cegppo.conformance._port import agg_kit_port  # the kit's port contract: only a port needs the kit
     fn, name = registered_loss(name, PolicyLossRegistry.get)  # SkyRL's lookup: ValueError listing the names
 
     def call(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
-             response_mask: torch.Tensor, **hyper: Any) -> torch.Tensor:
+             response_mask: torch.Tensor, *, loss_agg_mode: str, num_tokens: Any, num_seqs: Any,
+             **hyper: Any) -> torch.Tensor:
+        if num_tokens is not None or num_seqs is not None:
+            raise ValueError("SkyRL's loss reductions take no global normalizer (num_tokens, num_seqs)")
         loss_type = str(name)
-        if loss_type == "dual_clip" and hyper["clip_ratio_c"] is None:
+        if loss_type == "dual_clip" and hyper.get("clip_ratio_c", 0.0) is None:
             loss_type = "regular"  # SkyRL's PPO without dual clip
-        config = algorithm_config(**hyper, policy_loss_type=loss_type)
         mask = response_mask.to(log_prob.dtype) if response_mask.dtype == torch.bool else response_mask
-        # SkyRL's token_mean reduction: advantages / number of valid tokens (at least 1), then a masked sum.
-        # Scaled in at least float32, as SkyRL's advantages are: a float16 division would round them.
-        wide = torch.promote_types(advantages.dtype, torch.float32)
-        scaled = advantages.to(wide) / mask.to(wide).sum().clamp(min=1)
+        scaled = reduced_advantages(advantages, mask, loss_agg_mode)
+        config = _member_config(objective, loss_type, hyper)
+        config.loss_reduction = LOSS_REDUCTIONS[loss_agg_mode]  # what SkyRL's trainer would have scaled them for
         loss, _ = fn(log_prob, old_log_prob, scaled, config=config, loss_mask=mask)
         return loss
 
-    return kit_port(call, name=f"skyrl_{name}", doc=f"SkyRL policy loss {name!r} as a cegppo conformance port.",
-                    token_advantages=True)
+    return agg_kit_port(call, name=f"skyrl_{name}", doc=f"SkyRL policy loss {name!r} as a cegppo conformance port.",
+                        token_advantages=True, objective=objective)

@@ -45,6 +45,10 @@ mean |F_t|), TRL's ``clip_ratio/low_mean``, ``clip_ratio/high_mean`` and
 ``clip_ratio/region_mean`` (= ``clip_low_frac``, ``clip_high_frac``, ``clip_frac``), ``entropy``,
 and ``kl`` when ``beta`` > 0.
 
+`trl_port` makes TRL's own ``loss_type="cispo"`` and ``"sapo"`` conformance-kit ports of CISPO's cap form
+and SAPO (docs/conformance.md, "Family verdicts"), run through ``GRPOTrainer.compute_loss`` on a tiny model
+(`cegppo.integrations._trl_harness`).
+
 Pinned and tested against trl 1.16.0 (the ``integrations`` extra). The hook is TRL's
 ``compute_loss`` (the ``transformers.Trainer`` method GRPOTrainer implements); the log-probs come
 from GRPOTrainer's ``_get_per_token_logps_and_entropies``, exactly as TRL's own loss gets them.
@@ -56,6 +60,7 @@ from cegppo._extras import require
 
 require(__name__, "integrations", ["torch", "trl"])  # first: a missing one is named with its extra
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +71,16 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ._common import AGG_TABLE, DEFAULT, cegppo_config
 
-__all__ = ["LOSS_TYPE_AGG", "METRIC_PREFIX", "CEGPPOTRLConfig", "CEGPPOTrainer", "cegppo_config_from_trl"]
+__all__ = ["FAMILY_LOSSES", "LOSS_TYPE_AGG", "METRIC_PREFIX", "CEGPPOTRLConfig", "CEGPPOTrainer",
+           "cegppo_config_from_trl", "trl_port"]
 
 METRIC_PREFIX = "ce_gppo/"
 """Prefix of our metrics (`cegppo.METRIC_KEYS`) in the trainer's logs."""
+
+FAMILY_LOSSES: dict[str, str] = {"cispo": "cispo_cap", "sapo": "sapo"}
+"""TRL's own ``loss_type`` values of the family's members (docs/spec.md S14) -> the objective a port of each
+takes (a key of `cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS`): ``cispo`` caps the weight at the
+absolute ``epsilon_high`` (`cegppo.CISPOCapConfig`), ``sapo`` is `cegppo.SAPOConfig`."""
 
 LOSS_TYPE_AGG: dict[str, str] = {
     "dapo": "token-mean",
@@ -321,3 +332,29 @@ _MULTIMODAL_KEYS = (
     "image_position_ids",
 )
 """Inputs GRPOTrainer forwards to the model when present (vision-language models)."""
+
+
+def trl_port(loss_type: str) -> Any:
+    """A conformance-kit port (docs/conformance.md) running TRL's own ``GRPOTrainer`` loss of ``loss_type``.
+
+    ``loss_type`` is one of `FAMILY_LOSSES`; the port takes that member's keywords (``cispo``: ``cap``, set as
+    TRL's ``epsilon_high``; ``sapo``: ``tau_pos, tau_neg``, set as ``sapo_temperature_pos/neg``), records the
+    objective as ``port.objective``, and returns the loss of ``GRPOTrainer.compute_loss`` on the kit's
+    log-probs, which stand in for the model's (`cegppo.integrations._trl_harness`: a trainer on a one-layer
+    model, one process, no gradient accumulation). TRL's aggregation is the loss type's own (``cispo``: the
+    sum over the batch's tokens divided by their count; ``sapo``: each row's token mean, then the mean over
+    all rows); TRL takes (B,) or (B, T) advantages. This is what
+    ``cegppo-conformance check --framework-loss trl --loss NAME`` runs.
+
+    Raises:
+        ValueError: `loss_type` is not one of TRL's family losses.
+    """
+    from cegppo.conformance._port import kit_port  # the kit's port contract: only a port needs the kit
+
+    from ._trl_harness import harness_loss
+
+    if loss_type not in FAMILY_LOSSES:
+        raise ValueError(f"loss_type must be one of {sorted(FAMILY_LOSSES)} (TRL's family losses), got {loss_type!r}")
+    call = functools.partial(harness_loss, loss_type)
+    return kit_port(call, name=f"trl_{loss_type}", doc=f"TRL GRPOTrainer loss_type={loss_type!r} as a cegppo "
+                    "conformance port.", objective=FAMILY_LOSSES[loss_type])

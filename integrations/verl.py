@@ -66,6 +66,7 @@ from verl.workers.config import ActorConfig, PolicyLossConfig
 from ._common import AGG_TABLE, DEFAULT, cegppo_config, host_floats, registered_loss
 
 __all__ = [
+    "FAMILY_LOSSES",
     "LOSS_NAME",
     "METRIC_PREFIX",
     "CEGPPOPolicyLossConfig",
@@ -77,6 +78,10 @@ __all__ = [
 
 LOSS_NAME = "ce_gppo"
 """The name registered in verl's policy-loss registry (``policy_loss.loss_mode``)."""
+
+FAMILY_LOSSES: dict[str, str] = {"cispo": "cispo", "sapo": "sapo", "gspo": "gspo"}
+"""verl's own losses of the family's members (docs/spec.md S14) -> the objective (a key of
+`cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS`) they compute: ``verl_port(NAME, objective=...)``."""
 
 METRIC_PREFIX = "actor/ce_gppo/"
 """Prefix of our metrics (`cegppo.METRIC_KEYS`) in the dict the loss returns."""
@@ -213,6 +218,8 @@ def actor_config(
     beta_low: float = DEFAULT.beta_low,
     beta_high: float = DEFAULT.beta_high,
     clip_ratio_c: float | None = 3.0,
+    tau_pos: float = 1.0,
+    tau_neg: float = 1.05,
     loss_mode: str = LOSS_NAME,
     loss_agg_mode: str = "token-mean",
     loss_scale_factor: int | None = None,
@@ -221,7 +228,9 @@ def actor_config(
     """A verl ``ActorConfig`` carrying CE-GPPO hyperparameters (for tests, the conformance kit, notebooks).
 
     ``clip_ratio_c=None`` turns dual clip off (``use_dual_clip=False``; verl's own losses then see
-    c = inf, i.e. no dual clip either).
+    c = inf, i.e. no dual clip either). verl's ``cispo`` and ``gspo`` read the same ``clip_ratio_low/high``
+    (the eps of `cegppo.CISPOConfig` and `cegppo.GSPOConfig`); its ``sapo`` reads ``tau_pos`` / ``tau_neg``
+    (`cegppo.SAPOConfig`'s temperatures; the defaults are verl's and the paper's).
     """
     cfg = ActorConfig(
         strategy="fsdp",
@@ -231,6 +240,8 @@ def actor_config(
         clip_ratio_low=eps_low,
         clip_ratio_high=eps_high,
         clip_ratio_c=float("inf") if clip_ratio_c is None else clip_ratio_c,
+        tau_pos=tau_pos,
+        tau_neg=tau_neg,
         loss_agg_mode=loss_agg_mode,
         loss_scale_factor=loss_scale_factor,
         policy_loss=CEGPPOPolicyLossConfig(
@@ -242,26 +253,29 @@ def actor_config(
     return cfg
 
 
-def verl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
+def verl_port(name: str | Callable[..., Any], *, objective: str = "ce_gppo") -> Callable[..., torch.Tensor]:
     """A conformance-kit port (docs/conformance.md) that calls the verl policy loss registered as `name`.
 
     `name` may also be the loss function itself (verl's signature), registered or not.
 
-    The port has the kit's standard signature
+    The port takes the keywords of `objective` (``cegppo.conformance._port.OBJECTIVE_HYPERPARAMETERS``;
+    verl's ``cispo``, ``sapo`` and ``gspo`` are checked as their own member with ``objective=NAME``,
+    `FAMILY_LOSSES`) and records it as ``port.objective``. A CE-GPPO port is
     ``port(log_prob, old_log_prob, advantages, response_mask, *, eps_low, eps_high, beta_low, beta_high,
-    clip_ratio_c)`` and returns verl's token-mean loss. The hyperparameters reach the verl loss
-    through an ``ActorConfig`` (see `actor_config`): eps as ``clip_ratio_low/high``, c as
-    ``clip_ratio_c``, the betas as ``policy_loss.beta_low/beta_high``, which is where a
-    user-written CE-GPPO loss should read them too. This is what
-    ``cegppo-conformance check --verl-loss NAME`` runs.
+    clip_ratio_c)``; a CISPO or GSPO port takes ``eps_low, eps_high``, a SAPO port ``tau_pos, tau_neg``.
+    The hyperparameters reach the verl loss through an ``ActorConfig`` (see `actor_config`): eps as
+    ``clip_ratio_low/high``, c as ``clip_ratio_c``, the betas as ``policy_loss.beta_low/beta_high``
+    (where a user-written CE-GPPO loss should read them too), the temperatures as ``tau_pos/tau_neg``.
+    This is what ``cegppo-conformance check --verl-loss NAME`` runs.
 
-    Checked with the kit's ``agg=`` declaration, the port also takes ``loss_agg_mode=`` (handed to the
-    loss as verl's ``loss_agg_mode``) and, with ``global_normalizers=True``, ``num_tokens=`` /
-    ``num_seqs=`` (handed over as verl's ``global_batch_info`` ``batch_num_tokens`` /
-    ``global_batch_size``, with ``dp_size`` 1).
+    Without a mode from the kit the port asks verl for the objective's paper aggregation (token-mean for
+    CE-GPPO and CISPO, seq-mean-token-mean for SAPO and GSPO). Checked with the kit's ``agg=`` declaration,
+    the port takes ``loss_agg_mode=`` (handed to the loss as verl's ``loss_agg_mode``) and, with
+    ``global_normalizers=True``, ``num_tokens=`` / ``num_seqs=`` (handed over as verl's
+    ``global_batch_info`` ``batch_num_tokens`` / ``global_batch_size``, with ``dp_size`` 1).
 
     Raises:
-        ValueError: when no verl policy loss is registered under `name`.
+        ValueError: when no verl policy loss is registered under `name`, or `objective` is not one.
     """
     from cegppo.conformance._port import agg_kit_port  # the kit's port contract: only a port needs the kit
     fn, name = registered_loss(name, get_policy_loss_fn)  # verl's lookup raises ValueError listing the names
@@ -279,4 +293,4 @@ def verl_port(name: str | Callable[..., Any]) -> Callable[..., torch.Tensor]:
         return loss
 
     return agg_kit_port(call, name=f"verl_{name}", doc=f"verl policy loss {name!r} as a cegppo conformance port.",
-                        token_advantages=True)
+                        token_advantages=True, objective=objective)

@@ -6,8 +6,10 @@
 ``run`` checks each named stock loss (all of `CHECKS` whose framework this venv has, when no NAME is
 given) with its framework's conventions declared, through the ``cegppo-conformance`` command a user
 would type, and writes its JSON report to ``DIR/<framework>-<loss>.json``. It needs a venv with the
-framework: verl's is the ``integrations`` session's, the others have a session each (``nox -s
-openrlhf``, ``skyrl``, ``tunix``); ``nox -s <session> --install-only`` builds one, under ``.nox/``.
+framework: verl's and TRL's is the ``integrations`` session's, the others have a session each (``nox -s
+openrlhf``, ``skyrl``, ``tunix``); ``nox -s <session> --install-only`` builds one, under ``.nox/``. The
+``*-family-*`` checks run the frameworks' CISPO, SAPO and GSPO losses as ports of their member
+(``--objective``, docs/spec.md S14).
 ``table`` reads every report in DIR and prints one markdown row per loss: passes, failures by defect
 class, and each distinct diagnosis (the text behind the table's last column).
 
@@ -51,6 +53,23 @@ CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tunix-grpo": ("tunix", ("--framework-loss", "tunix", "--loss", "grpo", "--compute-dtype", "float32")),
     "tunix-ppo": ("tunix", ("--framework-loss", "tunix", "--loss", "ppo", "--advantages", "token",
                             "--normalizer-eps", "1e-8")),
+    # The family's members (docs/spec.md S14), each checked as its own objective, in its paper aggregation unless
+    # --agg says more; sapo is also asked for token-mean, the actor's default, which it ignores. The mask is bool:
+    # verl's seq-mean-token-mean divides by n_i + 1e-8, which a bool or integer mask's count absorbs in float32.
+    "verl-family-cispo": ("verl", ("--verl-loss", "cispo", "--objective", "cispo", "--advantages", "token")),
+    "verl-family-sapo": ("verl", ("--verl-loss", "sapo", "--objective", "sapo", "--advantages", "token",
+                                  "--agg", "token-mean,seq-mean-token-mean")),
+    "verl-family-gspo": ("verl", ("--verl-loss", "gspo", "--objective", "gspo", "--advantages", "token")),
+    # TRL 1.16.0's GRPOTrainer loss types, run on the kit's log-probs; their aggregation is the loss type's own
+    "trl-family-cispo": ("trl", ("--framework-loss", "trl", "--loss", "cispo", "--objective", "cispo_cap")),
+    "trl-family-sapo": ("trl", ("--framework-loss", "trl", "--loss", "sapo", "--objective", "sapo")),
+    # SkyRL 0.3.0: (B, T) advantages scaled by its loss_reduction; cispo exponentiates the ratio in float32
+    "skyrl-family-cispo": ("skyrl", ("--framework-loss", "skyrl", "--loss", "cispo", "--objective", "cispo",
+                                     "--advantages", "token", "--compute-dtype", "float32")),
+    "skyrl-family-sapo": ("skyrl", ("--framework-loss", "skyrl", "--loss", "sapo", "--objective", "sapo",
+                                    "--advantages", "token")),
+    "skyrl-family-gspo": ("skyrl", ("--framework-loss", "skyrl", "--loss", "gspo", "--objective", "gspo",
+                                    "--advantages", "token")),
 }
 """Report name -> (the framework's import name, the command-line arguments that check its stock loss)."""
 

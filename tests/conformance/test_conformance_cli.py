@@ -90,15 +90,22 @@ def test_framework_loss_names_say_how_to_rebuild_the_port() -> None:
     """Each row of the frameworks' table names its port for the report and the reproducer."""
     from cegppo.conformance._frameworks import FRAMEWORK_LOSSES
 
-    assert sorted(FRAMEWORK_LOSSES) == ["openrlhf", "skyrl", "tunix", "verl"]
+    assert sorted(FRAMEWORK_LOSSES) == ["openrlhf", "skyrl", "trl", "tunix", "verl"]
     assert {k: v.framework for k, v in FRAMEWORK_LOSSES.items()} == {
-        "verl": "torch", "openrlhf": "torch", "skyrl": "torch", "tunix": "jax"}
+        "verl": "torch", "openrlhf": "torch", "skyrl": "torch", "trl": "torch", "tunix": "jax"}
     assert (FRAMEWORK_LOSSES["verl"].port_name("verl", "my_pkg.losses:mine")
             == "<verl policy loss 'mine': import my_pkg.losses; port = cegppo.integrations.verl.verl_port('mine')>")
     assert (FRAMEWORK_LOSSES["verl"].port_name("verl", None)
             == "<verl policy loss (cegppo's integration): port = cegppo.conformance.port_from_verl_loss()>")
     assert (FRAMEWORK_LOSSES["tunix"].port_name("tunix", "grpo")
             == "<tunix policy loss 'grpo': port = cegppo.conformance.port_from_tunix('grpo')>")
+    assert (FRAMEWORK_LOSSES["trl"].port_name("trl", "sapo", "sapo")
+            == "<trl policy loss 'sapo': port = cegppo.integrations.trl.trl_port('sapo')>")
+    # A family member's reproducer rebuilds the port of that member, not CE-GPPO's.
+    assert (FRAMEWORK_LOSSES["verl"].port_name("verl", "cispo", "cispo")
+            == "<verl policy loss 'cispo': port = cegppo.integrations.verl.verl_port('cispo', objective='cispo')>")
+    assert (FRAMEWORK_LOSSES["skyrl"].port_name("skyrl", "gspo", "gspo")
+            == "<skyrl policy loss 'gspo': port = cegppo.conformance.port_from_skyrl('gspo', objective='gspo')>")
 
 
 def test_a_loss_of_a_file_path_is_read_like_a_port() -> None:

@@ -69,11 +69,18 @@ def test_objective_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv:
     assert code == 2 and needle in err, err
 
 
-def test_framework_losses_stay_ce_gppo(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--framework-loss", "openrlhf", "--objective", "sapo"], "its ports compute ce_gppo, not --objective sapo"),
+    (["--framework-loss", "trl", "--loss", "sapo"], "its ports compute cispo_cap, sapo, not --objective ce_gppo"),
+])
+def test_framework_losses_compute_the_objectives_of_their_row(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                              needle: str) -> None:
+    """OpenRLHF's losses are checked as CE-GPPO only, TRL's family losses only as their members (refused before
+    any framework is imported)."""
     with pytest.raises(SystemExit) as exc:
-        main(["check", "--framework-loss", "verl", "--objective", "sapo"])
+        main(["check", *argv])
     assert exc.value.code == 2
-    assert "not --objective sapo" in capsys.readouterr().err
+    assert needle in capsys.readouterr().err
 
 
 def test_list_by_objective(capsys: pytest.CaptureFixture[str]) -> None:
