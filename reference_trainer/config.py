@@ -135,7 +135,7 @@ class TrainConfig:
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (loss -= entropy_coef * aggregated token entropy)."""
     fused_head: bool = False
-    """Compute the loss with cegppo.torch.fused_linear_policy_loss (no (N, V) logits); CE-GPPO's presets only."""
+    """Compute the loss with cegppo.torch.fused_linear_policy_loss (no (N, V) logits), for any member's preset."""
 
     def check(self, world_size: int = 1) -> None:
         """Raise ValueError (naming the field) for impossible settings, before anything is loaded or written."""
@@ -191,13 +191,7 @@ class TrainConfig:
         need(self.kl_coef >= 0, "kl_coef", "must be >= 0")
         need(self.entropy_coef >= 0, "entropy_coef", "must be >= 0 (a bonus: loss -= entropy_coef * entropy)")
         need(not (self.fused_head and self.kl_coef > 0), "kl_coef", "the KL penalty needs per-token log-probs: not with --fused-head")
-        loss_cfg = cegppo_config(self)  # the loss's fields (ValueError naming eps/beta/dual_clip)
-        # The fused head computes CE-GPPO's loss and regions only: another member's config is refused, not converted.
-        need(
-            not (self.fused_head and not isinstance(loss_cfg, cegppo.CEGPPOConfig)),
-            "fused_head",
-            f"takes CE-GPPO's presets only; --preset {self.preset} is a {type(loss_cfg).__name__}",
-        )
+        cegppo_config(self)  # the loss's fields (ValueError naming eps/beta/dual_clip)
         need(device_problem(self.device) is None, "device", device_problem(self.device) or "")
         need(out_problem(self.out) is None, "out", out_problem(self.out) or "")
         if self.model is not None:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, SupportsFloat
 
-import cegppo
 import cegppo.torch as cg
 import torch
 import torch.distributed as dist
@@ -278,7 +277,6 @@ def update_minibatch(run: Run, rollout: Rollout, idx: torch.Tensor, step: int, s
     kl = torch.zeros((), device=run.device)
     token_metrics: Mapping[str, SupportsFloat]
     if cfg.fused_head:
-        assert isinstance(run.loss_cfg, cegppo.CEGPPOConfig)  # TrainConfig.check refuses the fused head otherwise
         hidden, weight, bias = run.forward(sub, 1.0, hidden=True)
         pg_loss, token_metrics = cg.fused_linear_policy_loss(
             hidden, weight, sub.response, olp, adv, mask, run.loss_cfg, bias=bias,

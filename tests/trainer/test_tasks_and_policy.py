@@ -207,11 +207,13 @@ def read_rows_after(out: Path, **over: object) -> list[dict[str, float]]:
     return read_rows(out)
 
 
-def test_fused_head_run_matches_the_unfused_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preset", ["ce_gppo_1p5b", "cispo", "gspo"])
+def test_fused_head_run_matches_the_unfused_run(tmp_path: Path, preset: str) -> None:
     """--fused-head (cegppo.torch.fused_linear_policy_loss, no logits) gives the same losses, gradient norms,
-    regions and per-region entropy changes as the logits path, up to float32 rounding."""
-    plain = train(tiny_config(tmp_path / "plain", total_steps=2, temperature=0.7))
-    fused = train(tiny_config(tmp_path / "fused", total_steps=2, temperature=0.7, fused_head=True))
+    regions and per-region entropy changes as the logits path, up to float32 rounding, for CE-GPPO and for
+    members with their own regions (CISPO's clipped weight, GSPO's sequence ratio, whose F reads whole rows)."""
+    plain = train(tiny_config(tmp_path / "plain", total_steps=2, temperature=0.7, preset=preset))
+    fused = train(tiny_config(tmp_path / "fused", total_steps=2, temperature=0.7, fused_head=True, preset=preset))
     assert plain[0]["clip_frac"] > 0
     for a, b in zip(plain, fused, strict=True):
         for key in ("reward", "entropy", "pg_loss", "grad_norm", "clip_low_frac", "clip_high_frac", "ratio_mean",
